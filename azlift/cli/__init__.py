@@ -1,0 +1,1 @@
+"""The azlift command line (typer): parses, calls the library, renders."""

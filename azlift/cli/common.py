@@ -1,0 +1,102 @@
+"""Pieces every sub-app shares: option aliases, output, confirmation, run state."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from ..redact import redact_text
+
+
+@dataclass
+class RunState:
+    """Process-wide flags the error boundary needs (set by option callbacks)."""
+
+    debug: bool = False
+    json: bool = False
+    quiet: bool = False
+
+
+STATE = RunState()
+
+
+def _set_json(value: bool) -> bool:
+    if value:
+        STATE.json = True
+    return value
+
+
+def _set_quiet(value: bool) -> bool:
+    if value:
+        STATE.quiet = True
+    return value
+
+
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON document on stdout (text goes to stderr).",
+                 callback=_set_json, is_eager=True),
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bar.", callback=_set_quiet),
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Overwrite an existing output / override a refusal."),
+]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (you have a backup)."),
+]
+
+
+def emit_json(document: Any) -> None:
+    """Print ``document`` as the one JSON document on stdout (secrets masked)."""
+    text = json.dumps(document, indent=2, sort_keys=False, default=str)
+    sys.stdout.write(redact_text(text) + "\n")
+    sys.stdout.flush()
+
+
+def say(message: str = "", *, err: bool = True) -> None:
+    """Human text: stderr when --json owns stdout, else stdout unless ``err``."""
+    stream = sys.stderr if (err or STATE.json) else sys.stdout
+    stream.write(redact_text(message) + "\n")
+    stream.flush()
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr."""
+    say(f"azlift: warning: {message}", err=True)
+
+
+def stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def confirm(question: str) -> bool:
+    """Ask on the terminal; False (never an exception) when there is no terminal."""
+    if not stdin_is_terminal():
+        return False
+    return typer.confirm(question, default=False, err=True)
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A group that runs ``default_command`` when the first word is not a sub-command.
+
+    Lets ``azlift upload SOURCE URL`` and ``azlift upload verify SOURCE URL`` coexist.
+    """
+
+    default_command = "send"
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = [self.default_command, *args]
+        elif not args and self.default_command in self.commands:
+            args = [self.default_command]
+        return super().parse_args(ctx, args)
+

@@ -1,0 +1,1 @@
+"""Fixtures and fakes that start the real components the tests talk to."""

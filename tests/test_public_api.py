@@ -1,0 +1,31 @@
+"""Each package's __all__ names exactly what it exports, and every name resolves."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import azlift
+
+
+@pytest.mark.parametrize("package", ["vhd", "upload", "prep", "azlift"])
+def test_all_names_resolve(package: str) -> None:
+    module = importlib.import_module(package)
+    assert module.__all__, f"{package} has an empty __all__"
+    assert len(set(module.__all__)) == len(module.__all__)
+    for name in module.__all__:
+        assert hasattr(module, name), f"{package}.__all__ names missing {name}"
+
+
+@pytest.mark.parametrize("package", ["vhd", "upload", "prep"])
+def test_library_packages_do_not_import_the_cli(package: str) -> None:
+    import pathlib
+    root = pathlib.Path(importlib.import_module(package).__file__).parent
+    for source in root.rglob("*.py"):
+        text = source.read_text()
+        for forbidden in ("import typer", "import tqdm", "from azlift", "import azlift"):
+            assert forbidden not in text, f"{source} has {forbidden!r}"
+
+
+def test_version_is_a_string() -> None:
+    assert azlift.__version__.count(".") == 2

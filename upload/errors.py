@@ -1,0 +1,61 @@
+"""The upload package's exception tree (page blobs, managed disks, registration)."""
+from __future__ import annotations
+
+
+class UploadError(Exception):
+    """Base of every error the upload package raises."""
+
+    code = "upload_error"
+    exit_code = 4
+
+
+class ServiceError(UploadError):
+    """Azure (or the emulator) answered with an error after retries."""
+
+    code = "service_error"
+
+    def __init__(self, message: str, *, service_code: str | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.service_code = service_code
+        self.status = status
+
+
+class AuthError(ServiceError):
+    """The credential was refused or is missing."""
+
+    code = "auth_failed"
+
+
+class UnreachableError(ServiceError):
+    """The endpoint could not be reached within the time allowed."""
+
+    code = "unreachable"
+
+
+class TargetExistsError(UploadError):
+    """The blob or disk exists and neither overwrite nor resume was asked for."""
+
+    code = "target_exists"
+    exit_code = 5
+
+
+class ResumeMismatchError(UploadError):
+    """The recorded upload does not belong to this source or target."""
+
+    code = "resume_mismatch"
+    exit_code = 5
+
+
+class NotReadyError(UploadError):
+    """The image breaks an Azure rule; nothing was sent."""
+
+    code = "not_ready"
+    exit_code = 1
+
+
+class UsageError(UploadError):
+    """Options that contradict each other or name something malformed."""
+
+    code = "usage"
+    exit_code = 2

@@ -1,0 +1,168 @@
+"""VHD on-disk layouts and the pure arithmetic around them (no I/O).
+
+Source: Microsoft "Virtual Hard Disk Image Format Specification" (v1.0, 2006):
+hard disk footer, dynamic disk header, BAT, parent locators. All fields big-endian.
+"""
+from __future__ import annotations
+
+import struct
+import time
+import uuid
+from dataclasses import dataclass, replace
+
+SECTOR = 512
+MIB = 1024 * 1024
+
+FOOTER_SIZE = 512
+FOOTER_COOKIE = b"conectix"
+FEATURES_RESERVED = 0x00000002
+FORMAT_VERSION = 0x00010000
+FIXED_DATA_OFFSET = 0xFFFFFFFFFFFFFFFF
+
+DISK_TYPE_FIXED = 2
+DISK_TYPE_DYNAMIC = 3
+DISK_TYPE_DIFFERENCING = 4
+DISK_TYPE_NAMES = {0: "none", 1: "reserved", 2: "fixed", 3: "dynamic", 4: "differencing",
+                   5: "reserved", 6: "reserved"}
+
+CHECKSUM_OFFSET = 64
+CHECKSUM_FIELD = slice(64, 68)
+
+# VHD timestamps count seconds from 2000-01-01 00:00:00 UTC.
+VHD_EPOCH = 946684800
+
+AZLIFT_CREATOR_APP = b"azlf"
+AZLIFT_CREATOR_VERSION = 0x00010000
+CREATOR_HOST_WINDOWS = b"Wi2k"
+
+# cookie, features, version, data offset, timestamp, creator app, creator version,
+# creator host OS, original size, current size, cylinders, heads, sectors per track,
+# disk type, checksum, unique id, saved state, reserved(427)
+FOOTER_STRUCT = struct.Struct(">8sIIQI4sI4sQQHBBII16sB427x")
+assert FOOTER_STRUCT.size == FOOTER_SIZE
+
+# Largest geometry the spec can express: 65535 cylinders x 16 heads x 255 sectors.
+MAX_CHS_SECTORS = 65535 * 16 * 255
+
+
+def vhd_checksum(structure: bytes, checksum_field: slice = CHECKSUM_FIELD) -> int:
+    """One's complement of the byte sum of ``structure`` with its checksum field as zero."""
+    total = sum(structure) - sum(structure[checksum_field])
+    return (~total) & 0xFFFFFFFF
+
+
+def chs_geometry(size: int) -> tuple[int, int, int]:
+    """CHS geometry (cylinders, heads, sectors/track) for ``size`` bytes, per the VHD spec.
+
+    Azure does not check geometry; it is written so other readers are content.
+    """
+    total = min(size // SECTOR, MAX_CHS_SECTORS)
+    if total >= 65535 * 16 * 63:
+        spt, heads = 255, 16
+        cth = total // spt
+    else:
+        spt = 17
+        cth = total // spt
+        heads = max((cth + 1023) // 1024, 4)
+        if cth >= heads * 1024 or heads > 16:
+            spt, heads = 31, 16
+            cth = total // spt
+        if cth >= heads * 1024:
+            spt, heads = 63, 16
+            cth = total // spt
+    return cth // heads, heads, spt
+
+
+def round_up(value: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-value // multiple) * multiple
+
+
+def azure_virtual_size(size: int) -> int:
+    """The size Azure needs: ``size`` rounded up to a whole MiB (never zero)."""
+    return max(round_up(size, MIB), MIB)
+
+
+def vhd_timestamp(now: float | None = None) -> int:
+    """Seconds since the VHD epoch (2000-01-01 UTC), clamped to the 32-bit field."""
+    seconds = int(time.time() if now is None else now) - VHD_EPOCH
+    return min(max(seconds, 0), 0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class Footer:
+    """A parsed VHD hard disk footer (also the copy at offset 0 of dynamic disks)."""
+
+    cookie: bytes
+    features: int
+    format_version: int
+    data_offset: int
+    timestamp: int
+    creator_app: bytes
+    creator_version: int
+    creator_host_os: bytes
+    original_size: int
+    current_size: int
+    cylinders: int
+    heads: int
+    sectors_per_track: int
+    disk_type: int
+    checksum: int
+    unique_id: bytes
+    saved_state: int
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "Footer":
+        """Parse 512 bytes without validating them (see ``problems``)."""
+        return cls(*FOOTER_STRUCT.unpack(raw[:FOOTER_SIZE]))
+
+    def pack(self) -> bytes:
+        """The 512 bytes, with the checksum field as stored in this object."""
+        return FOOTER_STRUCT.pack(
+            self.cookie, self.features, self.format_version, self.data_offset,
+            self.timestamp, self.creator_app, self.creator_version, self.creator_host_os,
+            self.original_size, self.current_size, self.cylinders, self.heads,
+            self.sectors_per_track, self.disk_type, self.checksum, self.unique_id,
+            self.saved_state,
+        )
+
+    def with_checksum(self) -> "Footer":
+        """A copy whose checksum field is the correct one."""
+        return replace(self, checksum=vhd_checksum(replace(self, checksum=0).pack()))
+
+    @property
+    def checksum_ok(self) -> bool:
+        return self.checksum == vhd_checksum(self.pack())
+
+    @property
+    def disk_type_name(self) -> str:
+        return DISK_TYPE_NAMES.get(self.disk_type, f"unknown({self.disk_type})")
+
+    @property
+    def unique_id_str(self) -> str:
+        return str(uuid.UUID(bytes=self.unique_id))
+
+
+def fixed_footer(virtual_size: int, *, unique_id: bytes | None = None,
+                 timestamp: int | None = None) -> Footer:
+    """The footer of an Azure-ready fixed VHD of ``virtual_size`` bytes (checksummed)."""
+    cylinders, heads, spt = chs_geometry(virtual_size)
+    return Footer(
+        cookie=FOOTER_COOKIE,
+        features=FEATURES_RESERVED,
+        format_version=FORMAT_VERSION,
+        data_offset=FIXED_DATA_OFFSET,
+        timestamp=vhd_timestamp() if timestamp is None else timestamp,
+        creator_app=AZLIFT_CREATOR_APP,
+        creator_version=AZLIFT_CREATOR_VERSION,
+        creator_host_os=CREATOR_HOST_WINDOWS,
+        original_size=virtual_size,
+        current_size=virtual_size,
+        cylinders=cylinders,
+        heads=heads,
+        sectors_per_track=spt,
+        disk_type=DISK_TYPE_FIXED,
+        checksum=0,
+        unique_id=uuid.uuid4().bytes if unique_id is None else unique_id,
+        saved_state=0,
+    ).with_checksum()

@@ -1,0 +1,2 @@
+"""Write an Azure-ready fixed VHD (placeholder until written)."""
+from __future__ import annotations

@@ -1,0 +1,69 @@
+"""The vhd package's exception tree.
+
+Every error carries a stable ``code`` (used in ``--json`` output) and the process
+``exit_code`` the CLI maps it to. Messages say what was expected and what was found.
+"""
+from __future__ import annotations
+
+
+class VhdError(Exception):
+    """Base of every error the vhd package raises."""
+
+    code = "vhd_error"
+    exit_code = 3
+
+
+class ImageFormatError(VhdError):
+    """The file is not a readable image of the format it claims (or was named as)."""
+
+    code = "bad_image"
+
+
+class ChecksumError(ImageFormatError):
+    """A structure's checksum or CRC does not match its contents."""
+
+    code = "bad_checksum"
+
+
+class TruncatedImageError(ImageFormatError):
+    """The file ends before a structure or block it references."""
+
+    code = "truncated_image"
+
+
+class UnsupportedImageError(VhdError):
+    """A valid image that azlift cannot handle (yet), e.g. a VHDX with a pending log."""
+
+    code = "unsupported_image"
+
+
+class ParentNotFoundError(VhdError):
+    """A differencing disk's parent could not be located."""
+
+    code = "parent_not_found"
+
+
+class FormatMismatchError(VhdError):
+    """Content and file name disagree (a ``.vhd`` without a footer) and no format was named."""
+
+    code = "format_mismatch"
+
+
+class ImageIOError(VhdError):
+    """The operating system refused to read or write a file."""
+
+    code = "io_error"
+
+
+class OutputExistsError(VhdError):
+    """The destination exists and overwriting was not asked for."""
+
+    code = "output_exists"
+    exit_code = 5
+
+
+class InvalidSizeError(VhdError):
+    """A requested size is impossible (smaller than the data, beyond Azure's limits...)."""
+
+    code = "invalid_size"
+    exit_code = 2
