@@ -1,0 +1,4 @@
+"""`azlift prep windows`."""
+from __future__ import annotations
+
+from .prep import app  # noqa: F401
