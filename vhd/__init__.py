@@ -13,12 +13,19 @@ from .errors import (
     ImageIOError,
     InvalidSizeError,
     OutputExistsError,
+    ParentChainError,
+    ParentMismatchError,
     ParentNotFoundError,
+    ReadRangeError,
     TruncatedImageError,
+    UnknownFormatError,
     UnsupportedImageError,
     VhdError,
 )
 from .image import DiskImage
+from .raw import RawImage
+from .vhd import VhdImage
+from .vhdx import VhdxImage
 
 open = open_image  # noqa: A001  (vhd.open(path) reads naturally)
 
@@ -33,10 +40,17 @@ __all__ = [
     "ImageIOError",
     "InvalidSizeError",
     "OutputExistsError",
+    "ParentChainError",
+    "ParentMismatchError",
     "ParentNotFoundError",
+    "RawImage",
+    "ReadRangeError",
     "TruncatedImageError",
+    "UnknownFormatError",
     "UnsupportedImageError",
     "VhdError",
+    "VhdImage",
+    "VhdxImage",
     "azure_virtual_size",
     "chs_geometry",
     "fixed_footer",

@@ -166,3 +166,60 @@ def fixed_footer(virtual_size: int, *, unique_id: bytes | None = None,
         unique_id=uuid.uuid4().bytes if unique_id is None else unique_id,
         saved_state=0,
     ).with_checksum()
+
+
+# --- reading footers ------------------------------------------------------------------
+# Some old tools wrote a 511-byte footer (the last reserved byte missing).
+SHORT_FOOTER_SIZE = 511
+KNOWN_DISK_TYPES = (DISK_TYPE_FIXED, DISK_TYPE_DYNAMIC, DISK_TYPE_DIFFERENCING)
+
+
+def parse_footer(raw: bytes) -> Footer | None:
+    """The footer in ``raw`` (512 bytes, or 511 for the short variant) if its cookie matches."""
+    if len(raw) == SHORT_FOOTER_SIZE:
+        raw = raw + b"\0"
+    if len(raw) < FOOTER_SIZE or raw[:8] != FOOTER_COOKIE:
+        return None
+    return Footer.unpack(raw)
+
+
+def footer_problem(footer: Footer) -> str | None:
+    """Why ``footer`` cannot describe a disk azlift reads, or None when it can."""
+    if not footer.checksum_ok:
+        return (f"footer checksum is {footer.checksum:#010x}, expected "
+                f"{vhd_checksum(footer.pack()):#010x}")
+    if footer.format_version >> 16 != FORMAT_VERSION >> 16:
+        return f"footer format version is {footer.format_version:#010x}, expected 0x00010000"
+    if footer.disk_type not in KNOWN_DISK_TYPES:
+        return (f"disk type is {footer.disk_type} ({footer.disk_type_name}), expected "
+                f"2 (fixed), 3 (dynamic) or 4 (differencing)")
+    return None
+
+
+def vhd_time_iso(timestamp: int) -> str:
+    """A VHD timestamp as ISO 8601 UTC."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(VHD_EPOCH + timestamp))
+
+
+def fourcc(value: bytes) -> str:
+    """A four-character code as printable text (creator app, host OS, platform code)."""
+    return value.decode("latin-1").replace("\0", " ").strip() or ""
+
+
+def footer_fields(footer: Footer) -> dict[str, object]:
+    """The footer as JSON-ready fields for ``describe()``."""
+    return {
+        "creator_app": fourcc(footer.creator_app),
+        "creator_version": f"{footer.creator_version >> 16}.{footer.creator_version & 0xFFFF}",
+        "creator_host_os": fourcc(footer.creator_host_os),
+        "original_size": footer.original_size,
+        "current_size": footer.current_size,
+        "geometry": {"cylinders": footer.cylinders, "heads": footer.heads,
+                     "sectors_per_track": footer.sectors_per_track},
+        "disk_type": footer.disk_type_name,
+        "checksum": "ok" if footer.checksum_ok else "bad",
+        "unique_id": footer.unique_id_str,
+        "timestamp": vhd_time_iso(footer.timestamp),
+        "saved_state": bool(footer.saved_state),
+        "format_version": f"{footer.format_version >> 16}.{footer.format_version & 0xFFFF}",
+    }

@@ -67,3 +67,28 @@ class InvalidSizeError(VhdError):
 
     code = "invalid_size"
     exit_code = 2
+
+
+class ParentMismatchError(ImageFormatError):
+    """A differencing disk's parent is not the disk it was created from (unique id differs)."""
+
+    code = "parent_mismatch"
+
+
+class ParentChainError(ImageFormatError):
+    """A differencing chain loops back on itself or is deeper than azlift follows."""
+
+    code = "bad_parent_chain"
+
+
+class ReadRangeError(VhdError, ValueError):
+    """A read asked for bytes outside the disk's virtual size."""
+
+    code = "read_out_of_range"
+
+
+class UnknownFormatError(VhdError):
+    """A format name azlift does not know was asked for."""
+
+    code = "unknown_format"
+    exit_code = 2

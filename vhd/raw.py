@@ -1,0 +1,204 @@
+"""Raw disk images, and the file handling every reader shares.
+
+``FileImage`` owns the descriptor: opening with one-line errors, positional reads that
+never move a shared offset, bounds checks and the context manager. ``RawImage`` is the
+simplest reader on top of it: the file *is* the disk, a tail that is not a whole sector
+reads as zero-padded, and the file's holes (SEEK_DATA/SEEK_HOLE) are the map of data.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ._vhd_structs import SECTOR, round_up
+from .errors import ImageIOError, ReadRangeError, TruncatedImageError
+
+
+def merge_extents(extents: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Join ascending ``(offset, length)`` ranges that touch or overlap; drop empty ones."""
+    start = end = None
+    for offset, length in extents:
+        if length <= 0:
+            continue
+        if start is None:
+            start, end = offset, offset + length
+        elif offset <= end:
+            end = max(end, offset + length)
+        else:
+            yield start, end - start
+            start, end = offset, offset + length
+    if start is not None:
+        yield start, end - start
+
+
+def align_extents(extents: Iterable[tuple[int, int]], limit: int) -> Iterator[tuple[int, int]]:
+    """Widen ranges outward to whole sectors, clip them to ``limit`` and merge them."""
+    def widened() -> Iterator[tuple[int, int]]:
+        for offset, length in extents:
+            start = offset - offset % SECTOR
+            end = min(round_up(offset + length, SECTOR), limit)
+            if end > start:
+                yield start, end - start
+    return merge_extents(widened())
+
+
+def file_data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Ranges of ``[start, end)`` in the file that hold data, from SEEK_DATA/SEEK_HOLE.
+
+    A file system without hole reporting yields the whole range: a safe superset.
+    """
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # no data after pos
+                return
+            yield pos, end - pos
+            return
+        if data >= end:
+            return
+        try:
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+        except OSError:
+            hole = end
+        hole = min(hole, end)
+        yield data, hole - data
+        pos = hole
+
+
+class FileImage:
+    """An open image file: positional reads, bounds checks, close and ``with``."""
+
+    format = "file"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd: int | None = None
+        self._fd = open_readable(self.path)
+        self.file_size = file_length(self._fd, self.path)
+
+    # -- the descriptor ---------------------------------------------------------------
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise ImageIOError(f"{self.path}: image is closed")
+        return self._fd
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset`` of the file, or TruncatedImageError."""
+        data = self.pread_upto(offset, length)
+        if len(data) != length:
+            raise TruncatedImageError(
+                f"{self.path}: expected {length} bytes at offset {offset}, "
+                f"the file ends after {len(data)} of them (file size {self.file_size})")
+        return data
+
+    def pread_upto(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset``; shorter only at the end of the file."""
+        if length <= 0:
+            return b""
+        chunks = []
+        got = 0
+        while got < length:
+            try:
+                chunk = os.pread(self.fd, length - got, offset + got)
+            except OSError as error:
+                raise ImageIOError(f"cannot read {self.path} at offset {offset + got}: "
+                                   f"{error.strerror}") from error
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def check_range(self, offset: int, length: int) -> None:
+        """Refuse a read that does not lie inside ``[0, virtual_size]``."""
+        size = self.virtual_size  # type: ignore[attr-defined]
+        if offset < 0 or length < 0 or offset + length > size:
+            raise ReadRangeError(
+                f"{self.path}: read of {length} bytes at offset {offset} is outside the "
+                f"disk (virtual size {size})")
+
+    # -- lifetime ---------------------------------------------------------------------
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FileImage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
+
+
+def open_readable(path: str) -> int:
+    """A read-only descriptor for a regular file or block device, or one-line ImageIOError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as error:
+        raise ImageIOError(f"{path}: no such file") from error
+    except IsADirectoryError as error:
+        raise ImageIOError(f"{path}: is a directory, expected a disk image file") from error
+    except PermissionError as error:
+        raise ImageIOError(f"{path}: permission denied") from error
+    except OSError as error:
+        raise ImageIOError(f"cannot open {path}: {error.strerror or error}") from error
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ImageIOError(f"{path}: is {kind}, expected a disk image file")
+    return fd
+
+
+def file_length(fd: int, path: str) -> int:
+    """Length of a regular file or block device."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    except OSError as error:
+        raise ImageIOError(f"cannot size {path}: {error.strerror}") from error
+
+
+class RawImage(FileImage):
+    """A raw disk: the bytes of the file, zero-padded to a whole sector."""
+
+    format = "raw"
+
+    @property
+    def virtual_size(self) -> int:
+        return round_up(self.file_size, SECTOR)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Guest bytes ``[offset, offset + length)``; the padded tail reads as zeros."""
+        self.check_range(offset, length)
+        data = self.pread_upto(offset, length)
+        if len(data) < length:
+            data += bytes(length - len(data))
+        return data
+
+    def extents(self) -> Iterator[tuple[int, int]]:
+        return align_extents(file_data_extents(self.fd, 0, self.file_size), self.virtual_size)
+
+    def allocated_bytes(self) -> int:
+        return sum(length for _, length in self.extents())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "virtual_size": self.virtual_size,
+            "file_size": self.file_size,
+            "allocated_bytes": self.allocated_bytes(),
+            "parents": [],
+        }
