@@ -59,3 +59,48 @@ class UsageError(UploadError):
 
     code = "usage"
     exit_code = 2
+
+
+class ArmError(ServiceError):
+    """Azure Resource Manager refused a request or a long-running operation failed."""
+
+    code = "arm_error"
+
+
+class BlobCheckError(NotReadyError):
+    """The source blob is missing or is not an Azure-ready fixed VHD page blob."""
+
+    code = "blob_not_ready"
+
+
+class HintConflictError(NotReadyError):
+    """The requested OS type or Hyper-V generation contradicts what the disk itself shows."""
+
+    code = "hint_conflict"
+
+
+class DiskBusyError(UploadError):
+    """A managed disk is in a state that blocks the request (e.g. left in ActiveUpload)."""
+
+    code = "disk_busy"
+    exit_code = 5
+
+
+class TransientServiceError(ServiceError):
+    """A failure worth re-trying (5xx, timeout, reset) that outlived the retry policy."""
+
+    code = "service_unavailable"
+
+
+class TargetSizeError(UploadError):
+    """The existing blob or disk has another length than the fixed VHD needs."""
+
+    code = "target_size"
+    exit_code = 5
+
+
+class UploadInterrupted(UploadError):
+    """The upload was cancelled; acknowledged ranges are kept for ``--resume``."""
+
+    code = "interrupted"
+    exit_code = 130

@@ -1,0 +1,113 @@
+"""The ARM fake behaves like ARM for what azlift uses, driven by the real SDK."""
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.mgmt.compute import models
+
+from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
+from upload.arm import ArmTarget, compute_client
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def client(fake_arm):  # noqa: F811
+    return compute_client(ArmTarget.resolve(None, arm_endpoint=fake_arm.base_url))
+
+
+def _image(**overrides):
+    os_disk = {"os_type": "Linux", "os_state": "Generalized", "blob_uri": "https://a/b/c.vhd"}
+    os_disk.update(overrides)
+    return models.Image(location="westeurope", storage_profile=models.ImageStorageProfile(
+        os_disk=models.ImageOSDisk(**os_disk)))
+
+
+@pytest.mark.parametrize("style", ["async-operation", "location"])
+def test_image_create_polls_then_succeeds(fake_arm, client, style):  # noqa: F811
+    fake_arm.lro_style = style
+    fake_arm.polls_before_done = 2
+    image = client.images.begin_create_or_update("rg", "img", _image(),
+                                                 polling_interval=0).result()
+    assert image.provisioning_state == "Succeeded"
+    assert image.id.endswith("/resourceGroups/rg/providers/Microsoft.Compute/images/img")
+    polls = fake_arm.calls("GET", "/operation")
+    assert len(polls) >= 3
+    put = fake_arm.calls("PUT", "/images/img")[0]
+    assert put.query["api-version"]
+    assert put.body["properties"]["storageProfile"]["osDisk"]["osType"] == "Linux"
+
+
+def test_unknown_enum_is_refused_with_arm_error_body(fake_arm, client):  # noqa: F811
+    with pytest.raises(HttpResponseError) as caught:
+        client.images.begin_create_or_update("rg", "img", _image(os_type="Solaris"),
+                                             polling_interval=0).result()
+    assert caught.value.error.code == "InvalidParameter"
+    assert "Solaris" in caught.value.error.message
+    assert fake_arm.get(fake_arm.resource_id("image", "rg", "img")) is None
+
+
+def test_lun_used_twice_is_refused(fake_arm, client):  # noqa: F811
+    image = _image()
+    image.storage_profile.data_disks = [models.ImageDataDisk(lun=1, blob_uri="https://a/1"),
+                                        models.ImageDataDisk(lun=1, blob_uri="https://a/2")]
+    with pytest.raises(HttpResponseError, match="LUN 1"):
+        client.images.begin_create_or_update("rg", "img", image).result()
+
+
+def test_version_name_must_be_three_numbers(fake_arm, client):  # noqa: F811
+    fake_arm.add_gallery("rg", "gal")
+    client.gallery_images.begin_create_or_update("rg", "gal", "def", models.GalleryImage(
+        location="westeurope", os_type="Linux", os_state="Generalized",
+        identifier=models.GalleryImageIdentifier(publisher="p", offer="o", sku="s")),
+        polling_interval=0).result()
+    version = models.GalleryImageVersion(location="westeurope", storage_profile=models.
+                                         GalleryImageVersionStorageProfile(
+        os_disk_image=models.GalleryOSDiskImage(source=models.GalleryDiskImageSource(
+            uri="https://a/b.vhd", storage_account_id="/sa"))))
+    with pytest.raises(HttpResponseError) as caught:
+        client.gallery_image_versions.begin_create_or_update("rg", "gal", "def", "1.0", version).result()
+    assert caught.value.error.code == "InvalidParameter"
+    done = client.gallery_image_versions.begin_create_or_update(
+        "rg", "gal", "def", "1.0.0", version, polling_interval=0).result()
+    assert done.provisioning_state == "Succeeded"
+
+
+@pytest.mark.parametrize("size", [20 * MIB, 20 * MIB + 1024, 19 * MIB + 512,
+                                  32 * 1024 * 1024 * MIB + MIB + 512])
+def test_upload_size_must_be_whole_mib_plus_footer(fake_arm, client, size):  # noqa: F811
+    disk = models.Disk(location="westeurope", creation_data=models.CreationData(
+        create_option="Upload", upload_size_bytes=size))
+    with pytest.raises(HttpResponseError, match="uploadSizeBytes"):
+        client.disks.begin_create_or_update("rg", "d", disk).result()
+
+
+def test_conflicting_create_on_existing_name(fake_arm, client):  # noqa: F811
+    client.images.begin_create_or_update("rg", "img", _image(), polling_interval=0).result()
+    same = client.images.begin_create_or_update("rg", "img", _image(), polling_interval=0).result()
+    assert same.provisioning_state == "Succeeded"
+    with pytest.raises(HttpResponseError) as caught:
+        client.images.begin_create_or_update("rg", "img", _image(os_state="Specialized")).result()
+    assert caught.value.status_code == 409
+    assert caught.value.error.code == "PropertyChangeNotAllowed"
+
+
+def test_failed_operation_surfaces_arm_error(fake_arm, client):  # noqa: F811
+    fake_arm.fail_next_operation = ("InternalDiskManagementError", "Blob is not a VHD.")
+    with pytest.raises(HttpResponseError) as caught:
+        client.images.begin_create_or_update("rg", "img", _image(), polling_interval=0).result()
+    assert "Blob is not a VHD" in str(caught.value)
+
+
+def test_wrong_token_is_401(fake_arm):  # noqa: F811
+    from azure.core.credentials import AccessToken
+    from azure.core.exceptions import ClientAuthenticationError
+
+    class Wrong:
+        def get_token(self, *scopes, **kwargs):
+            return AccessToken("nope", 2**31)
+
+    client = compute_client(ArmTarget.resolve(None, arm_endpoint=fake_arm.base_url),
+                            credential=Wrong())
+    with pytest.raises(ClientAuthenticationError):
+        client.images.get("rg", "img")
