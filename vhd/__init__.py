@@ -23,6 +23,8 @@ from .errors import (
     VhdError,
 )
 from .image import DiskImage
+from .partitions import DiskLayout, Partition, analyze
+from .check import CheckReport, Finding, check_image, check_output_rules, check_path
 from .raw import RawImage
 from .vhd import VhdImage
 from .vhdx import VhdxImage
@@ -30,6 +32,14 @@ from .vhdx import VhdxImage
 open = open_image  # noqa: A001  (vhd.open(path) reads naturally)
 
 __all__ = [
+    "CheckReport",
+    "DiskLayout",
+    "Finding",
+    "Partition",
+    "analyze",
+    "check_image",
+    "check_output_rules",
+    "check_path",
     "MIB",
     "SECTOR",
     "ChecksumError",

@@ -1,2 +1,308 @@
-"""Azure's rules as findings (placeholder until written)."""
+"""Azure's rules for an uploaded disk, as findings with stable codes.
+
+A fixed VHD is what Azure stores byte for byte, so every footer and size rule applies to
+it as it is, and each broken rule is an error. Any other source (raw, dynamic,
+differencing, VHDX) is converted by ``azlift vhd convert``/``fix``/``upload`` first: it
+gets a ``needs_conversion`` warning, and the size rules apply to the fixed VHD that
+conversion would produce. The codes are part of the JSON contract (see README.md).
+"""
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._vhd_structs import (
+    DISK_TYPE_FIXED,
+    FEATURES_RESERVED,
+    FIXED_DATA_OFFSET,
+    FOOTER_COOKIE,
+    FOOTER_SIZE,
+    FORMAT_VERSION,
+    MIB,
+    Footer,
+    azure_virtual_size,
+    vhd_checksum,
+)
+from .errors import ImageFormatError
+from .image import DiskImage
+from .partitions import DiskLayout, analyze
+
+Role = Literal["os", "data"]
+GIB = 1024 * MIB
+MIN_DISK_SIZE = 20 * MIB
+MAX_OS_DISK_SIZE = 4095 * GIB
+MAX_DATA_DISK_SIZE = 32767 * GIB
+REPORT_SCHEMA = "azlift.vhd.check/1"
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule's verdict: what was expected, what was found, how to fix it."""
+
+    code: str
+    severity: str  # "error" | "warning" | "info"
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "severity": self.severity, "message": self.message}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every finding for one image; ``ready`` when none of them is an error."""
+
+    path: str
+    format: str
+    role: str | None
+    virtual_size: int
+    azure_virtual_size: int
+    file_size: int | None
+    findings: tuple[Finding, ...]
+    layout: DiskLayout | None = field(default=None)
+
+    @property
+    def ready(self) -> bool:
+        return not any(f.severity == ERROR for f in self.findings)
+
+    def codes(self) -> list[str]:
+        return [f.code for f in self.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {s: sum(f.severity == s for f in self.findings) for s in (ERROR, WARNING, INFO)}
+        return {
+            "schema": REPORT_SCHEMA,
+            "path": self.path,
+            "format": self.format,
+            "role": self.role,
+            "ready": self.ready,
+            "virtual_size": self.virtual_size,
+            "azure_virtual_size": self.azure_virtual_size,
+            "file_size": self.file_size,
+            "os_type_hint": self.layout.os_type_hint if self.layout else None,
+            "generation_hint": self.layout.generation_hint if self.layout else None,
+            "summary": {"errors": counts[ERROR], "warnings": counts[WARNING],
+                        "info": counts[INFO]},
+            "findings": [f.to_dict() for f in self.findings],
+            "layout": self.layout.to_dict() if self.layout else None,
+        }
+
+
+def _gib(size: int) -> str:
+    return f"{size / GIB:.2f} GiB" if size >= GIB else f"{size / MIB:.2f} MiB"
+
+
+def check_output_rules(virtual_size: int, role: Role | None = None,
+                       *, remedy: str = "run `azlift vhd fix`") -> list[Finding]:
+    """The size rules the fixed VHD sent to Azure must meet (virtual size = blob − 512)."""
+    findings = []
+    if virtual_size % MIB:
+        findings.append(Finding(
+            "size_not_whole_mib", ERROR,
+            f"virtual size {virtual_size} is not a whole number of MiB (expected a multiple "
+            f"of 1048576, {virtual_size % MIB} bytes over); {remedy} to round it up to "
+            f"{azure_virtual_size(virtual_size)}"))
+    if virtual_size < MIN_DISK_SIZE:
+        findings.append(Finding(
+            "size_too_small", ERROR,
+            f"virtual size {virtual_size} ({_gib(virtual_size)}) is below Azure's minimum "
+            f"of 20 MiB ({MIN_DISK_SIZE}); convert with `azlift vhd convert --size 20M`"))
+    if role == "os" and virtual_size > MAX_OS_DISK_SIZE:
+        findings.append(Finding(
+            "os_disk_too_large", ERROR,
+            f"virtual size {virtual_size} ({_gib(virtual_size)}) is above the largest OS "
+            f"disk Azure accepts, 4095 GiB; shrink the guest's partitions and the disk, "
+            f"or attach it as a data disk"))
+    if virtual_size > MAX_DATA_DISK_SIZE:
+        findings.append(Finding(
+            "disk_too_large", ERROR,
+            f"virtual size {virtual_size} ({_gib(virtual_size)}) is above the largest "
+            f"disk Azure accepts, 32767 GiB; shrink the disk"))
+    elif role is None and virtual_size > MAX_OS_DISK_SIZE:
+        findings.append(Finding(
+            "too_large_for_os_disk", WARNING,
+            f"virtual size {virtual_size} ({_gib(virtual_size)}) is above 4095 GiB: it "
+            f"can only be a data disk"))
+    return findings
+
+
+def footer_rules(footer: Footer) -> list[Finding]:
+    """The footer fields Azure checks, each against the value it expects."""
+    findings = []
+    how = "run `azlift vhd fix` or `azlift vhd convert` to write a correct footer"
+
+    def expect(code: str, name: str, found: object, expected: object) -> None:
+        findings.append(Finding(code, ERROR,
+                                f"footer {name} is {found}, expected {expected}; {how}"))
+
+    if footer.cookie != FOOTER_COOKIE:
+        expect("footer_cookie", "cookie", repr(footer.cookie), "b'conectix'")
+    if footer.features != FEATURES_RESERVED:
+        expect("footer_features", "features", f"{footer.features:#010x}", "0x00000002")
+    if footer.format_version != FORMAT_VERSION:
+        expect("footer_version", "format version", f"{footer.format_version:#010x}",
+               "0x00010000")
+    if footer.data_offset != FIXED_DATA_OFFSET:
+        expect("footer_data_offset", "data offset", f"{footer.data_offset:#018x}",
+               "0xffffffffffffffff (a fixed disk)")
+    if footer.disk_type != DISK_TYPE_FIXED:
+        expect("footer_disk_type", "disk type", f"{footer.disk_type} ({footer.disk_type_name})",
+               "2 (fixed)")
+    expected_sum = vhd_checksum(footer.pack())
+    if footer.checksum != expected_sum:
+        expect("footer_checksum", "checksum", f"{footer.checksum:#010x}",
+               f"{expected_sum:#010x}")
+    return findings
+
+
+def blob_length_rule(file_size: int | None, current_size: int) -> list[Finding]:
+    """A fixed VHD is exactly its virtual size plus one 512-byte footer."""
+    if file_size is None or file_size == current_size + FOOTER_SIZE:
+        return []
+    return [Finding(
+        "blob_length", ERROR,
+        f"file length is {file_size}, expected virtual size + 512 = "
+        f"{current_size + FOOTER_SIZE}; Azure takes the last 512 bytes as the footer. Run "
+        f"`azlift vhd convert` to write a clean copy")]
+
+
+def find_stale_footer(image: DiskImage, virtual_size: int) -> int | None:
+    """Offset of a fixed-VHD footer left inside the data by an interrupted ``vhd fix``.
+
+    ``fix`` writes the new footer at the new end first and then zeroes the old one, which
+    sits in the last MiB of data and describes a disk ending exactly where it sits. That
+    self-description makes a false match in guest data practically impossible.
+    """
+    start = max(0, virtual_size - MIB)
+    window = image.read(start, virtual_size - start)
+    at = window.find(FOOTER_COOKIE)
+    while at != -1:
+        if at % 512 == 0 and at + FOOTER_SIZE <= len(window):
+            footer = Footer.unpack(window[at:at + FOOTER_SIZE])
+            if (footer.checksum_ok and footer.disk_type == DISK_TYPE_FIXED
+                    and footer.current_size == start + at):
+                return start + at
+        at = window.find(FOOTER_COOKIE, at + 1)
+    return None
+
+
+def stale_footer_rule(image: DiskImage, virtual_size: int) -> list[Finding]:
+    offset = find_stale_footer(image, virtual_size)
+    if offset is None:
+        return []
+    return [Finding(
+        "stale_footer", ERROR,
+        f"a VHD footer is left inside the data area at offset {offset} (expected zeros "
+        f"there): an interrupted `azlift vhd fix`; run `azlift vhd fix` again to finish")]
+
+
+def layout_findings(layout: DiskLayout, role: Role | None, virtual_size: int) -> list[Finding]:
+    """Generation and OS hints; a missing generation matters only for an OS disk."""
+    why = "; ".join(layout.reasons)
+    findings = []
+    if layout.generation_hint == "V2":
+        findings.append(Finding("generation_v2", INFO,
+                                f"boots as Hyper-V generation 2 (UEFI): {why}; create the "
+                                f"Azure image with --hyper-v-generation V2"))
+    elif layout.generation_hint == "V1":
+        findings.append(Finding("generation_v1", INFO,
+                                f"boots as Hyper-V generation 1 (BIOS): {why}; create the "
+                                f"Azure image with --hyper-v-generation V1"))
+    elif role != "data":
+        findings.append(Finding(
+            "generation_unknown", WARNING,
+            f"expected an EFI system partition on GPT (generation 2) or BIOS boot code on "
+            f"MBR (generation 1), found neither: {why}; an OS disk needs one to boot"))
+    if layout.os_type_hint:
+        findings.append(Finding("os_type", INFO, f"looks like a {layout.os_type_hint} disk"))
+    for part in layout.partitions:
+        if part.start + part.size > virtual_size:
+            findings.append(Finding(
+                "partition_past_end", WARNING,
+                f"partition {part.index} ends at byte {part.start + part.size}, past the "
+                f"end of the disk ({virtual_size}): the image may be truncated"))
+    return findings
+
+
+def conversion_finding(image: DiskImage) -> Finding:
+    kind = {"raw": "a raw disk without a VHD footer",
+            "vhd-dynamic": "a dynamic VHD", "vhd-differencing": "a differencing VHD",
+            "vhdx": "a VHDX"}.get(image.format, image.format)
+    fix_hint = ("`azlift vhd fix` appends a footer in place, " if image.format == "raw" else "")
+    return Finding(
+        "needs_conversion", WARNING,
+        f"Azure takes a fixed VHD, found {kind}; {fix_hint}`azlift vhd convert` writes a "
+        f"fixed copy and `azlift upload` converts on the fly")
+
+
+def check_image(image: DiskImage, role: Role | None = None) -> CheckReport:
+    """Check ``image`` against every rule Azure enforces on an uploaded disk."""
+    virtual_size = image.virtual_size
+    file_size = getattr(image, "file_size", None)
+    findings: list[Finding] = []
+    if image.format == "vhd-fixed":
+        footer: Footer = image.footer  # type: ignore[attr-defined]
+        findings += footer_rules(footer)
+        findings += blob_length_rule(file_size, footer.current_size)
+        findings += check_output_rules(virtual_size, role)
+        if virtual_size % MIB == 0 and virtual_size >= MIB:
+            findings += stale_footer_rule(image, virtual_size)
+    else:
+        findings.append(conversion_finding(image))
+        target = azure_virtual_size(virtual_size)
+        if target != virtual_size:
+            findings.append(Finding(
+                "size_rounded_up", INFO,
+                f"virtual size {virtual_size} is not a whole number of MiB; the fixed VHD "
+                f"will be {target} bytes (zeros appended)"))
+        findings += check_output_rules(target, role, remedy="convert")
+    layout = analyze(image)
+    findings += layout_findings(layout, role, virtual_size)
+    return CheckReport(image.path, image.format, role, virtual_size,
+                       azure_virtual_size(virtual_size), file_size, tuple(findings), layout)
+
+
+def check_path(path: str, role: Role | None = None, format: str | None = None) -> CheckReport:  # noqa: A002
+    """Open and check ``path``; a fixed VHD whose footer fields break the rules is reported
+    as findings (not ready) rather than as an unreadable file."""
+    from .detect import open_image
+    from .raw import RawImage
+
+    try:
+        image = open_image(path, format)
+    except ImageFormatError:
+        footer = _fixed_footer_at_end(path) if format in (None, "vhd") else None
+        if footer is None:
+            raise
+        with RawImage(path) as raw:
+            size = raw.file_size
+            findings = footer_rules(footer) + blob_length_rule(size, footer.current_size)
+            findings += check_output_rules(footer.current_size, role)
+            layout = analyze(raw)
+            return CheckReport(path, "vhd-fixed", role, footer.current_size,
+                               azure_virtual_size(footer.current_size), size,
+                               tuple(findings), layout)
+    with image:
+        return check_image(image, role)
+
+
+def _fixed_footer_at_end(path: str) -> Footer | None:
+    """The footer at the end of ``path`` when it has the cookie and is not a sparse-disk one."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            if size < FOOTER_SIZE:
+                return None
+            handle.seek(size - FOOTER_SIZE)
+            raw = handle.read(FOOTER_SIZE)
+    except OSError:
+        return None
+    if raw[:8] != FOOTER_COOKIE:
+        return None
+    footer = Footer.unpack(raw)
+    if footer.disk_type in (3, 4) or footer.current_size > size - FOOTER_SIZE:
+        return None
+    return footer

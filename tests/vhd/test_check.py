@@ -1,0 +1,226 @@
+"""Azure's rules as findings: pure size/footer rules, then real images."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import vhd
+from tests.support import disk_layouts as dl
+from vhd.check import (
+    GIB,
+    MAX_DATA_DISK_SIZE,
+    MAX_OS_DISK_SIZE,
+    MIN_DISK_SIZE,
+    check_image,
+    check_output_rules,
+    check_path,
+    footer_rules,
+)
+from vhd.errors import ImageFormatError
+
+MIB = dl.MIB
+
+
+def codes(findings) -> list[str]:
+    return [f.code for f in findings]
+
+
+# --- the size rules the produced fixed VHD must meet -------------------------------------
+@pytest.mark.parametrize("size, role, expected", [
+    (MIN_DISK_SIZE, None, []),
+    (MIN_DISK_SIZE - MIB, None, ["size_too_small"]),
+    (MIN_DISK_SIZE + 512, None, ["size_not_whole_mib"]),
+    (MIN_DISK_SIZE - 512, "data", ["size_not_whole_mib", "size_too_small"]),
+    (MAX_OS_DISK_SIZE, "os", []),
+    (MAX_OS_DISK_SIZE + MIB, "os", ["os_disk_too_large"]),
+    (MAX_OS_DISK_SIZE + MIB, "data", []),
+    (MAX_OS_DISK_SIZE + MIB, None, ["too_large_for_os_disk"]),
+    (MAX_DATA_DISK_SIZE, "data", []),
+    (MAX_DATA_DISK_SIZE + MIB, "data", ["disk_too_large"]),
+    (MAX_DATA_DISK_SIZE + MIB, "os", ["os_disk_too_large", "disk_too_large"]),
+])
+def test_output_size_rules(size: int, role: str | None, expected: list[str]) -> None:
+    assert codes(check_output_rules(size, role)) == expected
+
+
+def test_limits_are_azures_documented_ones() -> None:
+    assert MIN_DISK_SIZE == 20 * MIB
+    assert MAX_OS_DISK_SIZE == 4095 * GIB
+    assert MAX_DATA_DISK_SIZE == 32767 * GIB
+
+
+def test_size_message_says_expected_found_and_fix() -> None:
+    (finding,) = check_output_rules(104865792, "data")
+    assert finding.severity == "error"
+    assert "104865792 is not a whole number of MiB" in finding.message
+    assert "azlift vhd fix" in finding.message
+    assert str(vhd.azure_virtual_size(104865792)) in finding.message
+
+
+@given(st.integers(min_value=0, max_value=2 ** 50))
+def test_whole_mib_rule_matches_arithmetic(size: int) -> None:
+    found = codes(check_output_rules(size))
+    assert ("size_not_whole_mib" in found) == (size % MIB != 0)
+    assert ("size_too_small" in found) == (size < 20 * MIB)
+
+
+# --- footer rules -------------------------------------------------------------------------
+GOOD_FOOTER = vhd.fixed_footer(32 * MIB, unique_id=bytes(range(16)), timestamp=1)
+
+
+def test_good_footer_has_no_findings() -> None:
+    assert footer_rules(GOOD_FOOTER) == []
+
+
+@pytest.mark.parametrize("field, value, code", [
+    ("cookie", b"conectiX", "footer_cookie"),
+    ("features", 0, "footer_features"),
+    ("format_version", 0x00010001, "footer_version"),
+    ("data_offset", 512, "footer_data_offset"),
+    ("disk_type", 3, "footer_disk_type"),
+])
+def test_each_footer_field_has_its_code(field: str, value: object, code: str) -> None:
+    footer = replace(GOOD_FOOTER, **{field: value}).with_checksum()
+    (finding,) = footer_rules(footer)
+    assert (finding.code, finding.severity) == (code, "error")
+    assert "expected" in finding.message
+
+
+def test_bad_checksum_names_both_values() -> None:
+    footer = replace(GOOD_FOOTER, checksum=GOOD_FOOTER.checksum ^ 1)
+    (finding,) = footer_rules(footer)
+    assert finding.code == "footer_checksum"
+    assert f"{GOOD_FOOTER.checksum:#010x}" in finding.message
+
+
+# --- real images --------------------------------------------------------------------------
+def raw_disk(tmp_path: Path, size: int, name: str = "disk.img") -> str:
+    return dl.write_disk(tmp_path / name, size, {0: b"\x01" * 4096})
+
+
+def test_qemu_fixed_vhd_with_force_size_is_ready(tmp_path: Path) -> None:
+    raw = dl.windows_gpt_disk(tmp_path / "src.img", 32 * MIB)
+    out = dl.qemu_vpc(raw, tmp_path / "qemu.vhd", "subformat=fixed,force_size=on")
+    report = check_path(out, "os")
+    assert report.format == "vhd-fixed"
+    assert report.ready, report.findings
+    assert "generation_v2" in report.codes() and "os_type" in report.codes()
+    assert report.layout.os_type_hint == "windows"
+
+
+def test_qemu_fixed_vhd_without_force_size_is_misaligned(tmp_path: Path) -> None:
+    raw = raw_disk(tmp_path, 30 * MIB)
+    report = check_path(dl.qemu_vpc(raw, tmp_path / "chs.vhd", "subformat=fixed"))
+    assert not report.ready
+    assert report.virtual_size % MIB != 0
+    assert "size_not_whole_mib" in report.codes()
+
+
+def test_qemu_dynamic_vhd_needs_conversion_but_is_ready(tmp_path: Path) -> None:
+    raw = dl.linux_gpt_disk(tmp_path / "src.img", 24 * MIB)
+    out = dl.qemu_vpc(raw, tmp_path / "dyn.vhd", "subformat=dynamic,force_size=on")
+    report = check_path(out, "os")
+    assert report.format == "vhd-dynamic"
+    assert report.ready
+    assert "needs_conversion" in report.codes()
+    assert report.layout.generation_hint == "V2"
+
+
+def test_raw_of_odd_length_is_rounded_up(tmp_path: Path) -> None:
+    path = raw_disk(tmp_path, 21 * MIB + 1000)
+    report = check_path(path)
+    assert report.format == "raw"
+    assert report.azure_virtual_size == 22 * MIB
+    assert {"needs_conversion", "size_rounded_up"} <= set(report.codes())
+    assert report.ready
+
+
+def test_small_raw_is_not_ready(tmp_path: Path) -> None:
+    report = check_path(raw_disk(tmp_path, 5 * MIB))
+    assert not report.ready
+    assert "size_too_small" in report.codes()
+
+
+def test_fixed_vhd_with_wrong_features_is_not_ready(tmp_path: Path) -> None:
+    path = dl.append_footer(raw_disk(tmp_path, 20 * MIB), features=0)
+    report = check_path(path)
+    assert not report.ready
+    assert report.codes().count("footer_features") == 1
+
+
+def test_fixed_vhd_with_bad_checksum_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    path = dl.append_footer(raw_disk(tmp_path, 20 * MIB), checksum=0x12345678)
+    report = check_path(path)
+    assert (report.format, report.ready) == ("vhd-fixed", False)
+    assert "footer_checksum" in report.codes()
+
+
+def test_unknown_disk_type_is_reported(tmp_path: Path) -> None:
+    path = dl.append_footer(raw_disk(tmp_path, 20 * MIB), disk_type=6)
+    assert "footer_disk_type" in check_path(path).codes()
+
+
+def test_data_longer_than_current_size_breaks_blob_length(tmp_path: Path) -> None:
+    path = raw_disk(tmp_path, 21 * MIB)
+    footer = vhd.fixed_footer(20 * MIB)
+    with open(path, "ab") as handle:
+        handle.write(footer.pack())
+    report = check_path(path)
+    assert "blob_length" in report.codes()
+    assert not report.ready
+
+
+def test_stale_footer_left_by_interrupted_fix_is_an_error(tmp_path: Path) -> None:
+    old_size = 20 * MIB + 3 * 512
+    path = dl.append_footer(raw_disk(tmp_path, old_size))  # old footer at old_size
+    with open(path, "r+b") as handle:
+        handle.truncate(21 * MIB)
+        handle.seek(21 * MIB)
+        handle.write(vhd.fixed_footer(21 * MIB).pack())
+    report = check_path(path)
+    assert report.codes().count("stale_footer") == 1
+    assert str(old_size) in [f for f in report.findings if f.code == "stale_footer"][0].message
+    assert not report.ready
+
+
+def test_empty_os_disk_warns_about_generation(tmp_path: Path) -> None:
+    report = check_path(dl.write_disk(tmp_path / "e.img", 20 * MIB, {}), "os")
+    (finding,) = [f for f in report.findings if f.code == "generation_unknown"]
+    assert finding.severity == "warning"
+    assert "generation_unknown" not in check_path(str(tmp_path / "e.img"), "data").codes()
+
+
+def test_unreadable_file_raises_the_package_error(tmp_path: Path) -> None:
+    path = tmp_path / "text.vhd"
+    path.write_text("not a disk\n" * 100)
+    with pytest.raises(vhd.VhdError) as caught:
+        check_path(str(path))
+    assert caught.value.exit_code in (2, 3)
+
+
+def test_truncated_dynamic_vhd_is_unreadable(tmp_path: Path) -> None:
+    raw = raw_disk(tmp_path, 24 * MIB)
+    out = Path(dl.qemu_vpc(raw, tmp_path / "dyn.vhd", "subformat=dynamic"))
+    data = out.read_bytes()
+    out.write_bytes(data[:600] + data[-512:])
+    with pytest.raises(ImageFormatError):
+        check_path(str(out))
+
+
+def test_report_json_schema(tmp_path: Path) -> None:
+    path = dl.windows_mbr_disk(tmp_path / "w.img", 20 * MIB)
+    with vhd.open_image(path) as image:
+        document = json.loads(json.dumps(check_image(image, "os").to_dict()))
+    assert set(document) == {"schema", "path", "format", "role", "ready", "virtual_size",
+                             "azure_virtual_size", "file_size", "os_type_hint",
+                             "generation_hint", "summary", "findings", "layout"}
+    assert document["schema"] == "azlift.vhd.check/1"
+    assert (document["generation_hint"], document["os_type_hint"]) == ("V1", "windows")
+    assert document["summary"]["warnings"] == sum(
+        f["severity"] == "warning" for f in document["findings"])
+    assert all(set(f) == {"code", "severity", "message"} for f in document["findings"])
