@@ -223,3 +223,123 @@ def footer_fields(footer: Footer) -> dict[str, object]:
         "saved_state": bool(footer.saved_state),
         "format_version": f"{footer.format_version >> 16}.{footer.format_version & 0xFFFF}",
     }
+
+
+# --- dynamic and differencing disks -----------------------------------------------------
+GIB = 1024 * MIB
+DYNAMIC_COOKIE = b"cxsparse"
+DYNAMIC_HEADER_SIZE = 1024
+DYNAMIC_HEADER_VERSION = 0x00010000
+HEADER_CHECKSUM_FIELD = slice(36, 40)
+# cookie, data offset, table offset, header version, max table entries, block size,
+# checksum, parent unique id, parent timestamp, reserved, parent unicode name (UTF-16BE)
+DYNAMIC_HEADER_STRUCT = struct.Struct(">8sQQIIII16sII512s")
+# platform code, platform data space, platform data length, reserved, platform data offset
+LOCATOR_STRUCT = struct.Struct(">4sIIIQ")
+LOCATORS_OFFSET = 576
+LOCATOR_COUNT = 8
+UNALLOCATED = 0xFFFFFFFF
+# The spec's limit for dynamic and differencing disks (Hyper-V and qemu agree).
+MAX_DYNAMIC_SIZE = 2040 * GIB
+MAX_BLOCK_SIZE = 256 * MIB
+# Platform codes of parent locators, in the order a reader should try them.
+LOCATOR_RELATIVE = (b"W2ru", b"Wi2r")
+LOCATOR_ABSOLUTE = (b"W2ku", b"Wi2k", b"MacX")
+MAX_LOCATOR_LENGTH = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ParentLocator:
+    """One parent locator entry: where (in the child file) a path to the parent is kept."""
+
+    platform_code: bytes
+    data_space: int
+    data_length: int
+    data_offset: int
+
+    def decode(self, data: bytes) -> str | None:
+        """The path stored in ``data`` for this platform code, or None if not a path."""
+        code = self.platform_code
+        if code in (b"W2ru", b"W2ku"):
+            text = data.decode("utf-16-le", errors="replace")
+        elif code in (b"Wi2r", b"Wi2k"):
+            text = data.decode("latin-1")
+        elif code == b"MacX":
+            from urllib.parse import unquote, urlsplit
+            text = unquote(urlsplit(data.decode("utf-8", errors="replace")).path)
+        else:
+            return None
+        text = text.split("\0", 1)[0].strip()
+        return text or None
+
+
+@dataclass(frozen=True)
+class DynamicHeader:
+    """The dynamic disk header (dynamic and differencing disks)."""
+
+    cookie: bytes
+    data_offset: int
+    table_offset: int
+    header_version: int
+    max_table_entries: int
+    block_size: int
+    checksum: int
+    parent_unique_id: bytes
+    parent_timestamp: int
+    reserved: int
+    parent_unicode_name: bytes
+    locators: tuple[ParentLocator, ...]
+    checksum_ok: bool
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "DynamicHeader":
+        """Parse 1024 bytes without validating them (see ``dynamic_header_problem``)."""
+        fields = DYNAMIC_HEADER_STRUCT.unpack_from(raw, 0)
+        locators = tuple(
+            ParentLocator(*entry[:3], entry[4])
+            for entry in LOCATOR_STRUCT.iter_unpack(
+                raw[LOCATORS_OFFSET:LOCATORS_OFFSET + LOCATOR_COUNT * LOCATOR_STRUCT.size])
+            if entry[0] != b"\0\0\0\0")
+        ok = fields[6] == vhd_checksum(raw[:DYNAMIC_HEADER_SIZE], HEADER_CHECKSUM_FIELD)
+        return cls(*fields, locators, ok)
+
+    @property
+    def parent_name(self) -> str:
+        return self.parent_unicode_name.decode("utf-16-be", errors="replace").split("\0", 1)[0]
+
+
+def is_power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+def bitmap_size(block_size: int) -> int:
+    """Bytes of the sector bitmap before each block: one bit per sector, whole sectors."""
+    return round_up(max(block_size // SECTOR // 8, 1), SECTOR)
+
+
+def blocks_for(size: int, block_size: int) -> int:
+    """Blocks needed to hold ``size`` bytes."""
+    return -(-size // block_size)
+
+
+def dynamic_header_problem(header: DynamicHeader, virtual_size: int) -> str | None:
+    """Why ``header`` cannot describe a disk of ``virtual_size`` bytes, or None."""
+    if header.cookie != DYNAMIC_COOKIE:
+        return f"dynamic header cookie is {header.cookie!r}, expected b'cxsparse'"
+    if not header.checksum_ok:
+        return "dynamic header checksum does not match its contents"
+    if header.header_version >> 16 != DYNAMIC_HEADER_VERSION >> 16:
+        return f"dynamic header version is {header.header_version:#010x}, expected 0x00010000"
+    if not is_power_of_two(header.block_size) or not SECTOR <= header.block_size <= MAX_BLOCK_SIZE:
+        return (f"block size {header.block_size} is not a power of two between 512 and "
+                f"{MAX_BLOCK_SIZE}")
+    if virtual_size % SECTOR:
+        return f"virtual size {virtual_size} is not a multiple of 512"
+    if virtual_size > MAX_DYNAMIC_SIZE:
+        return (f"virtual size {virtual_size} exceeds the {MAX_DYNAMIC_SIZE} bytes "
+                f"(2040 GiB) a dynamic VHD can hold")
+    needed = blocks_for(virtual_size, header.block_size)
+    if header.max_table_entries < needed:
+        return (f"BAT has {header.max_table_entries} entries, a disk of {virtual_size} bytes "
+                f"with {header.block_size}-byte blocks needs {needed}")
+    return None

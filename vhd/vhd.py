@@ -7,21 +7,47 @@ the BAT for dynamic and differencing ones).
 """
 from __future__ import annotations
 
+import heapq
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
+import numpy as np
+
 from ._vhd_structs import (
+    DISK_TYPE_DIFFERENCING,
+    DISK_TYPE_FIXED,
+    DYNAMIC_HEADER_SIZE,
     FOOTER_SIZE,
+    LOCATOR_ABSOLUTE,
+    LOCATOR_RELATIVE,
+    MAX_LOCATOR_LENGTH,
     SECTOR,
+    UNALLOCATED,
+    DynamicHeader,
+    bitmap_size,
+    blocks_for,
+    dynamic_header_problem,
+    vhd_time_iso,
     SHORT_FOOTER_SIZE,
     Footer,
     footer_fields,
     footer_problem,
     parse_footer,
 )
-from .errors import ChecksumError, ImageFormatError, TruncatedImageError
-from .raw import FileImage, align_extents, file_data_extents
+from .errors import (
+    ChecksumError,
+    ImageFormatError,
+    ParentChainError,
+    ParentMismatchError,
+    ParentNotFoundError,
+    TruncatedImageError,
+)
+from .raw import FileImage, align_extents, file_data_extents, merge_extents
+
+# How many parents a differencing chain may have before azlift refuses it.
+MAX_CHAIN_DEPTH = 32
 
 # Where a run's bytes come from (see ``Run.source``).
 FROM_ZERO = -1
@@ -62,11 +88,16 @@ class VhdImage(FileImage):
 
     def _make_layout(self, depth: int, seen: frozenset[str]) -> Layout:
         footer = self.footer
-        if footer.disk_type == 2:
+        if footer.disk_type == DISK_TYPE_FIXED:
             self.format = "vhd-fixed"
             return FixedLayout(self)
-        from ._vhd_sparse import sparse_layout  # dynamic and differencing disks
-        return sparse_layout(self, depth, seen)
+        layout = SparseLayout(self)
+        if footer.disk_type == DISK_TYPE_DIFFERENCING:
+            self.format = "vhd-differencing"
+            self.parent = open_parent(self, layout.header, depth, seen)
+        else:
+            self.format = "vhd-dynamic"
+        return layout
 
     @property
     def virtual_size(self) -> int:
@@ -190,3 +221,236 @@ class FixedLayout:
 
     def describe(self) -> dict[str, Any]:
         return {"data_size": self.image.data_size}
+
+
+class SparseLayout:
+    """Dynamic and differencing disks: a BAT of blocks, each after its sector bitmap.
+
+    The BAT is read once, bounded by the file size (never by a claimed size). Unallocated
+    blocks read as zeros (dynamic) or from the parent (differencing); inside an allocated
+    block of a differencing disk the sector bitmap says which sectors are the child's.
+    """
+
+    def __init__(self, image: VhdImage) -> None:
+        self.image = image
+        path = image.path
+        footer = image.footer
+        offset = footer.data_offset
+        if offset < FOOTER_SIZE or offset + DYNAMIC_HEADER_SIZE > image.data_size:
+            raise TruncatedImageError(
+                f"{path}: the dynamic header offset {offset} is outside the file "
+                f"(expected 512 .. {max(image.data_size - DYNAMIC_HEADER_SIZE, 0)})")
+        self.header = DynamicHeader.unpack(image.pread(offset, DYNAMIC_HEADER_SIZE))
+        problem = dynamic_header_problem(self.header, footer.current_size)
+        if problem is not None:
+            error = ChecksumError if "checksum" in problem else ImageFormatError
+            raise error(f"{path}: {problem}")
+        self.block_size = self.header.block_size
+        self.bitmap_size = bitmap_size(self.block_size)
+        self.block_count = blocks_for(footer.current_size, self.block_size)
+        self.differencing = footer.disk_type == DISK_TYPE_DIFFERENCING
+        self.bat = self._read_bat()
+        self._bitmap_cache: dict[int, np.ndarray] = {}
+
+    def _read_bat(self) -> np.ndarray:
+        image, header = self.image, self.header
+        table_end = header.table_offset + 4 * self.block_count
+        if table_end > image.data_size:
+            raise TruncatedImageError(
+                f"{image.path}: the BAT ends at offset {table_end}, past the end of the "
+                f"data ({image.data_size} bytes)")
+        bat = np.frombuffer(image.pread(header.table_offset, 4 * self.block_count), dtype=">u4")
+        allocated = bat != UNALLOCATED
+        starts = bat[allocated].astype(np.int64) * SECTOR
+        if starts.size:
+            last = self.block_count - 1
+            tail = image.virtual_size - last * self.block_size
+            lengths = np.full(starts.size, self.bitmap_size + self.block_size, dtype=np.int64)
+            if allocated[last]:
+                lengths[-1] = self.bitmap_size + tail
+            ends = starts + lengths
+            worst = int(np.argmax(ends))
+            if int(ends[worst]) > image.data_size:
+                block = int(np.flatnonzero(allocated)[worst])
+                raise TruncatedImageError(
+                    f"{image.path}: BAT entry {block} points to a block ending at offset "
+                    f"{int(ends[worst])}, past the end of the data ({image.data_size} bytes)")
+        return bat
+
+    # -- the map ------------------------------------------------------------------------
+    def runs(self, offset: int, length: int) -> Iterator[Run]:
+        end = offset + length
+        block_size = self.block_size
+        pending: Run | None = None
+        for block in range(offset // block_size, -(-end // block_size)):
+            block_start = block * block_size
+            start, stop = max(offset, block_start), min(end, block_start + block_size)
+            for run in self._block_runs(block, block_start, start, stop):
+                if pending is None:
+                    pending = run
+                elif pending.source == run.source and pending.source < 0:
+                    pending = Run(pending.offset, pending.length + run.length, pending.source)
+                elif (pending.source >= 0 and run.source == pending.source + pending.length):
+                    pending = Run(pending.offset, pending.length + run.length, pending.source)
+                else:
+                    yield pending
+                    pending = run
+        if pending is not None:
+            yield pending
+
+    def _block_runs(self, block: int, block_start: int, start: int, stop: int) -> Iterator[Run]:
+        entry = int(self.bat[block])
+        if entry == UNALLOCATED:
+            yield Run(start, stop - start, FROM_PARENT if self.differencing else FROM_ZERO)
+            return
+        data = entry * SECTOR + self.bitmap_size - block_start
+        if not self.differencing:
+            yield Run(start, stop - start, data + start)
+            return
+        bits = self._bitmap(block, entry)
+        first, last = (start - block_start) // SECTOR, (stop - block_start - 1) // SECTOR
+        window = bits[first:last + 1]
+        changes = np.flatnonzero(np.diff(window)) + 1
+        bounds = [0, *changes.tolist(), len(window)]
+        for low, high in zip(bounds, bounds[1:]):
+            run_start = max(start, block_start + (first + low) * SECTOR)
+            run_stop = min(stop, block_start + (first + high) * SECTOR)
+            source = data + run_start if window[low] else FROM_PARENT
+            yield Run(run_start, run_stop - run_start, source)
+
+    def _bitmap(self, block: int, entry: int) -> np.ndarray:
+        bits = self._bitmap_cache.get(block)
+        if bits is None:
+            raw = self.image.pread(entry * SECTOR, self.bitmap_size)
+            bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
+            if len(self._bitmap_cache) > 256:
+                self._bitmap_cache.clear()
+            self._bitmap_cache[block] = bits
+        return bits
+
+    def allocated_blocks(self) -> int:
+        return int(np.count_nonzero(self.bat != UNALLOCATED))
+
+    def block_extents(self) -> Iterator[tuple[int, int]]:
+        """Allocated blocks as merged guest ranges (vectorised: fast on a 2 TiB BAT)."""
+        allocated = np.flatnonzero(self.bat != UNALLOCATED)
+        if not allocated.size:
+            return
+        breaks = np.flatnonzero(np.diff(allocated) != 1) + 1
+        firsts = allocated[np.concatenate(([0], breaks))]
+        lasts = allocated[np.concatenate((breaks - 1, [allocated.size - 1]))]
+        size, block_size = self.image.virtual_size, self.block_size
+        for first, last in zip(firsts.tolist(), lasts.tolist()):
+            start = first * block_size
+            yield start, min((last + 1) * block_size, size) - start
+
+    def extents(self) -> Iterator[tuple[int, int]]:
+        own = self.block_extents()
+        parent = self.image.parent
+        if parent is None:
+            return own
+        limit = self.image.virtual_size
+        inherited = ((o, min(o + n, limit) - o) for o, n in parent.extents() if o < limit)
+        return merge_extents(heapq.merge(own, inherited))
+
+    def describe(self) -> dict[str, Any]:
+        header = self.header
+        info: dict[str, Any] = {
+            "dynamic_header": {
+                "block_size": header.block_size,
+                "max_table_entries": header.max_table_entries,
+                "table_offset": header.table_offset,
+                "header_version": f"{header.header_version >> 16}.{header.header_version & 0xFFFF}",
+                "checksum": "ok" if header.checksum_ok else "bad",
+            },
+            "bat": {"allocated_blocks": self.allocated_blocks(), "total_blocks": self.block_count},
+        }
+        parent = self.image.parent
+        if parent is not None:
+            info["parent"] = {
+                "name": header.parent_name,
+                "unique_id": str(uuid.UUID(bytes=header.parent_unique_id)),
+                "timestamp": vhd_time_iso(header.parent_timestamp),
+                "locators": [{"platform_code": loc.platform_code.decode("latin-1"),
+                              "path": path}
+                             for loc, path in read_locators(self.image, header)],
+                "path": parent.path,
+            }
+            info["parents"] = parent_chain(parent)
+        return info
+
+
+def parent_chain(parent: VhdImage) -> list[dict[str, Any]]:
+    """The chain from the nearest parent to the base disk, as JSON-ready entries."""
+    chain: list[dict[str, Any]] = []
+    current: VhdImage | None = parent
+    while current is not None:
+        chain.append({"path": current.path, "format": current.format,
+                      "virtual_size": current.virtual_size,
+                      "unique_id": current.footer.unique_id_str})
+        current = current.parent
+    return chain
+
+
+def read_locators(image: VhdImage, header: DynamicHeader) -> list[tuple[Any, str]]:
+    """(locator, path) for every parent locator whose data lies inside the file."""
+    found = []
+    for locator in header.locators:
+        length = locator.data_length
+        if not 0 < length <= MAX_LOCATOR_LENGTH:
+            continue
+        if locator.data_offset + length > image.file_size:
+            continue
+        path = locator.decode(image.pread(locator.data_offset, length))
+        if path is not None:
+            found.append((locator, path))
+    return found
+
+
+def parent_candidates(image: VhdImage, header: DynamicHeader) -> list[str]:
+    """Where the parent may be: relative locators (from the child's folder), absolute
+    locators, then the parent's name beside the child. Duplicates removed, order kept."""
+    folder = os.path.dirname(os.path.abspath(image.path))
+    relative, absolute, names = [], [], []
+    for locator, path in read_locators(image, header):
+        native = path.replace("\\", "/")
+        if locator.platform_code in LOCATOR_RELATIVE:
+            relative.append(os.path.normpath(os.path.join(folder, native)))
+        elif locator.platform_code in LOCATOR_ABSOLUTE:
+            absolute.append(native)
+        names.append(native.rsplit("/", 1)[-1])
+    name = header.parent_name.replace("\\", "/").rsplit("/", 1)[-1]
+    if name:
+        names.insert(0, name)
+    beside = [os.path.join(folder, n) for n in names if n not in ("", ".", "..")]
+    return list(dict.fromkeys(relative + absolute + beside))
+
+
+def open_parent(image: VhdImage, header: DynamicHeader, depth: int,
+                seen: frozenset[str]) -> VhdImage:
+    """Open the parent of a differencing disk and check it is the disk it was made from."""
+    here = os.path.realpath(image.path)
+    seen = seen | {here}
+    if depth + 1 > MAX_CHAIN_DEPTH:
+        raise ParentChainError(
+            f"{image.path}: the differencing chain is deeper than {MAX_CHAIN_DEPTH} disks")
+    candidates = parent_candidates(image, header)
+    for candidate in candidates:
+        if not os.path.isfile(candidate):
+            continue
+        if os.path.realpath(candidate) in seen:
+            raise ParentChainError(
+                f"{image.path}: the parent chain loops back to {candidate}")
+        parent = VhdImage(candidate, _depth=depth + 1, _seen=seen)
+        if parent.footer.unique_id != header.parent_unique_id:
+            parent.close()
+            raise ParentMismatchError(
+                f"{image.path}: parent {candidate} has unique id "
+                f"{uuid.UUID(bytes=parent.footer.unique_id)}, the child expects "
+                f"{uuid.UUID(bytes=header.parent_unique_id)} (the parent was replaced "
+                f"or modified)")
+        return parent
+    tried = ", ".join(candidates) if candidates else "no usable parent locator or name"
+    raise ParentNotFoundError(
+        f"{image.path}: parent disk {header.parent_name or '(unnamed)'!s} not found; "
+        f"looked at: {tried}")

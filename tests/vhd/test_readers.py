@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import struct
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -10,10 +13,15 @@ import vhd
 from tests.vhd.images import (
     MIB,
     Chunk,
+    build_differencing_vhd,
+    build_dynamic_vhd,
     build_fixed_vhd,
     covered,
     expected_bytes,
+    make_dynamic_vhd,
     make_fixed_vhd,
+    qemu_img,
+    scattered_chunks,
     write_raw,
 )
 
@@ -137,3 +145,181 @@ def test_io_errors_name_the_path(tmp_path: Path, kind: str) -> None:
 def test_unknown_forced_format(raw_disk: Path) -> None:
     with pytest.raises(vhd.UnknownFormatError, match="raw, vhd, vhdx"):
         vhd.open_image(raw_disk, format="qcow2")
+
+
+# --- dynamic VHD ----------------------------------------------------------------------
+def test_dynamic_vhd_from_qemu(tmp_path: Path) -> None:
+    size = 64 * MIB
+    chunks = scattered_chunks(size, 6, seed=11)
+    raw = write_raw(tmp_path / "src.raw", size, chunks)
+    path = make_dynamic_vhd(raw, tmp_path / "dyn.vhd")
+    with vhd.open_image(path) as image:
+        assert image.format == "vhd-dynamic"
+        assert_reads_like(image, expected_bytes(size, chunks))
+        # qemu allocates 2 MiB blocks: at most two per chunk
+        assert_extents_sane(image, chunks, slack=2 * 2 * MIB * len(chunks))
+        info = image.describe()
+        assert info["dynamic_header"]["block_size"] == 2 * MIB
+        assert info["bat"]["total_blocks"] == 32
+        assert 0 < info["bat"]["allocated_blocks"] <= 12
+        assert info["allocated_bytes"] == info["bat"]["allocated_blocks"] * 2 * MIB
+        assert info["footer_state"] == {"end": "ok", "copy": "ok"}
+
+
+@pytest.mark.parametrize("block_size", [512 * 1024, 2 * MIB, 4 * MIB])
+def test_dynamic_vhd_by_hand(tmp_path: Path, block_size: int) -> None:
+    size = 10 * MIB + 3 * 512  # the last block is partial
+    chunks = scattered_chunks(size, 12, seed=block_size)
+    chunks.append((size - 100, b"z" * 100))
+    path = build_dynamic_vhd(tmp_path / "hand.vhd", size, chunks, block_size=block_size)
+    with vhd.open_image(path) as image:
+        assert_reads_like(image, expected_bytes(size, chunks))
+        assert_extents_sane(image, chunks, slack=2 * block_size * len(chunks))
+        assert image.describe()["dynamic_header"]["block_size"] == block_size
+
+
+def test_dynamic_vhd_with_damaged_end_footer_uses_the_copy(tmp_path: Path) -> None:
+    size = 4 * MIB
+    chunks = [(5000, b"data" * 300)]
+    path = build_dynamic_vhd(tmp_path / "d.vhd", size, chunks)
+    with open(path, "r+b") as handle:
+        handle.seek(-512 + 70, os.SEEK_END)
+        handle.write(b"\xff")  # inside the unique id: the checksum no longer matches
+    with vhd.open_image(path) as image:
+        assert image.describe()["footer_state"] == {"end": "bad", "copy": "ok"}
+        assert image.read(0, size) == expected_bytes(size, chunks)
+
+
+def test_extents_of_a_2040_gib_dynamic_vhd_are_fast(tmp_path: Path) -> None:
+    path = tmp_path / "huge.vhd"
+    qemu_img("create", "-f", "vpc", "-o", "force_size=on", path, "2040G")
+    blocks = 1044480
+    with open(path, "r+b") as handle:
+        handle.seek(-512, os.SEEK_END)
+        footer = handle.read(512)
+        block_sector = (1536 + 4 * blocks) // 512
+        # every 64th block, and blocks 1000..1999, share one stored block (the reader
+        # need not mind): thousands of extents, the worst a real disk is likely to have
+        bat = [0xFFFFFFFF] * blocks
+        for index in [*range(0, blocks, 64), *range(1000, 2000)]:
+            bat[index] = block_sector
+        handle.seek(1536)
+        handle.write(struct.pack(f">{blocks}I", *bat))
+        handle.seek(block_sector * 512)
+        handle.write(b"\xff" * 512 + b"B" * 2 * MIB)
+        handle.write(footer)
+        handle.truncate()
+    with vhd.open_image(path) as image:
+        assert image.virtual_size == 2040 * 1024 * MIB
+        started = time.perf_counter()
+        extents = list(image.extents())
+        info = image.describe()
+        elapsed = time.perf_counter() - started
+        assert image.read(64 * 2 * MIB, 4) == b"BBBB"
+        assert image.read(65 * 2 * MIB, 4) == bytes(4)
+    expected_blocks = len({*range(0, blocks, 64), *range(1000, 2000)})
+    assert info["bat"] == {"allocated_blocks": expected_blocks, "total_blocks": blocks}
+    assert sum(length for _, length in extents) == expected_blocks * 2 * MIB
+    assert (1000 * 2 * MIB, 1000 * 2 * MIB) in extents  # 1000..1999 merged into one
+    assert elapsed < 0.2, elapsed
+
+
+# --- differencing VHD -----------------------------------------------------------------
+def apply(base: bytes, chunks: list[Chunk]) -> bytes:
+    out = bytearray(base)
+    for offset, data in chunks:
+        out[offset:offset + len(data)] = data
+    return bytes(out)
+
+
+@pytest.fixture
+def dynamic_parent(tmp_path: Path) -> tuple[Path, bytes, list[Chunk]]:
+    size = 16 * MIB
+    chunks = scattered_chunks(size, 8, seed=21)
+    raw = write_raw(tmp_path / "base.raw", size, chunks)
+    return make_dynamic_vhd(raw, tmp_path / "base.vhd"), expected_bytes(size, chunks), chunks
+
+
+def test_differencing_reads_through_the_chain(tmp_path: Path, dynamic_parent) -> None:
+    parent, base, base_chunks = dynamic_parent
+    first = scattered_chunks(len(base), 6, seed=22, align=512)
+    child = build_differencing_vhd(tmp_path / "child.vhd", parent, first)
+    second = scattered_chunks(len(base), 6, seed=23, align=512, max_length=9000)
+    grandchild = build_differencing_vhd(tmp_path / "grand.vhd", child, second,
+                                        block_size=512 * 1024)
+    with vhd.open_image(grandchild) as image:
+        assert image.format == "vhd-differencing"
+        assert_reads_like(image, apply(apply(base, first), second))
+        extents = list(image.extents())
+        assert covered(extents, base_chunks + first + second)
+        info = image.describe()
+        assert [p["path"] for p in info["parents"]] == [str(child), str(parent)]
+        assert [p["format"] for p in info["parents"]] == ["vhd-differencing", "vhd-dynamic"]
+        assert info["parent"]["name"] == "child.vhd"
+
+
+def test_differencing_over_a_fixed_parent(tmp_path: Path, raw_disk: Path,
+                                         disk_chunks: list[Chunk]) -> None:
+    parent = make_fixed_vhd(raw_disk, tmp_path / "fixed.vhd")
+    mine = scattered_chunks(12 * MIB, 5, seed=31, align=512)
+    child = build_differencing_vhd(tmp_path / "c.vhd", parent, mine)
+    with vhd.open_image(child) as image:
+        assert_reads_like(image, apply(expected_bytes(12 * MIB, disk_chunks), mine))
+
+
+@pytest.mark.parametrize("locators", [("W2ru",), ("W2ku",), ("MacX",), ()])
+def test_parent_found_by_each_locator(tmp_path: Path, dynamic_parent, locators) -> None:
+    parent, base, _ = dynamic_parent
+    mine = [(4096, b"c" * 4096)]
+    child = build_differencing_vhd(tmp_path / "c.vhd", parent, mine, locators=locators)
+    with vhd.open_image(child) as image:
+        assert image.read(0, len(base)) == apply(base, mine)
+
+
+def test_relative_locator_survives_moving_the_pair(tmp_path: Path, dynamic_parent) -> None:
+    parent, base, _ = dynamic_parent
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    moved_parent = parent.rename(tmp_path / "a" / "base.vhd")
+    child = build_differencing_vhd(tmp_path / "a" / "sub" / "c.vhd", moved_parent,
+                                   [(0, b"x" * 512)], locators=("W2ru", "W2ku"),
+                                   parent_name="C:\\elsewhere\\nothere.vhd")
+    target = tmp_path / "b"
+    (tmp_path / "a").rename(target)
+    with vhd.open_image(target / "sub" / "c.vhd") as image:
+        assert image.parent is not None and Path(image.parent.path) == target / "base.vhd"
+        assert image.read(0, len(base))[512:] == base[512:]
+
+
+def test_missing_parent_names_the_paths_tried(tmp_path: Path, dynamic_parent) -> None:
+    parent, _, _ = dynamic_parent
+    child = build_differencing_vhd(tmp_path / "c.vhd", parent, [(0, b"x" * 512)])
+    parent.rename(tmp_path / "gone.bin")
+    with pytest.raises(vhd.ParentNotFoundError) as caught:
+        vhd.open_image(child)
+    assert str(parent) in str(caught.value) and "base.vhd" in str(caught.value)
+
+
+def test_parent_with_another_unique_id_is_refused(tmp_path: Path, dynamic_parent) -> None:
+    parent, _, _ = dynamic_parent
+    child = build_differencing_vhd(tmp_path / "c.vhd", parent, [(0, b"x" * 512)],
+                                   parent_uuid=uuid.uuid4().bytes)
+    with pytest.raises(vhd.ParentMismatchError, match="unique id"):
+        vhd.open_image(child)
+
+
+def test_parent_loop_is_refused(tmp_path: Path, dynamic_parent) -> None:
+    parent, _, _ = dynamic_parent
+    looped = build_differencing_vhd(tmp_path / "loop.vhd", parent, [])
+    build_differencing_vhd(looped, looped, [])  # now its own parent
+    with pytest.raises(vhd.ParentChainError, match="loops"):
+        vhd.open_image(looped)
+
+
+def test_chain_depth_is_bounded(tmp_path: Path) -> None:
+    current = build_dynamic_vhd(tmp_path / "d0.vhd", MIB, [])
+    for depth in range(1, 35):
+        current = build_differencing_vhd(tmp_path / f"d{depth}.vhd", current, [])
+    with pytest.raises(vhd.ParentChainError, match="deeper"):
+        vhd.open_image(current)
+    with vhd.open_image(tmp_path / "d20.vhd") as image:
+        assert len(image.describe()["parents"]) == 20
