@@ -63,3 +63,16 @@ class PrepUsageError(PrepError):
 
     code = "usage"
     exit_code = 2
+
+
+class GuestNotReadyError(PrepError):
+    """Readiness checks found blockers, so the plan stops (override with --force)."""
+
+    code = "not_ready"
+    exit_code = 1
+
+
+class ConnectionLostError(ConnectError):
+    """An open SSH session ended while a command was still running."""
+
+    code = "connection_lost"

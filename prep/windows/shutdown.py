@@ -1,0 +1,58 @@
+"""Powering the generalized guest off: a dropped connection is the expected answer."""
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+from ..errors import (
+    ConnectError,
+    HostKeyError,
+    PrepTimeoutError,
+    RemoteAuthError,
+    RemoteCommandError,
+)
+from ..transport import Remote
+from .scripts import script
+
+
+def shut_down(remote: Remote, call_timeout: float = 60.0) -> str:
+    """Send the shutdown; return how it ended ("accepted" or "connection dropped")."""
+    try:
+        result = remote.run(script("shutdown"), timeout=call_timeout)
+    except (RemoteAuthError, HostKeyError):
+        raise
+    except (ConnectError, PrepTimeoutError):
+        return "connection dropped (expected while Windows shuts down)"
+    if not result.ok:
+        raise RemoteCommandError(f"shutdown on {remote.host} was refused (exit "
+                                 f"{result.exit_code}): {result.stderr.strip()[:200]}")
+    return "shutdown accepted"
+
+
+def host_answers(host: str, port: int, connect_timeout: float = 2.0) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=connect_timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until_unreachable(
+    host: str,
+    port: int,
+    timeout: float,
+    interval: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Seconds until ``host:port`` stopped answering; PrepTimeoutError past ``timeout``."""
+    start = clock()
+    while host_answers(host, port, connect_timeout=min(2.0, max(interval, 0.2))):
+        if clock() - start >= timeout:
+            raise PrepTimeoutError(
+                f"{host}:{port} still answers {timeout:g} s after the shutdown; make sure "
+                "the VM is powered off before capturing its disk")
+        sleep(interval)
+    return clock() - start

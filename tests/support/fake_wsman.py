@@ -1,0 +1,556 @@
+"""A WS-Management endpoint that models a Windows machine, for the real pywinrm client.
+
+It speaks the SOAP protocol pywinrm uses (transfer/Create, shell/Command, shell/Send,
+shell/Receive until CommandState Done, shell/Signal, transfer/Delete, RelatesTo on every
+reply) over HTTP or HTTPS with basic auth. It cannot run PowerShell, so it recognizes
+azlift's scripts by their ``# azlift-script: NAME`` marker and answers from a
+``WindowsMachine`` state the way the script would on Windows: the check script gets raw
+facts (registry values, service start types, AppX lists), never findings. Sysprep moves the
+image state through a scripted sequence; the shutdown drops the connection and stops
+listening. A command line longer than Windows' 8191 characters fails as on Windows.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import socket
+import ssl
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+# One self-signed certificate maker for the suite's HTTPS fakes (CA flag, SAN 127.0.0.1).
+from tests.support.fake_arm import _self_signed as make_certificate  # noqa: F401
+
+NS = {
+    "s": "http://www.w3.org/2003/05/soap-envelope",
+    "a": "http://schemas.xmlsoap.org/ws/2004/08/addressing",
+    "w": "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd",
+    "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
+}
+SHELL_NS = NS["rsp"]
+WINDOWS_COMMAND_LINE_LIMIT = 8191
+DONE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
+RUNNING = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Running"
+ENV = {"$env:WINDIR": "C:\\Windows", "$env:SystemDrive": "C:"}
+
+TEST_USER = "azureadmin"
+TEST_PASSWORD = "Pa55-w0rd-never-printed"
+APPX_FAILURE_PACKAGE = "Microsoft.BingWeather_4.53.51361.0_x64__8wekyb3d8bbwe"
+
+BCD_BOOTMGR_GOOD = """Windows Boot Manager
+--------------------
+identifier              {bootmgr}
+device                  partition=\\Device\\HarddiskVolume1
+description             Windows Boot Manager
+locale                  en-US
+integrityservices       Enable
+default                 {current}
+displayorder            {current}
+displaybootmenu         Yes
+timeout                 5
+bootems                 Yes
+"""
+BCD_DEFAULT_GOOD = """Windows Boot Loader
+-------------------
+identifier              {current}
+device                  partition=C:
+path                    \\Windows\\system32\\winload.exe
+description             Windows Server
+locale                  en-US
+integrityservices       Enable
+recoveryenabled         No
+osdevice                partition=C:
+systemroot              \\Windows
+bootstatuspolicy        IgnoreAllFailures
+ems                     Yes
+"""
+
+
+def _log_line(kind: str, text: str, when: datetime) -> str:
+    return f"{when:%Y-%m-%d %H:%M:%S}, {kind:<18}{text}"
+
+
+def appx_failure_logs() -> tuple[str, str]:
+    """setuperr.log / setupact.log as Sysprep writes them when an AppX package blocks it."""
+    t = datetime(2026, 11, 26, 10, 0, 0, tzinfo=timezone.utc)
+    err = "\n".join([
+        _log_line("Error", f"SYSPRP Package {APPX_FAILURE_PACKAGE} was installed for a user, "
+                  "but not provisioned for all users. This package will not function properly "
+                  "in the sysprep image.", t),
+        _log_line("Error", "SYSPRP Failed to remove apps for the current user: 0x80073cf2.", t),
+        _log_line("Error", "SYSPRP Exit code of RemoveAllApps thread was 0x3cf2.", t),
+        _log_line("Error", "SYSPRP ActionPlatform::LaunchModule: Failure occurred while "
+                  "executing 'SysprepGeneralizeValidate' from C:\\Windows\\System32\\AppxSysprep.dll;"
+                  " dwRet = 0x3cf2", t),
+        _log_line("Error", "SYSPRP SysprepSession::Validate: Error in validating actions from "
+                  "C:\\Windows\\System32\\Sysprep\\ActionFiles\\Generalize.xml; dwRet = 0x3cf2", t),
+    ]) + "\n"
+    act = "\n".join([_log_line("Info", f"SYSPRP line {i} of the generalize pass",
+                               t + timedelta(seconds=i)) for i in range(300)]
+                    + [_log_line("Error", "SYSPRP RunPlatformActions:Failed while validating "
+                                 "Sysprep session actions; dwRet = 0x3cf2", t)]) + "\n"
+    return err, act
+
+
+def stuck_logs() -> tuple[str, str]:
+    t = datetime(2026, 11, 26, 10, 0, 0, tzinfo=timezone.utc)
+    act = "\n".join([_log_line("Info", f"SYSPRP specialize pass step {i}", t) for i in range(80)]
+                    + [_log_line("Error", "[0x0f0082] SYSPRP Setup did not reach the "
+                                 "generalize state: a service did not stop in time", t)]) + "\n"
+    return "", act
+
+
+@dataclass
+class WindowsMachine:
+    """The modelled guest: raw state, as the Windows APIs would report it."""
+
+    is_admin: bool = True
+    os_caption: str = "Microsoft Windows Server 2022 Datacenter"
+    bitlocker_available: bool = True
+    bitlocker_protection: str = "Off"
+    bitlocker_volume_status: str = "FullyDecrypted"
+    reboot_pending_cbs: bool = False
+    reboot_pending_windows_update: bool = False
+    pending_file_renames: list[str] = field(default_factory=list)
+    appx_installed: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"name": "Microsoft.Windows.ShellExperienceHost",
+         "full_name": "Microsoft.Windows.ShellExperienceHost_10.0.20348.1_neutral_neutral_cw5n1h2txyewy",
+         "is_framework": False, "non_removable": True, "signature_kind": "System",
+         "users": ["WIN\\Administrator"]},
+        {"name": "Microsoft.VCLibs.140.00",
+         "full_name": "Microsoft.VCLibs.140.00_14.0.30704.0_x64__8wekyb3d8bbwe",
+         "is_framework": True, "non_removable": False, "signature_kind": "Store",
+         "users": ["WIN\\Administrator"]},
+        {"name": "Microsoft.WindowsCalculator",
+         "full_name": "Microsoft.WindowsCalculator_11.2210.0.0_x64__8wekyb3d8bbwe",
+         "is_framework": False, "non_removable": False, "signature_kind": "Store",
+         "users": ["WIN\\Administrator"]},
+    ])
+    appx_provisioned: list[str] = field(default_factory=lambda: ["Microsoft.WindowsCalculator"])
+    files: set[str] = field(default_factory=set)
+    registry: dict[str, Any] = field(default_factory=lambda: {
+        "fDenyTSConnections": 0, "policy_fDenyTSConnections": None, "PortNumber": 3389,
+        "UserAuthentication": 1, "LanAdapter": 0, "RealTimeIsUniversal": 1, "cdrom.Start": 1,
+        "PagingFiles": ["C:\\pagefile.sys 0 0"], "SkipRearm": 0, "GeneralizationState": 7,
+        "ImageState": "IMAGE_STATE_COMPLETE",
+    })
+    firewall_profiles: dict[str, bool] = field(default_factory=lambda: {
+        "Domain": True, "Private": True, "Public": True})
+    firewall_rules: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"name": "RemoteDesktop-UserMode-In-TCP", "group": "@FirewallAPI.dll,-28752",
+         "display_group": "Remote Desktop", "enabled": True, "profile": "Any", "action": "Allow"},
+        {"name": "WINRM-HTTP-In-TCP", "group": "@FirewallAPI.dll,-35001",
+         "display_group": "Windows Remote Management", "enabled": True, "profile": "Domain, Private",
+         "action": "Allow"},
+    ])
+    winrm_listeners: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"transport": "HTTPS", "port": 5986, "enabled": True, "address": "*"}])
+    san_policy: str = "OnlineAll"
+    services: dict[str, str] = field(default_factory=lambda: {
+        **{name: "Automatic" for name in ("BFE", "Dhcp", "Dnscache", "IKEEXT", "iphlpsvc", "nsi",
+                                          "mpssvc", "RemoteRegistry", "w32time", "WinRM",
+                                          "WindowsAzureGuestAgent", "RdAgent")},
+        **{name: "Manual" for name in ("Netlogon", "Netman", "TermService")}})
+    bcd_bootmgr: str = BCD_BOOTMGR_GOOD
+    bcd_default: str = BCD_DEFAULT_GOOD
+    automatic_pagefile: bool = False
+    remaining_rearm: int | None = 1001
+    sysprep_scenario: str = "success"  # success | stuck | appx_failure
+    setuperr_log: str | None = None
+    setupact_log: str | None = None
+    # what happened to the machine
+    panther_deleted: bool = False
+    sysprep_arguments: list[str] | None = None
+    image_state_polls: int = 0
+    powered_off: bool = False
+
+    def facts(self, service_names: list[str], unattend_candidates: list[str]) -> dict[str, Any]:
+        """What check.ps1 prints on this machine (it asks for these services and files)."""
+        reg = self.registry
+        return {
+            "is_admin": self.is_admin,
+            "os": {"caption": self.os_caption, "version": "10.0.20348", "system_drive": "C:"},
+            "bitlocker": ({"available": True, "protection_status": self.bitlocker_protection,
+                           "volume_status": self.bitlocker_volume_status}
+                          if self.bitlocker_available else {"available": False}),
+            "pending_reboot": {"cbs": self.reboot_pending_cbs,
+                               "windows_update": self.reboot_pending_windows_update,
+                               "pending_file_renames": list(self.pending_file_renames)},
+            "appx": {"installed": self.appx_installed, "provisioned": self.appx_provisioned},
+            "unattend_files": [p for p in unattend_candidates
+                               if p.lower() in {f.lower() for f in self.files}],
+            "rdp": {"deny_connections": reg.get("fDenyTSConnections"),
+                    "policy_deny_connections": reg.get("policy_fDenyTSConnections"),
+                    "port": reg.get("PortNumber"), "user_authentication": reg.get("UserAuthentication"),
+                    "lan_adapter": reg.get("LanAdapter")},
+            "firewall": {"profiles": [{"name": k, "enabled": v}
+                                      for k, v in self.firewall_profiles.items()],
+                         "rules": self.firewall_rules},
+            "winrm": {"listeners": self.winrm_listeners},
+            "san_policy": self.san_policy,
+            "real_time_is_universal": reg.get("RealTimeIsUniversal"),
+            "services": {name: self.services.get(name) for name in service_names},
+            "bcd": {"bootmgr": self.bcd_bootmgr, "default": self.bcd_default},
+            "pagefile": {"paging_files": reg.get("PagingFiles") or [],
+                         "automatic": self.automatic_pagefile},
+            "cdrom_start": reg.get("cdrom.Start"),
+            "rearm": {"remaining": self.remaining_rearm, "skip_rearm": reg.get("SkipRearm"),
+                      "generalization_state": reg.get("GeneralizationState")},
+            "image_state": reg.get("ImageState"),
+        }
+
+    def next_image_state(self) -> tuple[str, bool]:
+        """Advance Sysprep's scripted sequence by one poll: (ImageState, sysprep running)."""
+        if self.sysprep_arguments is None:
+            return self.registry["ImageState"], False
+        self.image_state_polls += 1
+        n = self.image_state_polls
+        if self.sysprep_scenario == "success":
+            state, running = (("IMAGE_STATE_UNDEPLOYABLE", True) if n < 3 else
+                              ("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", False))
+        elif self.sysprep_scenario == "stuck":
+            state, running = (("IMAGE_STATE_UNDEPLOYABLE", True) if n < 2 else
+                              ("IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE", False))
+            if n >= 2 and self.setupact_log is None:
+                self.setuperr_log, self.setupact_log = stuck_logs()
+        elif self.sysprep_scenario == "appx_failure":
+            state, running = ("IMAGE_STATE_UNDEPLOYABLE", n < 2)
+            if n >= 2 and self.setuperr_log is None:
+                self.setuperr_log, self.setupact_log = appx_failure_logs()
+        else:
+            raise ValueError(self.sysprep_scenario)
+        self.registry["ImageState"] = state
+        return state, running
+
+
+@dataclass
+class _Command:
+    command_line: str
+    script: str | None = None
+    stdin: bytearray = field(default_factory=bytearray)
+    stdin_done: bool = False
+    result: tuple[bytes, bytes, int] | None = None
+    name: str = ""
+
+
+def _params(script_text: str) -> dict[str, Any]:
+    """``$Name = literal`` lines and ``$Name = @(...)`` arrays, with $env: expanded."""
+    found: dict[str, Any] = {}
+    for name, value in re.findall(r"^\$(\w+) = (.+)$", script_text, re.MULTILINE):
+        value = value.strip()
+        if value.startswith("@("):
+            items = re.findall(r"'((?:[^']|'')*)'|\"([^\"]*)\"", value)
+            found[name] = [_expand(a.replace("''", "'") if a else b) for a, b in items]
+        elif value.startswith("'"):
+            found[name] = value[1:-1].replace("''", "'")
+        elif re.fullmatch(r"-?\d+", value):
+            found[name] = int(value)
+    return found
+
+
+def _expand(text: str) -> str:
+    for key, value in ENV.items():
+        text = text.replace(key, value)
+    return text
+
+
+class FakeWSMan:
+    """The endpoint: start() in a thread, url, the requests it saw, the machine it models."""
+
+    def __init__(self, machine: WindowsMachine | None = None, *, user: str = "azureadmin",
+                 password: str = "", certfile: Path | None = None, keyfile: Path | None = None) -> None:
+        self.machine = machine or WindowsMachine()
+        self.user, self.password = user, password
+        self.certfile, self.keyfile = certfile, keyfile
+        self.actions: list[str] = []  # "Create", "Command:NAME", "Send", "Receive", ...
+        self.scripts: list[str] = []  # script names in the order they ran
+        self.script_texts: list[str] = []
+        self.command_lines: list[str] = []
+        self.auth_failures = 0
+        self._shells: dict[str, dict[str, _Command]] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def scheme(self) -> str:
+        return "https" if self.certfile else "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}/wsman"
+
+    def start(self) -> "FakeWSMan":
+        handler = type("Handler", (_Handler,), {"fake": self})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        if self.certfile:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(self.certfile), str(self.keyfile))
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def power_off(self) -> None:
+        """Stop listening, as a Windows host does while it shuts down."""
+        self.machine.powered_off = True
+        threading.Thread(target=self.stop, daemon=True).start()
+
+    # -- WS-Management ---------------------------------------------------------------
+    def handle(self, body: bytes) -> tuple[int, bytes | None]:
+        root = ET.fromstring(body)
+        action = root.findtext("s:Header/a:Action", namespaces=NS) or ""
+        message_id = root.findtext("s:Header/a:MessageID", namespaces=NS) or ""
+        shell_id = None
+        for selector in root.iterfind("s:Header/w:SelectorSet/w:Selector", NS):
+            if selector.get("Name") == "ShellId":
+                shell_id = selector.text
+        verb = action.rsplit("/", 1)[-1]
+        with self._lock:
+            if verb == "Create":
+                self.actions.append("Create")
+                shell_id = str(uuid.uuid4()).upper()
+                self._shells[shell_id] = {}
+                return 200, _envelope(action + "Response", message_id, _created(shell_id))
+            shell = self._shells.get(shell_id or "")
+            if shell is None:
+                return 500, _fault(message_id, "The request for the Windows Remote Shell with "
+                                   "ShellId was not found")
+            if verb == "Command":
+                return self._command(shell, root, action, message_id)
+            if verb == "Send":
+                return self._send(shell, root, action, message_id)
+            if verb == "Receive":
+                return self._receive(shell, root, action, message_id)
+            if verb == "Signal":
+                self.actions.append("Signal")
+                return 200, _envelope(action + "Response", message_id,
+                                      f'<rsp:SignalResponse xmlns:rsp="{SHELL_NS}"/>')
+            if verb == "Delete":
+                self.actions.append("Delete")
+                self._shells.pop(shell_id or "", None)
+                return 200, _envelope(action + "Response", message_id, "")
+        return 500, _fault(message_id, f"unsupported action {action}")
+
+    def _command(self, shell: dict[str, _Command], root: ET.Element, action: str,
+                 message_id: str) -> tuple[int, bytes]:
+        line = (root.findtext("s:Body/rsp:CommandLine/rsp:Command", namespaces=NS) or "").strip()
+        arguments = root.findtext("s:Body/rsp:CommandLine/rsp:Arguments", namespaces=NS)
+        if arguments:
+            line = f"{line} {arguments}"
+        command = _Command(command_line=line)
+        self.command_lines.append(line)
+        command_id = str(uuid.uuid4()).upper()
+        shell[command_id] = command
+        if len(line) > WINDOWS_COMMAND_LINE_LIMIT:
+            command.result = (b"", b"The command line is too long.\r\n", 1)
+            command.name = "too-long"
+        else:
+            match = re.search(r"-EncodedCommand\s+(\S+)", line, re.IGNORECASE)
+            text = base64.b64decode(match.group(1)).decode("utf-16-le") if match else ""
+            if text.startswith("# azlift-stdin-loader"):
+                command.name = "stdin-loader"
+            else:
+                command.script = text
+                command.stdin_done = True
+        self.actions.append(f"Command:{command.name or _script_name(command.script or '')}")
+        return 200, _envelope(action + "Response", message_id,
+                              f'<rsp:CommandResponse xmlns:rsp="{SHELL_NS}">'
+                              f"<rsp:CommandId>{command_id}</rsp:CommandId></rsp:CommandResponse>")
+
+    def _send(self, shell: dict[str, _Command], root: ET.Element, action: str,
+              message_id: str) -> tuple[int, bytes]:
+        self.actions.append("Send")
+        stream = root.find("s:Body/rsp:Send/rsp:Stream", NS)
+        command = shell.get(stream.get("CommandId", "")) if stream is not None else None
+        if command is None or stream is None:
+            return 500, _fault(message_id, "unknown CommandId")
+        command.stdin += base64.b64decode(stream.text or "")
+        if stream.get("End", "false").lower() == "true":
+            command.stdin_done = True
+            if command.name == "stdin-loader":
+                command.script = base64.b64decode(bytes(command.stdin).strip()).decode("utf-8")
+        return 200, _envelope(action + "Response", message_id,
+                              f'<rsp:SendResponse xmlns:rsp="{SHELL_NS}"/>')
+
+    def _receive(self, shell: dict[str, _Command], root: ET.Element, action: str,
+                 message_id: str) -> tuple[int, bytes | None]:
+        self.actions.append("Receive")
+        desired = root.find("s:Body/rsp:Receive/rsp:DesiredStream", NS)
+        command_id = desired.get("CommandId", "") if desired is not None else ""
+        command = shell.get(command_id)
+        if command is None:
+            return 500, _fault(message_id, "unknown CommandId")
+        if command.result is None and not command.stdin_done:
+            return 200, _envelope(action + "Response", message_id, _receive_body(
+                command_id, b"", b"", None))
+        if command.result is None:
+            if _script_name(command.script or "") == "shutdown":
+                self.scripts.append("shutdown")
+                self.script_texts.append(command.script or "")
+                self.power_off()
+                return 0, None  # the connection drops: no reply at all
+            command.result = self._run_script(command.script or "")
+        out, err, code = command.result
+        return 200, _envelope(action + "Response", message_id,
+                              _receive_body(command_id, out, err, code))
+
+    # -- the modelled Windows machine ------------------------------------------------
+    def _run_script(self, text: str) -> tuple[bytes, bytes, int]:
+        name = _script_name(text)
+        self.scripts.append(name)
+        self.script_texts.append(text)
+        params = _params(text)
+        machine = self.machine
+        if name == "check":
+            facts = machine.facts(params.get("ServiceNames", []),
+                                  params.get("UnattendCandidates", []))
+            return _json_out(facts)
+        if name == "clean-panther":
+            machine.panther_deleted = True
+            machine.files = {f for f in machine.files
+                             if not f.lower().startswith("c:\\windows\\panther\\")}
+            return b"removed C:\\Windows\\Panther\r\n", b"", 0
+        if name == "start-sysprep":
+            machine.sysprep_arguments = list(params.get("SysprepArguments", []))
+            return b"started Sysprep.exe as process 4242\r\n", b"", 0
+        if name == "image-state":
+            state, running = machine.next_image_state()
+            return _json_out({"image_state": state, "sysprep_running": running})
+        if name == "fetch-logs":
+            tail = int(params.get("TailLines", 50))
+            act = machine.setupact_log
+            return _json_out({"setuperr": machine.setuperr_log,
+                              "setupact_tail": None if act is None
+                              else "\n".join(act.splitlines()[-tail:])})
+        if name == "probe":
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            return _json_out({"sha256": digest, "chars": len(text)})
+        return b"", f"unknown script {name!r}\r\n".encode(), 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeWSMan
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_args: Any) -> None:  # keep test output clean
+        return
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if self.fake.machine.powered_off:  # kept-alive connections die with the host
+            self._drop()
+            return
+        if not self._authorized():
+            self.fake.auth_failures += 1
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="WSMAN"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        status, reply = self.fake.handle(body)
+        if reply is None:  # the host went down mid-request
+            self._drop()
+            return
+        self.send_response(status)
+        self.send_header("Content-Type", "application/soap+xml;charset=UTF-8")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _authorized(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+        except ValueError:
+            return False
+        return user == self.fake.user and password == self.fake.password
+
+
+def _script_name(text: str) -> str:
+    match = re.search(r"^# azlift-script: (\S+)", text, re.MULTILINE)
+    return match.group(1) if match else "unknown"
+
+
+def _json_out(document: Any) -> tuple[bytes, bytes, int]:
+    return (json.dumps(document) + "\r\n").encode("utf-8"), b"", 0
+
+
+def _envelope(action: str, relates_to: str, body: str) -> bytes:
+    return (
+        f'<s:Envelope xmlns:s="{NS["s"]}" xmlns:a="{NS["a"]}" xmlns:w="{NS["w"]}">'
+        "<s:Header>"
+        f"<a:Action>{action}</a:Action>"
+        f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>"
+        "<a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To>"
+        f"<a:RelatesTo>{relates_to}</a:RelatesTo>"
+        f"</s:Header><s:Body>{body}</s:Body></s:Envelope>"
+    ).encode("utf-8")
+
+
+def _created(shell_id: str) -> str:
+    return (
+        '<x:ResourceCreated xmlns:x="http://schemas.xmlsoap.org/ws/2004/09/transfer">'
+        "<a:Address>http://127.0.0.1/wsman</a:Address><a:ReferenceParameters>"
+        "<w:ResourceURI>http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd</w:ResourceURI>"
+        f'<w:SelectorSet><w:Selector Name="ShellId">{shell_id}</w:Selector></w:SelectorSet>'
+        "</a:ReferenceParameters></x:ResourceCreated>"
+        f'<rsp:Shell xmlns:rsp="{SHELL_NS}"><rsp:ShellId>{shell_id}</rsp:ShellId>'
+        "<rsp:InputStreams>stdin</rsp:InputStreams>"
+        "<rsp:OutputStreams>stdout stderr</rsp:OutputStreams></rsp:Shell>"
+    )
+
+
+def _receive_body(command_id: str, out: bytes, err: bytes, code: int | None) -> str:
+    streams = ""
+    if out:
+        streams += (f'<rsp:Stream Name="stdout" CommandId="{command_id}">'
+                    f"{base64.b64encode(out).decode()}</rsp:Stream>")
+    if err:
+        streams += (f'<rsp:Stream Name="stderr" CommandId="{command_id}">'
+                    f"{base64.b64encode(err).decode()}</rsp:Stream>")
+    if code is None:
+        state = f'<rsp:CommandState CommandId="{command_id}" State="{RUNNING}"/>'
+    else:
+        streams += (f'<rsp:Stream Name="stdout" CommandId="{command_id}" End="true"/>'
+                    f'<rsp:Stream Name="stderr" CommandId="{command_id}" End="true"/>')
+        state = (f'<rsp:CommandState CommandId="{command_id}" State="{DONE}">'
+                 f"<rsp:ExitCode>{code}</rsp:ExitCode></rsp:CommandState>")
+    return (f'<rsp:ReceiveResponse xmlns:rsp="{SHELL_NS}">{streams}{state}'
+            "</rsp:ReceiveResponse>")
+
+
+def _fault(relates_to: str, reason: str) -> bytes:
+    body = (f"<s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code>"
+            f'<s:Reason><s:Text xml:lang="en-US">{reason}</s:Text></s:Reason></s:Fault>')
+    return _envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates_to, body)
