@@ -275,3 +275,104 @@ def build_differencing_vhd(dest: str | os.PathLike[str], parent: str | os.PathLi
     """A differencing VHD over ``parent`` holding ``chunks`` (whole sectors)."""
     size = read_footer(parent)[0]
     return build_dynamic_vhd(dest, size, chunks, parent=parent, **options)  # type: ignore[arg-type]
+
+
+# --- VHDX by hand ([MS-VHDX]) --------------------------------------------------------------
+def ms_guid(text: str) -> bytes:
+    return uuid.UUID(text).bytes_le
+
+
+VHDX_BAT_REGION = ms_guid("2DC27766-F623-4200-9D64-115E9BFD4A08")
+VHDX_METADATA_REGION = ms_guid("8B7CA206-4790-4B9A-B8FE-575F050F886E")
+VHDX_ITEMS = {
+    "file_parameters": ms_guid("CAA16737-FA36-4D43-B3B6-33F0AA44E76B"),
+    "virtual_disk_size": ms_guid("2FA54224-CD1B-4876-B211-5DBED83BF4B8"),
+    "virtual_disk_id": ms_guid("BECA12AB-B2E6-4523-93EF-C309E000C746"),
+    "logical_sector_size": ms_guid("8141BF1D-A96F-4709-BA47-F233A8FAAB5F"),
+    "physical_sector_size": ms_guid("CDA348C7-445D-4471-9CC9-E9885251C556"),
+}
+VHDX_METADATA_AT = 2 * MIB
+VHDX_BAT_AT = 3 * MIB
+
+
+def with_crc32c(raw: bytes | bytearray) -> bytes:
+    """``raw`` with its checksum field (bytes 4-8) set to the CRC-32C of the whole."""
+    raw = bytearray(raw)
+    raw[4:8] = bytes(4)
+    struct.pack_into("<I", raw, 4, crc32c.crc32c(bytes(raw)))
+    return bytes(raw)
+
+
+def build_vhdx(dest: str | os.PathLike[str], size: int, chunks: Iterable[Chunk], *,
+               block_size: int = MIB, logical_sector: int = 512,
+               physical_sector: int = 4096, log_guid: bytes = bytes(16),
+               sequence_numbers: tuple[int, int] = (5, 6), has_parent: bool = False,
+               zero_state: int = 0) -> Path:
+    """A dynamic VHDX by hand: headers at 64/128 KiB, region tables at 192/256 KiB, a
+    1 MiB log at 1 MiB, metadata at 2 MiB, the BAT at 3 MiB, then one block per touched
+    block (FULLY_PRESENT); untouched blocks get ``zero_state`` (0 NOT_PRESENT, 2 ZERO,
+    3 UNMAPPED). ``log_guid`` non-zero marks a pending log.
+    """
+    chunks = sorted(chunks)
+    blocks = -(-size // block_size)
+    ratio = (1 << 23) * logical_sector // block_size
+    entries = blocks + (blocks - 1) // ratio
+    bat_length = -(-(entries * 8) // MIB) * MIB
+    data_at = VHDX_BAT_AT + bat_length
+
+    out = bytearray(data_at)
+    out[0:8] = b"vhdxfile"
+    creator = "azlift tests".encode("utf-16-le")
+    out[8:8 + len(creator)] = creator
+    for slot, offset in enumerate((64 * KIB, 128 * KIB)):
+        header = bytearray(4 * KIB)
+        struct.pack_into("<4sIQ16s16s16sHHIQ", header, 0, b"head", 0, sequence_numbers[slot],
+                         uuid.uuid4().bytes, uuid.uuid4().bytes, log_guid, 0, 1, MIB, MIB)
+        out[offset:offset + 4 * KIB] = with_crc32c(header)
+    table = bytearray(64 * KIB)
+    struct.pack_into("<4sIII", table, 0, b"regi", 0, 2, 0)
+    struct.pack_into("<16sQII", table, 16, VHDX_BAT_REGION, VHDX_BAT_AT, bat_length, 1)
+    struct.pack_into("<16sQII", table, 48, VHDX_METADATA_REGION, VHDX_METADATA_AT, MIB, 1)
+    for offset in (192 * KIB, 256 * KIB):
+        out[offset:offset + 64 * KIB] = with_crc32c(table)
+
+    items = [
+        ("file_parameters", struct.pack("<II", block_size, 2 if has_parent else 0)),
+        ("virtual_disk_size", struct.pack("<Q", size)),
+        ("virtual_disk_id", uuid.uuid4().bytes_le),
+        ("logical_sector_size", struct.pack("<I", logical_sector)),
+        ("physical_sector_size", struct.pack("<I", physical_sector)),
+    ]
+    meta = bytearray(MIB)
+    struct.pack_into("<8sHH", meta, 0, b"metadata", 0, len(items))
+    item_at = 64 * KIB
+    for number, (name, value) in enumerate(items):
+        flags = 0x4 | (0x2 if name != "file_parameters" else 0)
+        struct.pack_into("<16sIII", meta, 32 + 32 * number, VHDX_ITEMS[name], item_at,
+                         len(value), flags)
+        meta[item_at:item_at + len(value)] = value
+        item_at += 4 * KIB
+    out[VHDX_METADATA_AT:VHDX_METADATA_AT + MIB] = meta
+
+    touched = sorted({index for offset, data in chunks
+                      for index in range(offset // block_size,
+                                         (offset + len(data) - 1) // block_size + 1)})
+    bat = [zero_state] * entries
+    stored: dict[int, int] = {}
+    position = data_at
+    for index in touched:
+        stored[index] = position
+        bat[index + index // ratio] = (position // MIB) << 20 | 6
+        position += block_size
+    struct.pack_into(f"<{entries}Q", out, VHDX_BAT_AT, *bat)
+
+    with open(dest, "wb") as handle:
+        handle.write(out)
+        handle.truncate(position)
+        for offset, data in chunks:
+            for index in range(offset // block_size, (offset + len(data) - 1) // block_size + 1):
+                start = max(offset, index * block_size)
+                end = min(offset + len(data), (index + 1) * block_size)
+                handle.seek(stored[index] + start - index * block_size)
+                handle.write(data[start - offset:end - offset])
+    return Path(dest)

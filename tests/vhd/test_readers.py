@@ -16,10 +16,12 @@ from tests.vhd.images import (
     build_differencing_vhd,
     build_dynamic_vhd,
     build_fixed_vhd,
+    build_vhdx,
     covered,
     expected_bytes,
     make_dynamic_vhd,
     make_fixed_vhd,
+    make_vhdx,
     qemu_img,
     scattered_chunks,
     write_raw,
@@ -323,3 +325,69 @@ def test_chain_depth_is_bounded(tmp_path: Path) -> None:
         vhd.open_image(current)
     with vhd.open_image(tmp_path / "d20.vhd") as image:
         assert len(image.describe()["parents"]) == 20
+
+
+# --- VHDX -----------------------------------------------------------------------------
+@pytest.mark.parametrize("block_size", [MIB, 8 * MIB, 32 * MIB])
+def test_vhdx_from_qemu(tmp_path: Path, block_size: int) -> None:
+    size = 40 * MIB + 4096
+    chunks = scattered_chunks(size, 14, seed=block_size // MIB)
+    raw = write_raw(tmp_path / "src.raw", size, chunks)
+    path = make_vhdx(raw, tmp_path / "disk.vhdx", block_size=block_size)
+    with vhd.open_image(path) as image:
+        assert image.format == "vhdx"
+        assert_reads_like(image, expected_bytes(size, chunks))
+        assert_extents_sane(image, chunks, slack=2 * block_size * len(chunks))
+        info = image.describe()
+        meta = info["metadata"]
+        assert (meta["block_size"], meta["virtual_size"], meta["logical_sector_size"],
+                meta["has_parent"]) == (block_size, size, 512, False)
+        assert info["bat"]["total_blocks"] == -(-size // block_size)
+        sequences = [h["sequence_number"] for h in info["headers"]]
+        assert info["current_header"] == 1 + sequences.index(max(sequences))
+        assert info["log"]["state"] == "empty"
+
+
+@pytest.mark.parametrize("logical_sector", [512, 4096])
+@pytest.mark.parametrize("zero_state", [0, 2, 3])
+def test_vhdx_by_hand(tmp_path: Path, logical_sector: int, zero_state: int) -> None:
+    size = 6 * MIB + 8192
+    chunks = scattered_chunks(size, 5, seed=logical_sector + zero_state)
+    path = build_vhdx(tmp_path / "hand.vhdx", size, chunks, logical_sector=logical_sector,
+                      zero_state=zero_state)
+    with vhd.open_image(path) as image:
+        assert_reads_like(image, expected_bytes(size, chunks))
+        assert_extents_sane(image, chunks, slack=2 * MIB * len(chunks))
+        assert image.describe()["metadata"]["logical_sector_size"] == logical_sector
+
+
+def test_vhdx_uses_the_header_with_the_higher_sequence(tmp_path: Path) -> None:
+    path = build_vhdx(tmp_path / "h.vhdx", 2 * MIB, [(0, b"a")], sequence_numbers=(9, 3))
+    with vhd.open_image(path) as image:
+        assert image.describe()["current_header"] == 1
+    with open(path, "r+b") as handle:  # damage header 1: header 2 takes over
+        handle.seek(64 * 1024 + 100)
+        handle.write(b"\x55")
+    with vhd.open_image(path) as image:
+        info = image.describe()
+        assert info["current_header"] == 2
+        assert info["headers"][0]["valid"] is False and "CRC" in info["headers"][0]["problem"]
+        assert image.read(0, 1) == b"a"
+
+
+def test_vhdx_with_a_pending_log_is_refused(tmp_path: Path) -> None:
+    path = build_vhdx(tmp_path / "log.vhdx", 2 * MIB, [], log_guid=uuid.uuid4().bytes)
+    with pytest.raises(vhd.UnsupportedImageError, match="qemu-img check -r all"):
+        vhd.open_image(path)
+
+
+def test_differencing_vhdx_is_refused(tmp_path: Path) -> None:
+    path = build_vhdx(tmp_path / "child.vhdx", 2 * MIB, [], has_parent=True)
+    with pytest.raises(vhd.UnsupportedImageError, match="differencing VHDX"):
+        vhd.open_image(path)
+
+
+def test_vhdx_name_without_identifier_is_refused(tmp_path: Path, raw_disk: Path) -> None:
+    named = raw_disk.rename(tmp_path / "disk.VHDX")
+    with pytest.raises(vhd.FormatMismatchError, match="VHDX"):
+        vhd.open_image(named)
