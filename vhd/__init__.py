@@ -8,6 +8,8 @@ from ._vhd_structs import MIB, SECTOR, Footer, azure_virtual_size, chs_geometry,
 from .detect import open_image
 from .errors import (
     ChecksumError,
+    FixUnsupportedError,
+    SameFileError,
     FormatMismatchError,
     ImageFormatError,
     ImageIOError,
@@ -25,6 +27,7 @@ from .errors import (
 from .image import DiskImage
 from .partitions import DiskLayout, Partition, analyze
 from .check import CheckReport, Finding, check_image, check_output_rules, check_path
+from .convert import ConvertResult, FixPlan, FixResult, convert, fix, footer_for, plan_fix
 from .raw import RawImage
 from .vhd import VhdImage
 from .vhdx import VhdxImage
@@ -40,6 +43,15 @@ __all__ = [
     "check_image",
     "check_output_rules",
     "check_path",
+    "ConvertResult",
+    "FixPlan",
+    "FixResult",
+    "convert",
+    "fix",
+    "footer_for",
+    "plan_fix",
+    "SameFileError",
+    "FixUnsupportedError",
     "MIB",
     "SECTOR",
     "ChecksumError",

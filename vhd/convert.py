@@ -1,2 +1,457 @@
-"""Write an Azure-ready fixed VHD (placeholder until written)."""
+"""Write an Azure-ready fixed VHD: ``convert`` copies into a new file, ``fix`` works in place.
+
+``convert`` reads only the source's allocated extents, skips zero blocks inside them at
+memory speed (numpy), and writes the rest with ``os.pwrite`` at its own offset into a file
+truncated to full size, so zeros stay holes. It writes to a hidden temporary name beside
+DEST and renames at the end: DEST appears complete or not at all.
+
+``fix`` turns a raw disk or a misaligned fixed VHD into an Azure-ready one without copying
+data. It runs as a short list of steps, each leaving a state that ``check`` recognises
+and that a second ``fix`` completes (README.md "fix and interruptions").
+"""
 from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ._vhd_structs import (
+    DISK_TYPE_FIXED,
+    FOOTER_SIZE,
+    MIB,
+    Footer,
+    azure_virtual_size,
+    fixed_footer,
+    vhd_timestamp,
+)
+from .check import MAX_DATA_DISK_SIZE, Finding, check_output_rules, find_stale_footer, footer_rules
+from .errors import (
+    FixUnsupportedError,
+    ImageIOError,
+    InvalidSizeError,
+    OutputExistsError,
+    SameFileError,
+)
+from .image import DiskImage
+
+Progress = Callable[[int, int], None]
+CHUNK = 4 * MIB  # read size: a whole number of VHD (2 MiB) and VHDX (1+ MiB) blocks
+ZERO_BLOCK = 4096  # hole granularity of common filesystems
+# The largest CHS geometry tells readers that follow Virtual PC's rule (size = C*H*S, as
+# qemu does for unknown creators) to trust the current size instead; Azure ignores it.
+MAX_GEOMETRY = (65535, 16, 255)
+FOOTER_ID_NAMESPACE = uuid.UUID("7a1f3c52-5d0e-4b8e-9c1a-a21f7d0e6b35")
+
+
+# --- the footer azlift writes (shared with upload, which synthesizes the same one) -------
+def footer_for(image: DiskImage, virtual_size: int) -> Footer:
+    """The footer of the fixed VHD azlift makes from ``image``: the same bytes every time.
+
+    The unique id is the source's own (VHD footer unique id, VHDX virtual disk id) when it
+    has one, else a uuid5 of the source file's real path, size and mtime; the timestamp is
+    the source's mtime. So ``convert`` and ``upload`` agree byte for byte.
+    """
+    stat = _stat(image.path)
+    unique_id = _source_unique_id(image)
+    if unique_id is None:
+        identity = (f"{os.path.realpath(image.path)}:{stat.st_size}:{stat.st_mtime_ns}"
+                    if stat else f"{image.path}:{image.virtual_size}")
+        unique_id = uuid.uuid5(FOOTER_ID_NAMESPACE, identity).bytes
+    timestamp = vhd_timestamp(stat.st_mtime) if stat else 0
+    footer = fixed_footer(virtual_size, unique_id=unique_id, timestamp=timestamp)
+    return replace(footer, cylinders=MAX_GEOMETRY[0], heads=MAX_GEOMETRY[1],
+                   sectors_per_track=MAX_GEOMETRY[2]).with_checksum()
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _source_unique_id(image: DiskImage) -> bytes | None:
+    candidates = [getattr(getattr(image, "footer", None), "unique_id", None),
+                  getattr(image, "virtual_disk_id", None), getattr(image, "unique_id", None)]
+    for value in candidates:
+        if isinstance(value, uuid.UUID):
+            value = value.bytes
+        elif isinstance(value, str):
+            try:
+                value = uuid.UUID(value).bytes
+            except ValueError:
+                continue
+        if isinstance(value, bytes) and len(value) == 16 and any(value):
+            return value
+    return None
+
+
+# --- convert --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvertResult:
+    """What ``convert`` wrote."""
+
+    source: str
+    dest: str
+    source_format: str
+    source_virtual_size: int
+    virtual_size: int
+    data_bytes: int  # bytes read from the source's allocated extents
+    written_bytes: int  # non-zero bytes written (the rest stayed holes)
+    allocated_bytes: int  # what DEST occupies on disk
+    unique_id: str
+    seconds: float
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "dest": self.dest, "source_format": self.source_format,
+                "source_virtual_size": self.source_virtual_size,
+                "virtual_size": self.virtual_size, "file_size": self.virtual_size + FOOTER_SIZE,
+                "data_bytes": self.data_bytes, "written_bytes": self.written_bytes,
+                "allocated_bytes": self.allocated_bytes, "unique_id": self.unique_id,
+                "seconds": round(self.seconds, 3),
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def target_size(source_size: int, size: int | None) -> int:
+    """The fixed VHD's virtual size: the source's (or ``size``) rounded up to a whole MiB."""
+    if size is not None and size < source_size:
+        raise InvalidSizeError(
+            f"--size {size} is smaller than the source's virtual size {source_size}; "
+            f"expected at least {source_size} (azlift never cuts data)")
+    target = azure_virtual_size(max(source_size, size or 0))
+    if target > MAX_DATA_DISK_SIZE:
+        raise InvalidSizeError(
+            f"the fixed VHD would be {target} bytes, above the largest disk Azure accepts "
+            f"({MAX_DATA_DISK_SIZE} bytes, 32767 GiB)")
+    return target
+
+
+def convert(source: DiskImage | str, dest: str, *, size: int | None = None,
+            force: bool = False, progress: Progress | None = None,
+            format: str | None = None) -> ConvertResult:  # noqa: A002
+    """Write ``source`` as an Azure-ready fixed VHD at ``dest`` (sparse, atomic rename)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return _convert_image(source, os.fspath(dest), size, force, progress)
+    from .detect import open_image
+
+    with open_image(os.fspath(source), format) as image:
+        return _convert_image(image, os.fspath(dest), size, force, progress)
+
+
+def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
+                   progress: Progress | None) -> ConvertResult:
+    started = time.monotonic()
+    _refuse_source_as_dest(image, dest)
+    if os.path.lexists(dest) and not force:
+        raise OutputExistsError(f"{dest} already exists; pass --force to overwrite it")
+    if os.path.isdir(dest):
+        raise OutputExistsError(f"{dest} is a directory, expected a file name for the VHD")
+    virtual_size = target_size(image.virtual_size, size)
+    footer = footer_for(image, virtual_size)
+    directory = os.path.dirname(os.path.abspath(dest))
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.azlift-tmp-",
+                                    dir=directory)
+    except OSError as error:
+        raise ImageIOError(f"cannot create a file in {directory}: {error.strerror}") from error
+    try:
+        try:
+            os.ftruncate(fd, virtual_size)
+            data_bytes, written = _copy_extents(image, fd, image.virtual_size, progress)
+            os.pwrite(fd, footer.pack(), virtual_size)
+            os.fchmod(fd, 0o666 & ~_umask())
+            os.fsync(fd)
+            allocated = os.fstat(fd).st_blocks * 512
+        finally:
+            os.close(fd)
+        os.replace(temp, dest)
+    except BaseException as error:
+        _unlink_quietly(temp)
+        if isinstance(error, OSError):
+            raise ImageIOError(f"cannot write {dest}: {error.strerror or error}") from error
+        raise
+    _fsync_directory(directory)
+    return ConvertResult(
+        source=image.path, dest=dest, source_format=image.format,
+        source_virtual_size=image.virtual_size, virtual_size=virtual_size,
+        data_bytes=data_bytes, written_bytes=written, allocated_bytes=allocated,
+        unique_id=footer.unique_id_str, seconds=time.monotonic() - started,
+        findings=tuple(check_output_rules(virtual_size)))
+
+
+def _refuse_source_as_dest(image: DiskImage, dest: str) -> None:
+    """DEST may be neither the source nor any parent in its differencing chain."""
+    chain: list[str] = []
+    node: Any = image
+    while node is not None and len(chain) < 64:
+        chain.append(node.path)
+        node = getattr(node, "parent", None)
+    for path in chain:
+        same = os.path.realpath(path) == os.path.realpath(dest)
+        if not same and os.path.exists(dest):
+            try:
+                same = os.path.samefile(path, dest)
+            except OSError:
+                same = False
+        if same:
+            raise SameFileError(f"{dest} is the source image ({path}); expected a different "
+                                f"destination (`azlift vhd fix` works in place)")
+
+
+def _copy_extents(image: DiskImage, fd: int, limit: int,
+                  progress: Progress | None) -> tuple[int, int]:
+    """Copy the non-zero blocks of ``image``'s extents; (bytes read, bytes written)."""
+    extents = [(off, min(off + length, limit) - off) for off, length in image.extents()
+               if off < limit]
+    total = sum(length for _, length in extents)
+    done = written = 0
+    if progress:
+        progress(0, total)
+    for offset, length in extents:
+        for position, count in _chunks(offset, length):
+            data = image.read(position, count)
+            written += _write_nonzero(fd, position, data)
+            done += count
+            if progress:
+                progress(done, total)
+    return done, written
+
+
+def _chunks(offset: int, length: int) -> Iterator[tuple[int, int]]:
+    """``[offset, offset + length)`` cut at CHUNK boundaries (reads stay block-aligned)."""
+    end = offset + length
+    while offset < end:
+        count = min(CHUNK - offset % CHUNK, end - offset)
+        yield offset, count
+        offset += count
+
+
+def nonzero_runs(data: bytes, offset: int = 0) -> list[tuple[int, int]]:
+    """``(start, stop)`` slices of ``data`` covering its non-zero ZERO_BLOCK-aligned blocks.
+
+    Blocks are aligned to the absolute position ``offset`` of ``data[0]``, so a hole left
+    by skipping one is a hole the filesystem can keep.
+    """
+    lead = offset % ZERO_BLOCK
+    padded_len = -(-(lead + len(data)) // ZERO_BLOCK) * ZERO_BLOCK
+    if lead == 0 and padded_len == len(data):
+        buffer = data
+    else:
+        buffer = bytes(lead) + data + bytes(padded_len - lead - len(data))
+    blocks = np.frombuffer(buffer, dtype=np.uint64).reshape(-1, ZERO_BLOCK // 8).any(axis=1)
+    if not blocks.any():
+        return []
+    if blocks.all():
+        return [(0, len(data))]
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], blocks, [False])).astype(np.int8)))
+    runs = []
+    for first, last in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        start = max(first * ZERO_BLOCK - lead, 0)
+        stop = min(last * ZERO_BLOCK - lead, len(data))
+        runs.append((start, stop))
+    return runs
+
+
+def _write_nonzero(fd: int, position: int, data: bytes) -> int:
+    view = memoryview(data)
+    written = 0
+    for start, stop in nonzero_runs(data, position):
+        _pwrite_all(fd, view[start:stop], position + start)
+        written += stop - start
+    return written
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        count = os.pwrite(fd, view, offset)
+        view, offset = view[count:], offset + count
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_directory(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- fix in place ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class FixStep:
+    """One durable write of ``fix``; ``data`` goes at ``offset`` (None: only truncate)."""
+
+    name: str
+    description: str
+    offset: int
+    data: bytes | None = None
+    truncate_to: int | None = None
+
+    def apply(self, fd: int) -> None:
+        if self.truncate_to is not None:
+            os.ftruncate(fd, self.truncate_to)
+        if self.data is not None:
+            _pwrite_all(fd, self.data, self.offset)
+        os.fsync(fd)
+
+
+@dataclass(frozen=True)
+class FixPlan:
+    """What ``fix`` will do to one file, decided before the first write."""
+
+    path: str
+    source_format: str
+    old_virtual_size: int
+    virtual_size: int
+    action: str  # none | append_footer | extend | rewrite_footer | finish_interrupted_fix
+    steps: tuple[FixStep, ...]
+
+
+@dataclass(frozen=True)
+class FixResult:
+    """What ``fix`` did."""
+
+    path: str
+    source_format: str
+    action: str
+    old_virtual_size: int
+    virtual_size: int
+    steps: tuple[str, ...]
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "source_format": self.source_format,
+                "action": self.action, "changed": self.changed,
+                "old_virtual_size": self.old_virtual_size, "virtual_size": self.virtual_size,
+                "file_size": self.virtual_size + FOOTER_SIZE, "steps": list(self.steps),
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def plan_fix(path: str, format: str | None = None) -> FixPlan:  # noqa: A002
+    """Read ``path`` and decide the steps that make it an Azure-ready fixed VHD in place."""
+    from .detect import open_image
+
+    with open_image(path, format) as image:
+        if image.format == "raw":
+            return _plan_raw(image)
+        if image.format == "vhd-fixed":
+            return _plan_fixed(image)
+        raise FixUnsupportedError(
+            f"{path} is a {image.format} image; `azlift vhd fix` works in place only on raw "
+            f"disks and fixed VHDs. Expected one of those; run `azlift vhd convert "
+            f"{path} OUTPUT.vhd` to write an Azure-ready copy")
+
+
+def _plan_raw(image: DiskImage) -> FixPlan:
+    length = image.file_size  # type: ignore[attr-defined]
+    target = azure_virtual_size(length)
+    footer = footer_for(image, target).pack()
+    steps = []
+    if target != length:
+        steps.append(FixStep("extend", f"extend the file from {length} to {target} bytes "
+                             f"(zeros, a hole)", target, truncate_to=target))
+    steps.append(FixStep("append_footer", f"append the fixed VHD footer at {target}",
+                         target, footer))
+    return FixPlan(image.path, "raw", image.virtual_size, target, "append_footer", tuple(steps))
+
+
+def _plan_fixed(image: DiskImage) -> FixPlan:
+    footer: Footer = image.footer  # type: ignore[attr-defined]
+    current = footer.current_size
+    data_size = image.data_size  # type: ignore[attr-defined]
+    if data_size != current:
+        raise FixUnsupportedError(
+            f"{image.path}: the footer says {current} bytes of data, the file holds "
+            f"{data_size} before the footer; expected them equal. Run `azlift vhd convert` "
+            f"to write a clean copy")
+    target = azure_virtual_size(current)
+    if target != current:
+        new_footer = _keep_identity(footer, footer_for(image, target)).pack()
+        steps = (
+            FixStep("write_new_footer", f"write the new footer at {target} (extends the "
+                    f"file; the old footer at {current} is now inside the data)",
+                    target, new_footer),
+            FixStep("zero_old_footer", f"zero the old footer at {current}", current,
+                    bytes(FOOTER_SIZE)),
+        )
+        return FixPlan(image.path, image.format, current, target, "extend", steps)
+    stale = find_stale_footer(image, current)
+    if stale is not None:
+        step = FixStep("zero_old_footer", f"zero the footer an interrupted fix left at "
+                       f"{stale}", stale, bytes(FOOTER_SIZE))
+        return FixPlan(image.path, image.format, current, current, "finish_interrupted_fix",
+                       (step,))
+    if footer_rules(footer) or image.file_size != current + FOOTER_SIZE:  # type: ignore[attr-defined]
+        step = FixStep("rewrite_footer", f"rewrite the footer at {current} with the fields "
+                       f"Azure expects", current, _keep_identity(
+                           footer, footer_for(image, current)).pack())
+        return FixPlan(image.path, image.format, current, current, "rewrite_footer", (step,))
+    return FixPlan(image.path, image.format, current, current, "none", ())
+
+
+def _keep_identity(old: Footer, new: Footer) -> Footer:
+    """``new`` with ``old``'s unique id, timestamp and creator (the same disk, resized)."""
+    if old.disk_type != DISK_TYPE_FIXED:
+        return new
+    return replace(new, timestamp=old.timestamp, unique_id=old.unique_id).with_checksum()
+
+
+def apply_fix(plan: FixPlan, *, stop_after: int | None = None,
+              progress: Progress | None = None) -> tuple[str, ...]:
+    """Run ``plan``'s steps in order (``stop_after`` steps only: to test interruptions)."""
+    steps = plan.steps if stop_after is None else plan.steps[:stop_after]
+    if not steps:
+        return ()
+    try:
+        fd = os.open(plan.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise ImageIOError(f"cannot open {plan.path} for writing: {error.strerror}") from error
+    try:
+        for number, step in enumerate(steps, start=1):
+            step.apply(fd)
+            if progress:
+                progress(number, len(steps))
+    except OSError as error:
+        raise ImageIOError(f"cannot write {plan.path}: {error.strerror}; run `azlift vhd "
+                           f"fix` again once the cause is removed") from error
+    finally:
+        os.close(fd)
+    return tuple(step.name for step in steps)
+
+
+def fix(path: str, progress: Progress | None = None, *,
+        format: str | None = None) -> FixResult:  # noqa: A002
+    """Make ``path`` an Azure-ready fixed VHD in place, without copying data."""
+    plan = plan_fix(os.fspath(path), format)
+    done = apply_fix(plan, progress=progress)
+    return FixResult(plan.path, plan.source_format, plan.action, plan.old_virtual_size,
+                     plan.virtual_size, done, tuple(check_output_rules(plan.virtual_size)))

@@ -92,3 +92,15 @@ class UnknownFormatError(VhdError):
 
     code = "unknown_format"
     exit_code = 2
+
+
+class SameFileError(OutputExistsError):
+    """The destination is the source itself (or one of its parents): refused even with --force."""
+
+    code = "same_file"
+
+
+class FixUnsupportedError(UnsupportedImageError):
+    """``fix`` cannot work in place on this image (dynamic/differencing VHD, VHDX): convert it."""
+
+    code = "fix_unsupported"

@@ -1,0 +1,255 @@
+"""convert: every source kind → fixed VHD, checked against qemu-img as the reference peer."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import vhd
+from tests.vhd.images import (
+    MIB,
+    Chunk,
+    build_differencing_vhd,
+    build_dynamic_vhd,
+    expected_bytes,
+    make_dynamic_vhd,
+    make_fixed_vhd,
+    qemu_img,
+    read_footer,
+    scattered_chunks,
+    write_raw,
+)
+from vhd.check import check_path
+from vhd.convert import ZERO_BLOCK, convert, footer_for, nonzero_runs, target_size
+from vhd.errors import InvalidSizeError, OutputExistsError, SameFileError
+
+
+def assert_same_guest_bytes(source: Path | str, source_format: str, out: Path | str) -> None:
+    """qemu-img compare: exit 0 only when every guest byte matches (extra tail is zero)."""
+    qemu_img("compare", "-f", source_format, "-F", "vpc", source, out)
+
+
+def qemu_virtual_size(path: Path | str) -> int:
+    return json.loads(qemu_img("info", "-f", "vpc", "--output=json", path).stdout)["virtual-size"]
+
+
+def touched_blocks(chunks: list[Chunk]) -> int:
+    """Bytes of the 4 KiB blocks the chunks touch: what a sparse output should allocate."""
+    blocks = {index for offset, data in chunks
+              for index in range(offset // ZERO_BLOCK, (offset + len(data) - 1) // ZERO_BLOCK + 1)}
+    return len(blocks) * ZERO_BLOCK
+
+
+def assert_azure_ready(out: Path, virtual_size: int) -> None:
+    assert out.stat().st_size == virtual_size + 512
+    assert virtual_size % MIB == 0
+    assert qemu_virtual_size(out) == virtual_size
+    report = check_path(str(out))
+    assert report.format == "vhd-fixed"
+    assert not [f for f in report.findings if f.severity == "error"
+                and f.code != "size_too_small"], report.findings
+
+
+@pytest.mark.parametrize("size", [12 * MIB, 12 * MIB + 1000, 5 * MIB + 512, 3 * MIB - 1])
+def test_raw_of_any_length(tmp_path: Path, size: int) -> None:
+    chunks = scattered_chunks(size, 20, seed=size) + [(size - 3, b"END")]
+    raw = write_raw(tmp_path / "disk.raw", size, chunks)
+    out = tmp_path / "out.vhd"
+    result = convert(str(raw), str(out))
+    assert result.virtual_size == -(-size // MIB) * MIB
+    assert_azure_ready(out, result.virtual_size)
+    assert_same_guest_bytes(raw, "raw", out)
+    allocated = out.stat().st_blocks * 512
+    assert allocated <= touched_blocks(chunks) + 2 * ZERO_BLOCK, (allocated, result)
+    assert result.written_bytes <= touched_blocks(chunks)
+
+
+@pytest.mark.parametrize("force_size", [True, False])
+def test_qemu_fixed_vhd(tmp_path: Path, raw_disk: Path, force_size: bool) -> None:
+    src = make_fixed_vhd(raw_disk, tmp_path / "src.vhd", force_size=force_size)
+    out = tmp_path / "out.vhd"
+    result = convert(str(src), str(out))
+    assert_azure_ready(out, result.virtual_size)
+    assert_same_guest_bytes(src, "vpc", out)
+    assert_same_guest_bytes(raw_disk, "raw", out)
+    assert read_footer(out)[2] == read_footer(src)[2]  # the disk keeps its unique id
+
+
+def test_qemu_dynamic_vhd(tmp_path: Path, raw_disk: Path, disk_chunks: list[Chunk]) -> None:
+    src = make_dynamic_vhd(raw_disk, tmp_path / "src.vhd")
+    out = tmp_path / "out.vhd"
+    result = convert(str(src), str(out))
+    assert result.source_format == "vhd-dynamic"
+    assert_azure_ready(out, result.virtual_size)
+    assert_same_guest_bytes(src, "vpc", out)
+    assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
+
+
+@pytest.mark.parametrize("block_size", [512 * 1024, 2 * MIB, 8 * MIB])
+def test_dynamic_vhd_block_sizes(tmp_path: Path, block_size: int) -> None:
+    size = 24 * MIB
+    chunks = scattered_chunks(size, 30, seed=block_size)
+    src = build_dynamic_vhd(tmp_path / "src.vhd", size, chunks, block_size=block_size)
+    out = tmp_path / "out.vhd"
+    convert(str(src), str(out))
+    with vhd.open_image(str(out)) as image:
+        assert image.read(0, size) == expected_bytes(size, chunks)
+    assert_same_guest_bytes(src, "vpc", out)
+
+
+def test_differencing_chain(tmp_path: Path) -> None:
+    size = 16 * MIB
+    base_chunks = scattered_chunks(size, 10, seed=3, align=512)
+    child_chunks = scattered_chunks(size, 10, seed=4, align=512)
+    parent = build_dynamic_vhd(tmp_path / "parent.vhd", size, base_chunks)
+    child = build_differencing_vhd(tmp_path / "child.vhd", parent, child_chunks)
+    out = tmp_path / "out.vhd"
+    convert(str(child), str(out))
+    expected = bytearray(expected_bytes(size, base_chunks))
+    for offset, data in child_chunks:
+        expected[offset:offset + len(data)] = data
+    with vhd.open_image(str(out)) as image:
+        assert image.read(0, size) == bytes(expected)
+    with pytest.raises(SameFileError):
+        convert(str(child), str(parent), force=True)
+
+
+def test_size_option_grows_and_rounds(tmp_path: Path, raw_disk: Path) -> None:
+    out = tmp_path / "big.vhd"
+    result = convert(str(raw_disk), str(out), size=30 * MIB + 1)
+    assert result.virtual_size == 31 * MIB
+    assert qemu_virtual_size(out) == 31 * MIB
+    assert_same_guest_bytes(raw_disk, "raw", out)
+
+
+def test_size_below_the_data_is_a_usage_error(tmp_path: Path, raw_disk: Path) -> None:
+    out = tmp_path / "small.vhd"
+    with pytest.raises(InvalidSizeError) as caught:
+        convert(str(raw_disk), str(out), size=MIB)
+    assert caught.value.exit_code == 2
+    assert not out.exists()
+
+
+@given(st.integers(min_value=0, max_value=2 ** 44), st.integers(min_value=0, max_value=2 ** 44))
+def test_target_size_is_whole_mib_and_never_cuts(source: int, wanted: int) -> None:
+    if wanted < source:
+        with pytest.raises(InvalidSizeError):
+            target_size(source, wanted)
+        return
+    target = target_size(source, wanted)
+    assert target % MIB == 0 and target >= max(source, wanted, MIB)
+    assert target - max(source, wanted, MIB) < MIB
+
+
+def test_existing_dest_is_refused_then_replaced_with_force(tmp_path: Path,
+                                                           raw_disk: Path) -> None:
+    out = tmp_path / "out.vhd"
+    out.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError) as caught:
+        convert(str(raw_disk), str(out))
+    assert caught.value.exit_code == 5
+    assert out.read_bytes() == b"keep me"
+    convert(str(raw_disk), str(out), force=True)
+    assert_same_guest_bytes(raw_disk, "raw", out)
+
+
+def test_dest_equal_to_source_is_refused_even_with_force(tmp_path: Path,
+                                                         raw_disk: Path) -> None:
+    before = raw_disk.read_bytes()
+    link = tmp_path / "hardlink.raw"
+    os.link(raw_disk, link)
+    for dest in (raw_disk, link, tmp_path / "." / raw_disk.name):
+        with pytest.raises(SameFileError):
+            convert(str(raw_disk), str(dest), force=True)
+    assert raw_disk.read_bytes() == before
+
+
+def test_source_is_never_modified(tmp_path: Path, raw_disk: Path) -> None:
+    src = make_dynamic_vhd(raw_disk, tmp_path / "src.vhd")
+    before = (src.read_bytes(), src.stat().st_mtime_ns)
+    convert(str(src), str(tmp_path / "out.vhd"))
+    assert (src.read_bytes(), src.stat().st_mtime_ns) == before
+
+
+def test_interruption_leaves_neither_dest_nor_temp(tmp_path: Path, raw_disk: Path) -> None:
+    calls = []
+
+    def interrupt(done: int, total: int) -> None:
+        calls.append(done)
+        if done > 0:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out.vhd"
+    with pytest.raises(KeyboardInterrupt):
+        convert(str(raw_disk), str(out), progress=interrupt)
+    assert calls and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.raw"]
+
+
+def test_interruption_keeps_an_existing_dest(tmp_path: Path, raw_disk: Path) -> None:
+    out = tmp_path / "out.vhd"
+    out.write_bytes(b"old")
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(str(raw_disk), str(out), force=True, progress=interrupt)
+    assert out.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.raw", "out.vhd"]
+
+
+def test_progress_is_monotonic_and_reaches_the_data_size(tmp_path: Path,
+                                                         raw_disk: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    result = convert(str(raw_disk), str(tmp_path / "out.vhd"),
+                     progress=lambda done, total: seen.append((done, total)))
+    dones = [done for done, _ in seen]
+    assert dones == sorted(dones)
+    assert seen[-1] == (result.data_bytes, result.data_bytes)
+    assert result.data_bytes < 12 * MIB  # only the extents were read
+
+
+def test_output_permissions_follow_the_umask(tmp_path: Path, raw_disk: Path) -> None:
+    out = tmp_path / "out.vhd"
+    convert(str(raw_disk), str(out))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_footer_for_is_deterministic(tmp_path: Path, raw_disk: Path) -> None:
+    with vhd.open_image(str(raw_disk)) as image:
+        first = footer_for(image, 12 * MIB)
+        assert footer_for(image, 12 * MIB) == first
+    os.utime(raw_disk, ns=(0, 10 ** 18))
+    with vhd.open_image(str(raw_disk)) as image:
+        assert footer_for(image, 12 * MIB).unique_id != first.unique_id
+    out = tmp_path / "out.vhd"
+    convert(str(raw_disk), str(out))
+    with vhd.open_image(str(raw_disk)) as image:
+        assert footer_for(image, 12 * MIB).pack() == out.read_bytes()[-512:]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=3 * ZERO_BLOCK), offset=st.integers(0, 4 * ZERO_BLOCK),
+       zeros=st.lists(st.tuples(st.integers(0, 3 * ZERO_BLOCK), st.integers(0, 2 * ZERO_BLOCK)),
+                      max_size=4))
+def test_nonzero_runs_cover_every_nonzero_byte(data: bytes, offset: int,
+                                               zeros: list[tuple[int, int]]) -> None:
+    buffer = bytearray(data)
+    for start, length in zeros:
+        buffer[start:start + length] = bytes(len(buffer[start:start + length]))
+    runs = nonzero_runs(bytes(buffer), offset)
+    rebuilt = bytearray(len(buffer))
+    for start, stop in runs:
+        assert 0 <= start < stop <= len(buffer)
+        assert start == 0 or (offset + start) % ZERO_BLOCK == 0
+        assert stop == len(buffer) or (offset + stop) % ZERO_BLOCK == 0
+        rebuilt[start:stop] = buffer[start:stop]
+    assert rebuilt == buffer
+    assert sum(stop - start for start, stop in runs) <= len(buffer)
