@@ -164,6 +164,9 @@ def locate_footer(image: FileImage) -> tuple[Footer, int, dict[str, str]]:
     also keep a copy at offset 0, which is used when the one at the end is damaged.
     """
     size = image.file_size
+    if size < SHORT_FOOTER_SIZE:
+        raise TruncatedImageError(
+            f"{image.path}: {size} bytes is too small for a VHD (its footer alone is 512)")
     state: dict[str, str] = {}
     candidates: list[tuple[Footer, int, str]] = []
     end_footer = None
