@@ -1,0 +1,228 @@
+"""`azlift prep windows` end to end: the real pywinrm client against the fake guest."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from azlift.cli import common
+from azlift.cli.main import main
+from tests.support.fake_wsman import (
+    APPX_FAILURE_PACKAGE,
+    TEST_PASSWORD,
+    TEST_USER,
+    FakeWSMan,
+    WindowsMachine,
+    make_certificate,
+)
+
+PASSWORD_VAR = "AZLIFT_TEST_WINRM_PASSWORD"
+FAST = ["--poll-interval", "0.05", "--shutdown-wait", "5"]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def machine() -> WindowsMachine:
+    return WindowsMachine()
+
+
+@pytest.fixture
+def wsman(machine: WindowsMachine, certificate: tuple[Path, Path],
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWSMan]:
+    monkeypatch.setenv(PASSWORD_VAR, TEST_PASSWORD)
+    fake = FakeWSMan(machine, user=TEST_USER, password=TEST_PASSWORD,
+                     certfile=certificate[0], keyfile=certificate[1]).start()
+    yield fake
+    fake.stop()
+
+
+def args(wsman: FakeWSMan, certificate: tuple[Path, Path], *extra: str) -> list[str]:
+    return ["prep", "windows", "127.0.0.1", "--port", str(wsman.port), "--user", TEST_USER,
+            "--transport", "basic", "--password-env", PASSWORD_VAR,
+            "--ca-cert", str(certificate[0]), *extra]
+
+
+def no_password(*texts: str) -> None:
+    for text in texts:
+        assert TEST_PASSWORD not in text
+
+
+def test_check_only_on_a_ready_guest_exits_0(wsman, certificate, capsys) -> None:
+    code = main(args(wsman, certificate, "--check-only"))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "no blocking findings" in out
+    assert wsman.scripts == ["check"]
+    assert wsman.machine.sysprep_arguments is None
+    no_password(out, err)
+
+
+def test_check_only_json_lists_blockers_and_exits_1(wsman, certificate, machine, capsys) -> None:
+    machine.bitlocker_protection, machine.bitlocker_volume_status = "On", "FullyEncrypted"
+    machine.reboot_pending_cbs = True
+    machine.appx_installed.append({
+        "name": "Microsoft.BingWeather", "full_name": APPX_FAILURE_PACKAGE,
+        "is_framework": False, "non_removable": False, "signature_kind": "Store",
+        "users": ["WIN\\alice"]})
+    machine.registry["cdrom.Start"] = 4
+    machine.services.pop("WindowsAzureGuestAgent")
+    code = main(args(wsman, certificate, "--check-only", "--json"))
+    out, err = capsys.readouterr()
+    assert code == 1
+    document = json.loads(out)
+    assert document["ok"] is False
+    severities = {f["code"]: f["severity"] for f in document["findings"]}
+    assert severities["windows.bitlocker"] == "blocker"
+    assert severities["windows.pending_reboot"] == "blocker"
+    assert severities["windows.appx_user_only"] == "blocker"
+    assert severities["windows.cdrom"] == "blocker"
+    assert severities["windows.guest_agent"] == "warning"
+    appx = next(f for f in document["findings"] if f["code"] == "windows.appx_user_only")
+    assert APPX_FAILURE_PACKAGE in appx["message"] and appx["remediation"]
+    no_password(out, err)
+
+
+def test_blockers_stop_the_plan_before_anything_changes(wsman, certificate, machine,
+                                                        capsys) -> None:
+    machine.reboot_pending_windows_update = True
+    code = main(args(wsman, certificate, "--yes", *FAST))
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "pending_reboot" in err and "--force" in err
+    assert wsman.scripts == ["check"]
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(wsman, certificate, capsys) -> None:
+    code = main(args(wsman, certificate, "--dry-run", "--mode-vm"))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Sysprep.exe /generalize /oobe /quiet /quit /mode:vm" in out
+    assert "Panther" in out and "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE" in out
+    assert "/mode:vm keeps the hardware configuration" in err
+    assert wsman.scripts == ["check"]
+    assert not wsman.machine.panther_deleted
+
+
+def test_without_a_terminal_and_without_yes_it_refuses_with_5(wsman, certificate, capsys,
+                                                             monkeypatch) -> None:
+    monkeypatch.setattr(common, "stdin_is_terminal", lambda: False)
+    code = main(args(wsman, certificate, *FAST))
+    out, err = capsys.readouterr()
+    assert code == 5
+    assert "back the VM up" in err and "--yes" in err
+    assert wsman.scripts == ["check"]
+
+
+def test_declining_on_the_terminal_refuses_with_5(wsman, certificate, capsys,
+                                                 monkeypatch) -> None:
+    monkeypatch.setattr(common, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(common, "confirm", lambda question: False)
+    assert main(args(wsman, certificate, *FAST)) == 5
+    assert wsman.scripts == ["check"]
+
+
+def test_a_full_run_generalizes_shuts_down_and_sees_the_host_gone(wsman, certificate, capsys,
+                                                                 monkeypatch) -> None:
+    asked = []
+    monkeypatch.setattr(common, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(common, "confirm", lambda question: asked.append(question) or True)
+    code = main(args(wsman, certificate, "--json", *FAST))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert asked and "back the VM up" in err
+    assert wsman.scripts == ["check", "clean-panther", "start-sysprep", "image-state",
+                             "image-state", "image-state", "shutdown"]
+    assert wsman.machine.sysprep_arguments == ["/generalize", "/oobe", "/quiet", "/quit"]
+    assert wsman.machine.panther_deleted and wsman.machine.powered_off
+    document = json.loads(out)
+    assert document["ok"] is True
+    assert document["result"]["image_state"] == "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE"
+    assert document["result"]["shutdown"].startswith("connection dropped")
+    assert document["result"]["steps_done"][-1] == "host-gone"
+    no_password(out, err)
+
+
+def test_appx_failure_names_the_package_and_exits_4(wsman, certificate, machine, capsys) -> None:
+    machine.sysprep_scenario = "appx_failure"
+    code = main(args(wsman, certificate, "--yes", *FAST))
+    out, err = capsys.readouterr()
+    assert code == 4
+    assert APPX_FAILURE_PACKAGE in err
+    assert "IMAGE_STATE_UNDEPLOYABLE" in err
+    assert wsman.scripts[-1] == "fetch-logs" and "shutdown" not in wsman.scripts
+    assert not machine.powered_off
+    no_password(out, err)
+
+
+def test_stuck_sysprep_times_out_with_the_log_errors(wsman, certificate, machine, capsys) -> None:
+    machine.sysprep_scenario = "stuck"
+    code = main(args(wsman, certificate, "--yes", "--json", "--timeout", "0.6", *FAST))
+    out, err = capsys.readouterr()
+    assert code == 4
+    error = json.loads(out)["error"]
+    assert error["code"] == "timeout"
+    assert "IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE" in error["message"]
+    assert "did not reach the generalize state" in error["message"]
+    assert wsman.scripts.count("image-state") >= 3
+    assert wsman.scripts[-1] == "fetch-logs" and not machine.powered_off
+
+
+def test_basic_over_http_is_refused_with_2(capsys, monkeypatch) -> None:
+    monkeypatch.setenv(PASSWORD_VAR, TEST_PASSWORD)
+    code = main(["prep", "windows", "127.0.0.1", "--http", "--transport", "basic",
+                 "--password-env", PASSWORD_VAR, "--check-only"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "clear text" in err
+
+
+def test_untrusted_certificate_is_refused_with_4(wsman, certificate, capsys) -> None:
+    full = args(wsman, certificate, "--check-only")
+    at = full.index("--ca-cert")
+    code = main(full[:at] + full[at + 2:])
+    out, err = capsys.readouterr()
+    assert code == 4 and "not trusted" in err and "--ca-cert" in err
+    assert wsman.scripts == []
+
+
+def test_insecure_and_http_warn_every_time(wsman, certificate, capsys) -> None:
+    full = args(wsman, certificate, "--check-only", "--insecure-skip-tls-verify")
+    at = full.index("--ca-cert")
+    for _ in range(2):
+        assert main(full[:at] + full[at + 2:]) == 0
+        assert "--insecure-skip-tls-verify" in capsys.readouterr().err
+
+
+def test_missing_password_variable_is_a_usage_error(wsman, certificate, capsys,
+                                                    monkeypatch) -> None:
+    monkeypatch.delenv(PASSWORD_VAR)
+    assert main(args(wsman, certificate, "--check-only")) == 2
+    assert PASSWORD_VAR in capsys.readouterr().err
+
+
+def test_the_installed_executable_runs_the_checks(wsman, certificate) -> None:
+    azlift = Path(sys.executable).with_name("azlift")
+    env = {**os.environ, PASSWORD_VAR: TEST_PASSWORD}
+    done = subprocess.run([str(azlift), *args(wsman, certificate, "--check-only", "--json")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True
+    no_password(done.stdout, done.stderr)
+
+
+def test_no_terminal_executable_refuses_with_5(wsman, certificate) -> None:
+    azlift = Path(sys.executable).with_name("azlift")
+    env = {**os.environ, PASSWORD_VAR: TEST_PASSWORD}
+    done = subprocess.run([str(azlift), *args(wsman, certificate, *FAST)], capture_output=True,
+                          text=True, env=env, stdin=subprocess.DEVNULL, timeout=60)
+    assert done.returncode == 5, done.stderr
+    assert wsman.scripts == ["check"]
+    no_password(done.stdout, done.stderr)
