@@ -18,6 +18,7 @@ from tests.vhd.images import (
     expected_bytes,
     make_dynamic_vhd,
     make_fixed_vhd,
+    make_vhdx,
     qemu_img,
     read_footer,
     scattered_chunks,
@@ -87,6 +88,22 @@ def test_qemu_dynamic_vhd(tmp_path: Path, raw_disk: Path, disk_chunks: list[Chun
     assert_azure_ready(out, result.virtual_size)
     assert_same_guest_bytes(src, "vpc", out)
     assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
+
+
+@pytest.mark.parametrize("block_size", [MIB, 8 * MIB, 32 * MIB])
+def test_qemu_vhdx_block_sizes(tmp_path: Path, raw_disk: Path, disk_chunks: list[Chunk],
+                               block_size: int) -> None:
+    src = make_vhdx(raw_disk, tmp_path / "src.vhdx", block_size=block_size)
+    out = tmp_path / "out.vhd"
+    result = convert(str(src), str(out))
+    assert result.source_format == "vhdx"
+    assert_azure_ready(out, result.virtual_size)
+    assert_same_guest_bytes(src, "vhdx", out)
+    assert_same_guest_bytes(raw_disk, "raw", out)
+    assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
+    with vhd.open_image(str(src)) as image:  # the VHDX's virtual disk id becomes the VHD's
+        assert footer_for(image, result.virtual_size).unique_id_str == result.unique_id
+        assert result.unique_id == image.virtual_disk_id
 
 
 @pytest.mark.parametrize("block_size", [512 * 1024, 2 * MIB, 8 * MIB])

@@ -1,0 +1,148 @@
+"""fix in place: raw and misaligned fixed VHDs, every interruption point, refusals."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import vhd
+from tests.vhd.images import (
+    MIB,
+    build_fixed_vhd,
+    make_dynamic_vhd,
+    make_fixed_vhd,
+    make_vhdx,
+    qemu_img,
+    read_footer,
+    scattered_chunks,
+    write_raw,
+)
+from vhd.check import check_path
+from vhd.convert import apply_fix, fix, plan_fix
+from vhd.errors import FixUnsupportedError, FormatMismatchError
+
+
+def odd_raw(tmp_path: Path, size: int = 20 * MIB + 1000, name: str = "disk.raw") -> Path:
+    chunks = scattered_chunks(size, 12, seed=size) + [(size - 4, b"TAIL")]
+    return write_raw(tmp_path / name, size, chunks)
+
+
+def assert_ready_with_guest_bytes_of(path: Path, reference: Path, ref_format: str) -> None:
+    report = check_path(str(path))
+    assert (report.format, report.ready) == ("vhd-fixed", True), report.findings
+    assert path.stat().st_size == report.virtual_size + 512
+    qemu_img("compare", "-f", ref_format, "-F", "vpc", reference, path)
+
+
+def test_raw_gets_extended_and_a_footer(tmp_path: Path) -> None:
+    raw = odd_raw(tmp_path)
+    original = tmp_path / "original.raw"
+    shutil.copyfile(raw, original)
+    result = fix(str(raw))
+    assert (result.action, result.steps) == ("append_footer", ("extend", "append_footer"))
+    assert (result.old_virtual_size, result.virtual_size) == (20 * MIB + 1024, 21 * MIB)
+    assert_ready_with_guest_bytes_of(raw, original, "raw")
+
+
+def test_raw_of_whole_mib_only_gets_a_footer(tmp_path: Path) -> None:
+    raw = odd_raw(tmp_path, 20 * MIB)
+    before = raw.read_bytes()
+    result = fix(str(raw))
+    assert result.steps == ("append_footer",)
+    assert raw.read_bytes()[:20 * MIB] == before
+
+
+def test_misaligned_qemu_vhd_is_extended_and_keeps_its_identity(tmp_path: Path) -> None:
+    raw = odd_raw(tmp_path, 30 * MIB)
+    src = make_fixed_vhd(raw, tmp_path / "chs.vhd", force_size=False)
+    old_size, old_time, old_id = read_footer(src)
+    assert old_size % MIB != 0
+    result = fix(str(src))
+    assert result.action == "extend"
+    assert result.steps == ("write_new_footer", "zero_old_footer")
+    new_size, new_time, new_id = read_footer(src)
+    assert (new_size, new_time, new_id) == (-(-old_size // MIB) * MIB, old_time, old_id)
+    assert_ready_with_guest_bytes_of(src, raw, "raw")
+
+
+def test_a_second_fix_changes_nothing(tmp_path: Path) -> None:
+    raw = odd_raw(tmp_path)
+    fix(str(raw))
+    before = (raw.read_bytes(), raw.stat().st_mtime_ns)
+    result = fix(str(raw))
+    assert (result.action, result.steps, result.changed) == ("none", (), False)
+    assert (raw.read_bytes(), raw.stat().st_mtime_ns) == before
+
+
+@pytest.mark.parametrize("kind", ["raw", "fixed"])
+def test_every_interruption_point_is_recognised_and_completed(tmp_path: Path,
+                                                              kind: str) -> None:
+    raw = odd_raw(tmp_path, 25 * MIB + 4096)
+    pristine = (tmp_path / "pristine.vhd" if kind == "fixed" else tmp_path / "pristine.raw")
+    if kind == "fixed":
+        build_fixed_vhd(pristine, 25 * MIB + 4096, [(0, raw.read_bytes()[:25 * MIB + 4096])])
+    else:
+        shutil.copyfile(raw, pristine)
+    steps = plan_fix(str(pristine)).steps
+    assert len(steps) == 2
+    for stop_after in range(len(steps) + 1):
+        work = tmp_path / f"work-{stop_after}{pristine.suffix}"
+        shutil.copyfile(pristine, work)
+        apply_fix(plan_fix(str(work)), stop_after=stop_after)
+        state = check_path(str(work))
+        if stop_after == len(steps):
+            assert state.ready
+        elif kind == "fixed" and stop_after == 1:
+            assert state.codes().count("stale_footer") == 1 and not state.ready
+        elif kind == "fixed":
+            assert "size_not_whole_mib" in state.codes()
+        else:
+            assert state.format == "raw" and "needs_conversion" in state.codes()
+        fix(str(work))
+        assert_ready_with_guest_bytes_of(work, raw, "raw")
+        assert fix(str(work)).steps == ()
+
+
+def test_wrong_footer_fields_are_rewritten_in_place(tmp_path: Path) -> None:
+    raw = odd_raw(tmp_path, 20 * MIB)
+    path = tmp_path / "bad.vhd"
+    build_fixed_vhd(path, 20 * MIB, [(0, raw.read_bytes())])
+    data = bytearray(path.read_bytes())
+    data[-512 + 8:-512 + 12] = b"\0\0\0\0"  # features 0
+    footer = vhd.Footer.unpack(bytes(data[-512:])).with_checksum()
+    data[-512:] = footer.pack()
+    path.write_bytes(bytes(data))
+    assert "footer_features" in check_path(str(path)).codes()
+    result = fix(str(path))
+    assert result.action == "rewrite_footer"
+    assert_ready_with_guest_bytes_of(path, raw, "raw")
+
+
+def test_short_footer_becomes_a_full_one(tmp_path: Path) -> None:
+    raw = odd_raw(tmp_path, 20 * MIB)
+    path = build_fixed_vhd(tmp_path / "short.vhd", 20 * MIB, [(0, raw.read_bytes())],
+                           short_footer=True)
+    assert "blob_length" in check_path(str(path)).codes()
+    assert fix(str(path)).action == "rewrite_footer"
+    assert_ready_with_guest_bytes_of(path, raw, "raw")
+
+
+@pytest.mark.parametrize("make", [make_dynamic_vhd, make_vhdx])
+def test_sparse_formats_are_refused_and_untouched(tmp_path: Path, make) -> None:
+    raw = odd_raw(tmp_path, 8 * MIB)
+    src = make(raw, tmp_path / "sparse.img")
+    before = src.read_bytes()
+    with pytest.raises(FixUnsupportedError) as caught:
+        fix(str(src))
+    assert caught.value.exit_code == 3
+    assert "azlift vhd convert" in str(caught.value)
+    assert src.read_bytes() == before
+
+
+def test_raw_named_vhd_needs_the_format_named(tmp_path: Path) -> None:
+    raw = odd_raw(tmp_path, 20 * MIB, name="disk.vhd")
+    with pytest.raises(FormatMismatchError):
+        fix(str(raw))
+    assert fix(str(raw), format="raw").action == "append_footer"
+    assert check_path(str(raw)).ready
