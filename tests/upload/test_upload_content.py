@@ -1,0 +1,64 @@
+"""Every source format lands in Azurite as exactly the fixed VHD `vhd convert` writes,
+and only non-zero sectors (plus the footer) travel, each Put Page with its Content-MD5."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+import vhd
+from tests.support.azurite import azurite  # noqa: F401  (fixture)
+from tests.upload.helpers import SOURCE_KINDS, WireCounter, blob_target, converted_bytes, make_source
+from upload.ranges import MAX_PUT_PAGE
+from upload.uploader import upload_image
+from vhd._vhd_structs import Footer
+
+
+@pytest.mark.parametrize("kind", SOURCE_KINDS)
+def test_blob_equals_converted_fixed_vhd(kind, azurite, tmp_path) -> None:  # noqa: F811
+    source = make_source(kind, tmp_path)
+    counter = WireCounter()
+    target = blob_target(azurite, request_hook=counter)
+    with vhd.open_image(str(source.path)) as image:
+        summary = upload_image(image, target, threads=4, journal_dir=tmp_path / "state")
+    blob = target.client.download_blob().readall()
+    expected = converted_bytes(source.path, tmp_path)
+    assert len(blob) == len(expected) == summary.blob_length
+    assert blob[:-512] == expected[:-512]
+    assert Footer.unpack(blob[-512:]) == Footer.unpack(expected[-512:])
+    assert blob[:source.size] == source.guest_bytes()
+    assert summary.virtual_size % (1024 * 1024) == 0
+    assert target.properties().blob_type == "PageBlob"
+    # only data travelled: whole sectors around the chunks, plus the footer
+    nonzero_sectors = sum(any(expected[o:o + 512]) for o in range(0, len(expected) - 512, 512))
+    assert counter.put_page_bytes == summary.data_bytes_sent
+    assert counter.put_page_bytes <= 1.01 * nonzero_sectors * 512 + 512
+    assert counter.put_page_bytes >= nonzero_sectors * 512 + 512
+    assert counter.missing_md5 == 0
+    assert max(counter.lengths) <= MAX_PUT_PAGE
+    assert all(length % 512 == 0 for length in counter.lengths)
+    assert summary.requests == counter.put_pages and summary.retries == 0
+
+
+def test_content_md5_is_the_whole_blobs_md5(azurite, tmp_path) -> None:  # noqa: F811
+    source = make_source("raw", tmp_path, size=21 * 1024 * 1024, count=30, seed=3)
+    target = blob_target(azurite)
+    with vhd.open_image(str(source.path)) as image:
+        summary = upload_image(image, target, threads=3, content_md5=True,
+                               journal_dir=tmp_path / "state")
+    blob = target.client.download_blob().readall()
+    assert summary.content_md5 == hashlib.md5(blob).hexdigest()
+    assert target.properties().content_md5 == hashlib.md5(blob).digest()
+
+
+def test_dense_data_is_split_into_4_mib_pages(azurite, tmp_path) -> None:  # noqa: F811
+    path = tmp_path / "dense.raw"
+    data = hashlib.sha256(b"seed").digest() * (21 * 1024 * 1024 // 32)
+    path.write_bytes(data)
+    counter = WireCounter()
+    target = blob_target(azurite, request_hook=counter)
+    with vhd.open_image(str(path)) as image:
+        summary = upload_image(image, target, threads=8, journal_dir=tmp_path / "state")
+    assert target.client.download_blob(offset=0, length=len(data)).readall() == data
+    assert counter.lengths.count(MAX_PUT_PAGE) == 5  # 21 MiB = 5 × 4 MiB + 1 MiB
+    assert summary.data_bytes_sent == len(data) + 512

@@ -1,0 +1,174 @@
+"""Turn the az-CLI-style auth options into a blob URL and a credential.
+
+Order, as the az CLI: explicit options (--connection-string, --account-key, --sas-token,
+--auth-mode login, --emulator), then a SAS already in the URL, then the environment
+(AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN). Secrets
+stay inside the returned credential; nothing here prints or logs them.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import UsageError
+
+EMULATOR_ACCOUNT = "devstoreaccount1"
+# Azurite's well-known development key (public, documented by Microsoft).
+EMULATOR_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+                "K1SZFPTOtr/KBHBeksoGMGw==")
+EMULATOR_DEFAULT_ENDPOINT = f"http://127.0.0.1:10000/{EMULATOR_ACCOUNT}"
+EMULATOR_ENDPOINT_ENV = "AZLIFT_EMULATOR_ENDPOINT"
+
+
+@dataclass(frozen=True)
+class AuthOptions:
+    """What the user asked for; every field optional (secrets by value, never printed)."""
+
+    connection_string: str | None = None
+    account_key: str | None = None
+    sas_token: str | None = None
+    login: bool = False
+    emulator: bool = False
+    emulator_endpoint: str | None = None
+
+    def __repr__(self) -> str:  # never show secrets, even in a traceback
+        chosen = [name for name in ("connection_string", "account_key", "sas_token")
+                  if getattr(self, name)]
+        return f"AuthOptions(given={chosen}, login={self.login}, emulator={self.emulator})"
+
+
+@dataclass(frozen=True)
+class ResolvedBlob:
+    """Where the blob is and how to sign requests to it."""
+
+    url: str  # may carry a SAS query: print it only through azlift.redact.redact_url
+    credential: Any
+    method: str  # "connection-string", "account-key", "sas", "login", "emulator"
+
+    def __repr__(self) -> str:
+        return f"ResolvedBlob(method={self.method!r})"
+
+
+def parse_connection_string(text: str) -> tuple[str, Any]:
+    """(blob endpoint, credential) from an Azure Storage connection string."""
+    fields: dict[str, str] = {}
+    for part in text.strip().split(";"):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            fields[key.strip().lower()] = value.strip()
+    if fields.get("usedevelopmentstorage", "").lower() == "true":
+        return emulator_endpoint(), {"account_name": EMULATOR_ACCOUNT, "account_key": EMULATOR_KEY}
+    account = fields.get("accountname")
+    endpoint = fields.get("blobendpoint")
+    if not endpoint:
+        if not account:
+            raise UsageError("the connection string names neither AccountName nor "
+                             "BlobEndpoint (expected 'AccountName=...;AccountKey=...')")
+        protocol = fields.get("defaultendpointsprotocol", "https")
+        suffix = fields.get("endpointsuffix", "core.windows.net")
+        endpoint = f"{protocol}://{account}.blob.{suffix}"
+    if fields.get("accountkey"):
+        if not account:
+            raise UsageError("the connection string has AccountKey but no AccountName")
+        return endpoint, {"account_name": account, "account_key": fields["accountkey"]}
+    if fields.get("sharedaccesssignature"):
+        from azure.core.credentials import AzureSasCredential
+        return endpoint, AzureSasCredential(fields["sharedaccesssignature"])
+    raise UsageError("the connection string has neither AccountKey nor SharedAccessSignature")
+
+
+def emulator_endpoint(explicit: str | None = None,
+                      env: Mapping[str, str] | None = None) -> str:
+    """Azurite's blob endpoint: the option, else $AZLIFT_EMULATOR_ENDPOINT, else port 10000."""
+    env = os.environ if env is None else env
+    endpoint = explicit or env.get(EMULATOR_ENDPOINT_ENV) or EMULATOR_DEFAULT_ENDPOINT
+    endpoint = endpoint.rstrip("/")
+    if urlsplit(endpoint).path in ("", "/"):
+        endpoint += f"/{EMULATOR_ACCOUNT}"
+    return endpoint
+
+
+def account_from_url(url: str) -> str:
+    """The storage account a blob URL names (host-style or emulator path-style)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ".blob." in host:
+        return host.split(".", 1)[0]
+    segments = [segment for segment in parts.path.split("/") if segment]
+    if segments:
+        return segments[0]
+    raise UsageError(f"cannot tell the storage account from {url_no_query(url)!r}")
+
+
+def url_no_query(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def check_blob_url(url: str) -> None:
+    """Refuse what is not an http(s) URL naming a container and a blob."""
+    parts = urlsplit(url)
+    path = [segment for segment in parts.path.split("/") if segment]
+    host = parts.hostname or ""
+    needed = 2 if ".blob." in host else 3  # emulator URLs carry the account in the path
+    if parts.scheme not in ("http", "https") or not host or len(path) < needed:
+        raise UsageError(
+            f"DEST_URL {url_no_query(url)!r} is not a blob URL; expected "
+            "https://ACCOUNT.blob.core.windows.net/CONTAINER/NAME.vhd (or, with --emulator, "
+            "CONTAINER/NAME.vhd)")
+
+
+def _with_sas(url: str, token: str) -> str:
+    parts = urlsplit(url)
+    token = token.lstrip("?")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, token, ""))
+
+
+def resolve_blob(dest: str, options: AuthOptions,
+                 env: Mapping[str, str] | None = None) -> ResolvedBlob:
+    """The blob URL and credential for ``dest`` under ``options`` (see module docstring)."""
+    env = os.environ if env is None else env
+    if options.emulator:
+        base = emulator_endpoint(options.emulator_endpoint, env)
+        url = dest if dest.startswith(("http://", "https://")) else f"{base}/{dest.lstrip('/')}"
+        check_blob_url(url)
+        return ResolvedBlob(url, {"account_name": EMULATOR_ACCOUNT,
+                                  "account_key": EMULATOR_KEY}, "emulator")
+    connection_string = options.connection_string
+    if not dest.startswith(("http://", "https://")):
+        connection_string = connection_string or env.get("AZURE_STORAGE_CONNECTION_STRING")
+        if not connection_string:
+            check_blob_url(dest)
+        endpoint, credential = parse_connection_string(connection_string)
+        url = f"{endpoint.rstrip('/')}/{dest.lstrip('/')}"
+        check_blob_url(url)
+        return ResolvedBlob(url, credential, "connection-string")
+    check_blob_url(dest)
+    if options.connection_string:
+        _, credential = parse_connection_string(options.connection_string)
+        return ResolvedBlob(dest, credential, "connection-string")
+    if options.account_key:
+        return ResolvedBlob(dest, {"account_name": account_from_url(dest),
+                                   "account_key": options.account_key}, "account-key")
+    if options.sas_token:
+        return ResolvedBlob(_with_sas(dest, options.sas_token), None, "sas")
+    if options.login:
+        from azure.identity import DefaultAzureCredential
+        return ResolvedBlob(dest, DefaultAzureCredential(), "login")
+    if urlsplit(dest).query:
+        return ResolvedBlob(dest, None, "sas")
+    if env.get("AZURE_STORAGE_CONNECTION_STRING"):
+        _, credential = parse_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"])
+        return ResolvedBlob(dest, credential, "connection-string")
+    if env.get("AZURE_STORAGE_KEY"):
+        return ResolvedBlob(dest, {"account_name": account_from_url(dest),
+                                   "account_key": env["AZURE_STORAGE_KEY"]}, "account-key")
+    if env.get("AZURE_STORAGE_SAS_TOKEN"):
+        return ResolvedBlob(_with_sas(dest, env["AZURE_STORAGE_SAS_TOKEN"]), None, "sas")
+    raise UsageError(
+        "no storage credential: pass --connection-string, --account-key, --sas-token, "
+        "--auth-mode login or --emulator, put a SAS in DEST_URL, or set "
+        "AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY")

@@ -1,0 +1,160 @@
+"""Resume state: which work units the service acknowledged, for which source and target.
+
+One file per target under the user's state directory ($AZLIFT_STATE_DIR, else
+$XDG_STATE_HOME/azlift, else ~/.local/state/azlift)/uploads. The first line is a JSON
+header (fingerprints, blob length, footer hash); every later line is the offset of one
+acknowledged unit, appended with one ``write`` so a kill -9 loses at most a partial last
+line (ignored on load). Data is fsync'ed at most once a second to keep appends cheap.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vhd import DiskImage
+
+from .errors import ResumeMismatchError
+from .stream import FixedVhdLayout
+
+JOURNAL_VERSION = 1
+FSYNC_INTERVAL_S = 1.0
+
+
+def state_dir(env: dict[str, str] | None = None) -> Path:
+    """The user's azlift state directory (not created)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("AZLIFT_STATE_DIR"):
+        return Path(env["AZLIFT_STATE_DIR"])
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "azlift"
+    return Path.home() / ".local" / "state" / "azlift"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What must be unchanged for a resume to be safe."""
+
+    source_path: str
+    source_size: int
+    source_mtime_ns: int
+    source_format: str
+    map_sha256: str
+    footer_sha256: str
+    target: str
+    blob_length: int
+
+    def digest(self) -> str:
+        """Short stable hash, small enough for blob metadata."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def differences(self, other: "Fingerprint") -> list[str]:
+        """Names of the fields that differ, with both values."""
+        mine, theirs = asdict(self), asdict(other)
+        return [f"{name}: recorded {theirs[name]!r}, now {mine[name]!r}"
+                for name in mine if mine[name] != theirs[name]]
+
+
+def fingerprint(image: DiskImage, layout: FixedVhdLayout, target: str) -> Fingerprint:
+    """The fingerprint of uploading ``image`` (as ``layout``) to ``target``."""
+    path = os.path.realpath(image.path)
+    stat = os.stat(path)
+    return Fingerprint(
+        source_path=path, source_size=stat.st_size, source_mtime_ns=stat.st_mtime_ns,
+        source_format=image.format, map_sha256=layout.extents_digest(),
+        footer_sha256=hashlib.sha256(layout.footer).hexdigest(), target=target,
+        blob_length=layout.blob_length)
+
+
+class Journal:
+    """The append-only record of acknowledged units for one target."""
+
+    def __init__(self, path: Path, header: Fingerprint, acknowledged: set[int]) -> None:
+        self.path = path
+        self.header = header
+        self.acknowledged = acknowledged
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._last_sync = 0.0
+
+    @staticmethod
+    def path_for(target: str, directory: Path | None = None) -> Path:
+        name = hashlib.sha256(target.encode()).hexdigest()[:32] + ".journal"
+        return (directory or state_dir()) / "uploads" / name
+
+    @classmethod
+    def start(cls, header: Fingerprint, directory: Path | None = None) -> "Journal":
+        """A fresh journal (replacing any previous one for the same target)."""
+        path = cls.path_for(header.target, directory)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"version": JOURNAL_VERSION, **asdict(header)}) + "\n")
+        os.replace(temporary, path)
+        return cls(path, header, set())
+
+    @classmethod
+    def load(cls, target: str, directory: Path | None = None) -> "Journal | None":
+        """The journal recorded for ``target``, or None when there is none."""
+        path = cls.path_for(target, directory)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        lines = text.split("\n")
+        try:
+            raw: dict[str, Any] = json.loads(lines[0])
+        except (json.JSONDecodeError, IndexError) as error:
+            raise ResumeMismatchError(f"the resume journal {path} is damaged ({error}); "
+                                      "start again with --overwrite") from None
+        if raw.pop("version", None) != JOURNAL_VERSION:
+            raise ResumeMismatchError(f"the resume journal {path} has an unknown version; "
+                                      "start again with --overwrite")
+        try:
+            header = Fingerprint(**raw)
+        except TypeError as error:
+            raise ResumeMismatchError(f"the resume journal {path} is damaged ({error})") from None
+        acknowledged = set()
+        complete_lines = lines[1:-1] if not text.endswith("\n") else lines[1:]
+        for line in complete_lines:
+            if line.strip().isdigit():
+                acknowledged.add(int(line))
+        return cls(path, header, acknowledged)
+
+    def check(self, current: Fingerprint) -> None:
+        """Refuse when the recorded upload is not this source to this target."""
+        differences = current.differences(self.header)
+        if differences:
+            raise ResumeMismatchError(
+                "--resume refused: the interrupted upload recorded for "
+                f"{current.target} was of another source or size ("
+                + "; ".join(differences) + "); use --overwrite to start again")
+
+    def acknowledge(self, offset: int) -> None:
+        """Record that the unit at ``offset`` is on the service (one append)."""
+        with self._lock:
+            self.acknowledged.add(offset)
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            os.write(self._fd, f"{offset}\n".encode())
+            now = time.monotonic()
+            if now - self._last_sync >= FSYNC_INTERVAL_S:
+                os.fsync(self._fd)
+                self._last_sync = now
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
+
+    def remove(self) -> None:
+        """Forget the upload (it finished)."""
+        self.close()
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,152 @@
+"""Pure range arithmetic for page blobs: 512-byte alignment, 4 MiB limits, coalescing,
+zero-sector trimming. No I/O; every function is total and deterministic.
+
+A range is ``(offset, length)`` in bytes. Page-blob rules (Azure, not the emulator):
+offsets and lengths are multiples of 512 and one Put Page carries at most 4 MiB.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+SECTOR = 512
+MAX_PUT_PAGE = 4 * 1024 * 1024
+GRID = MAX_PUT_PAGE  # work units never straddle a multiple of this
+
+Range = tuple[int, int]
+
+
+def align_down(value: int, multiple: int = SECTOR) -> int:
+    """Largest multiple of ``multiple`` that is <= ``value``."""
+    return value - value % multiple
+
+
+def align_up(value: int, multiple: int = SECTOR) -> int:
+    """Smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-value // multiple) * multiple
+
+
+def normalize(extents: Iterable[Range], limit: int, sector: int = SECTOR) -> list[Range]:
+    """Sorted, merged, sector-aligned ranges covering ``extents`` and clipped to ``limit``.
+
+    Extents come from image maps that may be unaligned, overlapping or unordered; what
+    leaves here never is. Empty extents vanish; ``limit`` must be a multiple of ``sector``.
+    """
+    if limit % sector:
+        raise ValueError(f"limit {limit} is not a multiple of {sector}")
+    aligned = []
+    for offset, length in extents:
+        if length <= 0:
+            continue
+        start = max(align_down(offset, sector), 0)
+        end = min(align_up(offset + length, sector), limit)
+        if end > start:
+            aligned.append((start, end))
+    aligned.sort()
+    merged: list[Range] = []
+    for start, end in aligned:
+        if merged and start <= merged[-1][0] + merged[-1][1]:
+            last_start, last_length = merged[-1]
+            merged[-1] = (last_start, max(last_start + last_length, end) - last_start)
+        else:
+            merged.append((start, end - start))
+    return merged
+
+
+def split(offset: int, length: int, max_length: int = MAX_PUT_PAGE,
+          grid: int | None = None) -> Iterator[Range]:
+    """``(offset, length)`` cut into pieces of at most ``max_length`` bytes.
+
+    With ``grid``, pieces also never cross a multiple of ``grid`` (work units then map
+    one-to-one onto fixed cells, which the resume journal and the ordered MD5 rely on).
+    """
+    if max_length <= 0:
+        raise ValueError("max_length must be positive")
+    end = offset + length
+    position = offset
+    while position < end:
+        stop = min(end, position + max_length)
+        if grid:
+            stop = min(stop, align_down(position, grid) + grid)
+        yield position, stop - position
+        position = stop
+
+
+def work_units(extents: Iterable[Range], grid: int = GRID) -> list[Range]:
+    """Normalized extents cut at every multiple of ``grid`` (each unit ≤ ``grid`` bytes)."""
+    units: list[Range] = []
+    for offset, length in extents:
+        units.extend(split(offset, length, grid, grid))
+    return units
+
+
+def coalesce(ranges: Iterable[Range], max_length: int = MAX_PUT_PAGE,
+             max_gap: int = 0) -> list[Range]:
+    """Join ranges whose gap is at most ``max_gap`` while the result stays ≤ ``max_length``.
+
+    ``ranges`` must be sorted and non-overlapping. Ranges longer than ``max_length`` are
+    split first. With ``max_gap`` = 0 only touching ranges join, so no extra byte is sent.
+    """
+    result: list[Range] = []
+    for offset, length in ranges:
+        for piece_offset, piece_length in split(offset, length, max_length):
+            if result:
+                last_offset, last_length = result[-1]
+                gap = piece_offset - (last_offset + last_length)
+                if gap < 0:
+                    raise ValueError("ranges overlap or are not sorted")
+                if gap <= max_gap and piece_offset + piece_length - last_offset <= max_length:
+                    result[-1] = (last_offset, piece_offset + piece_length - last_offset)
+                    continue
+            result.append((piece_offset, piece_length))
+    return result
+
+
+def true_runs(flags: Sequence[bool] | np.ndarray) -> list[Range]:
+    """``(first_index, count)`` of every run of consecutive true values, in order."""
+    mask = np.asarray(flags, dtype=bool)
+    if mask.size == 0:
+        return []
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).view(np.int8)))
+    starts, stops = edges[0::2], edges[1::2]
+    return [(int(start), int(stop - start)) for start, stop in zip(starts, stops)]
+
+
+def nonzero_pieces(offset: int, sector_flags: Sequence[bool] | np.ndarray,
+                   max_length: int = MAX_PUT_PAGE, sector: int = SECTOR) -> list[Range]:
+    """Put Page ranges for a buffer at ``offset`` whose sectors are flagged non-zero.
+
+    Zero sectors are dropped; consecutive non-zero sectors become one range (≤
+    ``max_length``). ``offset`` must be sector-aligned.
+    """
+    if offset % sector:
+        raise ValueError(f"offset {offset} is not a multiple of {sector}")
+    runs = ((offset + first * sector, count * sector) for first, count in true_runs(sector_flags))
+    return coalesce(runs, max_length)
+
+
+def total_length(ranges: Iterable[Range]) -> int:
+    """Sum of the lengths."""
+    return sum(length for _, length in ranges)
+
+
+def subtract(ranges: Iterable[Range], holes: Iterable[Range]) -> list[Range]:
+    """Parts of sorted, disjoint ``ranges`` not covered by sorted, disjoint ``holes``."""
+    hole_list = list(holes)
+    result: list[Range] = []
+    index = 0
+    for offset, length in ranges:
+        position, end = offset, offset + length
+        while index < len(hole_list) and sum(hole_list[index]) <= position:
+            index += 1
+        probe = index
+        while position < end and probe < len(hole_list) and hole_list[probe][0] < end:
+            hole_start, hole_length = hole_list[probe]
+            if hole_start > position:
+                result.append((position, hole_start - position))
+            position = max(position, hole_start + hole_length)
+            probe += 1
+        if position < end:
+            result.append((position, end - position))
+    return result

@@ -1,0 +1,216 @@
+"""A DiskImage seen as the fixed VHD that will exist in Azure, without writing it anywhere.
+
+The blob is: the guest-visible bytes, zero-padded to a whole MiB, then the footer `vhd
+convert` writes. Only the image's extents can hold data; everything else is zero and
+never read or sent. Reads are thread-safe: every worker thread gets its own handle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vhd import DiskImage, azure_virtual_size, open_image
+from vhd.convert import footer_for
+
+from .ranges import SECTOR, Range, align_up, normalize, work_units
+
+FOOTER_SIZE = 512
+ZERO_BLOCK = bytes(4 * 1024 * 1024)
+
+# DiskImage.format -> the family name vhd.open_image(format=...) accepts.
+FORMAT_FAMILY = {"raw": "raw", "vhd-fixed": "vhd", "vhd-dynamic": "vhd",
+                 "vhd-differencing": "vhd", "vhdx": "vhdx"}
+
+
+def footer_bytes(image: DiskImage, virtual_size: int) -> bytes:
+    """The footer `vhd convert` writes for ``image`` at ``virtual_size`` (deterministic)."""
+    return footer_for(image, virtual_size).pack()
+
+
+@dataclass(frozen=True)
+class FixedVhdLayout:
+    """Where the data of the Azure fixed VHD lies, and its footer."""
+
+    virtual_size: int  # whole MiB
+    source_size: int  # guest-visible size of the source (may be less than virtual_size)
+    footer: bytes
+    data_extents: tuple[Range, ...]  # sector-aligned, sorted, merged, within source_size
+
+    @property
+    def blob_length(self) -> int:
+        return self.virtual_size + FOOTER_SIZE
+
+    @property
+    def footer_offset(self) -> int:
+        return self.virtual_size
+
+    def units(self) -> list[Range]:
+        """Work units (≤ 4 MiB, never across a 4 MiB boundary), then the footer."""
+        return work_units(self.data_extents) + [(self.footer_offset, FOOTER_SIZE)]
+
+    def extents_digest(self) -> str:
+        """A hash of the data map: part of the source fingerprint a resume checks."""
+        text = json.dumps([self.virtual_size, list(self.data_extents)])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fixed_vhd_layout(image: DiskImage) -> FixedVhdLayout:
+    """The fixed VHD for ``image``: size rounded up to a MiB, extents aligned, footer."""
+    virtual_size = azure_virtual_size(image.virtual_size)
+    limit = align_up(image.virtual_size, SECTOR)
+    extents = tuple(normalize(image.extents(), limit))
+    return FixedVhdLayout(virtual_size=virtual_size, source_size=image.virtual_size,
+                          footer=footer_bytes(image, virtual_size), data_extents=extents)
+
+
+def nonzero_sector_flags(data: bytes | memoryview) -> np.ndarray:
+    """One flag per 512-byte sector: True where any byte is non-zero (vectorised)."""
+    if len(data) % SECTOR:
+        raise ValueError(f"buffer of {len(data)} bytes is not whole sectors")
+    words = np.frombuffer(data, dtype=np.uint64)
+    return words.reshape(-1, SECTOR // 8).any(axis=1)
+
+
+class SourceReader:
+    """Thread-safe, sector-padded reads of a DiskImage.
+
+    Each thread reopens the image once and keeps its handle (readers may seek); the
+    caller's own image object is used by no worker. If reopening is impossible, reads
+    fall back to the shared image under a lock.
+    """
+
+    def __init__(self, image: DiskImage,
+                 reopen: Callable[[], DiskImage] | None = None) -> None:
+        self._image = image
+        self._size = image.virtual_size
+        self._reopen = reopen if reopen is not None else _default_reopen(image)
+        self._local = threading.local()
+        self._opened: list[DiskImage] = []
+        self._lock = threading.Lock()
+
+    def _handle(self) -> tuple[DiskImage, bool]:
+        handle = getattr(self._local, "image", None)
+        if handle is None:
+            try:
+                handle = self._reopen() if self._reopen else None
+            except Exception:  # noqa: BLE001 - fall back to the shared handle below
+                handle = None
+            if handle is None:
+                self._local.image = self._image
+                return self._image, True
+            with self._lock:
+                self._opened.append(handle)
+            self._local.image = handle
+        return handle, handle is self._image
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset``; bytes past the source's end read as zero."""
+        available = max(0, min(length, self._size - offset))
+        data = b""
+        if available:
+            handle, shared = self._handle()
+            if shared:
+                with self._lock:
+                    data = handle.read(offset, available)
+            else:
+                data = handle.read(offset, available)
+        if len(data) < length:
+            data = data + bytes(length - len(data))
+        return data
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for handle in opened:
+            handle.close()
+
+
+def _default_reopen(image: DiskImage) -> Callable[[], DiskImage] | None:
+    path = getattr(image, "path", None)
+    family = FORMAT_FAMILY.get(getattr(image, "format", ""))
+    if not path or family is None or not os.path.exists(path):
+        return None
+    return lambda: open_image(path, format=family)
+
+
+@dataclass
+class OrderedMd5:
+    """MD5 of the whole blob (zeros included) fed out of order, read once.
+
+    Finished units arrive in any order; they wait in ``_held`` until every unit before
+    them arrived, then their bytes go to a hashing thread through a bounded queue, gaps
+    between units as slices of one shared zero block. So no byte of the source is read
+    twice, memory stays bounded by the caller's window, and hashing overlaps the upload.
+    """
+
+    blob_length: int
+    order: list[int]  # unit offsets in blob order, footer last
+    _held: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    _next: int = 0
+    _queue: "queue.Queue[tuple[int, bytes] | None]" = field(
+        default_factory=lambda: queue.Queue(maxsize=8))
+    _digest: Any = field(default_factory=hashlib.md5)
+    _position: int = 0
+    _error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="azlift-md5", daemon=True)
+        self._thread.start()
+
+    @property
+    def held(self) -> int:
+        """Units received but still waiting for an earlier one."""
+        return len(self._held)
+
+    def add(self, offset: int, data: bytes) -> None:
+        """The bytes of the unit at ``offset`` (any order)."""
+        self._held[offset] = (offset, data)
+        while self._next < len(self.order) and self.order[self._next] in self._held:
+            self._queue.put(self._held.pop(self.order[self._next]))
+            self._next += 1
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                offset, data = item
+                self._zeros_until(offset)
+                self._digest.update(data)
+                self._position = offset + len(data)
+        except BaseException as error:  # noqa: BLE001 - reported by finish()
+            self._error = error
+
+    def _zeros_until(self, end: int) -> None:
+        while self._position < end:
+            step = min(len(ZERO_BLOCK), end - self._position)
+            self._digest.update(memoryview(ZERO_BLOCK)[:step])
+            self._position += step
+
+    def finish(self) -> bytes:
+        """The 16-byte digest, once every unit was added."""
+        if self._held or self._next != len(self.order):
+            raise RuntimeError("MD5 finished before every unit arrived")
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._zeros_until(self.blob_length)
+        return self._digest.digest()
+
+    def abandon(self) -> None:
+        """Stop the hashing thread without a result (upload interrupted or failed)."""
+        self._held.clear()
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        self._queue.put(None)
+        self._thread.join(timeout=5)

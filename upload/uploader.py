@@ -1,0 +1,347 @@
+"""Send a DiskImage to a PageTarget as the fixed VHD Azure expects: only data, in parallel,
+resumable.
+
+Shape (a bounded window, like the storage SDK's uploader without its flaws): the main
+thread submits at most ``threads`` work units (≤ 4 MiB cells of the image's extents),
+waits for the first to finish, records it and submits the next. A worker reads its unit
+with its own handle, drops zero sectors (vectorised scan), and puts each remaining run
+with its Content-MD5; it returns an immutable ``UnitResult``. Only the main thread
+touches the journal, the counters and the progress callback.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vhd import DiskImage
+from vhd.check import check_output_rules
+
+from .errors import (
+    NotReadyError,
+    ResumeMismatchError,
+    TargetExistsError,
+    TargetSizeError,
+    TransientServiceError,
+    UploadInterrupted,
+)
+from .journal import Fingerprint, Journal, fingerprint
+from .ranges import Range, nonzero_pieces, subtract, total_length
+from .stream import FixedVhdLayout, OrderedMd5, SourceReader, fixed_vhd_layout, nonzero_sector_flags
+from .target import PageTarget
+
+META_FINGERPRINT = "azlift_fingerprint"
+META_STATE = "azlift_state"
+REPUT_ATTEMPTS = 3
+REPUT_BACKOFF_S = 0.5
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where the upload stands; ``done_bytes`` counts data bytes scanned of ``total_bytes``."""
+
+    total_bytes: int
+    done_bytes: int
+    sent_bytes: int
+    zero_bytes: int
+    requests: int
+    retries: int
+
+
+@dataclass(frozen=True)
+class UploadSummary:
+    """What an upload did."""
+
+    virtual_size: int
+    blob_length: int
+    data_bytes_sent: int
+    zero_bytes_skipped: int
+    requests: int
+    retries: int
+    duration_s: float
+    throughput: float  # data bytes sent per second
+    resumed_bytes: int = 0  # data bytes skipped because a previous run sent them
+    content_md5: str | None = None  # hex, when asked for
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """One work unit, done: what travelled, what was skipped, and its bytes if kept."""
+
+    offset: int
+    length: int
+    sent_bytes: int
+    zero_bytes: int
+    requests: int
+    retries: int
+    data: bytes | None
+
+
+def check_rules(virtual_size: int, role: str | None) -> None:
+    """Refuse before sending when the fixed VHD breaks an Azure rule for ``role``."""
+    findings = check_output_rules(virtual_size, role)
+    errors = [finding for finding in findings if finding.severity == "error"]
+    if errors:
+        first = errors[0]
+        raise NotReadyError(f"{first.code}: {first.message}")
+
+
+def _put_with_reput(target: PageTarget, offset: int, data: bytes,
+                    md5: bytes | None) -> tuple[int, int]:
+    """Put one range, re-putting it on transient failures; return (requests, retries)."""
+    retries = 0
+    for attempt in range(1, REPUT_ATTEMPTS + 1):
+        try:
+            attempts = target.put_pages(offset, data, md5)
+            return 1, retries + attempts - 1
+        except TransientServiceError:
+            if attempt == REPUT_ATTEMPTS:
+                raise
+            retries += 1
+            time.sleep(REPUT_BACKOFF_S * attempt)
+    raise AssertionError("unreachable")
+
+
+def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: FixedVhdLayout,
+               send: bool, keep: bool, written: list[Range] | None,
+               cancel: threading.Event) -> UnitResult:
+    """Read one unit, drop zero sectors, put the rest. Runs in a worker thread."""
+    offset, length = unit
+    if offset == layout.footer_offset:
+        data = layout.footer
+    else:
+        data = reader.read(offset, length)
+    sent = zeros = requests = retries = 0
+    if send and not cancel.is_set():
+        pieces = nonzero_pieces(offset, nonzero_sector_flags(data))
+        zeros = length - total_length(pieces)
+        if written:
+            pieces = subtract(pieces, written)
+        view = memoryview(data)
+        for piece_offset, piece_length in pieces:
+            if cancel.is_set():
+                raise UploadInterrupted("upload interrupted")
+            chunk = bytes(view[piece_offset - offset:piece_offset - offset + piece_length])
+            md5 = hashlib.md5(chunk).digest()
+            made, retried = _put_with_reput(target, piece_offset, chunk, md5)
+            requests += made
+            retries += retried
+            sent += piece_length
+    elif send:
+        raise UploadInterrupted("upload interrupted")
+    return UnitResult(offset, length, sent, zeros, requests, retries, data if keep else None)
+
+
+class _Run:
+    """The state of one upload, owned by the main thread."""
+
+    def __init__(self, layout: FixedVhdLayout, progress: Callable[[ProgressEvent], None] | None,
+                 journal: Journal | None, md5: OrderedMd5 | None) -> None:
+        self.layout = layout
+        self.total = total_length(layout.units())
+        self.done = self.sent = self.zeros = self.requests = self.retries = 0
+        self.resumed = 0
+        self.journal = journal
+        self.md5 = md5
+        self._progress = progress
+        self._lock = threading.Lock()
+
+    def record(self, result: UnitResult, sent_now: bool) -> None:
+        self.done += result.length
+        self.sent += result.sent_bytes
+        self.zeros += result.zero_bytes
+        self.requests += result.requests
+        self.retries += result.retries
+        if not sent_now:
+            self.resumed += result.length
+        if self.md5 is not None and result.data is not None:
+            self.md5.add(result.offset, result.data)
+        if sent_now and self.journal is not None:
+            self.journal.acknowledge(result.offset)
+        self.report()
+
+    def report(self) -> None:
+        if self._progress is None:
+            return
+        event = ProgressEvent(self.total, self.done, self.sent, self.zeros, self.requests,
+                              self.retries)
+        with self._lock:
+            self._progress(event)
+
+
+def _metadata(fp: Fingerprint, state: str) -> dict[str, str]:
+    return {META_FINGERPRINT: fp.digest(), META_STATE: state}
+
+
+def _prepare_target(target: PageTarget, layout: FixedVhdLayout, fp: Fingerprint, *,
+                    resume: bool, overwrite: bool, create: bool,
+                    journal_dir: Path | None) -> tuple[Journal | None, set[int], list[Range] | None]:
+    """Check or create the target; return (journal, acknowledged units, written ranges)."""
+    if resume:
+        return _resume_state(target, layout, fp, journal_dir)
+    if create:
+        if not overwrite and target.exists():
+            raise TargetExistsError(
+                f"{target.identity} already exists; pass --overwrite to replace it or "
+                "--resume to continue an interrupted upload")
+        target.create(layout.blob_length, overwrite)
+    else:
+        _check_length(target, layout)
+    journal = Journal.start(fp, journal_dir)
+    target.set_metadata(_metadata(fp, "uploading"))
+    return journal, set(), None
+
+
+def _check_length(target: PageTarget, layout: FixedVhdLayout) -> None:
+    state = target.properties()
+    if state.length != layout.blob_length:
+        raise TargetSizeError(
+            f"{target.identity} is {state.length} bytes; the fixed VHD of this source needs "
+            f"{layout.blob_length} (virtual size {layout.virtual_size} + 512)")
+
+
+def _resume_state(target: PageTarget, layout: FixedVhdLayout, fp: Fingerprint,
+                  journal_dir: Path | None) -> tuple[Journal | None, set[int], list[Range] | None]:
+    if not target.exists():
+        raise ResumeMismatchError(f"--resume: {target.identity} does not exist; "
+                                  "start the upload without --resume")
+    state = target.properties()
+    recorded = state.metadata.get(META_FINGERPRINT)
+    if target.supports_metadata and recorded is not None and recorded != fp.digest():
+        raise ResumeMismatchError(
+            f"--resume refused: {target.identity} was started from another source or size "
+            "(its recorded fingerprint differs); use --overwrite to start again")
+    if target.supports_metadata and recorded is None:
+        raise ResumeMismatchError(
+            f"--resume refused: {target.identity} was not started by azlift from this "
+            "source; use --overwrite to replace it")
+    if state.length != layout.blob_length:
+        raise ResumeMismatchError(
+            f"--resume refused: {target.identity} is {state.length} bytes, this source "
+            f"needs {layout.blob_length}")
+    journal = Journal.load(fp.target, journal_dir)
+    if journal is not None:
+        journal.check(fp)
+        return journal, set(journal.acknowledged), None
+    if not target.supports_metadata:
+        raise ResumeMismatchError(f"--resume: no record of an upload to {target.identity} "
+                                  "on this machine; start again without --resume")
+    # Started elsewhere (or the journal was lost): trust the pages the service holds.
+    written = target.list_page_ranges()
+    return Journal.start(fp, journal_dir), set(), written
+
+
+def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
+                 resume: bool = False, overwrite: bool = False, content_md5: bool = False,
+                 create: bool = True,
+                 progress: Callable[[ProgressEvent], None] | None = None,
+                 cancel: threading.Event | None = None, role: str | None = None,
+                 journal_dir: Path | None = None) -> UploadSummary:
+    """Upload ``image`` to ``target`` as a fixed VHD; see the module docstring.
+
+    ``role`` ("os" or "data") selects Azure's size rules checked before anything is sent.
+    ``create`` is False for a managed disk's write SAS (it exists with the exact size).
+    Raises this package's errors; on ``cancel`` or Ctrl-C the acknowledged units stay
+    recorded for ``resume`` and UploadInterrupted / KeyboardInterrupt propagates.
+    """
+    if threads < 1:
+        raise ValueError("threads must be at least 1")
+    if resume and overwrite:
+        from .errors import UsageError
+        raise UsageError("--resume and --overwrite exclude each other")
+    started = time.monotonic()
+    cancel = cancel or threading.Event()
+    layout = fixed_vhd_layout(image)
+    check_rules(layout.virtual_size, role)
+    fp = fingerprint(image, layout, target.identity)
+    journal, acknowledged, written = _prepare_target(
+        target, layout, fp, resume=resume, overwrite=overwrite, create=create,
+        journal_dir=journal_dir)
+    units = layout.units()
+    md5 = OrderedMd5(layout.blob_length, [offset for offset, _ in units]) if content_md5 else None
+    run = _Run(layout, progress, journal, md5)
+    reader = SourceReader(image)
+    try:
+        _run_window(run, reader, target, units, acknowledged, written, threads,
+                    content_md5, cancel)
+        digest = md5.finish() if md5 is not None else None
+        if digest is not None:
+            target.set_content_md5(digest)
+        target.set_metadata(_metadata(fp, "complete"))
+    except BaseException:
+        if md5 is not None:
+            md5.abandon()
+        if journal is not None:
+            journal.close()
+        raise
+    finally:
+        reader.close()
+    if journal is not None:
+        journal.remove()
+    duration = time.monotonic() - started
+    return UploadSummary(
+        virtual_size=layout.virtual_size, blob_length=layout.blob_length,
+        data_bytes_sent=run.sent, zero_bytes_skipped=run.zeros, requests=run.requests,
+        retries=run.retries, duration_s=round(duration, 3),
+        throughput=round(run.sent / duration, 1) if duration > 0 else 0.0,
+        resumed_bytes=run.resumed, content_md5=digest.hex() if digest else None)
+
+
+def _run_window(run: _Run, reader: SourceReader, target: PageTarget, units: list[Range],
+                acknowledged: set[int], written: list[Range] | None, threads: int,
+                keep_data: bool, cancel: threading.Event) -> None:
+    """The bounded window: ≤ ``threads`` units in flight (plus those the MD5 holds)."""
+    todo = [(unit, unit[0] not in acknowledged) for unit in units
+            if keep_data or unit[0] not in acknowledged]
+    for unit in units:
+        if not keep_data and unit[0] in acknowledged:
+            run.resumed += unit[1]
+            run.done += unit[1]
+    run.report()
+    position = 0
+    in_flight: dict[Future[UnitResult], bool] = {}
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="azlift-put")
+    try:
+        while position < len(todo) or in_flight:
+            held = run.md5.held if run.md5 is not None else 0
+            while (position < len(todo) and len(in_flight) + held < threads
+                   and not cancel.is_set()):
+                unit, send = todo[position]
+                future = executor.submit(_send_unit, reader, target, unit, run.layout, send,
+                                         keep_data, written, cancel)
+                in_flight[future] = send
+                position += 1
+            if cancel.is_set() and not in_flight:
+                raise UploadInterrupted("upload interrupted; continue with --resume")
+            done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                send = in_flight.pop(future)
+                run.record(future.result(), send)
+    except BaseException:
+        cancel.set()
+        _drain(run, in_flight)
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _drain(run: _Run, in_flight: dict[Future[UnitResult], bool]) -> None:
+    """After a failure or interrupt: record every unit that still finished cleanly."""
+    for future in list(in_flight):
+        try:
+            result = future.result()
+        except BaseException:  # noqa: BLE001 - the first error is the one reported
+            continue
+        if run.md5 is not None:
+            result = UnitResult(result.offset, result.length, result.sent_bytes,
+                                result.zero_bytes, result.requests, result.retries, None)
+        send = in_flight.pop(future)
+        run.record(result, send)
