@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,31 +17,28 @@ from tests.support.fake_wsman import (
     TEST_USER,
     FakeWSMan,
     WindowsMachine,
-    make_certificate,
+    windows_machine,  # noqa: F401  (fixture)
+    wsman,  # noqa: F401  (fixture)
+    wsman_certificate,  # noqa: F401  (fixture)
 )
 
 PASSWORD_VAR = "AZLIFT_TEST_WINRM_PASSWORD"
 FAST = ["--poll-interval", "0.05", "--shutdown-wait", "5"]
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_certificate(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def machine() -> WindowsMachine:
-    return WindowsMachine()
-
-
-@pytest.fixture
-def wsman(machine: WindowsMachine, certificate: tuple[Path, Path],
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWSMan]:
+@pytest.fixture(autouse=True)
+def password_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PASSWORD_VAR, TEST_PASSWORD)
-    fake = FakeWSMan(machine, user=TEST_USER, password=TEST_PASSWORD,
-                     certfile=certificate[0], keyfile=certificate[1]).start()
-    yield fake
-    fake.stop()
+
+
+@pytest.fixture
+def certificate(wsman_certificate: tuple[Path, Path]) -> tuple[Path, Path]:  # noqa: F811
+    return wsman_certificate
+
+
+@pytest.fixture
+def machine(windows_machine: WindowsMachine) -> WindowsMachine:  # noqa: F811
+    return windows_machine
 
 
 def args(wsman: FakeWSMan, certificate: tuple[Path, Path], *extra: str) -> list[str]:

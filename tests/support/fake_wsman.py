@@ -1,5 +1,8 @@
 """A WS-Management endpoint that models a Windows machine, for the real pywinrm client.
 
+Fixtures (import them into a test module or conftest): ``wsman_certificate``,
+``windows_machine`` and ``wsman`` (the endpoint over HTTPS, started and stopped per test).
+
 It speaks the SOAP protocol pywinrm uses (transfer/Create, shell/Command, shell/Send,
 shell/Receive until CommandState Done, shell/Signal, transfer/Delete, RelatesTo on every
 reply) over HTTP or HTTPS with basic auth. It cannot run PowerShell, so it recognizes
@@ -23,8 +26,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 # One self-signed certificate maker for the suite's HTTPS fakes (CA flag, SAN 127.0.0.1).
 from tests.support.fake_arm import _self_signed as make_certificate  # noqa: F401
@@ -554,3 +560,26 @@ def _fault(relates_to: str, reason: str) -> bytes:
     body = (f"<s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code>"
             f'<s:Reason><s:Text xml:lang="en-US">{reason}</s:Text></s:Reason></s:Fault>')
     return _envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates_to, body)
+
+
+@pytest.fixture(scope="session")
+def wsman_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(certificate, key) PEM files for 127.0.0.1, made once per test session."""
+    return make_certificate(tmp_path_factory.mktemp("wsman-tls"))
+
+
+@pytest.fixture
+def windows_machine() -> WindowsMachine:
+    """A guest that passes every readiness check; tests change what they need."""
+    return WindowsMachine()
+
+
+@pytest.fixture
+def wsman(windows_machine: WindowsMachine,
+          wsman_certificate: tuple[Path, Path]) -> Iterator[FakeWSMan]:
+    """The endpoint over HTTPS with basic auth for TEST_USER / TEST_PASSWORD."""
+    cert, key = wsman_certificate
+    fake = FakeWSMan(windows_machine, user=TEST_USER, password=TEST_PASSWORD,
+                     certfile=cert, keyfile=key).start()
+    yield fake
+    fake.stop()
