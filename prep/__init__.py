@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .errors import (
     ConnectError,
+    ConnectionLostError,
     GeneralizeFailedError,
     HostKeyError,
     NotConfirmedError,
@@ -14,11 +15,20 @@ from .errors import (
     RemoteCommandError,
 )
 from .plan import BACKUP_REMINDER, Finding, Plan, Severity, Step, blocking
+from .shell import Privilege, RootShell, detect_privilege, quote
+from .ssh import SshRemote, SshTarget
 from .transport import Remote, RunResult
 
 __all__ = [
+    "Privilege",
+    "RootShell",
+    "SshRemote",
+    "SshTarget",
+    "detect_privilege",
+    "quote",
     "BACKUP_REMINDER",
     "ConnectError",
+    "ConnectionLostError",
     "Finding",
     "GeneralizeFailedError",
     "HostKeyError",

@@ -1,0 +1,235 @@
+"""An SSH transport (paramiko) with OpenSSH-like host-key verification.
+
+Unknown or changed host keys are refused with the key's fingerprint; with
+``accept_new_host_key`` a first-seen key is recorded, like OpenSSH's
+``StrictHostKeyChecking=accept-new``. A changed key is never accepted.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from .errors import (
+    ConnectError,
+    ConnectionLostError,
+    HostKeyError,
+    PrepTimeoutError,
+    RemoteAuthError,
+)
+from .transport import RunResult
+
+DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+_POLL_SECONDS = 0.005
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and as whom to connect. The password is only held, never shown."""
+
+    host: str
+    port: int = 22
+    user: str = "root"
+    identity: Path | None = None
+    password: str | None = None
+    known_hosts: Path = DEFAULT_KNOWN_HOSTS
+    accept_new_host_key: bool = False
+    timeout: float = 30.0
+
+    def __repr__(self) -> str:
+        return f"SshTarget({self.user}@{self.host}:{self.port})"
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The host as known_hosts names it: ``host`` or ``[host]:port``."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """``SHA256:...`` as ``ssh-keygen -l`` prints it."""
+    return key.fingerprint
+
+
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown keys, or record a first-seen key when the user allowed it."""
+
+    def __init__(self, target: SshTarget, known_hosts: Path) -> None:
+        self.target = target
+        self.known_hosts = known_hosts
+        self.recorded: str | None = None
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        if not self.target.accept_new_host_key:
+            raise HostKeyError(
+                f"host key of {hostname} is unknown ({key.get_name()} {fingerprint(key)}); "
+                "compare it with the host's own (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub "
+                "on its console), then rerun with --accept-new-host-key to record it in "
+                f"{self.known_hosts}")
+        record_host_key(self.known_hosts, hostname, key)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.recorded = f"{key.get_name()} {fingerprint(key)}"
+
+
+def record_host_key(known_hosts: Path, hostname: str, key: paramiko.PKey) -> None:
+    """Append ``hostname``'s key to ``known_hosts`` (created 0600 in a 0700 directory)."""
+    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+    fd = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(line)
+
+
+class SshRemote:
+    """A connected guest: ``run`` executes one command in a fresh channel."""
+
+    def __init__(self, client: paramiko.SSHClient, target: SshTarget,
+                 recorded_host_key: str | None = None) -> None:
+        self._client = client
+        self.target = target
+        self.host = target.host
+        self.recorded_host_key = recorded_host_key
+
+    @classmethod
+    def connect(cls, target: SshTarget) -> "SshRemote":
+        """Open a verified, authenticated session or raise a :class:`ConnectError`."""
+        known_hosts = target.known_hosts.expanduser()
+        client = paramiko.SSHClient()
+        if known_hosts.exists():
+            try:
+                client.load_host_keys(str(known_hosts))
+            except (OSError, paramiko.SSHException) as error:
+                raise HostKeyError(f"cannot read known hosts file {known_hosts}: {error}") from error
+        policy = _HostKeyPolicy(target, known_hosts)
+        client.set_missing_host_key_policy(policy)
+        where = f"{target.host}:{target.port}"
+        use_defaults = target.identity is None and target.password is None
+        try:
+            client.connect(
+                target.host, port=target.port, username=target.user,
+                password=target.password,
+                key_filename=str(target.identity) if target.identity else None,
+                timeout=target.timeout, banner_timeout=target.timeout,
+                auth_timeout=target.timeout, channel_timeout=target.timeout,
+                allow_agent=use_defaults, look_for_keys=use_defaults)
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as error:
+            client.close()
+            raise HostKeyError(
+                f"host key of {target.known_hosts_name} CHANGED: {known_hosts} has "
+                f"{error.expected_key.get_name()} {fingerprint(error.expected_key)}, the host "
+                f"offered {error.key.get_name()} {fingerprint(error.key)} (possible "
+                "man-in-the-middle); if the host was reinstalled on purpose, run "
+                f"ssh-keygen -R '{target.known_hosts_name}' -f {known_hosts} and rerun with "
+                "--accept-new-host-key") from None
+        except paramiko.AuthenticationException as error:
+            client.close()
+            raise RemoteAuthError(
+                f"{where} refused user {target.user!r} ({error}); check --user, --identity "
+                "or --password-env") from None
+        except (socket.timeout, TimeoutError):
+            client.close()
+            raise ConnectError(f"cannot reach {where}: no answer within "
+                               f"{target.timeout:g} s") from None
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            client.close()
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise ConnectError(f"cannot reach {where}: {reason}") from None
+        return cls(client, target, policy.recorded)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the SSH connection is still up."""
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def run(self, command: str, stdin: bytes | None = None,
+            timeout: float | None = None) -> RunResult:
+        """Run ``command``; stdout and stderr are read to EOF before the exit status."""
+        limit = self.target.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectionLostError(f"the SSH connection to {self.host} is closed")
+        try:
+            channel = transport.open_session(timeout=limit)
+            channel.settimeout(limit)
+            channel.exec_command(command)
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            stdout, stderr = _drain(channel, deadline, self.host)
+            while not channel.exit_status_ready():
+                _check(transport, deadline, self.host, channel)
+                time.sleep(_POLL_SECONDS)
+            code = channel.recv_exit_status()
+            channel.close()
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise ConnectionLostError(
+                f"the SSH connection to {self.host} ended during a command "
+                f"({type(error).__name__})") from None
+        return RunResult(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _check(transport: paramiko.Transport, deadline: float, host: str,
+           channel: paramiko.Channel) -> None:
+    if not transport.is_active():
+        raise ConnectionLostError(f"the SSH connection to {host} ended during a command")
+    if time.monotonic() > deadline:
+        channel.close()
+        raise PrepTimeoutError(f"a command on {host} did not finish in time (--timeout)")
+
+
+def _drain(channel: paramiko.Channel, deadline: float, host: str) -> tuple[bytes, bytes]:
+    """Read both streams until the remote's EOF (no thread, no deadlock on full buffers)."""
+    out: list[bytes] = []
+    err: list[bytes] = []
+    transport = channel.get_transport()
+    while True:
+        progressed = False
+        while channel.recv_ready():
+            out.append(channel.recv(65536))
+            progressed = True
+        while channel.recv_stderr_ready():
+            err.append(channel.recv_stderr(65536))
+            progressed = True
+        if channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready():
+            return b"".join(out), b"".join(err)
+        if channel.closed:
+            raise ConnectionLostError(f"the SSH channel to {host} closed before its output ended")
+        if not progressed:
+            _check(transport, deadline, host, channel)
+            time.sleep(_POLL_SECONDS)
+
+
+def port_answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` right now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until_gone(host: str, port: int, timeout: float,
+                    interval: float = 0.25) -> float:
+    """Wait until ``host:port`` stops answering; the seconds it took, or PrepTimeoutError."""
+    started = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - started
+        if not port_answers(host, port, timeout=min(2.0, max(0.2, timeout - elapsed))):
+            return time.monotonic() - started
+        if elapsed >= timeout:
+            raise PrepTimeoutError(
+                f"{host}:{port} still answers {timeout:g} s after power-off was requested: "
+                "check the VM's console; it may not have shut down")
+        time.sleep(interval)
