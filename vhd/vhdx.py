@@ -61,7 +61,7 @@ from ._vhdx_structs import (
     structure_crc,
 )
 from .errors import ChecksumError, ImageFormatError, TruncatedImageError, UnsupportedImageError
-from .raw import FileImage, merge_extents
+from .raw import FROM_ZERO, FileImage, Run, block_extents, coalesce_runs
 
 NULL_GUID = bytes(16)
 # Metadata items azlift needs, with the exact length MS-VHDX gives each.
@@ -323,49 +323,28 @@ class VhdxImage(FileImage):
     def virtual_size(self) -> int:
         return self._virtual_size
 
-    def runs(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
-        """(guest offset, length, file offset or -1 for zeros), merged when contiguous."""
-        end = offset + length
-        pending: list[int] | None = None
-        for block in range(offset // self.block_size, -(-end // self.block_size)):
-            block_start = block * self.block_size
-            start, stop = max(offset, block_start), min(end, block_start + self.block_size)
-            source = -1
+    def runs(self, offset: int, length: int) -> Iterator[Run]:
+        """Where each part of a guest range lives, merged when contiguous in the file."""
+        return coalesce_runs(self._block_runs(offset, offset + length))
+
+    def _block_runs(self, offset: int, end: int) -> Iterator[Run]:
+        block_size = self.block_size
+        for block in range(offset // block_size, -(-end // block_size)):
+            block_start = block * block_size
+            start, stop = max(offset, block_start), min(end, block_start + block_size)
+            source = FROM_ZERO
             if self.states[block] == PAYLOAD_FULLY_PRESENT:
                 source = int(self.offsets[block]) + start - block_start
-            if pending is not None and (
-                    (source < 0 and pending[2] < 0)
-                    or (source >= 0 and pending[2] >= 0 and source == pending[2] + pending[1])):
-                pending[1] += stop - start
-                continue
-            if pending is not None:
-                yield pending[0], pending[1], pending[2]
-            pending = [start, stop - start, source]
-        if pending is not None:
-            yield pending[0], pending[1], pending[2]
+            yield Run(start, stop - start, source)
 
     def read(self, offset: int, length: int) -> bytes:
         """Guest bytes, one pread per run of blocks that are contiguous in the file."""
         self.check_range(offset, length)
-        runs = list(self.runs(offset, length))
-        if len(runs) == 1 and runs[0][2] >= 0:
-            return self.pread(runs[0][2], length)
-        out = bytearray(length)
-        for start, size, source in runs:
-            if source >= 0:
-                out[start - offset:start - offset + size] = self.pread(source, size)
-        return bytes(out)
+        return self.read_runs(offset, length, self.runs(offset, length))
 
     def extents(self) -> Iterator[tuple[int, int]]:
-        present = np.flatnonzero(self.states == PAYLOAD_FULLY_PRESENT)
-        if not present.size:
-            return iter(())
-        breaks = np.flatnonzero(np.diff(present) != 1) + 1
-        firsts = present[np.concatenate(([0], breaks))].tolist()
-        lasts = present[np.concatenate((breaks - 1, [present.size - 1]))].tolist()
-        block, size = self.block_size, self._virtual_size
-        return merge_extents((first * block, min((last + 1) * block, size) - first * block)
-                             for first, last in zip(firsts, lasts))
+        return block_extents(self.states == PAYLOAD_FULLY_PRESENT, self.block_size,
+                             self._virtual_size)
 
     def describe(self) -> dict[str, Any]:
         counts = np.bincount(self.states, minlength=8)

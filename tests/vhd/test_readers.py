@@ -186,7 +186,9 @@ def test_dynamic_vhd_with_damaged_end_footer_uses_the_copy(tmp_path: Path) -> No
     path = build_dynamic_vhd(tmp_path / "d.vhd", size, chunks)
     with open(path, "r+b") as handle:
         handle.seek(-512 + 70, os.SEEK_END)
-        handle.write(b"\xff")  # inside the unique id: the checksum no longer matches
+        flipped = handle.read(1)[0] ^ 0xFF
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([flipped]))  # inside the unique id: the checksum no longer matches
     with vhd.open_image(path) as image:
         assert image.describe()["footer_state"] == {"end": "bad", "copy": "ok"}
         assert image.read(0, size) == expected_bytes(size, chunks)
