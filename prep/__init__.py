@@ -5,6 +5,7 @@ from .errors import (
     ConnectError,
     ConnectionLostError,
     GeneralizeFailedError,
+    GuestNotReadyError,
     HostKeyError,
     NotConfirmedError,
     PrepError,
@@ -18,6 +19,7 @@ from .plan import BACKUP_REMINDER, Finding, Plan, Severity, Step, blocking
 from .shell import Privilege, RootShell, detect_privilege, quote
 from .ssh import SshRemote, SshTarget
 from .transport import Remote, RunResult
+from .winrm import WinRMRemote, WinRMSettings
 
 __all__ = [
     "Privilege",
@@ -31,6 +33,7 @@ __all__ = [
     "ConnectionLostError",
     "Finding",
     "GeneralizeFailedError",
+    "GuestNotReadyError",
     "HostKeyError",
     "NotConfirmedError",
     "Plan",
@@ -44,5 +47,7 @@ __all__ = [
     "RunResult",
     "Severity",
     "Step",
+    "WinRMRemote",
+    "WinRMSettings",
     "blocking",
 ]

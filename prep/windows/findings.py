@@ -263,9 +263,13 @@ def check_services(facts: Facts) -> list[Finding]:
 def parse_bcdedit(text: str) -> dict[str, str]:
     """``bcdedit /enum`` output → {setting: value} (header and rule lines skipped)."""
     entries: dict[str, str] = {}
-    for line in (text or "").splitlines():
-        parts = line.strip().split(None, 1)
-        if len(parts) == 2 and not set(line.strip()) <= {"-"}:
+    lines = [line.strip() for line in (text or "").splitlines()]
+    for index, line in enumerate(lines):
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if not line or set(line) <= {"-"} or (following and set(following) <= {"-"}):
+            continue  # blank, a rule line, or the title a rule line underlines
+        parts = line.split(None, 1)
+        if len(parts) == 2:
             entries.setdefault(parts[0].lower(), parts[1].strip())
     return entries
 
