@@ -119,6 +119,10 @@ def check_blob_url(url: str) -> None:
             f"DEST_URL {url_no_query(url)!r} is not a blob URL; expected "
             "https://ACCOUNT.blob.core.windows.net/CONTAINER/NAME.vhd (or, with --emulator, "
             "CONTAINER/NAME.vhd)")
+    container = path[needed - 2]
+    if not 3 <= len(container) <= 63:
+        raise UsageError(f"container name {container!r} in DEST_URL must be 3 to 63 "
+                         f"characters long, found {len(container)}")
 
 
 def _with_sas(url: str, token: str) -> str:

@@ -119,8 +119,10 @@ def translate_error(error: Exception, where: str) -> UploadError:
     if isinstance(error, HttpResponseError):
         status = error.status_code
         service_code = getattr(error, "error_code", None)
+        service_code = str(getattr(service_code, "value", service_code)) if service_code else None
         reason = _first_line(getattr(error, "reason", "") or "")
         detail = _first_line(getattr(error, "message", "") or str(error))
+        detail = detail.removeprefix("Operation returned an invalid status ").strip("'")
         text = f"{where}: HTTP {status}" + (f" {service_code}" if service_code else "")
         text += f": {detail or reason}"
         if isinstance(error, ClientAuthenticationError) or status in (401, 403):

@@ -1,8 +1,278 @@
-"""`azlift upload` commands."""
+"""`azlift upload` commands: send (the default) and verify.
+
+Parse, call the upload library, render. Progress is a tqdm bar on stderr (only when stderr
+is a terminal and --quiet is off); the summary goes to stdout, or as one JSON document
+with --json. URLs are printed without their query string (where SAS tokens live).
+"""
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from .common import DefaultCommandGroup
+import vhd
+from upload.auth import AuthOptions, resolve_blob
+from upload.errors import UsageError
+from upload.target import BlobPageTarget, RetrySettings
+from upload.uploader import ProgressEvent, UploadSummary, upload_image
+from upload.verify import VerifyReport, verify_upload
 
-app = typer.Typer(cls=DefaultCommandGroup, help="Upload an image to a page blob or managed disk.")
+from ..redact import redact_text, redact_url
+from .common import STATE, DefaultCommandGroup, JsonOption, QuietOption, emit_json, say
+
+app = typer.Typer(cls=DefaultCommandGroup, help="Upload an image to a page blob or managed disk.",
+                  no_args_is_help=False)
+
+MIB = 1024 * 1024
+
+SourceArg = Annotated[Path, typer.Argument(
+    help="Disk image: raw, VHD (fixed, dynamic, differencing) or VHDX.", show_default=False)]
+FormatOption = Annotated[str | None, typer.Option(
+    "--format", help="Read SOURCE as this format (raw, vhd, vhdx) instead of detecting it.")]
+ConnectionStringOption = Annotated[str | None, typer.Option(
+    "--connection-string", help="Storage connection string (else $AZURE_STORAGE_CONNECTION_STRING).",
+    show_default=False)]
+AccountKeyOption = Annotated[str | None, typer.Option(
+    "--account-key", help="Storage account key (prefer $AZURE_STORAGE_KEY: argv is visible to "
+    "other users).", show_default=False)]
+SasTokenOption = Annotated[str | None, typer.Option(
+    "--sas-token", help="SAS token for DEST_URL (else a SAS in the URL or "
+    "$AZURE_STORAGE_SAS_TOKEN).", show_default=False)]
+AuthModeOption = Annotated[str, typer.Option(
+    "--auth-mode", help="'key' (a key, SAS or connection string) or 'login' "
+    "(Azure AD through DefaultAzureCredential).")]
+EmulatorOption = Annotated[bool, typer.Option(
+    "--emulator", help="Target the local Azurite with its development account; DEST_URL may "
+    "then be CONTAINER/NAME.vhd.")]
+EmulatorEndpointOption = Annotated[str | None, typer.Option(
+    "--emulator-endpoint", help="Azurite's blob endpoint (else $AZLIFT_EMULATOR_ENDPOINT, else "
+    "http://127.0.0.1:10000/devstoreaccount1).")]
+ThreadsOption = Annotated[int, typer.Option(
+    "--threads", min=1, max=64, help="Put Page requests in flight (memory ≈ threads × 4 MiB).")]
+RetriesOption = Annotated[int, typer.Option(
+    "--retries", min=0, max=20, help="Retries per request on 5xx, timeouts and resets.")]
+TimeoutOption = Annotated[float, typer.Option(
+    "--timeout", min=0.1, help="Seconds to wait for a connection to the service.")]
+
+
+def _auth_options(connection_string: str | None, account_key: str | None,
+                  sas_token: str | None, auth_mode: str, emulator: bool,
+                  emulator_endpoint: str | None) -> AuthOptions:
+    if auth_mode not in ("key", "login"):
+        raise UsageError(f"--auth-mode must be 'key' or 'login', not {auth_mode!r}")
+    return AuthOptions(connection_string=connection_string, account_key=account_key,
+                       sas_token=sas_token, login=auth_mode == "login", emulator=emulator,
+                       emulator_endpoint=emulator_endpoint)
+
+
+def _target(dest_url: str, auth: AuthOptions, retries: int, timeout: float) -> BlobPageTarget:
+    resolved = resolve_blob(dest_url, auth)
+    retry = RetrySettings(total=retries, connection_timeout=timeout)
+    return BlobPageTarget(resolved.url, resolved.credential, retry=retry)
+
+
+def _show_progress(quiet: bool) -> bool:
+    if quiet or STATE.quiet:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def _progress_bar(enabled: bool, description: str) -> Iterator[Callable[[ProgressEvent], None] | None]:
+    """A tqdm bar of data bytes scanned, with bytes sent as postfix; None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+    bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=description,
+               file=sys.stderr, dynamic_ncols=True, leave=False)
+    last = 0
+
+    def update(event: ProgressEvent) -> None:
+        nonlocal last
+        if bar.total != event.total_bytes:
+            bar.total = event.total_bytes
+        bar.update(event.done_bytes - last)
+        last = event.done_bytes
+        bar.set_postfix(sent=_size(event.sent_bytes), retries=event.retries, refresh=False)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _size(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{value} B"
+
+
+def _render_summary(source: Path, url: str, summary: UploadSummary) -> None:
+    document = {"ok": True, "source": str(source), "target": redact_url(url),
+                **summary.to_dict()}
+    if STATE.json:
+        emit_json(document)
+        return
+    say(f"uploaded {source} to {redact_url(url)}", err=False)
+    lines = [
+        ("virtual size", f"{_size(summary.virtual_size)} ({summary.virtual_size} bytes, "
+                         f"blob {summary.blob_length})"),
+        ("data sent", _size(summary.data_bytes_sent)),
+        ("zeros skipped", _size(summary.zero_bytes_skipped)),
+        ("requests", str(summary.requests)),
+        ("retries", str(summary.retries)),
+        ("duration", f"{summary.duration_s:.1f} s"),
+        ("throughput", f"{_size(summary.throughput)}/s"),
+    ]
+    if summary.resumed_bytes:
+        lines.insert(2, ("already there", _size(summary.resumed_bytes)))
+    if summary.content_md5:
+        lines.append(("content MD5", summary.content_md5))
+    for name, value in lines:
+        say(f"  {name:<14} {value}", err=False)
+
+
+@app.command("send")
+def send(
+    source: SourceArg,
+    dest_url: Annotated[str | None, typer.Argument(
+        help="Blob URL: https://ACCOUNT.blob.core.windows.net/CONTAINER/NAME.vhd "
+             "(omit with --managed-disk).", show_default=False)] = None,
+    connection_string: ConnectionStringOption = None,
+    account_key: AccountKeyOption = None,
+    sas_token: SasTokenOption = None,
+    auth_mode: AuthModeOption = "key",
+    emulator: EmulatorOption = False,
+    emulator_endpoint: EmulatorEndpointOption = None,
+    threads: ThreadsOption = 8,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing blob.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted upload of this source to this blob.")] = False,
+    content_md5: Annotated[bool, typer.Option(
+        "--content-md5", help="Also set the blob's Content-MD5 (whole-file MD5, same pass).")] = False,
+    os_disk: Annotated[bool, typer.Option(
+        "--os-disk", help="Apply the OS-disk size rules (≤ 4095 GiB).")] = False,
+    data_disk: Annotated[bool, typer.Option(
+        "--data-disk", help="Apply the data-disk size rules.")] = False,
+    source_format: FormatOption = None,
+    retries: RetriesOption = 6,
+    timeout: TimeoutOption = 20.0,
+    managed_disk: Annotated[str | None, typer.Option(
+        "--managed-disk", help="Upload straight into this managed disk (resource id) "
+        "instead of a blob.", show_default=False)] = None,
+    location: Annotated[str | None, typer.Option(
+        "--location", "-l", help="Region of the managed disk.")] = None,
+    sku: Annotated[str | None, typer.Option(
+        "--sku", help="Managed disk SKU (Standard_LRS, Premium_LRS, ...).")] = None,
+    os_type: Annotated[str | None, typer.Option(
+        "--os-type", help="Managed disk OS type: linux or windows.")] = None,
+    hyper_v_generation: Annotated[str | None, typer.Option(
+        "--hyper-v-generation", help="Managed disk generation: V1 or V2.")] = None,
+    subscription: Annotated[str | None, typer.Option(
+        "--subscription", help="Subscription id (else $AZURE_SUBSCRIPTION_ID).")] = None,
+    cloud: Annotated[str, typer.Option(
+        "--cloud", help="AzureCloud, AzureChinaCloud or AzureUSGovernment.")] = "AzureCloud",
+    arm_endpoint: Annotated[str | None, typer.Option(
+        "--arm-endpoint", help="Resource Manager endpoint (Azure Stack Hub).")] = None,
+    keep_open: Annotated[bool, typer.Option(
+        "--keep-open", help="On failure keep the disk's upload access open for --resume.")] = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Upload SOURCE as an Azure-ready fixed VHD: only data travels, in parallel, resumable.
+
+    Example: azlift upload disk.vhdx https://ACCOUNT.blob.core.windows.net/vhds/disk.vhd
+    --auth-mode login
+    """
+    if overwrite and resume:
+        raise UsageError("--overwrite and --resume exclude each other")
+    if os_disk and data_disk:
+        raise UsageError("--os-disk and --data-disk exclude each other")
+    if managed_disk:
+        if dest_url is not None:
+            raise UsageError("give either DEST_URL or --managed-disk, not both")
+        from .managed_disk import send_to_managed_disk
+        code = send_to_managed_disk(
+            source=str(source), resource_id=managed_disk, location=location, sku=sku,
+            os_type=os_type, hyper_v_generation=hyper_v_generation, subscription=subscription,
+            cloud=cloud, arm_endpoint=arm_endpoint, threads=threads, resume=resume,
+            keep_open=keep_open, json_output=json_output, quiet=quiet,
+            source_format=source_format)
+        raise typer.Exit(code)
+    if dest_url is None:
+        raise UsageError("missing DEST_URL (a blob URL), or pass --managed-disk RESOURCE_ID")
+    auth = _auth_options(connection_string, account_key, sas_token, auth_mode, emulator,
+                         emulator_endpoint)
+    role = "os" if os_disk else "data" if data_disk else None
+    target = _target(dest_url, auth, retries, timeout)
+    try:
+        with vhd.open_image(str(source), source_format) as image, \
+                _progress_bar(_show_progress(quiet), source.name) as progress:
+            summary = upload_image(image, target, threads=threads, resume=resume,
+                                   overwrite=overwrite, content_md5=content_md5,
+                                   progress=progress, role=role)
+    finally:
+        target.close()
+    _render_summary(source, target.identity, summary)
+
+
+def _render_verify(source: Path, report: VerifyReport) -> None:
+    if STATE.json:
+        emit_json({"source": str(source), **report.to_dict(),
+                   "target": redact_url(report.target)})
+        return
+    where = redact_url(report.target)
+    if report.ok:
+        say(f"OK: {where} holds the fixed VHD of {source} ({_size(report.virtual_size)} "
+            f"virtual, {_size(report.data_bytes_checked)} of data compared in "
+            f"{report.ranges_checked} ranges)", err=False)
+        return
+    say(f"DIFFERENT: {where} does not hold the fixed VHD of {source}:", err=False)
+    for difference in report.differences:
+        say(f"  [{difference.check}] {redact_text(difference.message)}", err=False)
+
+
+@app.command("verify")
+def verify(
+    source: SourceArg,
+    dest_url: Annotated[str, typer.Argument(help="Blob URL to compare with SOURCE.",
+                                            show_default=False)],
+    connection_string: ConnectionStringOption = None,
+    account_key: AccountKeyOption = None,
+    sas_token: SasTokenOption = None,
+    auth_mode: AuthModeOption = "key",
+    emulator: EmulatorOption = False,
+    emulator_endpoint: EmulatorEndpointOption = None,
+    threads: ThreadsOption = 8,
+    source_format: FormatOption = None,
+    retries: RetriesOption = 6,
+    timeout: TimeoutOption = 20.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Check that DEST_URL holds exactly the fixed VHD of SOURCE; exit 0 if so, else 1.
+
+    Compares blob type and length, the footer, the written page ranges against SOURCE's
+    data map, and SHA-256 hashes of every data range (zeros are not downloaded).
+    """
+    auth = _auth_options(connection_string, account_key, sas_token, auth_mode, emulator,
+                         emulator_endpoint)
+    target = _target(dest_url, auth, retries, timeout)
+    try:
+        with vhd.open_image(str(source), source_format) as image:
+            report = verify_upload(image, target, threads=threads)
+    finally:
+        target.close()
+    _render_verify(source, report)
+    if not report.ok:
+        raise typer.Exit(1)
