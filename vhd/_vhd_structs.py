@@ -37,8 +37,8 @@ CREATOR_HOST_WINDOWS = b"Wi2k"
 
 # cookie, features, version, data offset, timestamp, creator app, creator version,
 # creator host OS, original size, current size, cylinders, heads, sectors per track,
-# disk type, checksum, unique id, saved state, reserved(427)
-FOOTER_STRUCT = struct.Struct(">8sIIQI4sI4sQQHBBII16sB427x")
+# disk type, checksum, unique id, saved state, reserved(427; kept: the checksum covers it)
+FOOTER_STRUCT = struct.Struct(">8sIIQI4sI4sQQHBBII16sB427s")
 assert FOOTER_STRUCT.size == FOOTER_SIZE
 
 # Largest geometry the spec can express: 65535 cylinders x 16 heads x 255 sectors.
@@ -110,6 +110,7 @@ class Footer:
     checksum: int
     unique_id: bytes
     saved_state: int
+    reserved: bytes = bytes(427)
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Footer":
@@ -123,7 +124,7 @@ class Footer:
             self.timestamp, self.creator_app, self.creator_version, self.creator_host_os,
             self.original_size, self.current_size, self.cylinders, self.heads,
             self.sectors_per_track, self.disk_type, self.checksum, self.unique_id,
-            self.saved_state,
+            self.saved_state, self.reserved,
         )
 
     def with_checksum(self) -> "Footer":
