@@ -168,7 +168,10 @@ class WinRMRemote:
         protocol = self._protocol
         shell_id = protocol.open_shell()
         try:
-            command_id = protocol.run_command(shell_id, command_line)
+            # Console-mode stdin would hand the payload to the console line by line;
+            # a plain pipe lets the loader read it to its end.
+            command_id = protocol.run_command(shell_id, command_line,
+                                              console_mode_stdin=payload is None)
             if payload is not None:
                 self._send_stdin(shell_id, command_id, payload)
             stdout, stderr, exit_code = self._collect(shell_id, command_id, timeout)

@@ -222,3 +222,27 @@ def test_no_terminal_executable_refuses_with_5(wsman, certificate) -> None:
     assert done.returncode == 5, done.stderr
     assert wsman.scripts == ["check"]
     no_password(done.stdout, done.stderr)
+
+
+def test_the_password_prompt_is_hidden_and_never_echoed(wsman, certificate, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from azlift.cli.main import app
+    monkeypatch.setattr(common, "stdin_is_terminal", lambda: True)
+    full = args(wsman, certificate, "--check-only")
+    at = full.index("--password-env")
+    result = CliRunner().invoke(app, full[:at] + full[at + 2:], input=TEST_PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    assert f"Password for {TEST_USER}@127.0.0.1" in result.output
+    assert TEST_PASSWORD not in result.output
+    assert wsman.scripts == ["check"]
+
+
+def test_without_a_terminal_or_variable_there_is_no_password_prompt(wsman, certificate, capsys,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setattr(common, "stdin_is_terminal", lambda: False)
+    full = args(wsman, certificate, "--check-only")
+    at = full.index("--password-env")
+    assert main(full[:at] + full[at + 2:]) == 2
+    assert "--password-env" in capsys.readouterr().err
+    assert wsman.scripts == []

@@ -280,6 +280,7 @@ class FakeWSMan:
         self.scripts: list[str] = []  # script names in the order they ran
         self.script_texts: list[str] = []
         self.command_lines: list[str] = []
+        self.console_mode_stdin: list[bool] = []  # WINRS_CONSOLEMODE_STDIN per command
         self.auth_failures = 0
         self._shells: dict[str, dict[str, _Command]] = {}
         self._lock = threading.Lock()
@@ -365,6 +366,9 @@ class FakeWSMan:
         if arguments:
             line = f"{line} {arguments}"
         command = _Command(command_line=line)
+        for option in root.iterfind("s:Header/w:OptionSet/w:Option", NS):
+            if option.get("Name") == "WINRS_CONSOLEMODE_STDIN":
+                self.console_mode_stdin.append((option.text or "").upper() == "TRUE")
         self.command_lines.append(line)
         command_id = str(uuid.uuid4()).upper()
         shell[command_id] = command

@@ -44,6 +44,7 @@ def test_a_script_over_8_kb_travels_through_stdin_intact(
     assert answer["chars"] == len(script)
     assert all(len(line) <= COMMAND_LINE_LIMIT for line in wsman.command_lines)
     assert wsman.actions[:2] == ["Create", "Command:stdin-loader"]
+    assert wsman.console_mode_stdin == [False]  # a pipe, not console input
     assert "Send" in wsman.actions and wsman.actions[-2:] == ["Signal", "Delete"]
 
 
