@@ -172,7 +172,8 @@ def test_guids_are_mixed_endian() -> None:
     text = "2DC27766-F623-4200-9D64-115E9BFD4A08"
     assert X.REGION_BAT[:4] == bytes.fromhex("6677C22D")
     assert X.guid_str(X.REGION_BAT) == text.lower()
-    assert uuid.UUID(bytes_le=X.REGION_METADATA) == uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E")
+    metadata = uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E")
+    assert uuid.UUID(bytes_le=X.REGION_METADATA) == metadata
 
 
 # --- extents and runs -----------------------------------------------------------------
