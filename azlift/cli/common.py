@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
@@ -49,6 +50,13 @@ ForceOption = Annotated[
 ]
 YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (you have a backup)."),
+]
+CheckOnlyOption = Annotated[
+    bool, typer.Option("--check-only", help="Run the readiness checks and stop (exit 1 on "
+                       "blockers)."),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Run the checks and print the plan; change nothing."),
 ]
 
 
@@ -100,3 +108,35 @@ class DefaultCommandGroup(TyperGroup):
             args = [self.default_command]
         return super().parse_args(ctx, args)
 
+
+
+SEVERITY_LABELS = {"blocker": "BLOCKER", "warning": "warning", "info": "info", "ok": "ok"}
+
+
+def render_findings(findings: Iterable[Any]) -> None:
+    """Readiness findings (prep.plan.Finding), one per line with its fix, then a verdict."""
+    blockers = 0
+    for finding in findings:
+        severity = getattr(finding.severity, "value", finding.severity)
+        blockers += severity == "blocker"
+        say(f"  {SEVERITY_LABELS.get(severity, severity):<8} {finding.code}: {finding.message}",
+            err=False)
+        if finding.remediation and severity != "ok":
+            say(f"  {'':<8} fix: {finding.remediation}", err=False)
+    say(f"{blockers} blocking finding(s)" if blockers else "no blocking findings", err=False)
+
+
+def require_confirmation(action: str, host: str, question: str) -> None:
+    """The backup reminder, then a yes on the terminal; NotConfirmedError (exit 5) otherwise.
+
+    ``action`` is the verb for the refusal ("generalize", "deprovision").
+    """
+    from prep.errors import NotConfirmedError
+    from prep.plan import BACKUP_REMINDER
+
+    say(BACKUP_REMINDER)
+    if not stdin_is_terminal():
+        raise NotConfirmedError(f"refusing to {action} {host} without confirmation: no "
+                                "terminal to ask on; pass --yes once you have a backup")
+    if not confirm(question):
+        raise NotConfirmedError(f"not confirmed: {host} was left unchanged")

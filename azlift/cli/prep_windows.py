@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from prep.errors import NotConfirmedError, PrepUsageError
-from prep.plan import BACKUP_REMINDER, Finding, Plan, Severity, blocking
+from prep.errors import PrepUsageError
+from prep.plan import Finding, Plan, blocking
 from prep.windows import (
     MODE_VM_HELP,
     WindowsPrepOptions,
@@ -20,12 +20,18 @@ from prep.windows import (
 from prep.winrm import AUTH_TRANSPORTS, HTTP_PORT, HTTPS_PORT, WinRMRemote, WinRMSettings
 
 from . import common
-from .common import STATE, JsonOption, YesOption, emit_json, say, warn
+from .common import (
+    STATE,
+    CheckOnlyOption,
+    DryRunOption,
+    JsonOption,
+    YesOption,
+    emit_json,
+    render_findings,
+    say,
+    warn,
+)
 from .prep import app
-
-_SEVERITY_LABEL = {Severity.BLOCKER: "BLOCKER", Severity.WARNING: "warning",
-                   Severity.INFO: "info", Severity.OK: "ok"}
-
 
 def _transport(value: str) -> str:
     if value not in AUTH_TRANSPORTS:
@@ -56,10 +62,8 @@ def prep_windows(
     http: Annotated[bool, typer.Option(
         "--http", help="Plain HTTP on 5985 instead of HTTPS (prints a warning every time; "
                        "refused with basic auth).")] = False,
-    check_only: Annotated[bool, typer.Option(
-        "--check-only", help="Run the readiness checks and stop (exit 1 on blockers).")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Run the checks and print the plan; change nothing.")] = False,
+    check_only: CheckOnlyOption = False,
+    dry_run: DryRunOption = False,
     yes: YesOption = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Go ahead despite blocking findings.")] = False,
@@ -101,7 +105,7 @@ def prep_windows(
             refuse_if_blocked(findings, force)
             return
         if not STATE.json:
-            _render_findings(findings)
+            render_findings(findings)
         refuse_if_blocked(findings, force)
         if not yes:
             _confirm(host, plan)
@@ -131,12 +135,8 @@ def _password(variable: str | None, user: str, host: str) -> str:
 
 def _confirm(host: str, plan: Plan) -> None:
     _render_plan(plan)
-    say(BACKUP_REMINDER)
-    if not common.stdin_is_terminal():
-        raise NotConfirmedError(f"refusing to generalize {host} without confirmation: no "
-                                "terminal to ask on; pass --yes once you have a backup")
-    if not common.confirm(f"Generalize {host} with Sysprep and power it off?"):
-        raise NotConfirmedError(f"not confirmed: {host} was left unchanged")
+    common.require_confirmation("generalize", host,
+                                f"Generalize {host} with Sysprep and power it off?")
 
 
 def _report_checks(host: str, findings: list[Finding], plan: Plan | None = None) -> None:
@@ -147,20 +147,9 @@ def _report_checks(host: str, findings: list[Finding], plan: Plan | None = None)
             document["plan"] = plan.to_dict()
         emit_json(document)
         return
-    _render_findings(findings)
+    render_findings(findings)
     if plan is not None:
         _render_plan(plan)
-
-
-def _render_findings(findings: list[Finding]) -> None:
-    for finding in findings:
-        say(f"  {_SEVERITY_LABEL[finding.severity]:<8} {finding.code}: {finding.message}",
-            err=False)
-        if finding.remediation and finding.severity is not Severity.OK:
-            say(f"  {'':<8} fix: {finding.remediation}", err=False)
-    blockers = blocking(findings)
-    say(f"{len(blockers)} blocking finding(s)" if blockers else "no blocking findings",
-        err=False)
 
 
 def _render_plan(plan: Plan) -> None:
