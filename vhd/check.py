@@ -204,12 +204,12 @@ def layout_findings(layout: DiskLayout, role: Role | None, virtual_size: int) ->
     findings = []
     if layout.generation_hint == "V2":
         findings.append(Finding("generation_v2", INFO,
-                                f"boots as Hyper-V generation 2 (UEFI): {why}; create the "
-                                f"Azure image with --hyper-v-generation V2"))
+                                f"Hyper-V generation 2: {why}; create the Azure image with "
+                                f"--hyper-v-generation V2"))
     elif layout.generation_hint == "V1":
         findings.append(Finding("generation_v1", INFO,
-                                f"boots as Hyper-V generation 1 (BIOS): {why}; create the "
-                                f"Azure image with --hyper-v-generation V1"))
+                                f"Hyper-V generation 1: {why}; create the Azure image with "
+                                f"--hyper-v-generation V1"))
     elif role != "data":
         findings.append(Finding(
             "generation_unknown", WARNING,

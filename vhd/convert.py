@@ -123,7 +123,7 @@ def target_size(source_size: int, size: int | None) -> int:
     """The fixed VHD's virtual size: the source's (or ``size``) rounded up to a whole MiB."""
     if size is not None and size < source_size:
         raise InvalidSizeError(
-            f"--size {size} is smaller than the source's virtual size {source_size}; "
+            f"requested size {size} is smaller than the source's virtual size {source_size}; "
             f"expected at least {source_size} (azlift never cuts data)")
     target = azure_virtual_size(max(source_size, size or 0))
     if target > MAX_DATA_DISK_SIZE:
