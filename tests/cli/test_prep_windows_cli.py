@@ -246,3 +246,21 @@ def test_without_a_terminal_or_variable_there_is_no_password_prompt(wsman, certi
     assert main(full[:at] + full[at + 2:]) == 2
     assert "--password-env" in capsys.readouterr().err
     assert wsman.scripts == []
+
+
+def test_rejected_credentials_exit_4_without_echoing_the_password(wsman, certificate, capsys,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setenv(PASSWORD_VAR, "Wr0ng-secret-value")
+    code = main(args(wsman, certificate, "--check-only", "--json"))
+    out, err = capsys.readouterr()
+    assert code == 4
+    assert json.loads(out)["error"]["code"] == "remote_auth_failed"
+    assert "Wr0ng-secret-value" not in out + err
+    assert wsman.scripts == []
+
+
+def test_an_unknown_transport_is_a_usage_error(wsman, certificate, capsys) -> None:
+    full = args(wsman, certificate, "--check-only")
+    full[full.index("basic")] = "digest"
+    assert main(full) == 2
+    assert "ntlm, kerberos, credssp, basic" in capsys.readouterr().err
