@@ -84,7 +84,8 @@ def build_plan(host: str, options: WindowsPrepOptions, findings: list[Finding] |
     steps = (
         Step("Delete the Panther folder so old answer files and logs stay out of the image",
              "Remove-Item -Recurse -Force $env:WINDIR\\Panther", destructive=True, source=PAGE),
-        Step("Generalize with Sysprep, started detached (no WinRM call is held open)",
+        Step("Generalize with Sysprep, run as a one-off scheduled task so it outlives the "
+             "WinRM shell (no WinRM call is held open)",
              f"%WINDIR%\\System32\\Sysprep\\Sysprep.exe {arguments}", destructive=True,
              source=PAGE),
         Step(f"Poll ImageState every {options.poll_interval:g} s until {GENERALIZED} (give up "
