@@ -213,6 +213,9 @@ def _resume_state(target: PageTarget, layout: FixedVhdLayout, fp: Fingerprint,
     if not target.exists():
         raise ResumeMismatchError(f"--resume: {target.identity} does not exist; "
                                   "start the upload without --resume")
+    journal = Journal.load(fp.target, journal_dir)
+    if journal is not None:
+        journal.check(fp)  # names the fields that changed
     state = target.properties()
     recorded = state.metadata.get(META_FINGERPRINT)
     if target.supports_metadata and recorded is not None and recorded != fp.digest():
@@ -227,9 +230,7 @@ def _resume_state(target: PageTarget, layout: FixedVhdLayout, fp: Fingerprint,
         raise ResumeMismatchError(
             f"--resume refused: {target.identity} is {state.length} bytes, this source "
             f"needs {layout.blob_length}")
-    journal = Journal.load(fp.target, journal_dir)
     if journal is not None:
-        journal.check(fp)
         return journal, set(journal.acknowledged), None
     if not target.supports_metadata:
         raise ResumeMismatchError(f"--resume: no record of an upload to {target.identity} "

@@ -98,5 +98,5 @@ def blob_target(azurite: Azurite, container: str | None = None, name: str = "dis
 def converted_bytes(source: Path, directory: Path) -> bytes:
     """The fixed VHD `vhd convert` writes for ``source``."""
     dest = directory / (source.name + ".converted.vhd")
-    convert(str(source), str(dest))
+    convert(str(source), str(dest), force=True)
     return dest.read_bytes()

@@ -1,0 +1,121 @@
+"""Resume: an interrupted upload continues with only the unacknowledged units, refuses a
+source or blob it did not start, and falls back to the service's page list without a
+journal. Also: overwrite refusal and the target-size check."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+import vhd
+from tests.support.azurite import azurite  # noqa: F401  (fixture)
+from tests.upload.helpers import WireCounter, blob_target, converted_bytes, make_source
+from upload.errors import ResumeMismatchError, TargetExistsError, TargetSizeError, UploadInterrupted
+from upload.journal import Journal
+from upload.ranges import MAX_PUT_PAGE
+from upload.uploader import upload_image
+
+THREADS = 3
+
+
+def _interrupt_after(units: int, cancel: threading.Event):
+    """A progress callback that cancels once ``units`` units were recorded."""
+    seen = {"events": 0}
+
+    def progress(event) -> None:
+        seen["events"] += 1
+        if seen["events"] > units:  # the first event is the start
+            cancel.set()
+    return progress
+
+
+def _interrupted_upload(source, target, state, units: int = 2) -> None:
+    cancel = threading.Event()
+    with vhd.open_image(str(source.path)) as image, pytest.raises(UploadInterrupted):
+        upload_image(image, target, threads=THREADS, cancel=cancel,
+                     progress=_interrupt_after(units, cancel), journal_dir=state)
+
+
+@pytest.fixture
+def source(tmp_path):
+    return make_source("raw", tmp_path, size=40 * 1024 * 1024, count=400, seed=21)
+
+
+def test_resume_sends_only_what_was_not_acknowledged(azurite, tmp_path, source) -> None:  # noqa: F811
+    state = tmp_path / "state"
+    first = WireCounter()
+    target = blob_target(azurite, request_hook=first)
+    _interrupted_upload(source, target, state)
+    journal = Journal.load(target.identity, state)
+    assert journal is not None and 0 < len(journal.acknowledged) < 11
+    second = WireCounter()
+    resumed = blob_target(azurite, target.client.container_name, request_hook=second)
+    with vhd.open_image(str(source.path)) as image:
+        summary = upload_image(image, resumed, threads=THREADS, resume=True, journal_dir=state)
+    assert resumed.client.download_blob().readall() == converted_bytes(source.path, tmp_path)
+    assert summary.resumed_bytes > 0
+    assert second.put_page_bytes == summary.data_bytes_sent
+    # bytes that travelled twice: at most the window that was in flight at the interrupt
+    total_sent = first.put_page_bytes + second.put_page_bytes
+    once = _nonzero_bytes(converted_bytes(source.path, tmp_path))
+    assert once <= total_sent <= once + THREADS * MAX_PUT_PAGE
+    assert summary.data_bytes_sent < once
+    assert Journal.load(target.identity, state) is None  # done: the journal is gone
+
+
+def _nonzero_bytes(blob: bytes) -> int:
+    return sum(512 for offset in range(0, len(blob), 512) if any(blob[offset:offset + 512]))
+
+
+def test_resume_refuses_a_changed_source(azurite, tmp_path, source) -> None:  # noqa: F811
+    state = tmp_path / "state"
+    target = blob_target(azurite)
+    _interrupted_upload(source, target, state)
+    stat = os.stat(source.path)
+    os.utime(source.path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with vhd.open_image(str(source.path)) as image, pytest.raises(ResumeMismatchError) as error:
+        upload_image(image, target, resume=True, journal_dir=state)
+    assert error.value.exit_code == 5
+    assert "another source" in str(error.value)
+
+
+def test_resume_refuses_a_blob_azlift_did_not_start(azurite, tmp_path, source) -> None:  # noqa: F811
+    target = blob_target(azurite)
+    target.client.create_page_blob(size=41 * 1024 * 1024 + 512)
+    with vhd.open_image(str(source.path)) as image, pytest.raises(ResumeMismatchError) as error:
+        upload_image(image, target, resume=True, journal_dir=tmp_path / "state")
+    assert "not started by azlift" in str(error.value)
+
+
+def test_resume_without_journal_trusts_the_services_page_list(azurite, tmp_path, source) -> None:  # noqa: F811
+    state = tmp_path / "state"
+    target = blob_target(azurite)
+    _interrupted_upload(source, target, state, units=4)
+    Journal.load(target.identity, state).remove()
+    counter = WireCounter()
+    resumed = blob_target(azurite, target.client.container_name, request_hook=counter)
+    with vhd.open_image(str(source.path)) as image:
+        summary = upload_image(image, resumed, threads=THREADS, resume=True, journal_dir=state)
+    expected = converted_bytes(source.path, tmp_path)
+    assert resumed.client.download_blob().readall() == expected
+    assert counter.put_page_bytes == summary.data_bytes_sent < _nonzero_bytes(expected)
+
+
+def test_existing_blob_is_not_overwritten_without_overwrite(azurite, tmp_path, source) -> None:  # noqa: F811
+    target = blob_target(azurite)
+    target.client.upload_blob(b"precious", blob_type="BlockBlob")
+    with vhd.open_image(str(source.path)) as image, pytest.raises(TargetExistsError) as error:
+        upload_image(image, target, journal_dir=tmp_path / "state")
+    assert error.value.exit_code == 5
+    assert target.client.download_blob().readall() == b"precious"
+    with vhd.open_image(str(source.path)) as image:
+        upload_image(image, target, overwrite=True, journal_dir=tmp_path / "state")
+    assert target.client.download_blob().readall() == converted_bytes(source.path, tmp_path)
+
+
+def test_existing_target_of_the_wrong_size_is_refused_without_create(azurite, tmp_path, source) -> None:  # noqa: F811
+    target = blob_target(azurite)
+    target.client.create_page_blob(size=64 * 1024 * 1024 + 512)
+    with vhd.open_image(str(source.path)) as image, pytest.raises(TargetSizeError):
+        upload_image(image, target, create=False, journal_dir=tmp_path / "state")
