@@ -137,6 +137,10 @@ class SshRemote:
             client.close()
             raise ConnectError(f"cannot reach {where}: no answer within "
                                f"{target.timeout:g} s") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as error:
+            client.close()
+            causes = {getattr(e, "strerror", None) or str(e) for e in error.errors.values()}
+            raise ConnectError(f"cannot reach {where}: {'; '.join(sorted(causes))}") from None
         except (paramiko.SSHException, OSError, EOFError) as error:
             client.close()
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__

@@ -1,4 +1,204 @@
-"""`azlift prep linux`."""
+"""`azlift prep linux`: readiness checks and deprovisioning over SSH."""
 from __future__ import annotations
 
-from .prep import app  # noqa: F401
+import getpass
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from prep.errors import GuestNotReadyError, NotConfirmedError, PrepUsageError, PrivilegeError
+from prep.linux import DeprovisionPlan, Inspection, build_plan, deprovision, inspect
+from prep.plan import BACKUP_REMINDER, Severity, Step, blocking
+from prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget, wait_until_gone
+
+from . import common
+from .common import STATE, JsonOption, YesOption, emit_json, say, warn
+from .prep import app
+
+_LABEL = {Severity.BLOCKER: "BLOCKER", Severity.WARNING: "warning", Severity.INFO: "info",
+          Severity.OK: "ok"}
+
+
+def _secret(variable: str | None, option: str) -> str | None:
+    """A secret from the environment variable the user named (never from argv)."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise PrepUsageError(f"{option} {variable}: expected the password in that environment "
+                             "variable, found it unset or empty")
+    return value
+
+
+@app.command("linux")
+def prep_linux(
+    host: Annotated[str, typer.Argument(help="The Linux guest (name or address).")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="SSH port.")] = 22,
+    user: Annotated[Optional[str], typer.Option(
+        help="Login user: root, or a sudoer [default: your local user name].")] = None,
+    identity: Annotated[Optional[Path], typer.Option(
+        "--identity", "-i", metavar="KEY_FILE", exists=True, dir_okay=False, readable=True,
+        help="Private key file (else your SSH agent and ~/.ssh keys are tried).")] = None,
+    password_env: Annotated[Optional[str], typer.Option(
+        "--password-env", metavar="VAR", help="Log in with the password held in VAR.")] = None,
+    sudo_password_env: Annotated[Optional[str], typer.Option(
+        "--sudo-password-env", metavar="VAR",
+        help="sudo password held in VAR, passed to sudo -S on stdin (else sudo -n; on a "
+             "terminal you are prompted).")] = None,
+    known_hosts: Annotated[Path, typer.Option(
+        "--known-hosts", metavar="FILE", help="known_hosts file to verify the host key with.")]
+    = DEFAULT_KNOWN_HOSTS,
+    accept_new_host_key: Annotated[bool, typer.Option(
+        "--accept-new-host-key",
+        help="Accept and record a host key seen for the first time (never a changed one).")]
+    = False,
+    check_only: Annotated[bool, typer.Option(
+        "--check-only", help="Run the readiness checks and stop (exit 1 on blockers).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Run the checks and print the plan; change nothing.")] = False,
+    yes: YesOption = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Deprovision despite blocking findings.")] = False,
+    delete_user: Annotated[Optional[str], typer.Option(
+        "--delete-user", metavar="NAME",
+        help="User to delete at the end [default: the login user unless it is root].")] = None,
+    no_shutdown: Annotated[bool, typer.Option(
+        "--no-shutdown", help="Leave the guest running after deprovisioning.")] = False,
+    timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds allowed for connecting, for each command, and for the host "
+                      "to go away after power-off.")] = 60.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Check a Linux VM over SSH for Azure readiness, deprovision it and power it off.
+
+    Blocking findings (no Hyper-V drivers in the initramfs, /dev/sdX in fstab, no Azure
+    agent, ...) stop the plan unless --force. Without --yes the plan and a backup reminder
+    are shown and confirmation is asked on the terminal; without a terminal the command
+    refuses (exit 5).
+    """
+    if check_only and dry_run:
+        raise PrepUsageError("--check-only and --dry-run exclude each other")
+    target = SshTarget(host=host, port=port, user=user or getpass.getuser(), identity=identity,
+                       password=_secret(password_env, "--password-env"),
+                       known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
+                       timeout=timeout)
+    sudo_password = _secret(sudo_password_env, "--sudo-password-env")
+    remote = SshRemote.connect(target)
+    try:
+        if remote.recorded_host_key:
+            warn(f"recorded the new host key of {target.known_hosts_name} "
+                 f"({remote.recorded_host_key}) in {known_hosts}")
+        inspection, root = _inspect(remote, sudo_password, timeout)
+        if inspection.detection.warning:
+            warn(inspection.detection.warning)
+        if check_only:
+            _report(host, inspection)
+            raise typer.Exit(0 if inspection.ready else 1)
+        plan = build_plan(host, inspection.detection.family, inspection.facts,
+                          login_user=inspection.login_user, login_home=inspection.login_home,
+                          delete_user=delete_user, shutdown=not no_shutdown,
+                          warnings=_plan_warnings(inspection, force))
+        if dry_run:
+            _report(host, inspection, plan)
+            return
+        if not STATE.json:
+            _render_findings(inspection)
+        _refuse_if_blocked(host, inspection, force)
+        if not yes:
+            _confirm(host, plan)
+        outcome = deprovision(
+            root, plan, timeout=timeout, on_step=lambda i, s: _progress(plan, i, s),
+            wait_until_gone=lambda: wait_until_gone(host, port, timeout))
+    finally:
+        remote.close()
+    if STATE.json:
+        emit_json({"ok": True, "host": host, **inspection.to_dict(), "plan": plan.to_dict(),
+                   "result": outcome.to_dict()})
+    elif outcome.host_gone:
+        say(f"{host} is deprovisioned and powered off"
+            f"{' (the connection dropped, as expected)' if outcome.connection_dropped else ''}: "
+            "capture its disk.", err=False)
+    else:
+        say(f"{host} is deprovisioned; it is still running (--no-shutdown).", err=False)
+
+
+def _inspect(remote: SshRemote, sudo_password: str | None, timeout: float) -> tuple:
+    try:
+        return inspect(remote, sudo_password, timeout=timeout)
+    except PrivilegeError:
+        if sudo_password is not None or not common.stdin_is_terminal():
+            raise
+    prompted = typer.prompt(f"sudo password for {remote.target.user}@{remote.host}",
+                            hide_input=True, err=True)
+    return inspect(remote, prompted, timeout=timeout)
+
+
+def _plan_warnings(inspection: Inspection, force: bool) -> tuple[str, ...]:
+    warnings = [inspection.detection.warning] if inspection.detection.warning else []
+    if force and not inspection.ready:
+        warnings.append("--force: deprovisioning despite blocking findings; the image may "
+                        "not boot in Azure")
+    return tuple(warnings)
+
+
+def _refuse_if_blocked(host: str, inspection: Inspection, force: bool) -> None:
+    blockers = blocking(list(inspection.findings))
+    if blockers and not force:
+        raise GuestNotReadyError(
+            f"{host} is not ready for Azure ({', '.join(f.code for f in blockers)}); fix the "
+            "blocking findings first, or pass --force")
+
+
+def _confirm(host: str, plan: DeprovisionPlan) -> None:
+    _render_plan(plan, err=True)
+    say(BACKUP_REMINDER)
+    if not common.stdin_is_terminal():
+        raise NotConfirmedError(f"refusing to deprovision {host} without confirmation: no "
+                                "terminal to ask on; pass --yes once you have a backup")
+    if not common.confirm(f"Deprovision {host} and power it off?"):
+        raise NotConfirmedError(f"not confirmed: {host} was left unchanged")
+
+
+def _progress(plan: DeprovisionPlan, index: int, step: Step) -> None:
+    total = len(plan.steps) + len(plan.final_steps)
+    detached = " (detached)" if index >= len(plan.steps) else ""
+    say(f"azlift: [{index + 1}/{total}] {step.description}{detached}")
+
+
+def _report(host: str, inspection: Inspection, plan: DeprovisionPlan | None = None) -> None:
+    if STATE.json:
+        document = {"ok": inspection.ready, "host": host, **inspection.to_dict()}
+        if plan is not None:
+            document["plan"] = plan.to_dict()
+        emit_json(document)
+        return
+    _render_findings(inspection)
+    if plan is not None:
+        _render_plan(plan, err=False)
+
+
+def _render_findings(inspection: Inspection) -> None:
+    release = inspection.detection.os_release
+    say(f"{release.pretty_name or release.id or 'unknown distribution'} "
+        f"(family {inspection.detection.family.name}), as {inspection.login_user} "
+        f"via {inspection.privilege.value}", err=False)
+    for finding in inspection.findings:
+        say(f"  {_LABEL[finding.severity]:<8} {finding.code}: {finding.message}", err=False)
+        if finding.remediation and finding.severity is not Severity.OK:
+            say(f"  {'':<8} fix: {finding.remediation}", err=False)
+    blockers = blocking(list(inspection.findings))
+    say(f"{len(blockers)} blocking finding(s)" if blockers else "no blocking findings",
+        err=False)
+
+
+def _render_plan(plan: DeprovisionPlan, err: bool) -> None:
+    say(f"Plan for {plan.target} ({plan.family}):", err=err)
+    for number, step in enumerate(plan.steps + plan.final_steps, 1):
+        marks = (" [destructive]" if step.destructive else "") + (
+            " [detached, after the session]" if number > len(plan.steps) else "")
+        say(f"  {number}. {step.description}{marks}", err=err)
+        say(f"       {step.command}", err=err)
+    for message in plan.warnings:
+        warn(message)

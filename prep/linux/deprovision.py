@@ -10,7 +10,7 @@ Sources:
   the host keys itself and deletes the login user (or ``--delete-user``) with
   ``userdel -f -r`` (the call WALinuxAgent's own del_account makes).
 - The user deletion and power-off end the SSH session, so they run last, as one detached
-  command (``setsid nohup sh -c ...``) that outlives the connection.
+  command (``setsid sh -c ...``) that outlives the connection.
 """
 from __future__ import annotations
 
@@ -52,11 +52,14 @@ class DeprovisionPlan:
     def final_command(self, delay: float = DEFAULT_FINAL_DELAY) -> str:
         """One command that survives the end of the session and runs the final steps.
 
-        The short sleep lets the launching command return before the session is torn
-        down; ``;`` (not ``&&``) so the power-off happens even if a deletion fails.
+        ``setsid`` leaves the session and ``trap '' HUP`` ignores the hang-up (what nohup
+        does, without needing nohup on the guest); the short sleep lets the launching
+        command return first; ``;`` (not ``&&``) so the power-off happens even if a
+        deletion fails.
         """
-        script = "; ".join([f"sleep {delay:g}", *(s.command for s in self.final_steps)])
-        return f"setsid nohup sh -c {quote(script)} >/dev/null 2>&1 </dev/null &"
+        script = "; ".join(["trap '' HUP", f"sleep {delay:g}",
+                            *(s.command for s in self.final_steps)])
+        return f"setsid sh -c {quote(script)} >/dev/null 2>&1 </dev/null &"
 
 
 def _paths(paths: tuple[str, ...]) -> str:

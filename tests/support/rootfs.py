@@ -34,6 +34,8 @@ fi
 {_RECORD} >> /{RECORDED_LOG}
 """
 _SHUTDOWN = f"#!/bin/sh\n{_RECORD} >> /{RECORDED_LOG}\ntouch /{POWEROFF_MARKER}\n"
+# dnf-utils' needs-restarting -r: exit 1 when a reboot is needed.
+_NEEDS_RESTARTING = "#!/bin/sh\n[ -e /var/run/reboot-required ] && exit 1\nexit 0\n"
 _SUBSCRIPTION_MANAGER = f"""#!/bin/sh
 {_RECORD} >> /{RECORDED_LOG}
 [ "$1" = unregister ] && rm -f /etc/pki/consumer/cert.pem
@@ -71,6 +73,7 @@ STAND_INS = {
     "userdel": _RECORDER, "subscription-manager": _SUBSCRIPTION_MANAGER,
     "shutdown": _SHUTDOWN, "poweroff": _SHUTDOWN, "systemctl": _SYSTEMCTL,
     "lsinitramfs": _LISTER, "lsinitrd": _LISTER, "sudo": _SUDO,
+    "needs-restarting": _NEEDS_RESTARTING,
 }
 
 HYPERV_LISTING = "\n".join(
