@@ -102,7 +102,9 @@ def prep_windows(
         plan = build_plan(host, options, findings, force=force)
         if dry_run:
             _report_checks(host, findings, plan)
-            refuse_if_blocked(findings, force)
+            if blocking(findings) and not force:
+                warn("blocking findings would stop this plan (fix them, or pass --force)")
+                raise typer.Exit(1)
             return
         if not STATE.json:
             render_findings(findings)
@@ -116,7 +118,8 @@ def prep_windows(
         emit_json({"ok": True, "host": host, "findings": [f.to_dict() for f in findings],
                    "plan": plan.to_dict(), "result": result.to_dict()})
     else:
-        say(f"{host} is generalized ({result.image_state}) and powered off: capture its disk.")
+        say(f"{host} is generalized ({result.image_state}) and powered off: capture its disk.",
+            err=False)
 
 
 def _password(variable: str | None, user: str, host: str) -> str:

@@ -264,3 +264,15 @@ def test_an_unknown_transport_is_a_usage_error(wsman, certificate, capsys) -> No
     full[full.index("basic")] = "digest"
     assert main(full) == 2
     assert "ntlm, kerberos, credssp, basic" in capsys.readouterr().err
+
+
+def test_dry_run_json_with_blockers_is_one_document_and_exit_1(wsman, certificate, machine,
+                                                               capsys) -> None:
+    machine.is_admin = False
+    code = main(args(wsman, certificate, "--dry-run", "--json"))
+    out, err = capsys.readouterr()
+    assert code == 1
+    document = json.loads(out)  # exactly one JSON document
+    assert document["ok"] is False and document["plan"]["steps"]
+    assert "--force" in err
+    assert wsman.scripts == ["check"]
