@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 from .errors import (
+    ArmError,
     AuthError,
+    BlobCheckError,
+    DiskBusyError,
+    HintConflictError,
     NotReadyError,
     ResumeMismatchError,
     ServiceError,
@@ -19,6 +23,9 @@ from .journal import Fingerprint, Journal, state_dir
 from .stream import FixedVhdLayout, fixed_vhd_layout
 from .target import BlobPageTarget, BlobState, PageTarget, RetrySettings
 from .uploader import ProgressEvent, UploadSummary, upload_image
+from .arm import ArmTarget, RecordingTransport, compute_client
+from .blob_source import BlobDiskImage, BlobFacts, inspect_blob
+from .register import Outcome, Reconciled, Registrar, reconcile_with_hints
 
 __all__ = [
     "AuthError",
@@ -47,4 +54,18 @@ __all__ = [
     "UnreachableError",
     "UploadError",
     "UsageError",
+    "ArmError",
+    "ArmTarget",
+    "BlobCheckError",
+    "BlobDiskImage",
+    "BlobFacts",
+    "DiskBusyError",
+    "HintConflictError",
+    "Outcome",
+    "Reconciled",
+    "RecordingTransport",
+    "Registrar",
+    "compute_client",
+    "inspect_blob",
+    "reconcile_with_hints",
 ]

@@ -37,6 +37,9 @@ TOKEN_ENV = "AZLIFT_ARM_TOKEN"
 # A PEM bundle that verifies the ARM endpoint's TLS certificate (private Azure Stack Hub CAs).
 CA_BUNDLE_ENV = "AZLIFT_ARM_CA_BUNDLE"
 TOKEN_LIFETIME_S = 3600
+# Seconds between polls of a long-running operation when ARM sends no Retry-After.
+POLL_SECONDS_ENV = "AZLIFT_ARM_POLL_SECONDS"
+DEFAULT_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,13 @@ class RecordedRequest:
         return {"method": self.method, "url": self.url, "body": self.body}
 
 
+class _LocalBody:
+    """Stands in for a socket-backed response: there is nothing to close."""
+
+    def close(self) -> None:
+        pass
+
+
 class RecordingTransport(HttpTransport):
     """A transport that records requests and answers them without any network.
 
@@ -126,7 +136,7 @@ class RecordingTransport(HttpTransport):
             status, payload = 200, body if body is not None else {}
         raw = json.dumps(payload).encode()
         response = HttpResponseImpl(
-            request=request, internal_response=None, status_code=status, reason="OK",
+            request=request, internal_response=_LocalBody(), status_code=status, reason="OK",
             content_type="application/json", headers={"Content-Type": "application/json"},
             stream_download_generator=lambda *a, **k: iter([raw]),
         )
@@ -146,6 +156,16 @@ class RecordingTransport(HttpTransport):
         pass
 
 
+def poll_seconds() -> float:
+    """AZLIFT_ARM_POLL_SECONDS, else 5 s (ARM's Retry-After wins when it sends one)."""
+    text = os.environ.get(POLL_SECONDS_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_POLL_SECONDS
+    except ValueError:
+        raise UsageError(f"{POLL_SECONDS_ENV} must be a number of seconds, found {text!r}") from None
+    return max(value, 0.0)
+
+
 def compute_client(target: ArmTarget, *, recorder: RecordingTransport | None = None,
                    credential: Any = None) -> Any:
     """A ComputeManagementClient for ``target``; requests go to ``recorder`` when given."""
@@ -155,6 +175,7 @@ def compute_client(target: ArmTarget, *, recorder: RecordingTransport | None = N
     if target.arm_endpoint:
         kwargs["base_url"] = target.arm_endpoint
         kwargs["credential_scopes"] = [f"{target.arm_endpoint}/.default"]
+    kwargs["polling_interval"] = poll_seconds()
     ca_bundle = os.environ.get(CA_BUNDLE_ENV)
     if ca_bundle:
         kwargs["connection_verify"] = ca_bundle

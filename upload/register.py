@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from azure.mgmt.compute import models
 
 from .arm import arm_errors
-from .errors import HintConflictError, UsageError
+from .errors import ArmError, HintConflictError, UsageError
 
 OS_TYPES = {"linux": "Linux", "windows": "Windows"}
 GENERATIONS = ("V1", "V2")
@@ -148,12 +148,13 @@ class Reconciled:
 
 
 def reconcile_with_hints(os_type: str | None, generation: str | None, layout: Any,
-                         *, force: bool = False) -> Reconciled:
+                         *, force: bool = False, fill_defaults: bool = True) -> Reconciled:
     """Check the user's OS type/generation against the disk's hints; default from them.
 
     ``layout`` is a ``vhd.partitions.DiskLayout`` (``os_type_hint``, ``generation_hint``,
     ``reasons``) or None when the disk could not be analysed. A contradiction raises
-    HintConflictError unless ``force``; then it is reported in ``overridden``.
+    HintConflictError unless ``force``; then it is reported in ``overridden``. With
+    ``fill_defaults`` False (a disk that may be a data disk) nothing is filled in.
     """
     os_hint = OS_TYPES.get((getattr(layout, "os_type_hint", None) or "").lower())
     generation_hint = normalize_generation(getattr(layout, "generation_hint", None))
@@ -170,6 +171,8 @@ def reconcile_with_hints(os_type: str | None, generation: str | None, layout: An
     if conflicts and not force:
         raise HintConflictError(" and ".join(conflicts) + " (use --force to register anyway)")
     overridden.extend(conflicts)
+    if not fill_defaults:
+        return Reconciled(os_type, generation, (), tuple(overridden))
     if os_type is None and os_hint:
         os_type = os_hint
         notes.append(f"OS type {os_hint} taken from the disk ({reasons})")
@@ -177,6 +180,28 @@ def reconcile_with_hints(os_type: str | None, generation: str | None, layout: An
         generation = generation_hint
         notes.append(f"Hyper-V generation {generation_hint} taken from the disk ({reasons})")
     return Reconciled(os_type, generation, tuple(notes), tuple(overridden))
+
+
+def _plain(value: Any) -> str | None:
+    """An SDK enum member or a string, as ARM's string."""
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def check_definition_matches(definition: Any, decided: Reconciled, *, force: bool = False,
+                             on_override: Callable[[str], None] | None = None) -> None:
+    """An existing image definition must agree with the disk's OS type and generation."""
+    problems = []
+    existing_os = _plain(getattr(definition, "os_type", None))
+    existing_generation = _plain(getattr(definition, "hyper_v_generation", None)) or "V1"
+    if decided.os_type and existing_os and existing_os != decided.os_type:
+        problems.append(f"image definition is for {existing_os}, the disk is {decided.os_type}")
+    if decided.generation and existing_generation != decided.generation:
+        problems.append(f"image definition is Hyper-V generation {existing_generation}, the "
+                        f"disk boots as {decided.generation}")
+    if problems and not force:
+        raise HintConflictError("; ".join(problems) + " (use --force to add the version anyway)")
+    for problem in problems:
+        (on_override or (lambda message: None))(f"{problem} — going ahead because of --force")
 
 
 # ---- request bodies (SDK models) ------------------------------------------------------------
@@ -292,16 +317,16 @@ class Registrar:
         return self.run("image", name, lambda polling: self.client.images.begin_create_or_update(
             resource_group, name, image, polling=polling))
 
-    def definition_exists(self, resource_group: str, gallery: str, definition: str) -> bool:
+    def get_definition(self, resource_group: str, gallery: str, definition: str) -> Any:
+        """The image definition, or None when the gallery has none of that name."""
         from azure.core.exceptions import ResourceNotFoundError
         try:
             with arm_errors(f"reading image definition {definition}"):
-                self.client.gallery_images.get(resource_group, gallery, definition)
-        except Exception as error:  # the 404 arrives as ArmError wrapping ResourceNotFoundError
+                return self.client.gallery_images.get(resource_group, gallery, definition)
+        except ArmError as error:
             if isinstance(error.__cause__, ResourceNotFoundError):
-                return False
+                return None
             raise
-        return True
 
     def create_definition(self, resource_group: str, gallery: str, name: str,
                           definition: models.GalleryImage) -> Outcome:

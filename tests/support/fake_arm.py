@@ -113,6 +113,8 @@ class FakeArm:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, Operation] = field(default_factory=dict)
     polls_before_done: int = 1
+    # Whole seconds, as ARM sends them; 0 lets the client's own poll interval decide
+    # (AZLIFT_ARM_POLL_SECONDS in env(), a fraction of a second, keeps tests fast).
     retry_after: int = 0
     lro_style: str = "async-operation"  # or "location"
     fail_next_operation: tuple[str, str] | None = None
@@ -125,6 +127,7 @@ class FakeArm:
     def env(self) -> dict[str, str]:
         """Environment that points azlift's ARM client at this fake."""
         return {"AZLIFT_ARM_TOKEN": TOKEN, "AZLIFT_ARM_CA_BUNDLE": self.ca_bundle,
+                "AZLIFT_ARM_POLL_SECONDS": "0.05",
                 "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001"}
 
     def resource_id(self, kind: str, rg: str, *names: str, sub: str | None = None) -> str:
@@ -172,7 +175,8 @@ class FakeArm:
                     return getattr(self, f"_{kind}")(method, match.groupdict(), document)
         raise ArmFault(404, "InvalidResourceType", f"The resource type could not be found: {parts.path}")
 
-    def _new_operation(self, location: str, finish: Any, body: Any = None) -> tuple[int, dict, Any]:
+    def _new_operation(self, location: str, finish: Any, body: Any = None,
+                       put_status: int = 201) -> tuple[int, dict, Any]:
         """Start an LRO: a PUT answers 201 + the resource, a POST 202 + Location.
 
         ``lro_style`` "async-operation" adds Azure-AsyncOperation; "location" leaves only
@@ -189,7 +193,7 @@ class FakeArm:
             headers["Azure-AsyncOperation"] = f"{base}/operations/{op_id}?api-version=2024-01-01"
         if body is None or self.lro_style == "location":
             headers["Location"] = f"{base}/operationResults/{op_id}?api-version=2024-01-01"
-        return (202, headers, None) if body is None else (201, headers, body)
+        return (202, headers, None) if body is None else (put_status, headers, body)
 
     def _operation(self, method: str, ids: dict, _body: Any) -> tuple[int, dict, Any]:
         operation = self.operations.get(ids["op"])
@@ -263,7 +267,9 @@ class FakeArm:
             resource["properties"]["provisioningState"] = "Failed" if failed else "Succeeded"
             return resource
 
-        return self._new_operation(body["location"], finish, body=resource)
+        # Disks answer a PUT with 202 + the resource, the others with 201 (as ARM does).
+        return self._new_operation(body["location"], finish, body=resource,
+                                   put_status=202 if kind == "disk" else 201)
 
     # ---- resource kinds --------------------------------------------------------------------
     def _gallery(self, method: str, ids: dict, body: Any) -> tuple[int, dict, Any]:
@@ -572,3 +578,42 @@ def fake_arm(fake_arm_server: tuple[str, str, Any], monkeypatch: pytest.MonkeyPa
     for name, value in fake.env().items():
         monkeypatch.setenv(name, value)
     return fake
+
+
+def upload_vhd_blob(azurite: Any, raw_path: str | Path, *, blob_type: str = "page",
+                    truncate_by: int = 0) -> str:
+    """Convert a raw disk to a fixed VHD with qemu-img and put it in Azurite.
+
+    Returns the blob URL with a read SAS. ``blob_type`` "block" or ``truncate_by`` > 0
+    make blobs the checks must refuse. Only non-zero 4 MiB pieces are sent.
+    """
+    import subprocess
+
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    from .tools import require_executable
+
+    qemu_img = require_executable("qemu-img")
+    vhd_path = Path(raw_path).with_suffix(".vhd")
+    subprocess.run([qemu_img, "convert", "-f", "raw", "-O", "vpc", "-o",
+                    "subformat=fixed,force_size=on", str(raw_path), str(vhd_path)], check=True)
+    data = vhd_path.read_bytes()[:len(vhd_path.read_bytes()) - truncate_by]
+    container = azurite.new_container()
+    blob_name = vhd_path.name
+    client = azurite.service_client().get_blob_client(container, blob_name)
+    if blob_type == "block":
+        client.upload_blob(data)
+    else:
+        length = -(-len(data) // 512) * 512
+        client.create_page_blob(length)
+        step = 4 * MIB
+        for offset in range(0, len(data), step):
+            piece = data[offset:offset + step]
+            if piece.strip(b"\0"):
+                piece = piece.ljust(-(-len(piece) // 512) * 512, b"\0")
+                client.upload_page(piece, offset=offset, length=len(piece))
+    sas = generate_blob_sas(azurite.account_name, container, blob_name,
+                            account_key=azurite.account_key,
+                            permission=BlobSasPermissions(read=True),
+                            expiry=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1))
+    return f"{azurite.blob_url(container, blob_name)}?{sas}"

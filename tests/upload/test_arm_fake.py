@@ -38,6 +38,23 @@ def test_image_create_polls_then_succeeds(fake_arm, client, style):  # noqa: F81
     assert put.body["properties"]["storageProfile"]["osDisk"]["osType"] == "Linux"
 
 
+def test_whole_second_retry_after_is_honoured(fake_arm, client):  # noqa: F811
+    import time
+    fake_arm.retry_after = 1
+    fake_arm.polls_before_done = 1
+    started = time.monotonic()
+    client.images.begin_create_or_update("rg", "img", _image()).result()
+    assert 0.9 <= time.monotonic() - started < 10  # waited the 1 s ARM asked for, not 30 s
+
+
+def test_disk_put_is_202_and_reaches_ready_to_upload(fake_arm, client):  # noqa: F811
+    disk = models.Disk(location="westeurope", creation_data=models.CreationData(
+        create_option="Upload", upload_size_bytes=20 * MIB + 512))
+    poller = client.disks.begin_create_or_update("rg", "d", disk)
+    assert poller.result().disk_state == "ReadyToUpload"
+    assert poller.result().provisioning_state == "Succeeded"
+
+
 def test_unknown_enum_is_refused_with_arm_error_body(fake_arm, client):  # noqa: F811
     with pytest.raises(HttpResponseError) as caught:
         client.images.begin_create_or_update("rg", "img", _image(os_type="Solaris"),

@@ -1,0 +1,322 @@
+"""`azlift register` end to end: real SDK, ARM fake over HTTPS, blobs in Azurite."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from azlift.cli.main import main
+from tests.support import disk_layouts as layouts
+from tests.support.azurite import azurite  # noqa: F401
+from tests.support.fake_arm import fake_arm, fake_arm_server, upload_vhd_blob  # noqa: F401
+
+SA = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct"
+
+
+@pytest.fixture(scope="module")
+def disks(tmp_path_factory, azurite):  # noqa: F811
+    """Blob URLs (with read SAS) of fixed VHDs with known partition layouts."""
+    root = tmp_path_factory.mktemp("disks")
+    size = 32 * layouts.MIB
+    linux_mbr = layouts.write_disk(root / "linux-mbr.raw", size, {
+        0: layouts.mbr([layouts.MbrEntry(0x83, 2048, size // 512 - 2048, bootable=True)],
+                       boot_code=True),
+        2048 * 512: layouts.ext_superblock("ext4")})
+    blank = layouts.write_disk(root / "data.raw", 24 * layouts.MIB, {})
+    return {
+        "linux_gpt": upload_vhd_blob(azurite, layouts.linux_gpt_disk(root / "linux-gpt.raw", size)),
+        "windows_mbr": upload_vhd_blob(azurite, layouts.windows_mbr_disk(root / "win-mbr.raw", size)),
+        "linux_mbr": upload_vhd_blob(azurite, linux_mbr),
+        "data": upload_vhd_blob(azurite, blank),
+        "block": upload_vhd_blob(azurite, blank, blob_type="block"),
+        "truncated": upload_vhd_blob(azurite, blank, truncate_by=512),
+    }
+
+
+def plain(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def run(capsys, fake, *args: str) -> tuple[int, str, str]:
+    code = main(["register", *args, "--arm-endpoint", fake.base_url, "-q"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def api_version(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["api-version"][0]
+
+
+# ---- --dry-run --json: the exact requests -----------------------------------------------
+
+def test_dry_run_generalized_image_without_data_disks(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "image", "web", "-g", "rg", "-l", "westeurope",
+                         "--os-blob", disks["linux_gpt"], "--dry-run", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert list(document) == ["requests"]
+    [request] = document["requests"]
+    assert request["method"] == "PUT"
+    url = urlsplit(request["url"])
+    assert url.path == ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
+                        "/providers/Microsoft.Compute/images/web")
+    assert api_version(request["url"]).count("-") == 2
+    body = request["body"]
+    assert body["location"] == "westeurope"
+    assert body["properties"]["hyperVGeneration"] == "V2"
+    os_disk = body["properties"]["storageProfile"]["osDisk"]
+    assert os_disk == {"osType": "Linux", "osState": "Generalized",
+                       "blobUri": plain(disks["linux_gpt"])}
+    assert "dataDisks" not in body["properties"]["storageProfile"]
+    assert "zoneResilient" not in body["properties"]["storageProfile"]
+    assert "sig=" not in out
+    assert fake_arm.requests == []
+    assert "V2 taken from the disk" in err and "Linux taken from the disk" in err
+
+
+def test_dry_run_specialized_vm_image_with_data_disks(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "image", "vm", "-g", "rg", "-l", "northeurope",
+                         "--os-blob", disks["windows_mbr"], "--specialized",
+                         "--data-disk", f"2={disks['data']}", "--data-disk", f"0={disks['data']}",
+                         "--zone-resilient", "--dry-run", "--json")
+    assert code == 0, err
+    [request] = json.loads(out)["requests"]
+    profile = request["body"]["properties"]["storageProfile"]
+    assert profile["osDisk"] == {"osType": "Windows", "osState": "Specialized",
+                                 "blobUri": plain(disks["windows_mbr"])}
+    assert profile["dataDisks"] == [{"lun": 2, "blobUri": plain(disks["data"])},
+                                    {"lun": 0, "blobUri": plain(disks["data"])}]
+    assert profile["zoneResilient"] is True
+    assert request["body"]["properties"]["hyperVGeneration"] == "V1"
+    assert fake_arm.requests == []
+
+
+def test_dry_run_gallery_version_with_target_regions(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "gallery-version", "-g", "rg", "-l", "westeurope",
+                         "--gallery", "gal", "--definition", "web", "--version", "1.2.3",
+                         "--os-blob", disks["linux_gpt"], "--storage-account-id", SA,
+                         "--data-disk", f"1={disks['data']}",
+                         "--target-region", "northeurope=2", "--target-region", "eastus",
+                         "--create-definition", "--publisher", "contoso", "--offer", "web",
+                         "--sku", "22", "--dry-run", "--json")
+    assert code == 0, err
+    requests = json.loads(out)["requests"]
+    assert [r["method"] for r in requests] == ["GET", "PUT", "PUT"]
+    definition, version = requests[1], requests[2]
+    assert urlsplit(definition["url"]).path.endswith("/galleries/gal/images/web")
+    assert definition["body"] == {"location": "westeurope", "properties": {
+        "hyperVGeneration": "V2", "identifier": {"publisher": "contoso", "offer": "web",
+                                                 "sku": "22"},
+        "osState": "Generalized", "osType": "Linux"}}
+    assert urlsplit(version["url"]).path.endswith("/galleries/gal/images/web/versions/1.2.3")
+    properties = version["body"]["properties"]
+    assert properties["publishingProfile"]["targetRegions"] == [
+        {"name": "westeurope", "regionalReplicaCount": 1},
+        {"name": "northeurope", "regionalReplicaCount": 2},
+        {"name": "eastus", "regionalReplicaCount": 1}]
+    assert properties["storageProfile"]["osDiskImage"] == {
+        "source": {"uri": plain(disks["linux_gpt"]), "storageAccountId": SA}}
+    assert properties["storageProfile"]["dataDiskImages"] == [
+        {"lun": 1, "source": {"uri": plain(disks["data"]), "storageAccountId": SA}}]
+    assert "source region westeurope added" in err
+    assert fake_arm.requests == []
+
+
+def test_dry_run_disk_import(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "disk", "d1", "-g", "rg", "-l", "westeurope",
+                         "--blob", disks["data"], "--storage-account-id", SA,
+                         "--sku", "premium_lrs", "--dry-run", "--json")
+    assert code == 0, err
+    [request] = json.loads(out)["requests"]
+    assert request["body"] == {"location": "westeurope", "sku": {"name": "Premium_LRS"},
+                               "properties": {"creationData": {
+                                   "createOption": "Import", "sourceUri": plain(disks["data"]),
+                                   "storageAccountId": SA}}}
+
+
+# ---- against the ARM fake -----------------------------------------------------------------
+
+def test_image_is_created_and_printed_as_one_document(capsys, fake_arm, disks):  # noqa: F811
+    fake_arm.polls_before_done = 2
+    code, out, err = run(capsys, fake_arm, "image", "web", "-g", "rg", "-l", "westeurope",
+                         "--os-blob", disks["linux_gpt"], "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    [resource] = document["resources"]
+    rid = fake_arm.resource_id("image", "rg", "web")
+    assert resource == {"kind": "image", "id": rid, "name": "web", "provisioningState": "Succeeded"}
+    stored = fake_arm.get(rid)
+    assert stored["properties"]["provisioningState"] == "Succeeded"
+    assert stored["properties"]["hyperVGeneration"] == "V2"
+    assert len(fake_arm.calls("GET", "/operations/")) >= 3
+
+
+def test_gpt_with_esp_registered_as_v1_is_refused(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "image", "web", "-g", "rg", "-l", "westeurope",
+                         "--os-blob", disks["linux_gpt"], "--hyper-v-generation", "V1")
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert "V1" in lines[0] and "V2" in lines[0] and "EFI system partition" in lines[0]
+    assert fake_arm.requests == []  # refused before any ARM call
+
+
+def test_force_overrides_the_generation_refusal(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "image", "web", "-g", "rg", "-l", "westeurope",
+                         "--os-blob", disks["linux_gpt"], "--hyper-v-generation", "v1", "--force")
+    assert code == 0, err
+    assert "--force" in err
+    assert fake_arm.get(fake_arm.resource_id("image", "rg", "web"))["properties"][
+        "hyperVGeneration"] == "V1"
+
+
+def test_mbr_image_defaults_to_v1(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "image", "lin", "-g", "rg", "-l", "westeurope",
+                         "--os-blob", disks["linux_mbr"], "--os-type", "linux")
+    assert code == 0, err
+    assert "Hyper-V generation V1 taken from the disk" in err
+    stored = fake_arm.get(fake_arm.resource_id("image", "rg", "lin"))
+    assert stored["properties"]["hyperVGeneration"] == "V1"
+
+
+def test_os_type_contradiction_is_refused(capsys, fake_arm, disks):  # noqa: F811
+    code, _, err = run(capsys, fake_arm, "image", "w", "-g", "rg", "-l", "westeurope",
+                       "--os-blob", disks["windows_mbr"], "--os-type", "linux")
+    assert code == 1
+    assert "Windows" in err and "--os-type linux" in err
+    assert fake_arm.requests == []
+
+
+@pytest.mark.parametrize("which, expected", [("block", "expected a page blob"),
+                                             ("truncated", "whole number of MiB + 512")])
+def test_blob_that_is_not_a_fixed_vhd_page_blob_is_refused(capsys, fake_arm, disks, which,
+                                                           expected):  # noqa: F811
+    code, _, err = run(capsys, fake_arm, "disk", "d", "-g", "rg", "-l", "westeurope",
+                       "--blob", disks[which], "--storage-account-id", SA)
+    assert code == 1
+    assert expected in err
+    assert fake_arm.requests == []
+
+
+def test_missing_blob_is_refused(capsys, fake_arm, disks):  # noqa: F811
+    url = disks["data"].replace("data.vhd", "nothing.vhd")
+    code, _, err = run(capsys, fake_arm, "disk", "d", "-g", "rg", "-l", "westeurope",
+                       "--blob", url, "--storage-account-id", SA)
+    assert code in (1, 4)
+    assert "nothing.vhd" in err
+
+
+def test_arm_error_is_one_line_with_code_and_exit_4(capsys, fake_arm, disks):  # noqa: F811
+    fake_arm.fail_next_operation = ("InvalidVhd", "The blob is not a valid VHD.")
+    code, out, err = run(capsys, fake_arm, "image", "web", "-g", "rg", "-l", "westeurope",
+                         "--os-blob", disks["linux_gpt"])
+    assert code == 4
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert errors == ["azlift: error: ARM error InvalidVhd: The blob is not a valid VHD."]
+
+
+def test_conflicting_create_is_exit_4_with_json_error(capsys, fake_arm, disks):  # noqa: F811
+    assert run(capsys, fake_arm, "image", "web", "-g", "rg", "-l", "westeurope",
+               "--os-blob", disks["linux_gpt"])[0] == 0
+    code, out, err = run(capsys, fake_arm, "image", "web", "-g", "rg", "-l", "westeurope",
+                         "--os-blob", disks["linux_gpt"], "--specialized", "--json")
+    assert code == 4
+    document = json.loads(out)
+    assert document["ok"] is False
+    assert document["error"]["code"] == "arm_error"
+    assert document["error"]["message"].startswith("ARM error PropertyChangeNotAllowed: ")
+
+
+def test_no_wait_returns_before_the_operation_finishes(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "disk", "d1", "-g", "rg", "-l", "westeurope",
+                         "--blob", disks["data"], "--storage-account-id", SA, "--no-wait",
+                         "--json")
+    assert code == 0, err
+    [resource] = json.loads(out)["resources"]
+    assert resource["provisioningState"] == "Creating"
+    assert fake_arm.calls("GET", "/operations/") == []
+
+
+def test_disk_import_reaches_unattached(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "disk", "d1", "-g", "rg", "-l", "westeurope",
+                         "--blob", disks["windows_mbr"], "--storage-account-id", SA)
+    assert code == 0, err
+    stored = fake_arm.get(fake_arm.resource_id("disk", "rg", "d1"))
+    assert stored["properties"]["diskState"] == "Unattached"
+    assert stored["properties"]["osType"] == "Windows"
+    assert stored["properties"]["hyperVGeneration"] == "V1"
+    assert stored["properties"]["creationData"]["sourceUri"] == plain(disks["windows_mbr"])
+
+
+def test_gallery_version_creates_missing_definition(capsys, fake_arm, disks):  # noqa: F811
+    fake_arm.add_gallery("rg", "gal")
+    args = ["gallery-version", "-g", "rg", "-l", "westeurope", "--gallery", "gal",
+            "--definition", "web", "--os-blob", disks["linux_gpt"], "--storage-account-id", SA]
+    code, _, err = run(capsys, fake_arm, *args, "--version", "1.0.0")
+    assert code == 2 and "--create-definition" in err
+    code, out, err = run(capsys, fake_arm, *args, "--version", "1.0.0", "--create-definition",
+                         "--publisher", "p", "--offer", "o", "--sku", "s", "--json")
+    assert code == 0, err
+    kinds = [(r["kind"], r["provisioningState"]) for r in json.loads(out)["resources"]]
+    assert kinds == [("gallery-image-definition", "Succeeded"),
+                     ("gallery-image-version", "Succeeded")]
+    definition = fake_arm.get(fake_arm.resource_id("definition", "rg", "gal", "web"))
+    assert definition["properties"]["hyperVGeneration"] == "V2"
+    # A second version into the same (existing) definition: no definition PUT.
+    code, out, err = run(capsys, fake_arm, *args, "--version", "1.0.1")
+    assert code == 0, err
+    assert len(fake_arm.calls("PUT", "/galleries/gal/images/web")) == 3
+
+
+def test_existing_definition_of_other_generation_refuses(capsys, fake_arm, disks):  # noqa: F811
+    fake_arm.add_gallery("rg", "gal")
+    base = ["gallery-version", "-g", "rg", "-l", "westeurope", "--gallery", "gal",
+            "--definition", "web", "--storage-account-id", SA]
+    assert run(capsys, fake_arm, *base, "--os-blob", disks["linux_mbr"], "--version", "1.0.0",
+               "--os-type", "linux", "--create-definition", "--publisher", "p", "--offer",
+               "o", "--sku", "s")[0] == 0
+    code, _, err = run(capsys, fake_arm, *base, "--os-blob", disks["linux_gpt"],
+                       "--version", "2.0.0")
+    assert code == 1
+    assert "generation V1" in err and "V2" in err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--version", "1.0"], "MAJOR.MINOR.PATCH"),
+    (["--version", "1.0.0", "--data-disk", "0=https://a/b", "--data-disk", "0=https://a/c"],
+     "LUN 0"),
+    (["--version", "1.0.0", "--data-disk", "x"], "LUN=URL"),
+    (["--version", "1.0.0", "--target-region", "eastus=0"], "replicas"),
+])
+def test_bad_options_are_usage_errors_before_anything(capsys, fake_arm, args, expected):  # noqa: F811
+    code, _, err = run(capsys, fake_arm, "gallery-version", "-g", "rg", "-l", "westeurope",
+                       "--gallery", "g", "--definition", "d", "--os-blob", "https://a/os.vhd",
+                       "--storage-account-id", SA, *args)
+    assert code == 2
+    assert expected in err and len(err.strip().splitlines()) == 1
+    assert fake_arm.requests == []
+
+
+def test_missing_subscription_is_a_usage_error(capsys, fake_arm, monkeypatch):  # noqa: F811
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID")
+    code, _, err = run(capsys, fake_arm, "image", "x", "-g", "rg", "-l", "westeurope",
+                       "--os-blob", "https://a/os.vhd", "--os-type", "linux")
+    assert code == 2 and "--subscription" in err
+
+
+def test_installed_executable_dry_run(fake_arm, disks):  # noqa: F811
+    exe = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parents[2] / ".venv"))
+    azlift = exe / "bin" / "azlift"
+    result = subprocess.run(
+        [str(azlift), "register", "image", "web", "-g", "rg", "-l", "westeurope",
+         "--os-blob", disks["windows_mbr"], "--dry-run", "--json"],
+        capture_output=True, text=True, env={**os.environ, **fake_arm.env()}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    [request] = json.loads(result.stdout)["requests"]
+    assert request["url"].startswith("https://management.azure.com/subscriptions/")
+    assert request["body"]["properties"]["storageProfile"]["osDisk"]["osType"] == "Windows"
