@@ -218,6 +218,9 @@ def convert(
         "--size", help="Virtual size of the output, at least the source's: 30G, 30GiB, "
                        "1024M or bytes (binary units; rounded up to a whole MiB).")] = None,
     force: ForceOption = False,
+    sync: Annotated[bool, typer.Option(
+        "--sync", help="Flush DEST to the device before renaming it into place, so it "
+                       "survives a power loss (slower).")] = False,
     json_out: JsonOption = False,
     quiet: QuietOption = False,
     format: FormatOption = None,  # noqa: A002
@@ -234,7 +237,7 @@ def convert(
     bar = _ProgressBar("converting")
     try:
         result = vhd.convert(source, dest, size=wanted, force=force, progress=bar,
-                             format=_format_name(format))
+                             format=_format_name(format), durable=sync)
     finally:
         bar.close()
     if json_out:

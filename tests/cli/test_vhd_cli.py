@@ -140,6 +140,14 @@ def test_convert_json_and_qemu_agrees(run_main, tmp_path: Path, windows_disk: Pa
     qemu_img("compare", "-f", "raw", "-F", "vpc", windows_disk, out)
 
 
+def test_convert_with_sync(run_main, tmp_path: Path, windows_disk: Path) -> None:
+    out = tmp_path / "synced.vhd"
+    run = run_main("vhd", "convert", "--sync", "--quiet", windows_disk, out)
+    assert run.code == 0, run.err
+    assert "wrote" in run.out
+    qemu_img("compare", "-f", "raw", "-F", "vpc", windows_disk, out)
+
+
 def test_convert_refuses_to_overwrite_then_force(run_main, tmp_path: Path,
                                                  windows_disk: Path) -> None:
     out = tmp_path / "out.vhd"
