@@ -56,7 +56,8 @@ ThreadsOption = Annotated[int, typer.Option(
 RetriesOption = Annotated[int, typer.Option(
     "--retries", min=0, max=20, help="Retries per request on 5xx, timeouts and resets.")]
 TimeoutOption = Annotated[float, typer.Option(
-    "--timeout", min=0.1, help="Seconds to wait for a connection to the service.")]
+    "--timeout", min=0.1, help="Seconds to wait for the service to accept a connection or "
+    "to answer a request (each attempt).")]
 
 
 def _auth_options(connection_string: str | None, account_key: str | None,
@@ -71,7 +72,7 @@ def _auth_options(connection_string: str | None, account_key: str | None,
 
 def _target(dest_url: str, auth: AuthOptions, retries: int, timeout: float) -> BlobPageTarget:
     resolved = resolve_blob(dest_url, auth)
-    retry = RetrySettings(total=retries, connection_timeout=timeout)
+    retry = RetrySettings(total=retries, connection_timeout=timeout, read_timeout=timeout)
     return BlobPageTarget(resolved.url, resolved.credential, retry=retry)
 
 
@@ -167,7 +168,7 @@ def send(
         "--data-disk", help="Apply the data-disk size rules.")] = False,
     source_format: FormatOption = None,
     retries: RetriesOption = 6,
-    timeout: TimeoutOption = 20.0,
+    timeout: TimeoutOption = 60.0,
     managed_disk: Annotated[str | None, typer.Option(
         "--managed-disk", help="Upload straight into this managed disk (resource id) "
         "instead of a blob.", show_default=False)] = None,
@@ -257,7 +258,7 @@ def verify(
     threads: ThreadsOption = 8,
     source_format: FormatOption = None,
     retries: RetriesOption = 6,
-    timeout: TimeoutOption = 20.0,
+    timeout: TimeoutOption = 60.0,
     json_output: JsonOption = False,
 ) -> None:
     """Check that DEST_URL holds exactly the fixed VHD of SOURCE; exit 0 if so, else 1.
