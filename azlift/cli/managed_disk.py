@@ -1,0 +1,106 @@
+"""`azlift upload SOURCE --managed-disk ID`: direct upload into a managed disk.
+
+Called by the upload command; parses nothing itself, calls ``upload.managed_disk`` and
+renders. The write SAS never leaves this process: not in output, not in errors.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import vhd
+from upload import register as reg
+from upload.managed_disk import DirectUpload, upload_disk_model
+from upload.target import BlobPageTarget
+from upload.uploader import check_rules, upload_image
+
+from .common import emit_json, say
+from .register import ArmSession
+
+
+class DiskPageTarget:
+    """A disk's write-SAS page target that names itself by the disk's resource id.
+
+    The id (not the SAS URL, which changes with each grant) keys the resume journal.
+    """
+
+    def __init__(self, inner: BlobPageTarget, resource_id: str) -> None:
+        self._inner = inner
+        self._identity = resource_id
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _hints(image: Any, os_type: str | None, generation: str | None,
+           session: ArmSession) -> reg.Reconciled:
+    from vhd.partitions import analyze
+
+    layout = analyze(image)
+    decided = reg.reconcile_with_hints(reg.normalize_os_type(os_type),
+                                       reg.normalize_generation(generation), layout,
+                                       fill_defaults=layout.generation_hint is not None)
+    for note in decided.notes:
+        session.note(note)
+    return decided
+
+
+def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
+                         sku: str | None, os_type: str | None, hyper_v_generation: str | None,
+                         subscription: str | None, cloud: str, arm_endpoint: str | None,
+                         threads: int, resume: bool, keep_open: bool, json_output: bool,
+                         quiet: bool, source_format: str | None) -> int:
+    """Create the disk (create option Upload), upload SOURCE through its write SAS, revoke."""
+    from upload.arm import ResourceId
+    from upload.errors import UsageError
+
+    disk_id = ResourceId.parse_disk(resource_id)
+    if not location:
+        raise UsageError("--managed-disk needs -l/--location (the disk's region)")
+    sku_name = reg.normalize_sku(sku)
+    session = ArmSession.open(subscription=subscription or disk_id.subscription, cloud=cloud,
+                              arm_endpoint=arm_endpoint, dry_run=False, no_wait=False,
+                              quiet=quiet)
+    with vhd.open_image(source, source_format) as image:
+        decided = _hints(image, os_type, hyper_v_generation, session)
+        from upload.stream import fixed_vhd_layout
+        layout = fixed_vhd_layout(image)
+        check_rules(layout.virtual_size, "os" if decided.os_type else None)
+        model = upload_disk_model(location=location, upload_size=layout.blob_length,
+                                  sku=sku_name, os_type=decided.os_type,
+                                  generation=decided.generation)
+        job = DirectUpload(session.registrar, resource_id, on_note=session.note)
+
+        def send(sas_url: str, already_started: bool) -> Any:
+            target = DiskPageTarget(BlobPageTarget.from_sas_url(sas_url), resource_id)
+            try:
+                return upload_image(image, target, threads=threads, resume=already_started,
+                                    create=False, progress=_progress(quiet))
+            finally:
+                target.close()
+
+        result = job.run(model, send, resume=resume, keep_open=keep_open)
+    if json_output:
+        emit_json({"ok": True, **result.as_dict(), "notes": session.notes})
+    else:
+        summary = result.summary
+        say(f"disk {result.id}: {result.disk_state} ({summary.data_bytes_sent} data bytes sent, "
+            f"{summary.zero_bytes_skipped} zero bytes skipped)", err=False)
+    return 0
+
+
+def _progress(quiet: bool) -> Any:
+    """A plain progress line on stderr every 10 % (the upload command owns the bar)."""
+    if quiet:
+        return None
+    shown = {"step": -1}
+
+    def update(event: Any) -> None:
+        step = event.done_bytes * 10 // max(event.total_bytes, 1)
+        if step != shown["step"]:
+            shown["step"] = step
+            say(f"uploading: {step * 10}% of {event.total_bytes} data bytes")
+    return update

@@ -1,0 +1,158 @@
+"""Direct upload into a managed disk: real SDK → ARM fake (HTTPS) → page blob in Azurite."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+
+import pytest
+
+from azlift.cli.main import main
+from tests.support import disk_layouts as layouts
+from tests.support.azurite import azurite  # noqa: F401
+from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
+from tests.support.tools import require_executable
+from upload.errors import NotReadyError
+from upload.managed_disk import check_upload_size, upload_disk_model
+
+MIB = 1024 * 1024
+SIZE = 24 * MIB
+
+
+@pytest.fixture
+def arm(fake_arm, azurite, tmp_path, monkeypatch):  # noqa: F811
+    fake_arm.azurite = azurite
+    monkeypatch.setenv("AZLIFT_STATE_DIR", str(tmp_path / "state"))
+    return fake_arm
+
+
+@pytest.fixture
+def source(tmp_path):
+    """A 24 MiB Linux MBR disk with scattered random data (and long runs of zeros)."""
+    rng = random.Random(7)
+    pieces = {0: layouts.mbr([layouts.MbrEntry(0x83, 2048, SIZE // 512 - 2048, bootable=True)],
+                             boot_code=True),
+              2048 * 512: layouts.ext_superblock("ext4")}
+    for _ in range(40):
+        offset = rng.randrange(2 * MIB, SIZE - 70_000)
+        pieces[offset] = rng.randbytes(rng.randrange(1, 70_000))
+    return layouts.write_disk(tmp_path / "disk.raw", SIZE, pieces)
+
+
+def disk_id(arm, name="d1"):
+    return arm.resource_id("disk", "rg", name)
+
+
+def upload(capsys, arm, src, *extra):
+    code = main(["upload", str(src), "--managed-disk", disk_id(arm), "-l", "westeurope",
+                 "--arm-endpoint", arm.base_url, "--threads", "4", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_blob_holds(arm, src, tmp_path):
+    """qemu-img, the reference reader, sees the same disk in the blob as in the source."""
+    qemu_img = require_executable("qemu-img")
+    blob = arm.disk_blob_bytes(disk_id(arm))
+    assert len(blob) == SIZE + 512
+    copy = tmp_path / "blob.vhd"
+    copy.write_bytes(blob)
+    result = subprocess.run([qemu_img, "compare", "-f", "raw", "-F", "vpc", str(src), str(copy)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_direct_upload_end_to_end_revokes_on_success(capsys, arm, source, tmp_path):
+    code, out, err = upload(capsys, arm, source, "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["diskState"] == "Unattached"
+    assert document["created"] is True
+    assert document["upload"]["blob_length"] == SIZE + 512
+    [put] = arm.calls("PUT", "/disks/d1")
+    assert put.body["properties"]["creationData"] == {"createOption": "Upload",
+                                                      "uploadSizeBytes": SIZE + 512}
+    assert put.body["properties"]["hyperVGeneration"] == "V1"
+    assert put.body["properties"]["osType"] == "Linux"
+    assert len(arm.calls("POST", "/beginGetAccess")) == 1
+    assert len(arm.calls("POST", "/endGetAccess")) == 1
+    assert arm.get(disk_id(arm))["properties"]["diskState"] == "Unattached"
+    assert_blob_holds(arm, source, tmp_path)
+    assert "sig=" not in out + err
+
+
+def test_injected_failure_still_revokes(capsys, arm, source):
+    arm.read_only_sas = True  # the SAS ARM hands out cannot write: every Put Page fails
+    code, out, err = upload(capsys, arm, source)
+    assert code == 4
+    assert len(arm.calls("POST", "/endGetAccess")) == 1
+    assert arm.get(disk_id(arm))["properties"]["diskState"] == "Unattached"
+    assert "revoked" in err
+    assert "sig=" not in out + err
+
+
+def test_keep_open_then_resume_regrants_and_finishes(capsys, arm, source, tmp_path):
+    arm.read_only_sas = True
+    code, _, err = upload(capsys, arm, source, "--keep-open")
+    assert code == 4
+    assert arm.calls("POST", "/endGetAccess") == []
+    assert arm.get(disk_id(arm))["properties"]["diskState"] == "ActiveUpload"
+    assert "--resume" in err and "revoke-access" in err
+
+    code, _, err = upload(capsys, arm, source)  # without --resume: refused, with the way out
+    assert code == 5
+    assert "ActiveUpload" in err and "--resume" in err and "az disk revoke-access" in err
+
+    arm.read_only_sas = False
+    code, out, err = upload(capsys, arm, source, "--resume", "--json")
+    assert code == 0, err
+    assert json.loads(out)["created"] is False
+    assert len(arm.calls("POST", "/beginGetAccess")) == 2
+    assert len(arm.calls("PUT", "/disks/d1")) == 1
+    assert len(arm.calls("POST", "/endGetAccess")) == 1
+    assert arm.get(disk_id(arm))["properties"]["diskState"] == "Unattached"
+    assert_blob_holds(arm, source, tmp_path)
+
+
+def test_existing_finished_disk_is_not_overwritten(capsys, arm, source):
+    assert upload(capsys, arm, source)[0] == 0
+    code, _, err = upload(capsys, arm, source)
+    assert code == 5
+    assert "already exists" in err and "Unattached" in err
+
+
+def test_gpt_esp_source_as_v1_is_refused_before_arm(capsys, arm, tmp_path):
+    src = layouts.linux_gpt_disk(tmp_path / "gpt.raw", 24 * MIB)
+    code, _, err = upload(capsys, arm, src, "--hyper-v-generation", "V1")
+    assert code == 1
+    assert "EFI system partition" in err
+    assert arm.requests == []
+
+
+def test_too_small_for_a_managed_disk_is_refused_before_arm(capsys, arm, tmp_path):
+    src = layouts.write_disk(tmp_path / "small.raw", 8 * MIB, {})
+    code, _, err = upload(capsys, arm, src)
+    assert code == 1
+    assert "20 MiB" in err
+    assert arm.requests == []
+
+
+def test_bad_resource_id_is_a_usage_error(capsys, arm, source):
+    code = main(["upload", str(source), "--managed-disk", "/subscriptions/s/disks/x",
+                 "-l", "westeurope"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "resource id" in err
+
+
+@pytest.mark.parametrize("size, ok", [(20 * MIB + 512, True), (20 * MIB, False),
+                                      (MIB + 512, False), (21 * MIB + 1024, False),
+                                      (32 * 1024 * 1024 * MIB + 512, True),
+                                      (32 * 1024 * 1024 * MIB + MIB + 512, False)])
+def test_upload_size_rule(size, ok):
+    if ok:
+        check_upload_size(size)
+        body = upload_disk_model(location="x", upload_size=size).as_dict()
+        assert body["properties"]["creationData"]["uploadSizeBytes"] == size
+    else:
+        with pytest.raises(NotReadyError):
+            check_upload_size(size)
