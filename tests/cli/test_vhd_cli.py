@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import json
+import resource
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from azlift.cli.main import app
 from azlift.cli.vhd import parse_size
+from tests.cli.conftest import installed_azlift
 from tests.support import disk_layouts as layouts
 from tests.vhd import corpus
 from tests.vhd.images import MIB, make_dynamic_vhd, make_fixed_vhd, qemu_img, read_footer
-
-import typer
 
 
 @pytest.fixture
@@ -249,6 +252,24 @@ def test_installed_command_with_odd_file_names(run_azlift, tmp_path: Path, name:
     assert inspected.code == 0 and "generation hint: V1" in inspected.out
     fixed = run_azlift("vhd", "fix", "--", name, cwd=tmp_path)
     assert fixed.code == 0, fixed.err
+
+
+def _limit_file_size() -> None:
+    """In the child: files may not grow past 8 MiB (writes then fail with EFBIG)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8 * MIB, 8 * MIB))
+
+
+def test_write_failure_exits_3_and_leaves_nothing(tmp_path: Path, windows_disk: Path) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    done = subprocess.run([installed_azlift(), "vhd", "convert", windows_disk,
+                           out_dir / "out.vhd"], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limit_file_size)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("azlift: error: cannot write")
+    assert "Traceback" not in done.stderr
+    assert list(out_dir.iterdir()) == []
 
 
 def test_installed_command_exit_codes(run_azlift, tmp_path: Path) -> None:
