@@ -156,3 +156,26 @@ def test_upload_size_rule(size, ok):
     else:
         with pytest.raises(NotReadyError):
             check_upload_size(size)
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_revoke_runs_on_interrupt_and_on_any_error(arm, failure):
+    from upload.arm import ArmTarget, compute_client
+    from upload.managed_disk import DirectUpload
+    from upload.register import Registrar
+
+    client = compute_client(ArmTarget.resolve(None, arm_endpoint=arm.base_url))
+    notes: list[str] = []
+    job = DirectUpload(Registrar(client), disk_id(arm, "d9"), on_note=notes.append)
+    seen = []
+
+    def send(sas_url: str, resume: bool):
+        seen.append((sas_url.split("?")[0], resume))
+        raise failure("stop")
+
+    with pytest.raises(failure):
+        job.run(upload_disk_model(location="westeurope", upload_size=SIZE + 512), send)
+    assert seen and seen[0][1] is False
+    assert len(arm.calls("POST", "/d9/endGetAccess")) == 1
+    assert arm.get(disk_id(arm, "d9"))["properties"]["diskState"] == "Unattached"
+    assert any("revoked" in note for note in notes)
