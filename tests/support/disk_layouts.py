@@ -202,21 +202,3 @@ def append_footer(path: str | os.PathLike[str], **changes: object) -> str:
         handle.write(footer.pack())
     return os.fspath(path)
 
-
-def qemu_img(*args: str) -> str:
-    """Run qemu-img (skips, i.e. fails in CI, when it is missing); its stdout."""
-    import subprocess
-
-    from tests.support.tools import require_executable
-
-    exe = require_executable("qemu-img")
-    done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise AssertionError(f"qemu-img {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def qemu_vpc(raw: str | os.PathLike[str], out: str | os.PathLike[str], options: str) -> str:
-    """``raw`` converted by qemu-img to a VHD with ``-o options`` (e.g. "subformat=fixed")."""
-    qemu_img("convert", "-f", "raw", "-O", "vpc", "-o", options, os.fspath(raw), os.fspath(out))
-    return os.fspath(out)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import vhd
 from tests.support import disk_layouts as dl
+from tests.vhd.images import make_dynamic_vhd, make_fixed_vhd
 from vhd.check import (
     GIB,
     MAX_DATA_DISK_SIZE,
@@ -99,14 +100,14 @@ def test_bad_checksum_names_both_values() -> None:
 
 
 # --- real images --------------------------------------------------------------------------
-def raw_disk(tmp_path: Path, size: int, name: str = "disk.img") -> str:
+def marked_raw(tmp_path: Path, size: int, name: str = "disk.img") -> str:
     return dl.write_disk(tmp_path / name, size, {0: b"\x01" * 4096})
 
 
 def test_qemu_fixed_vhd_with_force_size_is_ready(tmp_path: Path) -> None:
     raw = dl.windows_gpt_disk(tmp_path / "src.img", 32 * MIB)
-    out = dl.qemu_vpc(raw, tmp_path / "qemu.vhd", "subformat=fixed,force_size=on")
-    report = check_path(out, "os")
+    out = make_fixed_vhd(raw, tmp_path / "qemu.vhd")
+    report = check_path(str(out), "os")
     assert report.format == "vhd-fixed"
     assert report.ready, report.findings
     assert "generation_v2" in report.codes() and "os_type" in report.codes()
@@ -114,8 +115,8 @@ def test_qemu_fixed_vhd_with_force_size_is_ready(tmp_path: Path) -> None:
 
 
 def test_qemu_fixed_vhd_without_force_size_is_misaligned(tmp_path: Path) -> None:
-    raw = raw_disk(tmp_path, 30 * MIB)
-    report = check_path(dl.qemu_vpc(raw, tmp_path / "chs.vhd", "subformat=fixed"))
+    raw = marked_raw(tmp_path, 30 * MIB)
+    report = check_path(str(make_fixed_vhd(raw, tmp_path / "chs.vhd", force_size=False)))
     assert not report.ready
     assert report.virtual_size % MIB != 0
     assert "size_not_whole_mib" in report.codes()
@@ -123,8 +124,8 @@ def test_qemu_fixed_vhd_without_force_size_is_misaligned(tmp_path: Path) -> None
 
 def test_qemu_dynamic_vhd_needs_conversion_but_is_ready(tmp_path: Path) -> None:
     raw = dl.linux_gpt_disk(tmp_path / "src.img", 24 * MIB)
-    out = dl.qemu_vpc(raw, tmp_path / "dyn.vhd", "subformat=dynamic,force_size=on")
-    report = check_path(out, "os")
+    out = make_dynamic_vhd(raw, tmp_path / "dyn.vhd")
+    report = check_path(str(out), "os")
     assert report.format == "vhd-dynamic"
     assert report.ready
     assert "needs_conversion" in report.codes()
@@ -132,7 +133,7 @@ def test_qemu_dynamic_vhd_needs_conversion_but_is_ready(tmp_path: Path) -> None:
 
 
 def test_raw_of_odd_length_is_rounded_up(tmp_path: Path) -> None:
-    path = raw_disk(tmp_path, 21 * MIB + 1000)
+    path = marked_raw(tmp_path, 21 * MIB + 1000)
     report = check_path(path)
     assert report.format == "raw"
     assert report.azure_virtual_size == 22 * MIB
@@ -141,32 +142,32 @@ def test_raw_of_odd_length_is_rounded_up(tmp_path: Path) -> None:
 
 
 def test_small_raw_is_not_ready(tmp_path: Path) -> None:
-    report = check_path(raw_disk(tmp_path, 5 * MIB))
+    report = check_path(marked_raw(tmp_path, 5 * MIB))
     assert not report.ready
     assert "size_too_small" in report.codes()
 
 
 def test_fixed_vhd_with_wrong_features_is_not_ready(tmp_path: Path) -> None:
-    path = dl.append_footer(raw_disk(tmp_path, 20 * MIB), features=0)
+    path = dl.append_footer(marked_raw(tmp_path, 20 * MIB), features=0)
     report = check_path(path)
     assert not report.ready
     assert report.codes().count("footer_features") == 1
 
 
 def test_fixed_vhd_with_bad_checksum_is_a_finding_not_a_crash(tmp_path: Path) -> None:
-    path = dl.append_footer(raw_disk(tmp_path, 20 * MIB), checksum=0x12345678)
+    path = dl.append_footer(marked_raw(tmp_path, 20 * MIB), checksum=0x12345678)
     report = check_path(path)
     assert (report.format, report.ready) == ("vhd-fixed", False)
     assert "footer_checksum" in report.codes()
 
 
 def test_unknown_disk_type_is_reported(tmp_path: Path) -> None:
-    path = dl.append_footer(raw_disk(tmp_path, 20 * MIB), disk_type=6)
+    path = dl.append_footer(marked_raw(tmp_path, 20 * MIB), disk_type=6)
     assert "footer_disk_type" in check_path(path).codes()
 
 
 def test_data_longer_than_current_size_breaks_blob_length(tmp_path: Path) -> None:
-    path = raw_disk(tmp_path, 21 * MIB)
+    path = marked_raw(tmp_path, 21 * MIB)
     footer = vhd.fixed_footer(20 * MIB)
     with open(path, "ab") as handle:
         handle.write(footer.pack())
@@ -177,7 +178,7 @@ def test_data_longer_than_current_size_breaks_blob_length(tmp_path: Path) -> Non
 
 def test_stale_footer_left_by_interrupted_fix_is_an_error(tmp_path: Path) -> None:
     old_size = 20 * MIB + 3 * 512
-    path = dl.append_footer(raw_disk(tmp_path, old_size))  # old footer at old_size
+    path = dl.append_footer(marked_raw(tmp_path, old_size))  # old footer at old_size
     with open(path, "r+b") as handle:
         handle.truncate(21 * MIB)
         handle.seek(21 * MIB)
@@ -204,8 +205,8 @@ def test_unreadable_file_raises_the_package_error(tmp_path: Path) -> None:
 
 
 def test_truncated_dynamic_vhd_is_unreadable(tmp_path: Path) -> None:
-    raw = raw_disk(tmp_path, 24 * MIB)
-    out = Path(dl.qemu_vpc(raw, tmp_path / "dyn.vhd", "subformat=dynamic"))
+    raw = marked_raw(tmp_path, 24 * MIB)
+    out = make_dynamic_vhd(raw, tmp_path / "dyn.vhd", force_size=False)
     data = out.read_bytes()
     out.write_bytes(data[:600] + data[-512:])
     with pytest.raises(ImageFormatError):
