@@ -6,7 +6,7 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 SECRET_ENV_VARS = ("AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING",
-                   "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET")
+                   "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET", "AZLIFT_ARM_TOKEN")
 
 _PATTERNS = [
     (re.compile(r"(?i)(AccountKey=)[^;\s'\"]+"), r"\1***"),

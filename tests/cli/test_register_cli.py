@@ -203,12 +203,13 @@ def test_blob_that_is_not_a_fixed_vhd_page_blob_is_refused(capsys, fake_arm, dis
     assert fake_arm.requests == []
 
 
-def test_missing_blob_is_refused(capsys, fake_arm, disks):  # noqa: F811
-    url = disks["data"].replace("data.vhd", "nothing.vhd")
+def test_missing_blob_is_refused(capsys, fake_arm, disks, azurite, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("AZURE_STORAGE_KEY", azurite.account_key)  # no SAS: the key signs
+    url = plain(disks["data"]).replace("data.vhd", "nothing.vhd")
     code, _, err = run(capsys, fake_arm, "disk", "d", "-g", "rg", "-l", "westeurope",
                        "--blob", url, "--storage-account-id", SA)
-    assert code in (1, 4)
-    assert "nothing.vhd" in err
+    assert code == 1
+    assert "nothing.vhd: blob not found" in err
 
 
 def test_arm_error_is_one_line_with_code_and_exit_4(capsys, fake_arm, disks):  # noqa: F811
@@ -320,3 +321,26 @@ def test_installed_executable_dry_run(fake_arm, disks):  # noqa: F811
     [request] = json.loads(result.stdout)["requests"]
     assert request["url"].startswith("https://management.azure.com/subscriptions/")
     assert request["body"]["properties"]["storageProfile"]["osDisk"]["osType"] == "Windows"
+
+
+def test_status_lines_on_a_non_terminal(capsys, fake_arm, disks):  # noqa: F811
+    fake_arm.polls_before_done = 2
+    code = main(["register", "disk", "d1", "-g", "rg", "-l", "westeurope", "--blob",
+                 disks["windows_mbr"], "--storage-account-id", SA, "--arm-endpoint",
+                 fake_arm.base_url])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = err.splitlines()
+    assert "d1: Started" in lines and "d1: InProgress" in lines and "d1: Succeeded" in lines
+    assert lines.count("d1: InProgress") == 1  # one line per change, not per poll
+    assert out.strip() == f"disk {fake_arm.resource_id('disk', 'rg', 'd1')}: Succeeded"
+
+
+def test_token_from_the_environment_is_never_printed(capsys, fake_arm, disks):  # noqa: F811
+    fake_arm.fail_next_operation = ("InvalidVhd", "bad")
+    code = main(["--debug", "register", "image", "web", "-g", "rg", "-l", "westeurope",
+                 "--os-blob", disks["linux_gpt"], "--arm-endpoint", fake_arm.base_url, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 4
+    assert "Traceback" in err  # --debug shows it, and even then no token
+    assert fake_arm.env()["AZLIFT_ARM_TOKEN"] not in out + err
