@@ -21,7 +21,9 @@ from .rootfs import POWEROFF_MARKER, SUDOER_UID
 from .tools import free_port, require_executable
 
 SSHD = "/usr/sbin/sshd"
-MOUNTPOINT = Path("/run/azlift-sandbox")  # root-owned, 0755 all the way up
+SANDBOX_DIR = Path("/run/azlift-sandbox")  # two empty root-owned 0755 mountpoints
+MOUNTPOINT = SANDBOX_DIR / "root"  # the overlay, sshd's ChrootDirectory
+KEYS_MOUNT = SANDBOX_DIR / "keys"  # a tmpfs with authorized_keys any user can read
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ class SandboxSshd:
             import pytest
             pytest.skip(f"{SSHD} not installed (run scripts/setup.sh)")
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        MOUNTPOINT.mkdir(mode=0o755, exist_ok=True)
+        for mountpoint in (SANDBOX_DIR, MOUNTPOINT, KEYS_MOUNT):
+            mountpoint.mkdir(mode=0o755, exist_ok=True)
         for name in ("upper", "work"):
             (self.workdir / name).mkdir(mode=0o755)
         authorized = self.workdir / "authorized_keys"
@@ -99,7 +102,7 @@ class SandboxSshd:
         config.write_text("\n".join([
             f"Port {self.port}", f"ListenAddress {self.host}",
             f"HostKey {self.keys.host_key}", f"PidFile {self.workdir / 'sshd.pid'}",
-            f"AuthorizedKeysFile {authorized}", "UsePAM no", "StrictModes no",
+            f"AuthorizedKeysFile {KEYS_MOUNT}/authorized_keys", "UsePAM no", "StrictModes no",
             "PermitRootLogin prohibit-password", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", f"ChrootDirectory {MOUNTPOINT}",
             "PrintMotd no", "PrintLastLog no", "UseDNS no", "MaxStartups 50",
@@ -109,6 +112,10 @@ class SandboxSshd:
             f"mount -t overlay overlay -o lowerdir={self.lower},upperdir={self.upper},"
             f"workdir={self.workdir / 'work'} {MOUNTPOINT}",
             *(f"mount --bind {path} /etc/{name}" for name, path in accounts.items()),
+            # sshd reads authorized_keys as the user: the test's temp dir is 0700
+            f"mount -t tmpfs -o mode=0755,size=64k tmpfs {KEYS_MOUNT}",
+            f"cp {authorized} {KEYS_MOUNT}/authorized_keys",
+            f"chmod 0644 {KEYS_MOUNT}/authorized_keys",
             f"exec {SSHD} -D -E {self.log} -f {config}",
         ])
         self.process = subprocess.Popen(

@@ -234,3 +234,23 @@ def test_unreachable_host_exits_4_quickly(capsys, tmp_path) -> None:
     assert code == 4
     assert time.monotonic() - started < 3
     assert err.count("\n") == 1 and "cannot reach 127.0.0.1" in err
+
+
+def test_no_shutdown_leaves_the_guest_running_after_the_detached_steps(
+        root_tree, start_sshd, keys, known_hosts, capsys) -> None:
+    import time
+    server = start_sshd(root_tree("azurelinux"))
+    trust(server, known_hosts)
+    code = cli(server, keys, known_hosts, "--yes", "--json", "--no-shutdown",
+               "--delete-user", "builder")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)["result"]
+    assert result["host_gone"] is False and result["connection_dropped"] is False
+    expected = ["cloud-init [clean] [--logs] [--seed]", "waagent [-force] [-deprovision+user]",
+                "userdel [-f] [-r] [builder]"]
+    deadline = time.monotonic() + 10
+    while read_log(server.upper, RECORDED_LOG) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert read_log(server.upper, RECORDED_LOG) == expected
+    assert server.process.poll() is None and not server.powered_off.is_set()
