@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vhd
@@ -225,3 +225,43 @@ def test_report_json_schema(tmp_path: Path) -> None:
     assert document["summary"]["warnings"] == sum(
         f["severity"] == "warning" for f in document["findings"])
     assert all(set(f) == {"code", "severity", "message"} for f in document["findings"])
+
+
+# --- fuzz: check and convert let only the package's own errors escape ----------------------
+@pytest.fixture(scope="module")
+def valid_bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    from tests.vhd import corpus
+
+    folder = tmp_path_factory.mktemp("bases")
+    return {kind: path.read_bytes() for kind, path in corpus.valid_images(folder).items()
+            if kind != "vhd-differencing"}
+
+
+@settings(max_examples=120, deadline=None)
+@given(kind=st.sampled_from(["vhd-fixed", "vhd-dynamic", "vhdx"]),
+       edits=st.lists(st.tuples(st.integers(0, 2 ** 22), st.binary(min_size=1, max_size=16)),
+                      min_size=1, max_size=6),
+       from_end=st.booleans())
+def test_mutated_images_never_escape_the_error_tree(
+        tmp_path_factory: pytest.TempPathFactory, valid_bases: dict[str, bytes], kind: str,
+        edits: list[tuple[int, bytes]], from_end: bool) -> None:
+    from tests.vhd import corpus
+
+    data = bytearray(valid_bases[kind])
+    for offset, blob in edits:
+        at = (len(data) - 1 - offset % len(data)) if from_end else offset % len(data)
+        data[at:at + len(blob)] = blob
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = folder / ("disk.vhdx" if kind == "vhdx" else "disk.vhd")
+    path.write_bytes(bytes(corpus.refresh_checksums(data)))
+    try:
+        report = check_path(str(path))
+    except vhd.VhdError:
+        pass
+    else:
+        json.dumps(report.to_dict())
+    try:
+        vhd.convert(str(path), str(folder / "out.vhd"))
+    except vhd.VhdError:
+        assert not (folder / "out.vhd").exists()
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
