@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core import AzureClouds
@@ -217,15 +217,13 @@ def arm_errors(action: str) -> Iterator[None]:
         raise
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResourceId:
-    """The parts of an ARM resource id this package needs."""
+    """A managed disk's resource id, split into the parts the SDK calls take."""
 
     subscription: str
     resource_group: str
-    provider_type: str
     name: str
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse_disk(cls, resource_id: str) -> "ResourceId":
@@ -237,5 +235,4 @@ class ResourceId:
                 or lowered[6] != "disks" or not all(parts)):
             raise UsageError("expected a disk resource id like /subscriptions/SUB/resourceGroups/"
                              f"RG/providers/Microsoft.Compute/disks/NAME, found {resource_id!r}")
-        return cls(subscription=parts[1], resource_group=parts[3],
-                   provider_type="Microsoft.Compute/disks", name=parts[7])
+        return cls(subscription=parts[1], resource_group=parts[3], name=parts[7])

@@ -9,7 +9,10 @@ from typing import Any
 
 import vhd
 from upload import register as reg
+from upload.arm import ResourceId
+from upload.errors import UsageError
 from upload.managed_disk import DirectUpload, upload_disk_model
+from upload.stream import fixed_vhd_layout
 from upload.target import BlobPageTarget
 from upload.uploader import check_rules, upload_image
 
@@ -54,19 +57,18 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
                          threads: int, resume: bool, keep_open: bool, json_output: bool,
                          quiet: bool, source_format: str | None) -> int:
     """Create the disk (create option Upload), upload SOURCE through its write SAS, revoke."""
-    from upload.arm import ResourceId
-    from upload.errors import UsageError
-
     disk_id = ResourceId.parse_disk(resource_id)
     if not location:
         raise UsageError("--managed-disk needs -l/--location (the disk's region)")
+    if subscription and subscription.lower() != disk_id.subscription.lower():
+        raise UsageError(f"--subscription {subscription} differs from the subscription in "
+                         f"--managed-disk ({disk_id.subscription})")
     sku_name = reg.normalize_sku(sku)
-    session = ArmSession.open(subscription=subscription or disk_id.subscription, cloud=cloud,
+    session = ArmSession.open(subscription=disk_id.subscription, cloud=cloud,
                               arm_endpoint=arm_endpoint, dry_run=False, no_wait=False,
                               quiet=quiet)
     with vhd.open_image(source, source_format) as image:
         decided = _hints(image, os_type, hyper_v_generation, session)
-        from upload.stream import fixed_vhd_layout
         layout = fixed_vhd_layout(image)
         check_rules(layout.virtual_size, "os" if decided.os_type else None)
         model = upload_disk_model(location=location, upload_size=layout.blob_length,

@@ -5,6 +5,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute import models
 
+from tests.support.azurite import azurite  # noqa: F401
 from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
 from upload.arm import ArmTarget, compute_client
 
@@ -128,3 +129,45 @@ def test_wrong_token_is_401(fake_arm):  # noqa: F811
                             credential=Wrong())
     with pytest.raises(ClientAuthenticationError):
         client.images.get("rg", "img")
+
+
+def test_missing_required_fields_are_refused(fake_arm, client):  # noqa: F811
+    with pytest.raises(HttpResponseError) as caught:
+        client.images.begin_create_or_update("rg", "img", models.Image(
+            storage_profile=models.ImageStorageProfile(os_disk=models.ImageOSDisk(
+                os_type="Linux", os_state="Generalized", blob_uri="https://a")))).result()
+    assert caught.value.error.code == "LocationRequired"
+    fake_arm.add_gallery("rg", "gal")
+    with pytest.raises(HttpResponseError, match="identifier.offer"):
+        client.gallery_images.begin_create_or_update("rg", "gal", "d", models.GalleryImage(
+            location="westeurope", os_type="Linux", os_state="Generalized",
+            identifier=models.GalleryImageIdentifier(publisher="p", sku="s"))).result()
+    with pytest.raises(HttpResponseError, match="ParentResourceNotFound|not found"):
+        client.gallery_images.begin_create_or_update("rg", "nogal", "d", models.GalleryImage(
+            location="westeurope", os_type="Linux", os_state="Generalized",
+            identifier=models.GalleryImageIdentifier(publisher="p", offer="o", sku="s"))).result()
+
+
+def test_disk_states_and_access_rules(fake_arm, client, azurite):  # noqa: F811
+    fake_arm.azurite = azurite
+    size = 20 * MIB + 512
+    upload_disk = models.Disk(location="westeurope", creation_data=models.CreationData(
+        create_option="Upload", upload_size_bytes=size))
+    client.disks.begin_create_or_update("rg", "d", upload_disk).result()
+    resized = models.Disk(location="westeurope", creation_data=models.CreationData(
+        create_option="Upload", upload_size_bytes=size + MIB))
+    with pytest.raises(HttpResponseError) as caught:
+        client.disks.begin_create_or_update("rg", "d", resized).result()
+    assert caught.value.status_code == 409
+    access = client.disks.begin_grant_access("rg", "d", models.GrantAccessData(
+        access="Write", duration_in_seconds=600)).result()
+    from azure.storage.blob import BlobClient
+    blob = BlobClient.from_blob_url(access.access_sas)
+    assert blob.get_blob_properties().size == size
+    assert client.disks.get("rg", "d").disk_state == "ActiveUpload"
+    client.disks.begin_revoke_access("rg", "d").result()
+    assert client.disks.get("rg", "d").disk_state == "Unattached"
+    with pytest.raises(HttpResponseError) as caught:
+        client.disks.begin_grant_access("rg", "d", models.GrantAccessData(
+            access="Write", duration_in_seconds=600)).result()
+    assert caught.value.error.code == "OperationNotAllowed"

@@ -179,3 +179,24 @@ def test_revoke_runs_on_interrupt_and_on_any_error(arm, failure):
     assert len(arm.calls("POST", "/d9/endGetAccess")) == 1
     assert arm.get(disk_id(arm, "d9"))["properties"]["diskState"] == "Unattached"
     assert any("revoked" in note for note in notes)
+
+
+def test_installed_executable_direct_upload(arm, source, tmp_path):
+    import os
+    from pathlib import Path
+    azlift = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "azlift"
+    result = subprocess.run(
+        [str(azlift), "upload", str(source), "--managed-disk", disk_id(arm), "-l", "westeurope",
+         "--arm-endpoint", arm.base_url, "--json"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, **arm.env(), "AZLIFT_STATE_DIR": str(tmp_path / "state")})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["diskState"] == "Unattached"
+    assert "sig=" not in result.stdout + result.stderr
+    assert_blob_holds(arm, source, tmp_path)
+
+
+def test_subscription_must_match_the_disk_id(capsys, arm, source):
+    code, _, err = upload(capsys, arm, source, "--subscription", "another")
+    assert code == 2 and "differs" in err
+    assert arm.requests == []
