@@ -95,3 +95,21 @@ def test_help_lists_every_option() -> None:
                    "--known-hosts", "--accept-new-host-key", "--check-only", "--dry-run",
                    "--yes", "--delete-user", "--no-shutdown", "--timeout", "--json"):
         assert option in result.output
+
+
+def test_sudo_password_prompted_on_a_terminal_and_not_echoed(root_tree, start_sshd,  # noqa: F811
+                                                             keys, known_hosts,  # noqa: F811
+                                                             monkeypatch) -> None:
+    from tests.support.rootfs import SUDO_LOG, SUDO_PASSWORD_FILE
+    tree = root_tree("ubuntu", variant="-sudoer", sudoer_owns_tree=True)
+    password = (tree / SUDO_PASSWORD_FILE).read_text().strip()
+    monkeypatch.setattr(common, "stdin_is_terminal", lambda: True)
+    server = start_sshd(tree)
+    trust(server, known_hosts)
+    args = argv(server, keys, known_hosts, "--check-only")
+    args[args.index("root")] = "admin"
+    result = CliRunner().invoke(app, args, input=password + "\n")
+    assert result.exit_code == 0, result.output
+    assert "sudo password for admin@127.0.0.1" in result.output
+    assert password not in result.output
+    assert "result [password-ok]" in read_log(server.upper, SUDO_LOG)

@@ -21,6 +21,7 @@ from .rootfs import POWEROFF_MARKER, SUDOER_UID
 from .tools import free_port, require_executable
 
 SSHD = "/usr/sbin/sshd"
+LOGIN_PASSWORD = "sandbox login password"  # admin's password for password logins
 SANDBOX_DIR = Path("/run/azlift-sandbox")  # two empty root-owned 0755 mountpoints
 MOUNTPOINT = SANDBOX_DIR / "root"  # the overlay, sshd's ChrootDirectory
 KEYS_MOUNT = SANDBOX_DIR / "keys"  # a tmpfs with authorized_keys any user can read
@@ -47,12 +48,19 @@ def make_keys(directory: Path) -> Keys:
                 public["client_key"])
 
 
+def _password_hash(password: str) -> str:
+    openssl = require_executable("openssl")
+    return subprocess.run([openssl, "passwd", "-6", "-salt", "sandboxsalt", password],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
 def _account_files(directory: Path) -> dict[str, Path]:
     """The machine's account files plus the sandbox's ``admin`` sudoer; shells are /bin/sh."""
+    admin_hash = _password_hash(LOGIN_PASSWORD)
     extra = {"passwd": "root:x:0:0:root:/root:/bin/sh\n"
                        f"admin:x:{SUDOER_UID}:{SUDOER_UID}:admin:/home/admin:/bin/sh\n",
              "group": f"root:x:0:\nadmin:x:{SUDOER_UID}:\n",
-             "shadow": "root:*:19000:0:99999:7:::\nadmin:*:19000:0:99999:7:::\n"}
+             "shadow": f"root:*:19000:0:99999:7:::\nadmin:{admin_hash}:19000:0:99999:7:::\n"}
     files = {}
     for name, line in extra.items():
         current = Path(f"/etc/{name}").read_text() if Path(f"/etc/{name}").exists() else ""
@@ -103,7 +111,7 @@ class SandboxSshd:
             f"Port {self.port}", f"ListenAddress {self.host}",
             f"HostKey {self.keys.host_key}", f"PidFile {self.workdir / 'sshd.pid'}",
             f"AuthorizedKeysFile {KEYS_MOUNT}/authorized_keys", "UsePAM no", "StrictModes no",
-            "PermitRootLogin prohibit-password", "PasswordAuthentication no",
+            "PermitRootLogin prohibit-password", "PasswordAuthentication yes",
             "KbdInteractiveAuthentication no", f"ChrootDirectory {MOUNTPOINT}",
             "PrintMotd no", "PrintLastLog no", "UseDNS no", "MaxStartups 50",
             "LogLevel VERBOSE", ""]))

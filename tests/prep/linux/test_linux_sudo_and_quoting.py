@@ -116,3 +116,23 @@ def test_hostile_initramfs_path_reaches_the_lister_as_one_argument(
     assert code == 0, capsys.readouterr().err
     assert read_log(server.upper, QUERIES_LOG) == [f"lsinitramfs [/{HOSTILE_INITRAMFS}]"]
     assert not [p for p in server.upper.rglob("pwned*")]
+
+
+def test_password_login_from_the_environment(sudoer_tree, sudo_password, start_sshd, keys,
+                                             known_hosts, monkeypatch, capsys) -> None:
+    from azlift.cli.main import main
+    from tests.support.sshd import LOGIN_PASSWORD
+    server = start_sshd(sudoer_tree)
+    trust(server, known_hosts)
+    base = ["prep", "linux", server.host, "--port", str(server.port), "--user", "admin",
+            "--known-hosts", str(known_hosts), "--timeout", "10", "--check-only",
+            "--password-env", "AZLIFT_TEST_LOGIN_PASSWORD", "--sudo-password-env", PASSWORD_VAR]
+    monkeypatch.setenv("AZLIFT_TEST_LOGIN_PASSWORD", "wrong login password")
+    assert main(base) == 4
+    err = capsys.readouterr().err
+    assert "refused user 'admin'" in err and "wrong login password" not in err
+    monkeypatch.setenv("AZLIFT_TEST_LOGIN_PASSWORD", LOGIN_PASSWORD)
+    assert main([*base, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["privilege"] == "sudo-password"
+    assert LOGIN_PASSWORD not in captured.out + captured.err
