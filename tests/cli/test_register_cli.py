@@ -344,3 +344,11 @@ def test_token_from_the_environment_is_never_printed(capsys, fake_arm, disks):  
     assert code == 4
     assert "Traceback" in err  # --debug shows it, and even then no token
     assert fake_arm.env()["AZLIFT_ARM_TOKEN"] not in out + err
+
+
+def test_os_type_needed_when_the_disk_does_not_tell(capsys, fake_arm, disks):  # noqa: F811
+    code, _, err = run(capsys, fake_arm, "image", "x", "-g", "rg", "-l", "westeurope",
+                       "--os-blob", disks["data"])
+    assert code == 2
+    assert "OS type" in err and "--os-type" in err
+    assert fake_arm.requests == []
