@@ -2,9 +2,10 @@
 
 A fixed VHD is what Azure stores byte for byte, so every footer and size rule applies to
 it as it is, and each broken rule is an error. Any other source (raw, dynamic,
-differencing, VHDX) is converted by ``azlift vhd convert``/``fix``/``upload`` first: it
-gets a ``needs_conversion`` warning, and the size rules apply to the fixed VHD that
-conversion would produce. The codes are part of the JSON contract (see README.md).
+differencing, VHDX) must be converted by ``azlift vhd convert``/``fix``/``upload`` first:
+that is a ``needs_conversion`` warning, not an error, while the size rules apply to its
+virtual size as they do to a fixed VHD's. The codes are part of the JSON contract (see
+README.md).
 """
 from __future__ import annotations
 
@@ -251,13 +252,9 @@ def check_image(image: DiskImage, role: Role | None = None) -> CheckReport:
             findings += stale_footer_rule(image, virtual_size)
     else:
         findings.append(conversion_finding(image))
-        target = azure_virtual_size(virtual_size)
-        if target != virtual_size:
-            findings.append(Finding(
-                "size_rounded_up", INFO,
-                f"virtual size {virtual_size} is not a whole number of MiB; the fixed VHD "
-                f"will be {target} bytes (zeros appended)"))
-        findings += check_output_rules(target, role, remedy="convert")
+        remedy = ("run `azlift vhd fix` (in place) or `azlift vhd convert`"
+                  if image.format == "raw" else "run `azlift vhd convert`")
+        findings += check_output_rules(virtual_size, role, remedy=remedy)
     layout = analyze(image)
     findings += layout_findings(layout, role, virtual_size)
     return CheckReport(image.path, image.format, role, virtual_size,

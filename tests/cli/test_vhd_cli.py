@@ -219,7 +219,9 @@ def test_typer_runner_help_has_examples() -> None:
 
 def test_typer_runner_check_exit_codes(tmp_path: Path, windows_disk: Path) -> None:
     runner = CliRunner()
-    assert runner.invoke(app, ["vhd", "check", str(windows_disk)]).exit_code == 0
+    odd = runner.invoke(app, ["vhd", "check", str(windows_disk)])  # 48 MiB + 1000 bytes
+    assert odd.exit_code == 1 and "size_not_whole_mib" in odd.output
+    assert runner.invoke(app, ["vhd", "fix", str(windows_disk)]).exit_code == 0
     assert runner.invoke(app, ["vhd", "check", str(windows_disk), "--os-disk"]).exit_code == 0
     small = layouts.write_disk(tmp_path / "s.img", MIB, {})
     assert runner.invoke(app, ["vhd", "check", small]).exit_code == 1

@@ -132,12 +132,21 @@ def test_qemu_dynamic_vhd_needs_conversion_but_is_ready(tmp_path: Path) -> None:
     assert report.layout.generation_hint == "V2"
 
 
-def test_raw_of_odd_length_is_rounded_up(tmp_path: Path) -> None:
+def test_raw_of_odd_length_is_not_ready_and_points_to_fix(tmp_path: Path) -> None:
     path = marked_raw(tmp_path, 21 * MIB + 1000)
     report = check_path(path)
     assert report.format == "raw"
     assert report.azure_virtual_size == 22 * MIB
-    assert {"needs_conversion", "size_rounded_up"} <= set(report.codes())
+    assert report.codes()[:2] == ["needs_conversion", "size_not_whole_mib"]
+    assert "azlift vhd fix" in report.findings[1].message
+    assert not report.ready
+
+
+def test_raw_of_whole_mib_is_ready_with_a_conversion_warning(tmp_path: Path) -> None:
+    report = check_path(marked_raw(tmp_path, 21 * MIB))
+    (warning,) = [f for f in report.findings if f.severity == "warning"
+                  and f.code == "needs_conversion"]
+    assert "azlift vhd fix" in warning.message
     assert report.ready
 
 
