@@ -129,7 +129,8 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
         for piece_offset, piece_length in pieces:
             if cancel.is_set():
                 raise UploadInterrupted("upload interrupted")
-            chunk = bytes(view[piece_offset - offset:piece_offset - offset + piece_length])
+            start = piece_offset - offset
+            chunk = data if piece_length == len(data) else bytes(view[start:start + piece_length])
             md5 = hashlib.md5(chunk).digest()
             made, retried = _put_with_reput(target, piece_offset, chunk, md5)
             requests += made

@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""Benchmark: azlift's page-blob upload against the storage SDK's, one run, same Azurite.
+
+    .venv/bin/python scripts/bench_upload.py [--workdir .bench] [--threads 8]
+
+Each measurement gets a fresh in-memory Azurite from the project's install (the same
+emulator and options every time; a fresh one because Azurite slows down as the blobs it
+held pile up in its heap), then:
+1. Sparse: a 4 GiB virtual disk with 256 MiB of random data in 1024 scattered pieces of
+   256 KiB, converted to a fixed VHD with `vhd convert`. azlift (`upload_image`, 8
+   threads) against `BlobClient.upload_blob(f, blob_type="PageBlob", max_concurrency=8)`
+   on that same file: wall time and Put Page body bytes (goals: azlift wall <= 0.1 x
+   the SDK's; azlift bytes <= 1.01 x the non-zero data + footer).
+2. Dense: 1 GiB of random data as a fixed VHD. azlift (Content-MD5 on every page) against
+   the SDK (no MD5) and against the ceiling of this Azurite: a bare loop of 4 MiB
+   `upload_page` calls from memory, 8 threads, no MD5 (goals: azlift >= 1.1 x SDK and
+   >= 0.8 x ceiling).
+3. Memory: peak RSS of the installed `azlift upload` for 4 GiB and 16 GiB virtual raw
+   disks holding the same data (goals: within 10 % of each other, <= 200 MiB).
+Prints a table and writes WORKDIR/bench_upload.json. Not a test: run it by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from azure.storage.blob import BlobClient, BlobServiceClient  # noqa: E402
+
+import vhd  # noqa: E402
+from upload.auth import EMULATOR_ACCOUNT, EMULATOR_KEY  # noqa: E402
+from upload.target import BlobPageTarget  # noqa: E402
+from upload.uploader import upload_image  # noqa: E402
+from vhd.convert import convert  # noqa: E402
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+AZURITE = ROOT / ".tools" / "node_modules" / ".bin" / "azurite-blob"
+AZLIFT = Path(sys.executable).parent / "azlift"
+CREDENTIAL = {"account_name": EMULATOR_ACCOUNT, "account_key": EMULATOR_KEY}
+
+
+class PutPageCounter:
+    """raw_request_hook: Put Page requests and body bytes, every attempt."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request) -> None:  # noqa: ANN001 - azure-core PipelineRequest
+        http = request.http_request
+        if http.method == "PUT" and "comp=page" in http.url:
+            with self._lock:
+                self.requests += 1
+                self.bytes += int(http.headers.get("Content-Length", 0))
+
+
+def start_azurite(workdir: Path) -> tuple[subprocess.Popen, str]:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+         "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process, f"http://127.0.0.1:{port}/{EMULATOR_ACCOUNT}"
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("azurite did not start")
+
+
+def write_scattered(path: Path, virtual: int, data: int, piece: int, seed: int = 42) -> Path:
+    """A sparse raw disk of ``virtual`` bytes with ``data`` bytes of random pieces."""
+    rng = random.Random(seed)
+    slots = rng.sample(range(min(virtual, 4 * GIB) // piece), data // piece)
+    with open(path, "wb") as handle:
+        handle.truncate(virtual)
+        for slot in sorted(slots):
+            handle.seek(slot * piece)
+            handle.write(rng.randbytes(piece))
+    return path
+
+
+def fixed_vhd(raw: Path) -> Path:
+    dest = raw.with_suffix(".vhd")
+    convert(str(raw), str(dest), force=True)
+    return dest
+
+
+def nonzero_bytes(path: Path) -> int:
+    """Bytes in non-zero 512-byte sectors of a file (its data extents only)."""
+    import numpy as np
+    total = 0
+    with vhd.open_image(str(path), "raw") as image:
+        for offset, length in image.extents():
+            for start in range(offset, offset + length, 64 * MIB):
+                chunk = image.read(start, min(64 * MIB, offset + length - start))
+                padded = chunk + bytes(-len(chunk) % 512)
+                words = np.frombuffer(padded, dtype=np.uint64).reshape(-1, 64)
+                total += int(words.any(axis=1).sum()) * 512
+    return total
+
+
+def azlift_upload(endpoint: str, container: str, source: Path, threads: int) -> dict:
+    counter = PutPageCounter()
+    target = BlobPageTarget(f"{endpoint}/{container}/azlift-{source.stem}.vhd", CREDENTIAL,
+                            request_hook=counter)
+    started = time.perf_counter()
+    with vhd.open_image(str(source)) as image:
+        summary = upload_image(image, target, threads=threads, overwrite=True,
+                               journal_dir=Path(tempfile.mkdtemp()))
+    wall = time.perf_counter() - started
+    target.client.delete_blob()
+    target.close()
+    return {"wall_s": wall, "put_page_bytes": counter.bytes, "requests": counter.requests,
+            "data_bytes_sent": summary.data_bytes_sent}
+
+
+def sdk_upload(endpoint: str, container: str, source: Path, threads: int) -> dict:
+    counter = PutPageCounter()
+    client = BlobClient.from_blob_url(f"{endpoint}/{container}/sdk-{source.stem}.vhd",
+                                      credential=CREDENTIAL, raw_request_hook=counter)
+    started = time.perf_counter()
+    with open(source, "rb") as handle:
+        client.upload_blob(handle, blob_type="PageBlob", max_concurrency=threads,
+                           length=source.stat().st_size, overwrite=True)
+    wall = time.perf_counter() - started
+    client.delete_blob()
+    client.close()
+    return {"wall_s": wall, "put_page_bytes": counter.bytes, "requests": counter.requests}
+
+
+def ceiling(endpoint: str, container: str, size: int, threads: int) -> dict:
+    """Bare 4 MiB upload_page calls from one in-memory buffer: what this Azurite can take."""
+    client = BlobClient.from_blob_url(f"{endpoint}/{container}/ceiling.vhd",
+                                      credential=CREDENTIAL)
+    client.create_page_blob(size=size)
+    buffer = os.urandom(4 * MIB)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda offset: client.upload_page(buffer, offset=offset, length=4 * MIB),
+                      range(0, size, 4 * MIB)))
+    wall = time.perf_counter() - started
+    client.delete_blob()
+    client.close()
+    return {"wall_s": wall}
+
+
+def peak_rss(endpoint: str, container: str, source: Path, threads: int) -> int:
+    """Peak RSS (bytes) of the installed `azlift upload` for ``source``."""
+    env = {**os.environ, "AZLIFT_STATE_DIR": tempfile.mkdtemp()}
+    process = subprocess.Popen(
+        [str(AZLIFT), "upload", str(source), f"{container}/rss-{source.stem}.vhd", "--emulator",
+         "--emulator-endpoint", endpoint, "--threads", str(threads), "--json", "--overwrite"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    out, err = process.stdout.read(), process.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"azlift upload failed: {err.decode(errors='replace')}")
+    json.loads(out)
+    BlobClient.from_blob_url(f"{endpoint}/{container}/rss-{source.stem}.vhd",
+                             credential=CREDENTIAL).delete_blob()
+    return usage.ru_maxrss * 1024
+
+
+@contextmanager
+def fresh_azurite(workdir: Path) -> Iterator[str]:
+    """A new in-memory Azurite with a "bench" container: every measurement starts equal."""
+    process, endpoint = start_azurite(workdir)
+    try:
+        BlobServiceClient(endpoint, credential=CREDENTIAL).create_container("bench")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".bench")
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    workdir = args.workdir / "upload"
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict = {"threads": args.threads}
+    container, threads = "bench", args.threads
+    try:
+        print("building images ...", file=sys.stderr)
+        sparse = fixed_vhd(write_scattered(workdir / "sparse4g.raw", 4 * GIB, 256 * MIB,
+                                           256 * 1024))
+        dense_raw = workdir / "dense1g.raw"
+        with open(dense_raw, "wb") as handle:
+            for _ in range(256):
+                handle.write(os.urandom(4 * MIB))
+        dense = fixed_vhd(dense_raw)
+        results["sparse_nonzero_bytes"] = nonzero_bytes(sparse)
+        raw4 = write_scattered(workdir / "rss4g.raw", 4 * GIB, 256 * MIB, 256 * 1024)
+        raw16 = write_scattered(workdir / "rss16g.raw", 16 * GIB, 256 * MIB, 256 * 1024)
+        measurements = [
+            ("sparse_azlift", lambda ep: azlift_upload(ep, container, sparse, threads)),
+            ("sparse_sdk", lambda ep: sdk_upload(ep, container, sparse, threads)),
+            ("dense_ceiling", lambda ep: ceiling(ep, container, GIB, threads)),
+            ("dense_azlift", lambda ep: azlift_upload(ep, container, dense, threads)),
+            ("dense_sdk", lambda ep: sdk_upload(ep, container, dense, threads)),
+            ("rss_4g", lambda ep: peak_rss(ep, container, raw4, threads)),
+            ("rss_16g", lambda ep: peak_rss(ep, container, raw16, threads)),
+        ]
+        for name, measure in measurements:
+            print(f"{name} ...", file=sys.stderr)
+            with fresh_azurite(workdir) as endpoint:
+                results[name] = measure(endpoint)
+    finally:
+        for name in ("sparse4g.raw", "sparse4g.vhd", "dense1g.raw", "dense1g.vhd",
+                     "rss4g.raw", "rss16g.raw"):
+            (workdir / name).unlink(missing_ok=True)
+        shutil.rmtree(workdir / "__blobstorage__", ignore_errors=True)
+
+    report(results)
+    (args.workdir / "bench_upload.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def report(r: dict) -> None:
+    mibps = lambda seconds: GIB / MIB / seconds  # noqa: E731 - 1 GiB moved in ``seconds``
+    sparse_ratio = r["sparse_azlift"]["wall_s"] / r["sparse_sdk"]["wall_s"]
+    bytes_ratio = r["sparse_azlift"]["put_page_bytes"] / (r["sparse_nonzero_bytes"] + 512)
+    dense = {name: mibps(r[f"dense_{name}"]["wall_s"]) for name in ("azlift", "sdk", "ceiling")}
+    rss4, rss16 = r["rss_4g"] / MIB, r["rss_16g"] / MIB
+    rows = [
+        ("sparse 4 GiB/256 MiB: azlift wall", f"{r['sparse_azlift']['wall_s']:.2f} s"),
+        ("sparse: SDK upload_blob wall", f"{r['sparse_sdk']['wall_s']:.2f} s"),
+        ("sparse: wall ratio azlift/SDK (goal <= 0.1)", f"{sparse_ratio:.3f}"),
+        ("sparse: azlift Put Page bytes / non-zero data (goal <= 1.01)", f"{bytes_ratio:.4f}"),
+        ("sparse: SDK Put Page bytes / non-zero data",
+         f"{r['sparse_sdk']['put_page_bytes'] / r['sparse_nonzero_bytes']:.2f}"),
+        ("dense 1 GiB: azlift (MD5 on every page)", f"{dense['azlift']:.0f} MiB/s"),
+        ("dense: SDK upload_blob (no MD5)", f"{dense['sdk']:.0f} MiB/s"),
+        ("dense: ceiling (bare upload_page loop)", f"{dense['ceiling']:.0f} MiB/s"),
+        ("dense: azlift/SDK (goal >= 1.1)", f"{dense['azlift'] / dense['sdk']:.2f}"),
+        ("dense: azlift/ceiling (goal >= 0.8)", f"{dense['azlift'] / dense['ceiling']:.2f}"),
+        ("peak RSS, 4 GiB virtual", f"{rss4:.0f} MiB"),
+        ("peak RSS, 16 GiB virtual (goal within 10 %, <= 200 MiB)", f"{rss16:.0f} MiB"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
