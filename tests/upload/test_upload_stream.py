@@ -1,0 +1,137 @@
+"""The fixed-VHD view of an image: layout, zero scan, padded reads, ordered MD5, journal."""
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import vhd
+from tests.upload.helpers import make_source
+from upload.journal import Journal, fingerprint, state_dir
+from upload.ranges import GRID
+from upload.stream import OrderedMd5, SourceReader, fixed_vhd_layout, nonzero_sector_flags
+from vhd.convert import footer_for
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(st.integers(0, 63), st.integers(0, 511), st.integers(1, 255)),
+                max_size=20))
+def test_zero_scan_matches_a_plain_loop(writes) -> None:
+    buffer = bytearray(64 * 512)
+    for sector, position, value in writes:
+        buffer[sector * 512 + position] = value
+    flags = nonzero_sector_flags(bytes(buffer))
+    assert flags.tolist() == [any(buffer[i:i + 512]) for i in range(0, len(buffer), 512)]
+
+
+def test_layout_rounds_to_a_mib_and_ends_with_converts_footer(tmp_path) -> None:
+    source = make_source("raw", tmp_path, size=21 * 1024 * 1024 + 700, count=10)
+    with vhd.open_image(str(source.path)) as image:
+        layout = fixed_vhd_layout(image)
+        assert layout.footer == footer_for(image, layout.virtual_size).pack()
+    assert layout.virtual_size == 22 * 1024 * 1024
+    assert layout.blob_length == layout.virtual_size + 512
+    units = layout.units()
+    assert units[-1] == (layout.virtual_size, 512)
+    assert all(o // GRID == (o + n - 1) // GRID for o, n in units[:-1])
+    assert all(o % 512 == 0 and n % 512 == 0 for o, n in units)
+
+
+def test_reader_pads_past_the_source_end_and_reads_from_every_thread(tmp_path) -> None:
+    path = tmp_path / "odd.raw"
+    path.write_bytes(b"\x07" * 1000)
+    with vhd.open_image(str(path)) as image:
+        reader = SourceReader(image)
+        data = reader.read(0, 4096)
+        reader.close()
+    assert data == b"\x07" * 1000 + bytes(3096)
+
+
+def test_ordered_md5_equals_md5_of_the_assembled_blob() -> None:
+    rng = random.Random(3)
+    length = 40 * 4096 + 512
+    units = sorted(rng.sample(range(40), 12))
+    pieces = {u * 4096: rng.randbytes(4096) for u in units}
+    pieces[40 * 4096] = b"F" * 512
+    blob = bytearray(length)
+    for offset, data in pieces.items():
+        blob[offset:offset + len(data)] = data
+    md5 = OrderedMd5(length, sorted(pieces))
+    order = list(pieces.items())
+    rng.shuffle(order)
+    for offset, data in order:
+        md5.add(offset, data)
+    assert md5.finish() == hashlib.md5(bytes(blob)).digest()
+
+
+def test_journal_survives_a_torn_last_line(tmp_path) -> None:
+    source = make_source("raw", tmp_path, count=3)
+    with vhd.open_image(str(source.path)) as image:
+        fp = fingerprint(image, fixed_vhd_layout(image), "https://a.blob.core.windows.net/c/b")
+    journal = Journal.start(fp, tmp_path)
+    for offset in (0, 4194304, 8388608):
+        journal.acknowledge(offset)
+    journal.close()
+    with open(journal.path, "a") as handle:
+        handle.write("1258")  # a kill -9 in the middle of an append
+    loaded = Journal.load(fp.target, tmp_path)
+    assert loaded.acknowledged == {0, 4194304, 8388608}
+    assert loaded.header == fp
+
+
+def test_state_dir_precedence(tmp_path) -> None:
+    assert state_dir({"AZLIFT_STATE_DIR": "/x", "XDG_STATE_HOME": "/y"}).as_posix() == "/x"
+    assert state_dir({"XDG_STATE_HOME": "/y"}).as_posix() == "/y/azlift"
+    assert state_dir({}).as_posix().endswith(".local/state/azlift")
+
+
+def test_progress_events_are_monotonic_and_complete(tmp_path) -> None:
+    """Checked through a fake target that only records (no network)."""
+    from upload.target import BlobState
+    from upload.uploader import upload_image
+
+    class Recorder:
+        identity = "memory://disk"
+        supports_metadata = True
+
+        def __init__(self) -> None:
+            self.pages: dict[int, bytes] = {}
+            self.meta: dict[str, str] = {}
+
+        def exists(self) -> bool:
+            return False
+
+        def properties(self) -> BlobState:
+            return BlobState(0, "PageBlob", dict(self.meta))
+
+        def create(self, size: int, overwrite: bool) -> None:
+            self.size = size
+
+        def put_pages(self, offset: int, data: bytes, md5: bytes | None) -> int:
+            assert md5 == hashlib.md5(data).digest()
+            self.pages[offset] = data
+            return 1
+
+        def set_metadata(self, metadata: dict[str, str]) -> None:
+            self.meta.update(metadata)
+
+        def set_content_md5(self, md5: bytes) -> None:
+            self.md5 = md5
+
+    source = make_source("raw", tmp_path, count=30)
+    events = []
+    target = Recorder()
+    with vhd.open_image(str(source.path)) as image:
+        summary = upload_image(image, target, threads=4, progress=events.append,
+                               journal_dir=tmp_path / "s")
+    done = [event.done_bytes for event in events]
+    assert done == sorted(done) and done[-1] == events[-1].total_bytes
+    assert events[-1].sent_bytes == summary.data_bytes_sent == sum(map(len, target.pages.values()))
+    assert target.meta["azlift_state"] == "complete"
+    blob = np.zeros(target.size, dtype=np.uint8)
+    for offset, data in target.pages.items():
+        blob[offset:offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+    assert bytes(blob[:source.size]) == source.guest_bytes()
