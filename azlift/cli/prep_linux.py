@@ -11,6 +11,7 @@ import typer
 from prep.errors import GuestNotReadyError, NotConfirmedError, PrepUsageError, PrivilegeError
 from prep.linux import DeprovisionPlan, Inspection, build_plan, deprovision, inspect
 from prep.plan import BACKUP_REMINDER, Severity, Step, blocking
+from prep.shell import RootShell
 from prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget, wait_until_gone
 
 from . import common
@@ -124,7 +125,8 @@ def prep_linux(
         say(f"{host} is deprovisioned; it is still running (--no-shutdown).", err=False)
 
 
-def _inspect(remote: SshRemote, sudo_password: str | None, timeout: float) -> tuple:
+def _inspect(remote: SshRemote, sudo_password: str | None,
+             timeout: float) -> tuple[Inspection, RootShell]:
     try:
         return inspect(remote, sudo_password, timeout=timeout)
     except PrivilegeError:

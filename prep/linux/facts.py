@@ -5,7 +5,7 @@ Gathering runs commands; judging (checks.py) is pure, so it is tested from table
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..shell import quote
@@ -56,7 +56,6 @@ class Facts:
     udf_disabled: bool = False
     reboot_pending: bool = False
     registered: bool = False
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def choose_initramfs(paths: list[str], kernel: str) -> str | None:

@@ -5,6 +5,7 @@ has shown and had confirmed.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -109,6 +110,15 @@ def deprovision(root: RootShell, plan: DeprovisionPlan, *,
     if not plan.powers_off:
         return Outcome(len(plan.steps), True, dropped, False, None)
     seconds = wait_until_gone()
-    alive = getattr(root.remote, "alive", None)
-    dropped = dropped or (alive is not None and not alive)
+    dropped = dropped or _connection_ended(root.remote)
     return Outcome(len(plan.steps), True, dropped, True, round(seconds, 2))
+
+
+def _connection_ended(remote: Remote, grace: float = 2.0) -> bool:
+    """Whether the session has ended (the transport notices a peer's reset shortly after)."""
+    if not hasattr(remote, "alive"):
+        return False
+    deadline = time.monotonic() + grace
+    while remote.alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not remote.alive
