@@ -352,3 +352,37 @@ def test_os_type_needed_when_the_disk_does_not_tell(capsys, fake_arm, disks):  #
     assert code == 2
     assert "OS type" in err and "--os-type" in err
     assert fake_arm.requests == []
+
+
+def test_spinner_on_a_terminal(monkeypatch):
+    import io
+
+    from azlift.cli.register import StatusLine
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr("sys.stderr", screen)
+    status = StatusLine()
+    for state in ("Started", "InProgress", "InProgress", "Succeeded"):
+        status("web", state)
+    text = screen.getvalue()
+    assert text.count("\r") == 4
+    assert "\r| web: Started" in text and "\r/ web: InProgress" in text
+    assert text.endswith("web: Succeeded\x1b[K\n")
+    quiet = StatusLine(quiet=True)
+    quiet("web", "InProgress")
+    assert screen.getvalue() == text
+
+
+def test_dry_run_without_json_prints_the_requests(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "disk", "d1", "-g", "rg", "-l", "westeurope",
+                         "--blob", disks["data"], "--storage-account-id", SA, "--dry-run")
+    assert code == 0, err
+    first, *body = out.splitlines()
+    assert first.startswith("PUT https://") and "/disks/d1?api-version=" in first
+    assert json.loads("\n".join(body))["properties"]["creationData"]["createOption"] == "Import"
+    assert "nothing was sent" in err
+    assert fake_arm.requests == []
