@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.azurite import azurite  # noqa: F401
 from upload import register as reg
 from upload.arm import ArmTarget, RecordingTransport, compute_client
 from upload.blob_source import footer_problems
@@ -174,3 +175,24 @@ def test_footer_problems_name_each_fault():
                                                         + good.pack()[68:]), size + 512)[0]
     assert "holds" in " ".join(footer_problems(good, size + MIB + 512))
     assert "cookie" in footer_problems(Footer.unpack(bytes(512)), size + 512)[0]
+
+
+def test_blob_disk_image_reads_across_blocks(azurite):  # noqa: F811
+    import random
+
+    from upload.blob_source import READ_BLOCK, BlobDiskImage, open_blob
+
+    data = random.Random(3).randbytes(3 * READ_BLOCK)
+    footer = fixed_footer(3 * READ_BLOCK).with_checksum().pack()
+    container = azurite.new_container()
+    client = azurite.service_client().get_blob_client(container, "x.vhd")
+    client.create_page_blob(len(data) + 512)
+    client.upload_page(data + footer, offset=0, length=len(data) + 512)
+    with BlobDiskImage(open_blob(client.url, credential={
+            "account_name": azurite.account_name, "account_key": azurite.account_key}),
+            len(data) + 512) as image:
+        assert image.virtual_size == len(data)
+        assert image.read(READ_BLOCK - 7, 20) == data[READ_BLOCK - 7:READ_BLOCK + 13]
+        assert image.read(0, len(data) + 4096) == data  # clipped at the end, footer excluded
+        assert image.read(len(data), 10) == b""
+        assert list(image.extents()) == [(0, len(data))]
