@@ -14,6 +14,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .tools import require_executable
+
 RECORDED_LOG = "var/log/recorded.log"  # argv of every command that changes something
 QUERIES_LOG = "var/log/queries.log"  # argv of read-only stand-ins (listers)
 SUDO_LOG = "var/log/sudo.log"  # how sudo was called (argv only: never the password)
@@ -106,9 +108,7 @@ def _write(root: Path, relative: str, text: str, mode: int = 0o644) -> Path:
 
 
 def _install_busybox(root: Path) -> None:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        raise RuntimeError("busybox is not installed")
+    busybox = require_executable("busybox")
     shutil.copy2(busybox, root / "bin/busybox")
     applets = subprocess.run([busybox, "--list-full"], check=True, capture_output=True,
                              text=True).stdout.split()

@@ -22,6 +22,9 @@ from .tools import free_port, require_executable
 
 SSHD = "/usr/sbin/sshd"
 LOGIN_PASSWORD = "sandbox login password"  # admin's password for password logins
+# its SHA-512 crypt(3) hash (openssl passwd -6 -salt sandboxsalt), as /etc/shadow holds it
+LOGIN_PASSWORD_HASH = ("$6$sandboxsalt$FArZY7BR84u/rGapBWUK1Bms/HxdF9idXiE2A9jTk9irBxM30UnWIozUt"
+                       "eGtsymlIuFHKFxmJ/gqkC82.KvQr0")
 SANDBOX_DIR = Path("/run/azlift-sandbox")  # two empty root-owned 0755 mountpoints
 MOUNTPOINT = SANDBOX_DIR / "root"  # the overlay, sshd's ChrootDirectory
 KEYS_MOUNT = SANDBOX_DIR / "keys"  # a tmpfs with authorized_keys any user can read
@@ -48,15 +51,9 @@ def make_keys(directory: Path) -> Keys:
                 public["client_key"])
 
 
-def _password_hash(password: str) -> str:
-    openssl = require_executable("openssl")
-    return subprocess.run([openssl, "passwd", "-6", "-salt", "sandboxsalt", password],
-                          check=True, capture_output=True, text=True).stdout.strip()
-
-
 def _account_files(directory: Path) -> dict[str, Path]:
     """The machine's account files plus the sandbox's ``admin`` sudoer; shells are /bin/sh."""
-    admin_hash = _password_hash(LOGIN_PASSWORD)
+    admin_hash = LOGIN_PASSWORD_HASH
     extra = {"passwd": "root:x:0:0:root:/root:/bin/sh\n"
                        f"admin:x:{SUDOER_UID}:{SUDOER_UID}:admin:/home/admin:/bin/sh\n",
              "group": f"root:x:0:\nadmin:x:{SUDOER_UID}:\n",
