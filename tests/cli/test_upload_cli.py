@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -208,3 +209,50 @@ def test_interrupted_upload_resumes_byte_identical(env, azurite, tmp_path, capsy
     assert summary["resumed_bytes"] > 0 and summary["data_bytes_sent"] < nonzero
     resent = first_bytes + summary["data_bytes_sent"] - nonzero
     assert 0 <= resent <= 2 * 4 * MIB  # at most the window (2 threads × 4 MiB)
+
+
+def _run_on_terminal(*args: str) -> tuple[int, bytes, bytes]:
+    """Run azlift with stderr on a pseudo-terminal; (exit code, stdout, terminal output)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    received: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                return
+            if not chunk:
+                return
+            received.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    process = subprocess.Popen([AZLIFT, *args], stdout=subprocess.PIPE, stderr=slave,
+                               stdin=subprocess.DEVNULL, env=os.environ)
+    os.close(slave)
+    out, _ = process.communicate(timeout=60)
+    reader.join(timeout=10)
+    os.close(master)
+    return process.returncode, out, b"".join(received)
+
+
+def test_progress_bar_only_on_a_terminal(env, azurite, tmp_path) -> None:  # noqa: F811
+    source = make_source("raw", tmp_path, count=40)
+    container = azurite.new_container()
+    code, out, terminal = _run_on_terminal("upload", str(source.path), f"{container}/tty.vhd",
+                                           "--emulator")
+    assert code == 0
+    text = terminal.decode(errors="replace")
+    assert "sent=" in text and "B/s" in text  # tqdm: bytes, rate, our postfix
+    assert b"data sent" in out
+    done, _ = _run("upload", str(source.path), f"{container}/plain.vhd", "--emulator")
+    assert done.returncode == 0 and done.stderr == ""  # stderr not a terminal: no bar
+    code, _, terminal = _run_on_terminal("upload", str(source.path), f"{container}/q.vhd",
+                                         "--emulator", "--quiet")
+    assert code == 0 and terminal == b""
