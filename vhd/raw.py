@@ -163,18 +163,39 @@ class FileImage:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def read_runs(self, offset: int, length: int, runs: Iterable[Run]) -> bytes:
-        """Assemble guest bytes from ``runs``: one pread per run kept in the file."""
+        """Assemble guest bytes from ``runs`` (contiguous, in order, covering the range).
+
+        A single run in the file is one pread. Otherwise the file's runs are read straight
+        into one zero-filled buffer (preadv, no copy in Python), which is returned as is:
+        a bytearray, which is bytes-like for every consumer (slicing, comparing, writing).
+        """
         runs = list(runs)
         if len(runs) == 1 and runs[0].source >= 0:
             return self.pread(runs[0].source, length)
         out = bytearray(length)
+        view = memoryview(out)
         for run in runs:
             start = run.offset - offset
             if run.source >= 0:
-                out[start:start + run.length] = self.pread(run.source, run.length)
+                self.pread_into(run.source, view[start:start + run.length])
             elif run.source == FROM_PARENT:
-                out[start:start + run.length] = self.parent_read(run.offset, run.length)
-        return bytes(out)
+                view[start:start + run.length] = self.parent_read(run.offset, run.length)
+        return out  # type: ignore[return-value]  # bytes-like, see the docstring
+
+    def pread_into(self, offset: int, buffer: memoryview) -> None:
+        """Fill ``buffer`` from the file at ``offset``, or TruncatedImageError."""
+        done = 0
+        while done < len(buffer):
+            try:
+                got = os.preadv(self.fd, [buffer[done:]], offset + done)
+            except OSError as error:
+                raise ImageIOError(f"cannot read {self.path} at offset {offset + done}: "
+                                   f"{error.strerror}") from error
+            if got == 0:
+                raise TruncatedImageError(
+                    f"{self.path}: expected {len(buffer)} bytes at offset {offset}, the file "
+                    f"ends after {done} of them (file size {self.file_size})")
+            done += got
 
     def parent_read(self, offset: int, length: int) -> bytes:
         """Bytes a differencing disk inherits; formats without parents read zeros."""

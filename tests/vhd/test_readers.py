@@ -393,3 +393,47 @@ def test_vhdx_name_without_identifier_is_refused(tmp_path: Path, raw_disk: Path)
     named = raw_disk.rename(tmp_path / "disk.VHDX")
     with pytest.raises(vhd.FormatMismatchError, match="VHDX"):
         vhd.open_image(named)
+
+
+# --- read efficiency ------------------------------------------------------------------
+def count_file_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the positional reads every reader issues (both the copying and the
+    in-place path), without changing what they do."""
+    calls: list[int] = []
+    real_preadv = os.preadv
+
+    def counting_preadv(fd: int, buffers, offset: int) -> int:
+        calls.append(offset)
+        return real_preadv(fd, buffers, offset)
+
+    real_pread = os.pread
+
+    def counting_pread(fd: int, length: int, offset: int) -> bytes:
+        calls.append(offset)
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "preadv", counting_preadv)
+    monkeypatch.setattr(os, "pread", counting_pread)
+    return calls
+
+
+def test_dynamic_read_is_one_pread_per_block(tmp_path: Path, monkeypatch) -> None:
+    size = 8 * MIB
+    chunks = [(offset, bytes([offset // MIB + 1]) * 1000) for offset in range(0, 4 * MIB, MIB)]
+    path = build_dynamic_vhd(tmp_path / "d.vhd", size, chunks, block_size=MIB)
+    with vhd.open_image(path) as image:
+        calls = count_file_reads(monkeypatch)
+        data = image.read(0, size)  # four stored blocks, then four holes
+        assert data == expected_bytes(size, chunks)
+        assert len(calls) == 4
+
+
+def test_vhdx_read_of_blocks_contiguous_in_the_file_is_one_pread(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    size = 8 * MIB
+    chunks = [(offset, b"v" * 700) for offset in range(0, 3 * MIB, MIB)]
+    path = build_vhdx(tmp_path / "x.vhdx", size, chunks)  # blocks stored back to back
+    with vhd.open_image(path) as image:
+        calls = count_file_reads(monkeypatch)
+        assert image.read(0, size) == expected_bytes(size, chunks)
+        assert len(calls) == 1
