@@ -44,6 +44,7 @@ class Fingerprint:
     source_size: int
     source_mtime_ns: int
     source_format: str
+    parents_sha256: str  # the differencing chain's files (path, size, mtime), if any
     map_sha256: str
     footer_sha256: str
     target: str
@@ -61,13 +62,29 @@ class Fingerprint:
                 for name in mine if mine[name] != theirs[name]]
 
 
+def _file_identity(path: str) -> tuple[str, int, int]:
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    return real, stat.st_size, stat.st_mtime_ns
+
+
+def parents_digest(image: DiskImage) -> str:
+    """Hash of the identities of every parent a differencing image reads through."""
+    identities = []
+    parent = getattr(image, "parent", None)
+    while parent is not None and getattr(parent, "path", None):
+        identities.append(_file_identity(parent.path))
+        parent = getattr(parent, "parent", None)
+    return hashlib.sha256(json.dumps(identities).encode()).hexdigest()
+
+
 def fingerprint(image: DiskImage, layout: FixedVhdLayout, target: str) -> Fingerprint:
     """The fingerprint of uploading ``image`` (as ``layout``) to ``target``."""
-    path = os.path.realpath(image.path)
-    stat = os.stat(path)
+    path, size, mtime_ns = _file_identity(image.path)
     return Fingerprint(
-        source_path=path, source_size=stat.st_size, source_mtime_ns=stat.st_mtime_ns,
-        source_format=image.format, map_sha256=layout.extents_digest(),
+        source_path=path, source_size=size, source_mtime_ns=mtime_ns,
+        source_format=image.format, parents_sha256=parents_digest(image),
+        map_sha256=layout.extents_digest(),
         footer_sha256=hashlib.sha256(layout.footer).hexdigest(), target=target,
         blob_length=layout.blob_length)
 

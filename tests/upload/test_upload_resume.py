@@ -119,3 +119,30 @@ def test_existing_target_of_the_wrong_size_is_refused_without_create(azurite, tm
     target.client.create_page_blob(size=64 * 1024 * 1024 + 512)
     with vhd.open_image(str(source.path)) as image, pytest.raises(TargetSizeError):
         upload_image(image, target, create=False, journal_dir=tmp_path / "state")
+
+
+def test_resume_refuses_when_a_differencing_parent_changed(azurite, tmp_path) -> None:  # noqa: F811
+    source = make_source("vhd-differencing", tmp_path, size=40 * 1024 * 1024, count=300)
+    state = tmp_path / "state"
+    target = blob_target(azurite)
+    _interrupted_upload(source, target, state)
+    parent = tmp_path / "parent.vhd"
+    stat = os.stat(parent)
+    os.utime(parent, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with vhd.open_image(str(source.path)) as image, pytest.raises(ResumeMismatchError) as error:
+        upload_image(image, target, resume=True, journal_dir=state)
+    assert "parents_sha256" in str(error.value)
+
+
+def test_resume_with_content_md5_hashes_what_an_earlier_run_sent(azurite, tmp_path, source) -> None:  # noqa: F811
+    import hashlib
+    state = tmp_path / "state"
+    target = blob_target(azurite)
+    _interrupted_upload(source, target, state)
+    with vhd.open_image(str(source.path)) as image:
+        summary = upload_image(image, target, threads=THREADS, resume=True, content_md5=True,
+                               journal_dir=state)
+    blob = target.client.download_blob().readall()
+    assert summary.resumed_bytes > 0
+    assert summary.content_md5 == hashlib.md5(blob).hexdigest()
+    assert target.properties().content_md5 == hashlib.md5(blob).digest()
