@@ -103,6 +103,9 @@ def prep_linux(
                           warnings=_plan_warnings(inspection, force))
         if dry_run:
             _report(host, inspection, plan)
+            if not inspection.ready and not force:
+                warn("a real run would stop at the blocking findings (or pass --force)")
+                raise typer.Exit(1)
             return
         if not STATE.json:
             _render_findings(inspection)

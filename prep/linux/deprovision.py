@@ -94,13 +94,17 @@ def build_plan(target: str, family: Family, facts: Facts, *, login_user: str,
     steps.append(Step("clear shell history", "rm -f " + " ".join(quote(h) for h in histories),
                       True, f"{family.doc} (history removal before capture)"))
     final: list[Step] = []
-    if user is None:
+    if not facts.waagent_installed:
+        warnings += ("waagent is not installed: its deprovision step is left out, so DHCP "
+                     "leases, resolv.conf and the root password stay as they are",)
+    elif user is None:
         steps.append(Step("deprovision with the Azure Linux agent", "waagent -force -deprovision",
                           True, f"{family.doc}; {WAAGENT_SOURCE}"))
     else:
         final.append(Step("deprovision with the Azure Linux agent, +user",
                           "waagent -force -deprovision+user", True,
                           f"{family.doc}; {WAAGENT_SOURCE}"))
+    if user is not None:
         final.append(Step(f"delete the user {user} and its home directory",
                           f"userdel -f -r {quote(user)}", True,
                           f"{WAAGENT_SOURCE} (del_account)"))

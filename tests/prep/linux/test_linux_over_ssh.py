@@ -254,3 +254,16 @@ def test_no_shutdown_leaves_the_guest_running_after_the_detached_steps(
         time.sleep(0.05)
     assert read_log(server.upper, RECORDED_LOG) == expected
     assert server.process.poll() is None and not server.powered_off.is_set()
+
+
+def test_dry_run_on_an_unready_guest_shows_the_plan_and_exits_1(root_tree, start_sshd, keys,
+                                                               known_hosts, capsys) -> None:
+    server = start_sshd(root_tree("ubuntu", ready=False))
+    trust(server, known_hosts)
+    code = cli(server, keys, known_hosts, "--dry-run")
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "Plan for 127.0.0.1 (ubuntu)" in captured.out
+    assert "a real run would stop" in captured.err
+    assert read_log(server.upper, RECORDED_LOG) == []
+    assert changed_paths(server.upper) <= READ_ONLY_TRACES

@@ -122,3 +122,12 @@ def test_as_root_keeps_the_command_one_word_and_the_password_out(privilege: Priv
         assert words[-1] == command and words[-2] == "-c"
         assert ("-S" in words) == (privilege is Privilege.SUDO_PASSWORD)
         assert ("-n" in words) == (privilege is Privilege.SUDO)
+
+
+def test_without_waagent_the_agent_step_is_left_out_with_a_warning() -> None:
+    plan = build_plan("vm", FAMILIES_BY_ID["debian"](), facts(waagent_installed=False),
+                      login_user="admin")
+    everything = [s.command for s in plan.steps + plan.final_steps]
+    assert not any(c.startswith("waagent") for c in everything)
+    assert "userdel -f -r admin" in everything
+    assert any("waagent is not installed" in w for w in plan.warnings)
