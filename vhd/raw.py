@@ -209,6 +209,10 @@ class FileImage:
                 f"{self.path}: read of {length} bytes at offset {offset} is outside the "
                 f"disk (virtual size {size})")
 
+    def allocated_bytes(self) -> int:
+        """Bytes inside ``extents()``: what a sparse copy of the disk would hold."""
+        return sum(length for _, length in self.extents())  # type: ignore[attr-defined]
+
     # -- lifetime ---------------------------------------------------------------------
     def close(self) -> None:
         if self._fd is not None:
@@ -275,9 +279,6 @@ class RawImage(FileImage):
 
     def extents(self) -> Iterator[tuple[int, int]]:
         return align_extents(file_data_extents(self.fd, 0, self.file_size), self.virtual_size)
-
-    def allocated_bytes(self) -> int:
-        return sum(length for _, length in self.extents())
 
     def describe(self) -> dict[str, Any]:
         return {

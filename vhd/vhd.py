@@ -24,17 +24,17 @@ from ._vhd_structs import (
     LOCATOR_RELATIVE,
     MAX_LOCATOR_LENGTH,
     SECTOR,
+    SHORT_FOOTER_SIZE,
     UNALLOCATED,
     DynamicHeader,
+    Footer,
     bitmap_size,
     blocks_for,
     dynamic_header_problem,
-    vhd_time_iso,
-    SHORT_FOOTER_SIZE,
-    Footer,
     footer_fields,
     footer_problem,
     parse_footer,
+    vhd_time_iso,
 )
 from .errors import (
     ChecksumError,
@@ -58,6 +58,7 @@ from .raw import (
 
 # How many parents a differencing chain may have before azlift refuses it.
 MAX_CHAIN_DEPTH = 32
+
 
 class Layout(Protocol):
     """How one kind of VHD maps guest bytes to the file."""
@@ -115,14 +116,13 @@ class VhdImage(FileImage):
         if self.parent is None:
             return bytes(length)
         available = max(0, min(length, self.parent.virtual_size - offset))
+        if available == length:
+            return self.parent.read(offset, length)
         data = self.parent.read(offset, available) if available else b""
-        return data + bytes(length - available)
+        return bytes(data) + bytes(length - available)
 
     def extents(self) -> Iterator[tuple[int, int]]:
         return self.layout.extents()
-
-    def allocated_bytes(self) -> int:
-        return sum(length for _, length in self.extents())
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -156,17 +156,18 @@ def locate_footer(image: FileImage) -> tuple[Footer, int, dict[str, str]]:
         raise TruncatedImageError(
             f"{image.path}: {size} bytes is too small for a VHD (its footer alone is 512)")
     state: dict[str, str] = {}
-    candidates: list[tuple[Footer, int, str]] = []
-    end_footer = None
+    candidates: list[tuple[Footer, int, str]] = []  # (footer, where data ends, which copy)
+    data_end = size
     for footer_size in (FOOTER_SIZE, SHORT_FOOTER_SIZE):
-        if size >= footer_size:
-            end_footer = parse_footer(image.pread(size - footer_size, footer_size))
-            if end_footer is not None:
-                candidates.append((end_footer, size - footer_size, "end"))
-                break
-    head = parse_footer(image.pread_upto(0, FOOTER_SIZE)) if size >= FOOTER_SIZE else None
-    if head is not None and head.disk_type != 2 and (end_footer is None or size >= 2 * FOOTER_SIZE):
-        data_end = candidates[0][1] if candidates else size
+        if size < footer_size:
+            continue
+        end_footer = parse_footer(image.pread(size - footer_size, footer_size))
+        if end_footer is not None:
+            data_end = size - footer_size
+            candidates.append((end_footer, data_end, "end"))
+            break
+    head = parse_footer(image.pread_upto(0, FOOTER_SIZE)) if size > FOOTER_SIZE else None
+    if head is not None and head.disk_type != DISK_TYPE_FIXED:
         candidates.append((head, data_end, "copy"))
     if not candidates:
         raise ImageFormatError(

@@ -354,7 +354,7 @@ class VhdxImage(FileImage):
             "format": self.format,
             "virtual_size": self._virtual_size,
             "file_size": self.file_size,
-            "allocated_bytes": sum(length for _, length in self.extents()),
+            "allocated_bytes": self.allocated_bytes(),
             "creator": self.creator,
             "metadata": {
                 "block_size": self.block_size,

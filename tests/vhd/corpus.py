@@ -196,6 +196,7 @@ CASES: dict[str, Case] = {
     "tiny.vhd": Case(named("tiny.vhd", b"conec"), vhd.FormatMismatchError),
     "text.vhd": Case(named("notes.vhd", b"this is not a disk\n" * 40), vhd.FormatMismatchError),
     "tiny.vhdx": Case(named("tiny.vhdx", b"vhdxfile"), vhd.TruncatedImageError),
+    "short-footer-only.vhd": Case(named("s.vhd", b"conectix" + bytes(503)), vhd.ChecksumError),
     "cookie-only.vhd": Case(named("c.vhd", b"conectix"), vhd.TruncatedImageError),
     # fixed VHD
     "fixed-bad-checksum": Case(raw_edit(fixed, -512 + 64, b"\0\0\0\1"), vhd.ChecksumError),
