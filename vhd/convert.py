@@ -158,7 +158,7 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
     started = time.monotonic()
     _refuse_source_as_dest(image, dest)
     if os.path.lexists(dest) and not force:
-        raise OutputExistsError(f"{dest} already exists; pass --force to overwrite it")
+        raise _exists(dest)
     if os.path.isdir(dest):
         raise OutputExistsError(f"{dest} is a directory, expected a file name for the VHD")
     virtual_size = target_size(image.virtual_size, size)
@@ -173,14 +173,14 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         try:
             os.ftruncate(fd, virtual_size)
             data_bytes, written = _copy_extents(image, fd, image.virtual_size, progress)
-            os.pwrite(fd, footer.pack(), virtual_size)
+            _pwrite_all(fd, footer.pack(), virtual_size)
             os.fchmod(fd, 0o666 & ~_umask())
             if durable:
                 os.fsync(fd)
             allocated = os.fstat(fd).st_blocks * 512
         finally:
             os.close(fd)
-        os.replace(temp, dest)
+        _publish(temp, dest, force)
     except BaseException as error:
         _unlink_quietly(temp)
         if isinstance(error, OSError):
@@ -194,6 +194,28 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         data_bytes=data_bytes, written_bytes=written, allocated_bytes=allocated,
         unique_id=footer.unique_id_str, seconds=time.monotonic() - started,
         findings=tuple(check_output_rules(virtual_size)))
+
+
+def _exists(dest: str) -> OutputExistsError:
+    return OutputExistsError(f"{dest} already exists; pass --force to overwrite it")
+
+
+def _publish(temp: str, dest: str, force: bool) -> None:
+    """Rename ``temp`` to ``dest``; without ``force`` never replace a file that appeared
+    meanwhile (a hard link fails on an existing name, where a rename would not)."""
+    if force:
+        os.replace(temp, dest)
+        return
+    try:
+        os.link(temp, dest)
+    except FileExistsError as error:
+        raise _exists(dest) from error
+    except OSError:  # no hard links on this filesystem: check, then rename
+        if os.path.lexists(dest):
+            raise _exists(dest) from None
+        os.replace(temp, dest)
+        return
+    os.unlink(temp)
 
 
 def _refuse_source_as_dest(image: DiskImage, dest: str) -> None:
@@ -312,6 +334,14 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 
 def _umask() -> int:
+    """The process umask, read without changing it (other threads may be creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

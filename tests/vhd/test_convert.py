@@ -174,6 +174,20 @@ def test_existing_dest_is_refused_then_replaced_with_force(tmp_path: Path,
     assert_same_guest_bytes(raw_disk, "raw", out)
 
 
+def test_dest_appearing_during_the_copy_is_not_replaced(tmp_path: Path,
+                                                        raw_disk: Path) -> None:
+    out = tmp_path / "out.vhd"
+
+    def someone_else_writes_dest(done: int, total: int) -> None:
+        if done == total and not out.exists():
+            out.write_bytes(b"theirs")
+
+    with pytest.raises(OutputExistsError):
+        convert(str(raw_disk), str(out), progress=someone_else_writes_dest)
+    assert out.read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.raw", "out.vhd"]
+
+
 def test_dest_equal_to_source_is_refused_even_with_force(tmp_path: Path,
                                                          raw_disk: Path) -> None:
     before = raw_disk.read_bytes()
