@@ -24,6 +24,7 @@ from vhd.check import check_output_rules
 
 from .errors import (
     NotReadyError,
+    ServiceError,
     ResumeMismatchError,
     TargetExistsError,
     TargetSizeError,
@@ -278,11 +279,14 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
         if digest is not None:
             target.set_content_md5(digest)
         target.set_metadata(_metadata(fp, "complete"))
-    except BaseException:
+    except BaseException as error:
         if md5 is not None:
             md5.abandon()
         if journal is not None:
             journal.close()
+            if isinstance(error, ServiceError) and error.args:
+                error.args = (f"{error.args[0]} (what was sent is recorded: rerun with "
+                              "--resume to continue)",)
         raise
     finally:
         reader.close()

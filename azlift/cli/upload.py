@@ -16,7 +16,7 @@ import typer
 
 import vhd
 from upload.auth import AuthOptions, resolve_blob
-from upload.errors import UsageError
+from upload.errors import UploadInterrupted, UsageError
 from upload.target import BlobPageTarget, RetrySettings
 from upload.uploader import ProgressEvent, UploadSummary, upload_image
 from upload.verify import VerifyReport, verify_upload
@@ -223,6 +223,9 @@ def send(
             summary = upload_image(image, target, threads=threads, resume=resume,
                                    overwrite=overwrite, content_md5=content_md5,
                                    progress=progress, role=role)
+    except KeyboardInterrupt:
+        raise UploadInterrupted("interrupted; what was sent is recorded: rerun the same "
+                                "command with --resume to continue") from None
     finally:
         target.close()
     _render_summary(source, target.identity, summary)
