@@ -1,6 +1,7 @@
 """Every reader against images made by qemu-img (and by hand where qemu cannot write them)."""
 from __future__ import annotations
 
+import json
 import os
 import struct
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import vhd
+from tests.vhd.corpus import valid_images
 from tests.vhd.images import (
     MIB,
     Chunk,
@@ -454,3 +456,23 @@ def test_vhdx_read_of_blocks_contiguous_in_the_file_is_one_pread(tmp_path: Path,
         calls = count_file_reads(monkeypatch)
         assert image.read(0, size) == expected_bytes(size, chunks)
         assert len(calls) == 1
+
+
+# --- describe() -----------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["vhd-fixed", "vhd-dynamic", "vhd-differencing", "vhdx"])
+def test_describe_is_json_ready(tmp_path: Path, kind: str) -> None:
+    path = valid_images(tmp_path)[kind]
+    with vhd.open_image(path) as image:
+        info = json.loads(json.dumps(image.describe()))
+        assert info["format"] == kind == image.format
+        assert info["virtual_size"] == image.virtual_size
+        assert info["file_size"] == os.path.getsize(path)
+        assert 0 < info["allocated_bytes"] <= image.virtual_size
+        assert isinstance(info["parents"], list)
+        assert len(info["parents"]) == (1 if kind == "vhd-differencing" else 0)
+        if kind.startswith("vhd-"):
+            assert info["footer"]["checksum"] == "ok"
+            assert uuid.UUID(info["footer"]["unique_id"])
+            assert info["footer"]["timestamp"].endswith("Z")
+        else:
+            assert uuid.UUID(info["metadata"]["virtual_disk_id"])
