@@ -12,8 +12,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -141,9 +140,8 @@ def _default_reopen(image: DiskImage) -> Callable[[], DiskImage] | None:
     return lambda: open_image(path, format=family)
 
 
-@dataclass
 class OrderedMd5:
-    """MD5 of the whole blob (zeros included) fed out of order, read once.
+    """MD5 of the whole blob (zeros included) fed out of order, each byte read once.
 
     Finished units arrive in any order; they wait in ``_held`` until every unit before
     them arrived, then their bytes go to a hashing thread through a bounded queue, gaps
@@ -151,17 +149,15 @@ class OrderedMd5:
     twice, memory stays bounded by the caller's window, and hashing overlaps the upload.
     """
 
-    blob_length: int
-    order: list[int]  # unit offsets in blob order, footer last
-    _held: dict[int, tuple[int, bytes]] = field(default_factory=dict)
-    _next: int = 0
-    _queue: "queue.Queue[tuple[int, bytes] | None]" = field(
-        default_factory=lambda: queue.Queue(maxsize=8))
-    _digest: Any = field(default_factory=hashlib.md5)
-    _position: int = 0
-    _error: BaseException | None = None
-
-    def __post_init__(self) -> None:
+    def __init__(self, blob_length: int, order: list[int]) -> None:
+        self.blob_length = blob_length
+        self.order = order  # unit offsets in blob order, footer last
+        self._held: dict[int, bytes] = {}
+        self._next = 0
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=8)
+        self._digest = hashlib.md5()
+        self._position = 0
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="azlift-md5", daemon=True)
         self._thread.start()
 
@@ -172,9 +168,10 @@ class OrderedMd5:
 
     def add(self, offset: int, data: bytes) -> None:
         """The bytes of the unit at ``offset`` (any order)."""
-        self._held[offset] = (offset, data)
+        self._held[offset] = data
         while self._next < len(self.order) and self.order[self._next] in self._held:
-            self._queue.put(self._held.pop(self.order[self._next]))
+            unit = self.order[self._next]
+            self._queue.put((unit, self._held.pop(unit)))
             self._next += 1
 
     def _run(self) -> None:

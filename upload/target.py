@@ -212,9 +212,8 @@ class BlobPageTarget:
             props = self._client.get_blob_properties()
         settings = props.content_settings
         md5 = bytes(settings.content_md5) if settings and settings.content_md5 else None
-        return BlobState(length=props.size, blob_type=str(props.blob_type.value
-                                                         if hasattr(props.blob_type, "value")
-                                                         else props.blob_type),
+        blob_type = getattr(props.blob_type, "value", props.blob_type)  # enum or str
+        return BlobState(length=props.size, blob_type=str(blob_type),
                          metadata=dict(props.metadata or {}), content_md5=md5)
 
     def create(self, size: int, overwrite: bool) -> None:

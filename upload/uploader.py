@@ -340,14 +340,11 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget, units: list
 
 
 def _drain(run: _Run, in_flight: dict[Future[UnitResult], bool]) -> None:
-    """After a failure or interrupt: record every unit that still finished cleanly."""
+    """After a failure or interrupt: journal every unit that still finished cleanly."""
+    run.md5 = None  # the whole-blob MD5 is abandoned; only acknowledgements matter now
     for future in list(in_flight):
         try:
             result = future.result()
         except BaseException:  # noqa: BLE001 - the first error is the one reported
             continue
-        if run.md5 is not None:
-            result = UnitResult(result.offset, result.length, result.sent_bytes,
-                                result.zero_bytes, result.requests, result.retries, None)
-        send = in_flight.pop(future)
-        run.record(result, send)
+        run.record(result, in_flight.pop(future))
