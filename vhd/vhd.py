@@ -385,8 +385,8 @@ def parent_candidates(image: VhdImage, header: DynamicHeader) -> list[str]:
         native = path.replace("\\", "/")
         if locator.platform_code in LOCATOR_RELATIVE:
             relative.append(os.path.normpath(os.path.join(folder, native)))
-        elif locator.platform_code in LOCATOR_ABSOLUTE:
-            absolute.append(native)
+        elif locator.platform_code in LOCATOR_ABSOLUTE and os.path.isabs(native):
+            absolute.append(native)  # a Windows drive path is only tried by its name
         names.append(native.rsplit("/", 1)[-1])
     name = header.parent_name.replace("\\", "/").rsplit("/", 1)[-1]
     if name:

@@ -179,14 +179,16 @@ def build_dynamic_vhd(dest: str | os.PathLike[str], size: int, chunks: Iterable[
                       block_size: int = 2 * MIB, parent: str | os.PathLike[str] | None = None,
                       locators: Sequence[str] = ("W2ru", "W2ku"),
                       parent_name: str | None = None, extra_entries: int = 0,
-                      parent_uuid: bytes | None = None) -> Path:
+                      parent_uuid: bytes | None = None,
+                      locator_paths: dict[str, str] | None = None) -> Path:
     """A dynamic VHD by hand, or a differencing one when ``parent`` is given.
 
     Layout: footer copy, dynamic header, BAT, parent locator data, then for each block
     touched by ``chunks`` its sector bitmap and data, then the footer. For a differencing
     disk the bitmap marks exactly the sectors the chunks cover, which must be whole
     sectors (``scattered_chunks(..., align=512)``); ``locators`` picks which platform
-    codes to write ("W2ru" relative, "W2ku" absolute, "MacX" file URL).
+    codes to write ("W2ru" relative, "W2ku" absolute, "MacX" file URL);
+    ``locator_paths`` replaces the path written for a code (e.g. a Windows drive path).
     """
     chunks = sorted(chunks)
     dest = Path(dest)
@@ -216,6 +218,8 @@ def build_dynamic_vhd(dest: str | os.PathLike[str], size: int, chunks: Iterable[
                 data = parent_path.as_uri().encode("utf-8")
             else:
                 raise ValueError(f"unknown platform code {code}")
+            if locator_paths and code in locator_paths:
+                data = locator_paths[code].encode("utf-8" if code == "MacX" else "utf-16-le")
             space = -(-len(data) // SECTOR) * SECTOR
             locator_entries.append(struct.pack(">4sIIIQ", code.encode(), space, len(data), 0,
                                                position))

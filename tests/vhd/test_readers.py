@@ -291,6 +291,22 @@ def test_parent_found_by_each_locator(tmp_path: Path, dynamic_parent, locators) 
         assert image.read(0, len(base)) == apply(base, mine)
 
 
+def test_windows_absolute_locator_falls_back_to_the_name_beside_the_child(
+        tmp_path: Path, dynamic_parent) -> None:
+    parent, base, _ = dynamic_parent
+    windows = "C:\\VMs\\base.vhd"
+    child = build_differencing_vhd(tmp_path / "c.vhd", parent, [(0, b"w" * 512)],
+                                   locators=("W2ku",), locator_paths={"W2ku": windows},
+                                   parent_name=windows)
+    with vhd.open_image(child) as image:
+        assert image.parent is not None and Path(image.parent.path) == parent
+        assert image.describe()["parent"]["locators"] == [
+            {"platform_code": "W2ku", "path": windows}]
+    parent.rename(tmp_path / "elsewhere.vhd")
+    with pytest.raises(vhd.ParentNotFoundError, match="VMs"):
+        vhd.open_image(child)
+
+
 def test_relative_locator_survives_moving_the_pair(tmp_path: Path, dynamic_parent) -> None:
     parent, base, _ = dynamic_parent
     (tmp_path / "a" / "sub").mkdir(parents=True)
