@@ -73,12 +73,13 @@ def split(offset: int, length: int, max_length: int = MAX_PUT_PAGE,
         position = stop
 
 
-def work_units(extents: Iterable[Range], grid: int = GRID) -> list[Range]:
-    """Normalized extents cut at every multiple of ``grid`` (each unit ≤ ``grid`` bytes)."""
-    units: list[Range] = []
+def work_units(extents: Iterable[Range], grid: int = GRID) -> Iterator[Range]:
+    """Normalized extents cut at every multiple of ``grid`` (each unit ≤ ``grid`` bytes).
+
+    Lazy: a fully allocated multi-TiB disk has millions of units.
+    """
     for offset, length in extents:
-        units.extend(split(offset, length, grid, grid))
-    return units
+        yield from split(offset, length, grid, grid)
 
 
 def coalesce(ranges: Iterable[Range], max_length: int = MAX_PUT_PAGE,

@@ -11,7 +11,7 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,9 +51,15 @@ class FixedVhdLayout:
     def footer_offset(self) -> int:
         return self.virtual_size
 
-    def units(self) -> list[Range]:
-        """Work units (≤ 4 MiB, never across a 4 MiB boundary), then the footer."""
-        return work_units(self.data_extents) + [(self.footer_offset, FOOTER_SIZE)]
+    def units(self) -> Iterator[Range]:
+        """Work units (≤ 4 MiB, never across a 4 MiB boundary), then the footer; lazily."""
+        yield from work_units(self.data_extents)
+        yield self.footer_offset, FOOTER_SIZE
+
+    @property
+    def scan_bytes(self) -> int:
+        """Bytes the units cover: the data extents and the footer."""
+        return sum(length for _, length in self.data_extents) + FOOTER_SIZE
 
     def extents_digest(self) -> str:
         """A hash of the data map: part of the source fingerprint a resume checks."""
@@ -149,11 +155,11 @@ class OrderedMd5:
     twice, memory stays bounded by the caller's window, and hashing overlaps the upload.
     """
 
-    def __init__(self, blob_length: int, order: list[int]) -> None:
+    def __init__(self, blob_length: int, order: Iterable[int]) -> None:
         self.blob_length = blob_length
-        self.order = order  # unit offsets in blob order, footer last
+        self._order = iter(order)  # unit offsets in blob order, footer last
+        self._expected: int | None = next(self._order, None)
         self._held: dict[int, bytes] = {}
-        self._next = 0
         self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=8)
         self._digest = hashlib.md5()
         self._position = 0
@@ -169,10 +175,9 @@ class OrderedMd5:
     def add(self, offset: int, data: bytes) -> None:
         """The bytes of the unit at ``offset`` (any order)."""
         self._held[offset] = data
-        while self._next < len(self.order) and self.order[self._next] in self._held:
-            unit = self.order[self._next]
-            self._queue.put((unit, self._held.pop(unit)))
-            self._next += 1
+        while self._expected is not None and self._expected in self._held:
+            self._queue.put((self._expected, self._held.pop(self._expected)))
+            self._expected = next(self._order, None)
 
     def _run(self) -> None:
         try:
@@ -192,7 +197,7 @@ class OrderedMd5:
 
     def finish(self) -> bytes:
         """The 16-byte digest, once every unit was added."""
-        if self._held or self._next != len(self.order):
+        if self._held or self._expected is not None:
             raise RuntimeError("MD5 finished before every unit arrived")
         self._queue.put(None)
         self._thread.join()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -148,7 +148,7 @@ class _Run:
     def __init__(self, layout: FixedVhdLayout, progress: Callable[[ProgressEvent], None] | None,
                  journal: Journal | None, md5: OrderedMd5 | None) -> None:
         self.layout = layout
-        self.total = total_length(layout.units())
+        self.total = layout.scan_bytes
         self.done = self.sent = self.zeros = self.requests = self.retries = 0
         self.resumed = 0
         self.journal = journal
@@ -169,6 +169,11 @@ class _Run:
         if sent_now and self.journal is not None:
             self.journal.acknowledge(result.offset)
         self.report()
+
+    def skip(self, unit: Range) -> None:
+        """A unit an earlier run sent: counted as done, not read."""
+        self.resumed += unit[1]
+        self.done += unit[1]
 
     def report(self) -> None:
         if self._progress is None:
@@ -268,13 +273,12 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
     journal, acknowledged, written = _prepare_target(
         target, layout, fp, resume=resume, overwrite=overwrite, create=create,
         journal_dir=journal_dir)
-    units = layout.units()
-    md5 = OrderedMd5(layout.blob_length, [offset for offset, _ in units]) if content_md5 else None
+    md5 = (OrderedMd5(layout.blob_length, (offset for offset, _ in layout.units()))
+           if content_md5 else None)
     run = _Run(layout, progress, journal, md5)
     reader = SourceReader(image)
     try:
-        _run_window(run, reader, target, units, acknowledged, written, threads,
-                    content_md5, cancel)
+        _run_window(run, reader, target, acknowledged, written, threads, content_md5, cancel)
         digest = md5.finish() if md5 is not None else None
         if digest is not None:
             target.set_content_md5(digest)
@@ -301,30 +305,36 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
         resumed_bytes=run.resumed, content_md5=digest.hex() if digest else None)
 
 
-def _run_window(run: _Run, reader: SourceReader, target: PageTarget, units: list[Range],
+def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
                 acknowledged: set[int], written: list[Range] | None, threads: int,
                 keep_data: bool, cancel: threading.Event) -> None:
-    """The bounded window: ≤ ``threads`` units in flight (plus those the MD5 holds)."""
-    todo = [(unit, unit[0] not in acknowledged) for unit in units
-            if keep_data or unit[0] not in acknowledged]
-    for unit in units:
-        if not keep_data and unit[0] in acknowledged:
-            run.resumed += unit[1]
-            run.done += unit[1]
+    """The bounded window: ≤ ``threads`` units in flight (plus those the MD5 holds).
+
+    Units already acknowledged are skipped, or only read and hashed with ``keep_data``.
+    """
+    def todo() -> Iterator[tuple[Range, bool]]:
+        for unit in run.layout.units():
+            send = unit[0] not in acknowledged
+            if send or keep_data:
+                yield unit, send
+            else:
+                run.skip(unit)
+
+    pending = todo()
+    next_unit = next(pending, None)
     run.report()
-    position = 0
     in_flight: dict[Future[UnitResult], bool] = {}
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="azlift-put")
     try:
-        while position < len(todo) or in_flight:
+        while next_unit is not None or in_flight:
             held = run.md5.held if run.md5 is not None else 0
-            while (position < len(todo) and len(in_flight) + held < threads
+            while (next_unit is not None and len(in_flight) + held < threads
                    and not cancel.is_set()):
-                unit, send = todo[position]
+                unit, send = next_unit
                 future = executor.submit(_send_unit, reader, target, unit, run.layout, send,
                                          keep_data, written, cancel)
                 in_flight[future] = send
-                position += 1
+                next_unit = next(pending, None)
             if cancel.is_set() and not in_flight:
                 raise UploadInterrupted("upload interrupted; continue with --resume")
             done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)

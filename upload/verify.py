@@ -78,8 +78,8 @@ def _data_map(reader: SourceReader, layout: FixedVhdLayout, threads: int) -> lis
         return nonzero_pieces(offset, nonzero_sector_flags(reader.read(offset, length)))
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        pieces = [piece for unit_pieces in pool.map(scan, layout.units()[:-1])
-                  for piece in unit_pieces]
+        data_units = (unit for unit in layout.units() if unit[0] < layout.footer_offset)
+        pieces = [piece for unit_pieces in pool.map(scan, data_units) for piece in unit_pieces]
     return coalesce(pieces, max_length=DOWNLOAD_LIMIT)
 
 

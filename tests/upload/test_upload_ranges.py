@@ -146,7 +146,7 @@ def test_subtract_is_set_difference(a, b) -> None:
 @given(st.lists(st.tuples(st.integers(0, 3 * GRID), st.integers(1, 2 * GRID)), max_size=5))
 def test_work_units_stay_inside_one_grid_cell(raw) -> None:
     extents = normalize(raw, align_up(5 * GRID, SECTOR))
-    units = work_units(extents)
+    units = list(work_units(extents))
     assert sum(length for _, length in units) == sum(length for _, length in extents)
     for offset, length in units:
         assert offset // GRID == (offset + length - 1) // GRID
