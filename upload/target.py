@@ -251,8 +251,12 @@ class BlobPageTarget:
             options["validate_content"] = True
         else:
             options["transactional_content_md5"] = md5
-        with self._errors():
-            self._client.upload_page(data, offset=offset, length=len(data), **options)
+        try:
+            with self._errors():
+                self._client.upload_page(data, offset=offset, length=len(data), **options)
+        except UploadError as error:
+            error.attempts = max(self._local.attempts, 1)  # type: ignore[attr-defined]
+            raise
         return max(self._local.attempts, 1)
 
     def list_page_ranges(self) -> list[Range]:

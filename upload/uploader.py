@@ -24,12 +24,13 @@ from vhd.check import check_output_rules
 
 from .errors import (
     NotReadyError,
-    ServiceError,
     ResumeMismatchError,
+    ServiceError,
     TargetExistsError,
     TargetSizeError,
     TransientServiceError,
     UploadInterrupted,
+    UsageError,
 )
 from .journal import Fingerprint, Journal, fingerprint
 from .ranges import Range, nonzero_pieces, subtract, total_length
@@ -103,10 +104,10 @@ def _put_with_reput(target: PageTarget, offset: int, data: bytes,
         try:
             attempts = target.put_pages(offset, data, md5)
             return 1, retries + attempts - 1
-        except TransientServiceError:
+        except TransientServiceError as error:
             if attempt == REPUT_ATTEMPTS:
                 raise
-            retries += 1
+            retries += getattr(error, "attempts", 1)  # every attempt of the failed put
             time.sleep(REPUT_BACKOFF_S * attempt)
     raise AssertionError("unreachable")
 
@@ -263,7 +264,6 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
     if threads < 1:
         raise ValueError("threads must be at least 1")
     if resume and overwrite:
-        from .errors import UsageError
         raise UsageError("--resume and --overwrite exclude each other")
     started = time.monotonic()
     cancel = cancel or threading.Event()

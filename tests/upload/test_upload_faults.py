@@ -53,3 +53,19 @@ def test_a_service_that_stays_busy_fails_with_its_error_code(azurite, tmp_path) 
     assert failure.value.exit_code == 4
     assert failure.value.service_code == "ServerBusy"
     assert "503" in str(failure.value)
+
+
+def test_a_range_is_put_again_after_the_retry_policy_gives_up(azurite, tmp_path) -> None:  # noqa: F811
+    source = make_source("raw", tmp_path, count=1, seed=8)
+    container = azurite.new_container()
+    retry = RetrySettings(total=1, initial_backoff=0.01, increment_base=0.01, jitter=0.0)
+    with FaultProxy((azurite.host, azurite.port), busy_share=1.0, max_busy=4) as proxy:
+        target = _proxied_target(azurite, proxy, container, retry)
+        with vhd.open_image(str(source.path)) as image:
+            summary = upload_image(image, target, threads=1, journal_dir=tmp_path / "state")
+        assert proxy.stats.busy_injected == 4
+    # put 1: two attempts (503, 503); put 2: two more (503, 503); put 3: accepted
+    assert summary.retries == 4
+    assert summary.requests == 2  # the data range and the footer
+    direct = blob_target(azurite, container)
+    assert direct.client.download_blob().readall() == converted_bytes(source.path, tmp_path)
