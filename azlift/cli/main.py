@@ -5,26 +5,38 @@ stdout) plus the exit code their class declares; tracebacks only with --debug.
 """
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from typing import Annotated, Any
 
 import typer
+import typer.main
 from typer.core import TyperGroup
-
-from prep.errors import PrepError
-from upload.errors import UploadError
-from vhd.errors import VhdError
 
 from .. import __version__, exit_codes
 from ..redact import redact_text
-from . import prep as prep_cli
-from . import register as register_cli
-from . import upload as upload_cli
-from . import vhd as vhd_cli
 from .common import STATE, emit_json
 
-LIBRARY_ERRORS = (VhdError, UploadError, PrepError)
+# Sub-apps load only when their command runs, so `azlift vhd check` never pays for the
+# Azure SDK or paramiko: (module, one-line help shown by `azlift --help`).
+SUB_APPS: dict[str, tuple[str, str]] = {
+    "vhd": ("azlift.cli.vhd", "Read, check, convert and fix disk images (raw, VHD, VHDX)."),
+    "upload": ("azlift.cli.upload", "Upload an image to a page blob or managed disk; verify it."),
+    "register": ("azlift.cli.register",
+                 "Turn an uploaded VHD into a managed image, gallery version or disk."),
+    "prep": ("azlift.cli.prep", "Generalize a guest remotely (Linux over SSH, Windows over WinRM)."),
+}
+
+# The library packages whose errors carry ``code`` and ``exit_code`` (checked by module,
+# so the boundary does not import every package up front).
+LIBRARY_PACKAGES = frozenset({"vhd", "upload", "prep"})
+
+
+def _is_library_error(error: BaseException) -> bool:
+    package = type(error).__module__.partition(".")[0]
+    return (package in LIBRARY_PACKAGES and isinstance(getattr(error, "exit_code", None), int)
+            and isinstance(getattr(error, "code", None), str))
 
 
 def _fail(code: str, message: str, exit_code: int) -> typer.Exit:
@@ -38,25 +50,39 @@ def _fail(code: str, message: str, exit_code: int) -> typer.Exit:
 
 
 class AzliftGroup(TyperGroup):
-    """Root group: every command runs inside this error boundary."""
+    """Root group: loads sub-apps on demand; every command runs inside the error boundary."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return [*super().list_commands(ctx), *SUB_APPS]
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        if cmd_name not in SUB_APPS or cmd_name in self.commands:
+            return super().get_command(ctx, cmd_name)
+        module = importlib.import_module(SUB_APPS[cmd_name][0])
+        command = typer.main.get_command(module.app)
+        command.name = cmd_name
+        self.commands[cmd_name] = command
+        return command
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, help_text) in SUB_APPS.items()])
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
-        except LIBRARY_ERRORS as error:
-            if STATE.debug:
-                traceback.print_exc()
-            raise _fail(error.code, str(error), error.exit_code) from None
         except KeyboardInterrupt:
             sys.stderr.write("azlift: interrupted\n")
             raise typer.Exit(exit_codes.INTERRUPTED) from None
         except BrokenPipeError:
             raise typer.Exit(exit_codes.OK) from None
-        except Exception as error:  # noqa: BLE001 - the boundary: a bug, reported in one line
+        except Exception as error:  # noqa: BLE001 - the boundary: one line, an exit code
             if STATE.debug:
                 traceback.print_exc()
+            if _is_library_error(error):
+                raise _fail(error.code, str(error), error.exit_code) from None  # type: ignore[attr-defined]
             raise _fail("internal_error",
                         f"internal error: {type(error).__name__}: {error} "
                         "(rerun with --debug for the traceback)",
@@ -100,10 +126,6 @@ def root(
     STATE.debug = debug
 
 
-app.add_typer(vhd_cli.app, name="vhd")
-app.add_typer(upload_cli.app, name="upload")
-app.add_typer(register_cli.app, name="register")
-app.add_typer(prep_cli.app, name="prep")
 
 
 def main(argv: list[str] | None = None) -> int:
