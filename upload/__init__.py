@@ -23,6 +23,7 @@ from .journal import Fingerprint, Journal, state_dir
 from .stream import FixedVhdLayout, fixed_vhd_layout
 from .target import BlobPageTarget, BlobState, PageTarget, RetrySettings
 from .uploader import ProgressEvent, UploadSummary, upload_image
+from .verify import Difference, VerifyReport, verify_upload
 from .arm import ArmTarget, RecordingTransport, compute_client
 from .blob_source import BlobDiskImage, BlobFacts, inspect_blob
 from .register import Outcome, Reconciled, Registrar, reconcile_with_hints
@@ -47,6 +48,9 @@ __all__ = [
     "resolve_blob",
     "state_dir",
     "upload_image",
+    "Difference",
+    "VerifyReport",
+    "verify_upload",
     "NotReadyError",
     "ResumeMismatchError",
     "ServiceError",
