@@ -243,14 +243,15 @@ def main() -> None:
 def report(r: dict) -> None:
     mibps = lambda seconds: GIB / MIB / seconds  # noqa: E731 - 1 GiB moved in ``seconds``
     sparse_ratio = r["sparse_azlift"]["wall_s"] / r["sparse_sdk"]["wall_s"]
-    bytes_ratio = r["sparse_azlift"]["put_page_bytes"] / (r["sparse_nonzero_bytes"] + 512)
+    # non-zero sectors of the fixed VHD, its footer included
+    bytes_ratio = r["sparse_azlift"]["put_page_bytes"] / r["sparse_nonzero_bytes"]
     dense = {name: mibps(r[f"dense_{name}"]["wall_s"]) for name in ("azlift", "sdk", "ceiling")}
     rss4, rss16 = r["rss_4g"] / MIB, r["rss_16g"] / MIB
     rows = [
         ("sparse 4 GiB/256 MiB: azlift wall", f"{r['sparse_azlift']['wall_s']:.2f} s"),
         ("sparse: SDK upload_blob wall", f"{r['sparse_sdk']['wall_s']:.2f} s"),
         ("sparse: wall ratio azlift/SDK (goal <= 0.1)", f"{sparse_ratio:.3f}"),
-        ("sparse: azlift Put Page bytes / non-zero data (goal <= 1.01)", f"{bytes_ratio:.4f}"),
+        ("sparse: azlift Put Page bytes / non-zero sectors (goal <= 1.01)", f"{bytes_ratio:.4f}"),
         ("sparse: SDK Put Page bytes / non-zero data",
          f"{r['sparse_sdk']['put_page_bytes'] / r['sparse_nonzero_bytes']:.2f}"),
         ("dense 1 GiB: azlift (MD5 on every page)", f"{dense['azlift']:.0f} MiB/s"),
