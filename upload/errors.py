@@ -104,3 +104,10 @@ class UploadInterrupted(UploadError):
 
     code = "interrupted"
     exit_code = 130
+
+
+class JournalError(UploadError):
+    """The resume journal cannot be written in the state directory."""
+
+    code = "journal_error"
+    exit_code = 3

@@ -19,7 +19,7 @@ from typing import Any
 
 from vhd import DiskImage
 
-from .errors import ResumeMismatchError
+from .errors import JournalError, ResumeMismatchError
 from .stream import FixedVhdLayout
 
 JOURNAL_VERSION = 1
@@ -109,10 +109,17 @@ class Journal:
     def start(cls, header: Fingerprint, directory: Path | None = None) -> "Journal":
         """A fresh journal (replacing any previous one for the same target)."""
         path = cls.path_for(header.target, directory)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"version": JOURNAL_VERSION, **asdict(header)}) + "\n")
-        os.replace(temporary, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"version": JOURNAL_VERSION, **asdict(header)})
+                                 + "\n")
+            os.replace(temporary, path)
+        except OSError as error:
+            raise JournalError(
+                f"cannot write the resume journal in {path.parent}: "
+                f"{error.strerror or error} (set AZLIFT_STATE_DIR to a writable "
+                "directory)") from error
         return cls(path, header, set())
 
     @classmethod

@@ -195,15 +195,15 @@ def _prepare_target(target: PageTarget, layout: FixedVhdLayout, fp: Fingerprint,
     """Check or create the target; return (journal, acknowledged units, written ranges)."""
     if resume:
         return _resume_state(target, layout, fp, journal_dir)
-    if create:
-        if not overwrite and target.exists():
-            raise TargetExistsError(
-                f"{target.identity} already exists; pass --overwrite to replace it or "
-                "--resume to continue an interrupted upload")
-        target.create(layout.blob_length, overwrite)
-    else:
+    if create and not overwrite and target.exists():
+        raise TargetExistsError(
+            f"{target.identity} already exists; pass --overwrite to replace it or "
+            "--resume to continue an interrupted upload")
+    if not create:
         _check_length(target, layout)
-    journal = Journal.start(fp, journal_dir)
+    journal = Journal.start(fp, journal_dir)  # before creating: a bad state dir costs nothing
+    if create:
+        target.create(layout.blob_length, overwrite)
     target.set_metadata(_metadata(fp, "uploading"))
     return journal, set(), None
 

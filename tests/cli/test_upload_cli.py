@@ -256,3 +256,16 @@ def test_progress_bar_only_on_a_terminal(env, azurite, tmp_path) -> None:  # noq
     code, _, terminal = _run_on_terminal("upload", str(source.path), f"{container}/q.vhd",
                                          "--emulator", "--quiet")
     assert code == 0 and terminal == b""
+
+
+def test_unwritable_state_directory_is_one_clear_line(env, azurite, tmp_path, monkeypatch,  # noqa: F811
+                                                      capsys) -> None:
+    source = make_source("raw", tmp_path, count=2)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    monkeypatch.setenv("AZLIFT_STATE_DIR", str(blocker))
+    container = azurite.new_container()
+    assert main(["upload", str(source.path), f"{container}/d.vhd", "--emulator"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "resume journal" in err and "AZLIFT_STATE_DIR" in err
+    assert not blob_target(azurite, container, "d.vhd").exists()  # refused before creating
