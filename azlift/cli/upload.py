@@ -24,8 +24,18 @@ from upload.verify import VerifyReport, verify_upload
 from ..redact import redact_text, redact_url
 from .common import STATE, DefaultCommandGroup, JsonOption, QuietOption, emit_json, say
 
-app = typer.Typer(cls=DefaultCommandGroup, help="Upload an image to a page blob or managed disk.",
-                  no_args_is_help=False)
+app = typer.Typer(
+    cls=DefaultCommandGroup,
+    help=(
+        "Upload an image to a page blob or managed disk (`send` is the default command).\n\n"
+        "Examples:\n\n"
+        "  azlift upload disk.vhdx https://ACCOUNT.blob.core.windows.net/vhds/disk.vhd "
+        "--auth-mode login\n\n"
+        "  azlift upload disk.vhdx vhds/disk.vhd --emulator --resume\n\n"
+        "  azlift upload verify disk.vhdx vhds/disk.vhd --emulator"
+    ),
+    add_completion=False,
+)
 
 MIB = 1024 * 1024
 

@@ -269,3 +269,14 @@ def test_unwritable_state_directory_is_one_clear_line(env, azurite, tmp_path, mo
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "resume journal" in err and "AZLIFT_STATE_DIR" in err
     assert not blob_target(azurite, container, "d.vhd").exists()  # refused before creating
+
+
+def test_help_names_both_commands(capsys) -> None:
+    assert main(["upload", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "send" in out and "verify" in out and "--install-completion" not in out
+    assert main(["upload", "send", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--resume", "--overwrite", "--content-md5", "--threads", "--managed-disk",
+                   "--emulator", "--auth-mode", "--keep-open"):
+        assert option in out
