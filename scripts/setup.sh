@@ -34,7 +34,11 @@ fi
 stamp=".venv/.azlift-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing azlift and test dependencies into .venv" >&2
-    .venv/bin/python -m pip install -q -e ".[test]"
+    if ! .venv/bin/python -m pip install -q -e ".[test]" >.venv/pip-install.log 2>&1; then
+        cat .venv/pip-install.log >&2
+        echo "setup: pip install failed (log above, kept in .venv/pip-install.log)" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
 
