@@ -199,11 +199,17 @@ def _check(transport: paramiko.Transport, deadline: float, host: str,
 
 
 def _drain(channel: paramiko.Channel, deadline: float, host: str) -> tuple[bytes, bytes]:
-    """Read both streams until the remote's EOF (no thread, no deadlock on full buffers)."""
+    """Read both streams until the remote's EOF (no thread, no deadlock on full buffers).
+
+    paramiko's own thread may take in EOF and CLOSE between any two lines here, so
+    ``closed`` is read *before* the buffers are emptied: a channel seen closed then has no
+    more data to come, and it ended well exactly when its EOF had arrived.
+    """
     out: list[bytes] = []
     err: list[bytes] = []
     transport = channel.get_transport()
     while True:
+        closed = channel.closed
         progressed = False
         while channel.recv_ready():
             out.append(channel.recv(65536))
@@ -213,7 +219,7 @@ def _drain(channel: paramiko.Channel, deadline: float, host: str) -> tuple[bytes
             progressed = True
         if channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready():
             return b"".join(out), b"".join(err)
-        if channel.closed:
+        if closed:
             raise ConnectionLostError(f"the SSH channel to {host} closed before its output ended")
         if not progressed:
             _check(transport, deadline, host, channel)

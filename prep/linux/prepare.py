@@ -114,7 +114,7 @@ def deprovision(root: RootShell, plan: DeprovisionPlan, *,
     return Outcome(len(plan.steps), True, dropped, True, round(seconds, 2))
 
 
-def _connection_ended(remote: Remote, grace: float = 2.0) -> bool:
+def _connection_ended(remote: Remote, grace: float = 5.0) -> bool:
     """Whether the session has ended (the transport notices a peer's reset shortly after)."""
     if not hasattr(remote, "alive"):
         return False

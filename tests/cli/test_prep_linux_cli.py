@@ -22,7 +22,7 @@ AZLIFT = shutil.which("azlift", path=str(Path(sys.executable).parent)) or "azlif
 def argv(server, keys, known_hosts, *extra: str) -> list[str]:  # noqa: F811
     return ["prep", "linux", server.host, "--port", str(server.port), "--user", "root",
             "--identity", str(keys.client_key), "--known-hosts", str(known_hosts),
-            "--timeout", "10", *extra]
+            "--timeout", "30", *extra]
 
 
 def run_installed(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

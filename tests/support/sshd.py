@@ -1,6 +1,6 @@
 """A real OpenSSH sshd on 127.0.0.1, sandboxed in a chroot on a throwaway overlay.
 
-sshd runs in a private mount namespace (``unshare --mount --propagation private``) where
+sshd runs in private mount and PID namespaces (``unshare --mount --pid``) where
 an overlay of a prepared root tree is mounted on a root-owned 0755 directory and used as
 ``ChrootDirectory``: every command a test sends runs inside it and writes only to the
 overlay's upper directory, which the test then reads. The sandbox's own passwd/group/
@@ -10,7 +10,9 @@ machine's account files are never touched.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -28,6 +30,8 @@ LOGIN_PASSWORD_HASH = ("$6$sandboxsalt$FArZY7BR84u/rGapBWUK1Bms/HxdF9idXiE2A9jTk
 SANDBOX_DIR = Path("/run/azlift-sandbox")  # two empty root-owned 0755 mountpoints
 MOUNTPOINT = SANDBOX_DIR / "root"  # the overlay, sshd's ChrootDirectory
 KEYS_MOUNT = SANDBOX_DIR / "keys"  # a tmpfs with authorized_keys any user can read
+START_ATTEMPTS = 3  # a port from free_port() can be taken before sshd binds it
+READY_SECONDS = 30.0  # bounded, but generous for a loaded 2-core machine
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,6 @@ class SandboxSshd:
         self.host = "127.0.0.1"
         self.log = workdir / "sshd.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self._namespace: str | None = None
         self._watch_stop = threading.Event()
         self.powered_off = threading.Event()
 
@@ -98,11 +101,25 @@ class SandboxSshd:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         for mountpoint in (SANDBOX_DIR, MOUNTPOINT, KEYS_MOUNT):
             mountpoint.mkdir(mode=0o755, exist_ok=True)
-        for name in ("upper", "work"):
-            (self.workdir / name).mkdir(mode=0o755)
         authorized = self.workdir / "authorized_keys"
         authorized.write_text(self.keys.client_public + "\n")
         accounts = _account_files(self.workdir)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if self._launch(authorized, accounts):
+                break
+            if attempt == START_ATTEMPTS:
+                raise RuntimeError(f"sandbox sshd could not bind a free port in "
+                                   f"{START_ATTEMPTS} attempts: {self._log_text()}")
+            self.port = free_port()  # another process took the port meanwhile
+        threading.Thread(target=self._watch_power_off, daemon=True).start()
+        return self
+
+    def _launch(self, authorized: Path, accounts: dict[str, Path]) -> bool:
+        """Start sshd in a fresh sandbox; False when its port was taken (try another)."""
+        for name in ("upper", "work"):
+            shutil.rmtree(self.workdir / name, ignore_errors=True)
+            (self.workdir / name).mkdir(mode=0o755)
+        self.log.unlink(missing_ok=True)
         config = self.workdir / "sshd_config"
         config.write_text("\n".join([
             f"Port {self.port}", f"ListenAddress {self.host}",
@@ -121,70 +138,92 @@ class SandboxSshd:
             f"mount -t tmpfs -o mode=0755,size=64k tmpfs {KEYS_MOUNT}",
             f"cp {authorized} {KEYS_MOUNT}/authorized_keys",
             f"chmod 0644 {KEYS_MOUNT}/authorized_keys",
-            f"exec {SSHD} -D -E {self.log} -f {config}",
+            f"exec {SSHD} -D -E {self.log} -f {config}",  # sshd becomes the namespace's init
         ])
+        # A private PID namespace as well as a mount namespace: every process of the
+        # sandbox (sshd, sessions, detached shells) is in it, and killing its init kills
+        # them all at once. (Telling sandboxes apart by the mount namespace's inode is not
+        # safe: the kernel reuses a freed inode number for the next namespace created,
+        # possibly another test run's sandbox.)
         self.process = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+             "--kill-child", "sh", "-c", script],
             start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
-        self._wait_ready()
-        threading.Thread(target=self._watch_power_off, daemon=True).start()
-        return self
+        return self._wait_ready()
 
-    def _wait_ready(self) -> None:
-        from prep.ssh import port_answers
-        deadline = time.monotonic() + 10
+    def _log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def _wait_ready(self) -> bool:
+        """Wait until *this* sshd listens and answers with its SSH banner.
+
+        A port that merely accepts TCP is not enough: the port may belong to another
+        process, and the banner is sent only once sshd has forked and re-executed for the
+        connection, which is slow on a loaded machine. Connection attempts are retried
+        until the deadline.
+        """
+        listening = f"Server listening on {self.host} port {self.port}"
+        deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                log = self._log_text()
+                if "Address already in use" in log or "Cannot bind any address" in log:
+                    self.process.stderr.close()
+                    return False
                 raise RuntimeError(f"sandbox sshd exited: {self.process.stderr.read().decode()} "
-                                   f"{self.log.read_text() if self.log.exists() else ''}")
-            if port_answers(self.host, self.port, timeout=0.5):
-                self._namespace = os.readlink(f"/proc/{self.process.pid}/ns/mnt")
-                return
-            time.sleep(0.02)
-        raise RuntimeError("sandbox sshd did not start listening within 10 s")
+                                   f"{log}")
+            if listening in self._log_text() and _answers_ssh(self.host, self.port):
+                return True
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"sandbox sshd did not answer within {READY_SECONDS} s: "
+                           f"{self._log_text()}")
 
     def _watch_power_off(self) -> None:
         """The power-off stand-in leaves a marker: "power off" = kill the whole sandbox."""
         marker = self.upper / POWEROFF_MARKER
         while not self._watch_stop.wait(0.02):
             if marker.exists():
-                self.powered_off.set()
                 self.kill()
+                self.powered_off.set()  # only once every sandbox process is gone
                 return
 
-    def _sandbox_pids(self) -> list[int]:
-        """Every process in the sandbox's mount namespace (sshd, sessions, detached shells)."""
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                if os.readlink(f"/proc/{entry}/ns/mnt") == self._namespace:
-                    pids.append(int(entry))
-            except OSError:
-                continue
-        return pids
-
     def kill(self) -> None:
-        if self._namespace is None:
+        """SIGKILL the namespace's init; returns once every sandbox process is gone."""
+        process = self.process
+        if process is None or process.poll() is not None:
             return
-        for pid in self._sandbox_pids():
+        try:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+        except OSError:
+            children = ""
+        for pid in children.split():  # the namespace's init (unshare --fork's child)
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if self.process is not None:
-            self.process.wait(timeout=10)
+        if not children.split():
+            process.kill()  # --kill-child takes the namespace down with unshare
+        # unshare reaps its child, and an init exits only after the rest of its namespace
+        process.wait(timeout=30)
 
     def stop(self) -> None:
         self._watch_stop.set()
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
-        elif self._namespace is not None:
-            self.kill()  # detached shells may outlive the listener
+        self.kill()
         if self.process is not None and self.process.stderr:
             self.process.stderr.close()
 
-    def wait_for_power_off(self, timeout: float = 10) -> bool:
+    def wait_for_power_off(self, timeout: float = 30) -> bool:
+        """Whether the sandbox was powered off (all its processes gone) within ``timeout``."""
         return self.powered_off.wait(timeout)
+
+
+def _answers_ssh(host: str, port: int) -> bool:
+    """Whether ``host:port`` sends an SSH identification line (one connection attempt)."""
+    try:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.settimeout(5)
+            return sock.recv(256).startswith(b"SSH-2.0-")
+    except OSError:
+        return False

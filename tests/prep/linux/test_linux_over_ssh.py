@@ -25,14 +25,14 @@ READ_ONLY_TRACES = {"var", "var/log", QUERIES_LOG}
 
 def connect(server: SandboxSshd, keys: Keys, known_hosts: Path, user: str = "root") -> SshRemote:
     return SshRemote.connect(SshTarget(server.host, server.port, user, identity=keys.client_key,
-                                       known_hosts=trust(server, known_hosts), timeout=10))
+                                       known_hosts=trust(server, known_hosts), timeout=30))
 
 
 def cli(server: SandboxSshd, keys: Keys, known_hosts: Path, *extra: str,
         user: str = "root") -> int:
     return main(["prep", "linux", server.host, "--port", str(server.port), "--user", user,
                  "--identity", str(keys.client_key), "--known-hosts", str(known_hosts),
-                 "--timeout", "10", *extra])
+                 "--timeout", "30", *extra])
 
 
 def whited_out(upper: Path, relative: str) -> bool:
@@ -54,7 +54,7 @@ def test_ready_root_has_no_blocking_findings(family: str, root_tree, start_sshd,
     server = start_sshd(root_tree(family))
     remote = connect(server, keys, known_hosts)
     try:
-        inspection, _ = inspect(remote, timeout=10)
+        inspection, _ = inspect(remote, timeout=30)
     finally:
         remote.close()
     assert inspection.detection.family.name == FAMILY_NAME[family]
@@ -73,7 +73,7 @@ def test_unready_root_reports_each_problem(family: str, root_tree, start_sshd, k
     server = start_sshd(root_tree(family, ready=False))
     remote = connect(server, keys, known_hosts)
     try:
-        inspection, _ = inspect(remote, timeout=10)
+        inspection, _ = inspect(remote, timeout=30)
     finally:
         remote.close()
     by_severity: dict[Severity, set[str]] = {}
@@ -98,7 +98,7 @@ def test_deprovision_runs_the_familys_commands_in_order(family: str, root_tree, 
     document = json.loads(captured.out)
     assert document["ok"] is True and document["family"] == FAMILY_NAME[family]
     assert document["result"]["host_gone"] is True
-    assert server.wait_for_power_off(5)
+    assert server.wait_for_power_off()
     assert read_log(server.upper, RECORDED_LOG) == [
         *UNREGISTER.get(family, []),
         "cloud-init [clean] [--logs] [--seed]",
@@ -129,7 +129,7 @@ def test_connection_drop_at_power_off_reads_as_success(root_tree, start_sshd, ke
     assert result == {"steps_run": result["steps_run"], "final_launched": True,
                       "connection_dropped": True, "host_gone": True,
                       "seconds_until_gone": result["seconds_until_gone"]}
-    assert server.powered_off.is_set() and server.process.poll() is not None
+    assert server.wait_for_power_off() and server.process.poll() is not None
     assert "error" not in captured.err
     # root login, no --delete-user: nobody is deleted and waagent ran in the session
     assert read_log(server.upper, RECORDED_LOG) == [
@@ -143,8 +143,9 @@ def test_dry_run_and_check_only_record_nothing(mode: str, root_tree, start_sshd,
     server = start_sshd(root_tree("rhel"))
     trust(server, known_hosts)
     code = cli(server, keys, known_hosts, mode, "--delete-user", "admin")
-    out = capsys.readouterr().out
-    assert code == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, captured.err
     assert "rhsm_registered" in out
     assert ("Plan for 127.0.0.1 (rhel)" in out) == (mode == "--dry-run")
     assert ("userdel -f -r admin" in out) == (mode == "--dry-run")
@@ -158,8 +159,9 @@ def test_check_only_exits_1_on_blockers_with_one_json_document(root_tree, start_
     server = start_sshd(root_tree("suse", ready=False))
     trust(server, known_hosts)
     code = cli(server, keys, known_hosts, "--check-only", "--json")
-    document = json.loads(capsys.readouterr().out)
-    assert code == 1
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    document = json.loads(captured.out)
     assert document["ok"] is False and document["ready"] is False
     assert document["os"]["id"] == "sles" and document["family"] == "suse"
     assert {"code", "severity", "message", "remediation"} <= set(document["findings"][0])
@@ -171,7 +173,7 @@ def test_blockers_refuse_deprovision_without_force(root_tree, start_sshd, keys, 
     trust(server, known_hosts)
     code = cli(server, keys, known_hosts, "--yes")
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 1, err
     assert "not ready for Azure" in err and "hyperv_drivers_missing" in err
     assert read_log(server.upper, RECORDED_LOG) == []
 
@@ -182,7 +184,7 @@ def test_no_terminal_and_no_yes_refuses_with_exit_5(root_tree, start_sshd, keys,
     trust(server, known_hosts)
     code = cli(server, keys, known_hosts)
     err = capsys.readouterr().err
-    assert code == 5
+    assert code == 5, err
     assert "without confirmation" in err and "back the VM up" in err
     assert read_log(server.upper, RECORDED_LOG) == []
 
@@ -193,7 +195,7 @@ def test_unknown_host_key_refused_with_fingerprint_then_accept_new_records_it(
     expected_fp = keys.host_public.split()[1]
     code = cli(server, keys, known_hosts, "--check-only")
     err = capsys.readouterr().err
-    assert code == 4
+    assert code == 4, err
     assert "unknown" in err and "--accept-new-host-key" in err and "SHA256:" in err
     assert not known_hosts.exists()
 
@@ -218,7 +220,7 @@ def test_changed_host_key_is_refused_even_with_accept_new(root_tree, start_sshd,
     known_hosts.write_text(f"[127.0.0.1]:{server.port} {other}\n")
     code = cli(server, keys, known_hosts, "--check-only", "--accept-new-host-key")
     err = capsys.readouterr().err
-    assert code == 4
+    assert code == 4, err
     assert "CHANGED" in err and "ssh-keygen -R" in err
     assert known_hosts.read_text() == f"[127.0.0.1]:{server.port} {other}\n"
 
@@ -231,7 +233,7 @@ def test_unreachable_host_exits_4_quickly(capsys, tmp_path) -> None:
     code = main(["prep", "linux", "127.0.0.1", "--port", str(free_port()), "--user", "root",
                  "--known-hosts", str(tmp_path / "kh"), "--timeout", "3", "--check-only"])
     err = capsys.readouterr().err
-    assert code == 4
+    assert code == 4, err
     assert time.monotonic() - started < 3
     assert err.count("\n") == 1 and "cannot reach 127.0.0.1" in err
 
@@ -249,7 +251,7 @@ def test_no_shutdown_leaves_the_guest_running_after_the_detached_steps(
     assert result["host_gone"] is False and result["connection_dropped"] is False
     expected = ["cloud-init [clean] [--logs] [--seed]", "waagent [-force] [-deprovision+user]",
                 "userdel [-f] [-r] [builder]"]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while read_log(server.upper, RECORDED_LOG) != expected and time.monotonic() < deadline:
         time.sleep(0.05)
     assert read_log(server.upper, RECORDED_LOG) == expected
@@ -262,7 +264,7 @@ def test_dry_run_on_an_unready_guest_shows_the_plan_and_exits_1(root_tree, start
     trust(server, known_hosts)
     code = cli(server, keys, known_hosts, "--dry-run")
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 1, captured.err
     assert "Plan for 127.0.0.1 (ubuntu)" in captured.out
     assert "a real run would stop" in captured.err
     assert read_log(server.upper, RECORDED_LOG) == []

@@ -65,7 +65,7 @@ def test_wrong_sudo_password_is_refused_before_any_change(
     code = cli(server, keys, known_hosts, "--yes", "--sudo-password-env", PASSWORD_VAR,
                user="admin")
     err = capsys.readouterr().err
-    assert code == 4
+    assert code == 4, err
     assert "refused the password" in err and "not the password" not in err
     assert read_log(server.upper, SUDO_LOG)[-1] == "result [bad-password]"
     assert read_log(server.upper, RECORDED_LOG) == []
@@ -77,7 +77,7 @@ def test_sudoer_without_password_and_without_terminal_gets_a_hint(
     trust(server, known_hosts)
     code = cli(server, keys, known_hosts, "--check-only", user="admin")
     err = capsys.readouterr().err
-    assert code == 4
+    assert code == 4, err
     assert "sudo -n needs a password" in err and "--sudo-password-env" in err
 
 
@@ -87,8 +87,9 @@ def test_passwordless_sudo_uses_sudo_n(root_tree, start_sshd, keys, known_hosts,
     server = start_sshd(tree)
     trust(server, known_hosts)
     code = cli(server, keys, known_hosts, "--check-only", "--json", user="admin")
-    document = json.loads(capsys.readouterr().out)
-    assert code == 0
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    document = json.loads(captured.out)
     assert document["privilege"] == "sudo" and document["family"] == "rocky"
     calls = [c for c in read_log(server.upper, SUDO_LOG) if c.startswith("sudo ")]
     assert calls and all(c.startswith("sudo [-n] [--] [sh] [-c]") for c in calls)
@@ -125,7 +126,7 @@ def test_password_login_from_the_environment(sudoer_tree, sudo_password, start_s
     server = start_sshd(sudoer_tree)
     trust(server, known_hosts)
     base = ["prep", "linux", server.host, "--port", str(server.port), "--user", "admin",
-            "--known-hosts", str(known_hosts), "--timeout", "10", "--check-only",
+            "--known-hosts", str(known_hosts), "--timeout", "30", "--check-only",
             "--password-env", "AZLIFT_TEST_LOGIN_PASSWORD", "--sudo-password-env", PASSWORD_VAR]
     monkeypatch.setenv("AZLIFT_TEST_LOGIN_PASSWORD", "wrong login password")
     assert main(base) == 4
