@@ -57,7 +57,13 @@ class ProgressEvent:
 
 @dataclass(frozen=True)
 class UploadSummary:
-    """What an upload did."""
+    """What an upload did.
+
+    Every byte of the blob is counted once: ``data_bytes_sent`` (the footer included) +
+    ``resumed_bytes`` + ``zero_bytes_skipped`` == ``blob_length``. The zeros skipped split
+    into ``unallocated_bytes_skipped`` (outside the image's allocated extents: never read)
+    and ``zero_sector_bytes_trimmed`` (read, found all-zero inside the extents, not sent).
+    """
 
     virtual_size: int
     blob_length: int
@@ -67,8 +73,10 @@ class UploadSummary:
     retries: int
     duration_s: float
     throughput: float  # data bytes sent per second
-    resumed_bytes: int = 0  # data bytes skipped because a previous run sent them
+    resumed_bytes: int = 0  # bytes of units an earlier run already put (or covered)
     content_md5: str | None = None  # hex, when asked for
+    unallocated_bytes_skipped: int = 0
+    zero_sector_bytes_trimmed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +93,7 @@ class UnitResult:
     requests: int
     retries: int
     data: bytes | None
+    already_bytes: int = 0  # non-zero bytes the service held from an earlier run
 
 
 def check_rules(virtual_size: int, role: str | None) -> None:
@@ -121,12 +130,14 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
         data = layout.footer
     else:
         data = reader.read(offset, length)
-    sent = zeros = requests = retries = 0
+    sent = zeros = requests = retries = already = 0
     if send and not cancel.is_set():
         pieces = nonzero_pieces(offset, nonzero_sector_flags(data))
         zeros = length - total_length(pieces)
         if written:
+            wanted = total_length(pieces)
             pieces = subtract(pieces, written)
+            already = wanted - total_length(pieces)
         view = memoryview(data)
         for piece_offset, piece_length in pieces:
             if cancel.is_set():
@@ -140,7 +151,8 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
             sent += piece_length
     elif send:
         raise UploadInterrupted("upload interrupted")
-    return UnitResult(offset, length, sent, zeros, requests, retries, data if keep else None)
+    return UnitResult(offset, length, sent, zeros, requests, retries, data if keep else None,
+                      already)
 
 
 class _Run:
@@ -163,6 +175,7 @@ class _Run:
         self.zeros += result.zero_bytes
         self.requests += result.requests
         self.retries += result.retries
+        self.resumed += result.already_bytes
         if not sent_now:
             self.resumed += result.length
         if self.md5 is not None and result.data is not None:
@@ -297,12 +310,14 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
     if journal is not None:
         journal.remove()
     duration = time.monotonic() - started
+    unallocated = layout.blob_length - layout.scan_bytes
     return UploadSummary(
         virtual_size=layout.virtual_size, blob_length=layout.blob_length,
-        data_bytes_sent=run.sent, zero_bytes_skipped=run.zeros, requests=run.requests,
-        retries=run.retries, duration_s=round(duration, 3),
+        data_bytes_sent=run.sent, zero_bytes_skipped=unallocated + run.zeros,
+        requests=run.requests, retries=run.retries, duration_s=round(duration, 3),
         throughput=round(run.sent / duration, 1) if duration > 0 else 0.0,
-        resumed_bytes=run.resumed, content_md5=digest.hex() if digest else None)
+        resumed_bytes=run.resumed, content_md5=digest.hex() if digest else None,
+        unallocated_bytes_skipped=unallocated, zero_sector_bytes_trimmed=run.zeros)
 
 
 def _run_window(run: _Run, reader: SourceReader, target: PageTarget,

@@ -139,7 +139,9 @@ def _render_summary(source: Path, url: str, summary: UploadSummary) -> None:
         ("virtual size", f"{_size(summary.virtual_size)} ({summary.virtual_size} bytes, "
                          f"blob {summary.blob_length})"),
         ("data sent", _size(summary.data_bytes_sent)),
-        ("zeros skipped", _size(summary.zero_bytes_skipped)),
+        ("zeros skipped", f"{_size(summary.zero_bytes_skipped)} "
+                          f"({_size(summary.unallocated_bytes_skipped)} unallocated, "
+                          f"{_size(summary.zero_sector_bytes_trimmed)} zero sectors in data)"),
         ("requests", str(summary.requests)),
         ("retries", str(summary.retries)),
         ("duration", f"{summary.duration_s:.1f} s"),

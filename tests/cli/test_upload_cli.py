@@ -53,6 +53,9 @@ def test_send_then_verify_json(env, azurite, tmp_path, capsys) -> None:  # noqa:
     expected = converted_bytes(source.path, tmp_path)
     assert summary["ok"] is True and summary["blob_length"] == len(expected)
     assert summary["data_bytes_sent"] < len(expected) // 10
+    assert summary["zero_bytes_skipped"] == (summary["unallocated_bytes_skipped"]
+                                             + summary["zero_sector_bytes_trimmed"])
+    assert summary["data_bytes_sent"] + summary["zero_bytes_skipped"] == len(expected)
     assert set(summary) >= {"virtual_size", "data_bytes_sent", "zero_bytes_skipped",
                             "requests", "retries", "duration_s", "throughput"}
     blob = blob_target(azurite, container)

@@ -38,6 +38,11 @@ def test_blob_equals_converted_fixed_vhd(kind, azurite, tmp_path) -> None:  # no
     assert max(counter.lengths) <= MAX_PUT_PAGE
     assert all(length % 512 == 0 for length in counter.lengths)
     assert summary.requests == counter.put_pages and summary.retries == 0
+    # every byte not sent is counted as skipped, split into unread holes and trimmed zeros
+    assert summary.data_bytes_sent == nonzero_sectors * 512 + 512
+    assert summary.zero_bytes_skipped == len(expected) - summary.data_bytes_sent
+    assert (summary.unallocated_bytes_skipped + summary.zero_sector_bytes_trimmed
+            == summary.zero_bytes_skipped)
 
 
 def test_content_md5_is_the_whole_blobs_md5(azurite, tmp_path) -> None:  # noqa: F811
@@ -62,3 +67,18 @@ def test_dense_data_is_split_into_4_mib_pages(azurite, tmp_path) -> None:  # noq
     assert target.client.download_blob(offset=0, length=len(data)).readall() == data
     assert counter.lengths.count(MAX_PUT_PAGE) == 5  # 21 MiB = 5 × 4 MiB + 1 MiB
     assert summary.data_bytes_sent == len(data) + 512
+
+
+def test_skipped_counts_the_holes_of_a_mostly_empty_disk(azurite, tmp_path) -> None:  # noqa: F811
+    path = tmp_path / "sparse.raw"
+    with open(path, "wb") as handle:  # 101 MiB, two data sectors with zeros around them
+        handle.truncate(101 * 1024 * 1024)
+        handle.seek(50 * 1024 * 1024)
+        handle.write(bytes(4096) + b"\x01" * 512 + bytes(4096) + b"\x02" * 512)
+    target = blob_target(azurite)
+    with vhd.open_image(str(path)) as image:
+        summary = upload_image(image, target, threads=2, journal_dir=tmp_path / "state")
+    assert summary.data_bytes_sent == 2 * 512 + 512
+    assert summary.zero_bytes_skipped == summary.blob_length - summary.data_bytes_sent
+    assert summary.unallocated_bytes_skipped > 100 * 1024 * 1024 - 64 * 1024
+    assert summary.zero_sector_bytes_trimmed >= 2 * 4096

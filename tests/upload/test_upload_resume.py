@@ -61,6 +61,8 @@ def test_resume_sends_only_what_was_not_acknowledged(azurite, tmp_path, source) 
     once = _nonzero_bytes(converted_bytes(source.path, tmp_path))
     assert once <= total_sent <= once + THREADS * MAX_PUT_PAGE
     assert summary.data_bytes_sent < once
+    assert (summary.data_bytes_sent + summary.resumed_bytes + summary.zero_bytes_skipped
+            == summary.blob_length)
     assert Journal.load(target.identity, state) is None  # done: the journal is gone
 
 
@@ -100,6 +102,9 @@ def test_resume_without_journal_trusts_the_services_page_list(azurite, tmp_path,
     expected = converted_bytes(source.path, tmp_path)
     assert resumed.client.download_blob().readall() == expected
     assert counter.put_page_bytes == summary.data_bytes_sent < _nonzero_bytes(expected)
+    assert summary.resumed_bytes > 0  # the pages the service already held
+    assert (summary.data_bytes_sent + summary.resumed_bytes + summary.zero_bytes_skipped
+            == summary.blob_length)
 
 
 def test_existing_blob_is_not_overwritten_without_overwrite(azurite, tmp_path, source) -> None:  # noqa: F811
