@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._vhd_structs import (
+    DISK_TYPE_DIFFERENCING,
+    DISK_TYPE_DYNAMIC,
     DISK_TYPE_FIXED,
     FEATURES_RESERVED,
     FIXED_DATA_OFFSET,
@@ -37,6 +39,7 @@ MAX_DATA_DISK_SIZE = 32767 * GIB
 REPORT_SCHEMA = "azlift.vhd.check/1"
 
 ERROR, WARNING, INFO = "error", "warning", "info"
+SPARSE_DISK_TYPES = (DISK_TYPE_DYNAMIC, DISK_TYPE_DIFFERENCING)
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,15 @@ def check_output_rules(virtual_size: int, role: Role | None = None,
     return findings
 
 
-def footer_rules(footer: Footer) -> list[Finding]:
+FOOTER_REMEDY = "run `azlift vhd fix` or `azlift vhd convert` to write a correct footer"
+# A footer azlift cannot open the disk with (bad checksum, unknown disk type or version):
+# only ``fix`` rewrites it, ``convert`` needs a readable source.
+DAMAGED_FOOTER_REMEDY = "run `azlift vhd fix` to rewrite the footer in place"
+
+
+def footer_rules(footer: Footer, how: str = FOOTER_REMEDY) -> list[Finding]:
     """The footer fields Azure checks, each against the value it expects."""
     findings = []
-    how = "run `azlift vhd fix` or `azlift vhd convert` to write a correct footer"
 
     def expect(code: str, name: str, found: object, expected: object) -> None:
         findings.append(Finding(code, ERROR,
@@ -264,29 +272,46 @@ def check_image(image: DiskImage, role: Role | None = None) -> CheckReport:
 def check_path(path: str, role: Role | None = None, format: str | None = None) -> CheckReport:  # noqa: A002
     """Open and check ``path``; a fixed VHD whose footer fields break the rules is reported
     as findings (not ready) rather than as an unreadable file."""
+    image, damaged = open_with_damaged_footer(path, format)
+    with image:
+        if damaged is None:
+            return check_image(image, role)
+        size = image.file_size  # type: ignore[attr-defined]
+        findings = footer_rules(damaged, DAMAGED_FOOTER_REMEDY)
+        findings += blob_length_rule(size, damaged.current_size)
+        findings += check_output_rules(damaged.current_size, role)
+        return CheckReport(path, "vhd-fixed", role, damaged.current_size,
+                           azure_virtual_size(damaged.current_size), size,
+                           tuple(findings), analyze(image))
+
+
+def open_with_damaged_footer(path: str, format: str | None = None,  # noqa: A002
+                             ) -> tuple[DiskImage, Footer | None]:
+    """``(image, None)``; or, for a fixed VHD whose footer stops it from opening (see
+    ``damaged_fixed_footer``), the file read as raw and that footer, for ``check`` to
+    report and ``fix`` to rewrite."""
     from .detect import open_image
     from .raw import RawImage
 
     try:
-        image = open_image(path, format)
+        return open_image(path, format), None
     except ImageFormatError:
-        footer = _fixed_footer_at_end(path) if format in (None, "vhd") else None
+        footer = damaged_fixed_footer(path, format)
         if footer is None:
             raise
-        with RawImage(path) as raw:
-            size = raw.file_size
-            findings = footer_rules(footer) + blob_length_rule(size, footer.current_size)
-            findings += check_output_rules(footer.current_size, role)
-            layout = analyze(raw)
-            return CheckReport(path, "vhd-fixed", role, footer.current_size,
-                               azure_virtual_size(footer.current_size), size,
-                               tuple(findings), layout)
-    with image:
-        return check_image(image, role)
+        return RawImage(path), footer
 
 
-def _fixed_footer_at_end(path: str) -> Footer | None:
-    """The footer at the end of ``path`` when it has the cookie and is not a sparse-disk one."""
+def damaged_fixed_footer(path: str, format: str | None = None) -> Footer | None:  # noqa: A002
+    """The footer at the end of ``path`` when the file looks like a fixed VHD whose footer
+    azlift refused (bad checksum, unknown disk type or version), else None.
+
+    A footer claiming more data than the file holds, or a dynamic disk's footer copy at
+    offset 0, rule the file out; ``fix`` further needs the data to be exactly the footer's
+    current size before it trusts the footer enough to rewrite it.
+    """
+    if format not in (None, "vhd", "vpc"):
+        return None
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -295,11 +320,15 @@ def _fixed_footer_at_end(path: str) -> Footer | None:
                 return None
             handle.seek(size - FOOTER_SIZE)
             raw = handle.read(FOOTER_SIZE)
+            handle.seek(0)
+            head = handle.read(FOOTER_SIZE)
     except OSError:
         return None
-    if raw[:8] != FOOTER_COOKIE:
+    if raw[:8] != FOOTER_COOKIE or len(raw) != FOOTER_SIZE:
         return None
     footer = Footer.unpack(raw)
-    if footer.disk_type in (3, 4) or footer.current_size > size - FOOTER_SIZE:
+    if footer.disk_type in SPARSE_DISK_TYPES or footer.current_size > size - FOOTER_SIZE:
+        return None
+    if head[:8] == FOOTER_COOKIE and Footer.unpack(head).disk_type in SPARSE_DISK_TYPES:
         return None
     return footer

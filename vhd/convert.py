@@ -32,7 +32,14 @@ from ._vhd_structs import (
     fixed_footer,
     vhd_timestamp,
 )
-from .check import MAX_DATA_DISK_SIZE, Finding, check_output_rules, find_stale_footer, footer_rules
+from .check import (
+    MAX_DATA_DISK_SIZE,
+    Finding,
+    check_output_rules,
+    find_stale_footer,
+    footer_rules,
+    open_with_damaged_footer,
+)
 from .errors import (
     FixUnsupportedError,
     ImageIOError,
@@ -423,14 +430,22 @@ class FixResult:
 
 
 def plan_fix(path: str, format: str | None = None) -> FixPlan:  # noqa: A002
-    """Read ``path`` and decide the steps that make it an Azure-ready fixed VHD in place."""
-    from .detect import open_image
+    """Read ``path`` and decide the steps that make it an Azure-ready fixed VHD in place.
 
-    with open_image(path, format) as image:
+    A fixed VHD whose footer azlift cannot open the disk with (bad checksum, unknown disk
+    type or version) is planned from that footer, as ``check`` reports it, so the footer
+    can be rewritten: the data must then be exactly the footer's current size.
+    """
+    image, damaged = open_with_damaged_footer(path, format)
+    with image:
+        if damaged is not None:
+            return _plan_fixed(image, damaged,
+                               image.file_size - FOOTER_SIZE)  # type: ignore[attr-defined]
         if image.format == "raw":
             return _plan_raw(image)
         if image.format == "vhd-fixed":
-            return _plan_fixed(image)
+            return _plan_fixed(image, image.footer,  # type: ignore[attr-defined]
+                               image.data_size)  # type: ignore[attr-defined]
         raise FixUnsupportedError(
             f"{path} is a {image.format} image; `azlift vhd fix` works in place only on raw "
             f"disks and fixed VHDs. Expected one of those; run `azlift vhd convert "
@@ -450,10 +465,10 @@ def _plan_raw(image: DiskImage) -> FixPlan:
     return FixPlan(image.path, "raw", image.virtual_size, target, "append_footer", tuple(steps))
 
 
-def _plan_fixed(image: DiskImage) -> FixPlan:
-    footer: Footer = image.footer  # type: ignore[attr-defined]
+def _plan_fixed(image: DiskImage, footer: Footer, data_size: int) -> FixPlan:
+    """Steps for a fixed VHD holding ``data_size`` bytes before ``footer``."""
     current = footer.current_size
-    data_size = image.data_size  # type: ignore[attr-defined]
+    file_size = image.file_size  # type: ignore[attr-defined]
     if data_size != current:
         raise FixUnsupportedError(
             f"{image.path}: the footer says {current} bytes of data, the file holds "
@@ -462,26 +477,32 @@ def _plan_fixed(image: DiskImage) -> FixPlan:
     target = azure_virtual_size(current)
     if target != current:
         new_footer = _keep_identity(footer, footer_for(image, target)).pack()
-        steps = (
+        # A footer that breaks a rule is first made valid where it is: otherwise, after an
+        # interruption, ``check`` could not recognise it as a stale footer inside the data.
+        repair = (FixStep("rewrite_footer", f"rewrite the footer at {current} with the "
+                          f"fields Azure expects", current, _keep_identity(
+                              footer, footer_for(image, current)).pack()),
+                  ) if footer_rules(footer) else ()
+        steps = repair + (
             FixStep("write_new_footer", f"write the new footer at {target} (extends the "
                     f"file; the old footer at {current} is now inside the data)",
                     target, new_footer),
             FixStep("zero_old_footer", f"zero the old footer at {current}", current,
                     bytes(FOOTER_SIZE)),
         )
-        return FixPlan(image.path, image.format, current, target, "extend", steps)
+        return FixPlan(image.path, "vhd-fixed", current, target, "extend", steps)
     stale = find_stale_footer(image, current)
     if stale is not None:
         step = FixStep("zero_old_footer", f"zero the footer an interrupted fix left at "
                        f"{stale}", stale, bytes(FOOTER_SIZE))
-        return FixPlan(image.path, image.format, current, current, "finish_interrupted_fix",
+        return FixPlan(image.path, "vhd-fixed", current, current, "finish_interrupted_fix",
                        (step,))
-    if footer_rules(footer) or image.file_size != current + FOOTER_SIZE:  # type: ignore[attr-defined]
+    if footer_rules(footer) or file_size != current + FOOTER_SIZE:
         step = FixStep("rewrite_footer", f"rewrite the footer at {current} with the fields "
                        f"Azure expects", current, _keep_identity(
                            footer, footer_for(image, current)).pack())
-        return FixPlan(image.path, image.format, current, current, "rewrite_footer", (step,))
-    return FixPlan(image.path, image.format, current, current, "none", ())
+        return FixPlan(image.path, "vhd-fixed", current, current, "rewrite_footer", (step,))
+    return FixPlan(image.path, "vhd-fixed", current, current, "none", ())
 
 
 def _keep_identity(old: Footer, new: Footer) -> Footer:

@@ -25,6 +25,7 @@ app = typer.Typer(
         "  azlift vhd fix disk.raw"
     ),
     no_args_is_help=True,
+    add_completion=False,
 )
 
 
@@ -40,7 +41,8 @@ FormatOption = Annotated[
                  help="Read the file as this format instead of detecting it from content "
                       "(e.g. a raw disk named .vhd)."),
 ]
-ImageArgument = Annotated[str, typer.Argument(help="Disk image file (raw, VHD or VHDX).",
+ImageArgument = Annotated[str, typer.Argument(metavar="IMAGE",
+                                              help="Disk image file (raw, VHD or VHDX).",
                                               show_default=False)]
 
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
@@ -211,9 +213,10 @@ def _warn_findings(findings: tuple[vhd.Finding, ...]) -> None:
 
 @app.command()
 def convert(
-    source: Annotated[str, typer.Argument(help="Image to read (raw, VHD, VHDX).",
-                                          show_default=False)],
-    dest: Annotated[str, typer.Argument(help="Fixed VHD to write.", show_default=False)],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Image to read (raw, VHD, "
+                                          "VHDX).", show_default=False)],
+    dest: Annotated[str, typer.Argument(metavar="DEST", help="Fixed VHD to write.",
+                                        show_default=False)],
     size: Annotated[str | None, typer.Option(
         "--size", help="Virtual size of the output, at least the source's: 30G, 30GiB, "
                        "1024M or bytes (binary units; rounded up to a whole MiB).")] = None,

@@ -209,12 +209,35 @@ def test_fix_refuses_dynamic_with_exit_3(run_main, tmp_path: Path,
     assert dynamic.read_bytes() == before
 
 
+def test_check_sends_a_damaged_footer_to_fix_and_fix_repairs_it(run_main, tmp_path: Path,
+                                                                windows_disk: Path) -> None:
+    path = make_fixed_vhd(windows_disk, tmp_path / "damaged.vhd", force_size=True)
+    data = bytearray(path.read_bytes())
+    data[-512 + 64] ^= 0xFF  # the footer checksum no longer matches
+    path.write_bytes(bytes(data))
+    report = run_main("vhd", "check", path, "--json")
+    assert report.code == 1
+    errors = {f["code"]: f["message"] for f in json.loads(report.out)["findings"]
+              if f["severity"] == "error"}
+    assert set(errors) == {"footer_checksum", "size_not_whole_mib"}  # 48 MiB + 1000 bytes
+    assert all("azlift vhd fix" in message for message in errors.values())
+    fixed = run_main("vhd", "fix", path, "--json")
+    assert fixed.code == 0, fixed.err
+    assert json.loads(fixed.out)["steps"] == [
+        "rewrite_footer", "write_new_footer", "zero_old_footer"]
+    assert run_main("vhd", "check", path, "--os-disk").code == 0
+    qemu_img("compare", "-f", "raw", "-F", "vpc", windows_disk, path)
+
+
 # --- the app around them ----------------------------------------------------------------
 def test_typer_runner_help_has_examples() -> None:
     result = CliRunner().invoke(app, ["vhd", "convert", "--help"])
     assert result.exit_code == 0
     assert "azlift vhd convert disk.vhdx disk-azure.vhd" in result.output
     assert "--size" in result.output
+    group = CliRunner().invoke(app, ["vhd", "--help"])
+    assert group.exit_code == 0 and "azlift vhd fix disk.raw" in group.output
+    assert "completion" not in group.output
 
 
 def test_typer_runner_check_exit_codes(tmp_path: Path, windows_disk: Path) -> None:

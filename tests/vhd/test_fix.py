@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,62 @@ def test_raw_named_vhd_needs_the_format_named(tmp_path: Path) -> None:
         fix(str(raw))
     assert fix(str(raw), format="raw").action == "append_footer"
     assert check_path(str(raw)).ready
+
+
+def damage_footer(path: Path, *, checksum: bool = False, disk_type: int | None = None) -> None:
+    """Break the footer so the disk no longer opens: a wrong checksum or disk type."""
+    data = bytearray(path.read_bytes())
+    footer = vhd.Footer.unpack(bytes(data[-512:]))
+    if disk_type is not None:
+        footer = replace(footer, disk_type=disk_type).with_checksum()
+    if checksum:
+        footer = replace(footer, checksum=footer.checksum ^ 0x5A5A)
+    data[-512:] = footer.pack()
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [{"checksum": True}, {"disk_type": 5}])
+def test_footer_that_check_sends_to_fix_is_rewritten(tmp_path: Path, damage: dict) -> None:
+    raw = odd_raw(tmp_path, 20 * MIB)
+    path = build_fixed_vhd(tmp_path / "damaged.vhd", 20 * MIB, [(0, raw.read_bytes())])
+    damage_footer(path, **damage)
+    with pytest.raises(vhd.ImageFormatError):
+        vhd.open_image(path)
+    report = check_path(str(path))
+    assert not report.ready
+    errors = [f for f in report.findings if f.severity == "error"]
+    assert errors and all("azlift vhd fix" in f.message for f in errors)
+    assert not any("convert" in f.message for f in errors)  # convert cannot read it
+    result = fix(str(path))
+    assert (result.action, result.steps) == ("rewrite_footer", ("rewrite_footer",))
+    assert_ready_with_guest_bytes_of(path, raw, "raw")
+
+
+def test_damaged_misaligned_footer_survives_every_interruption(tmp_path: Path) -> None:
+    size = 25 * MIB + 4096
+    raw = odd_raw(tmp_path, size)
+    pristine = build_fixed_vhd(tmp_path / "pristine.vhd", size, [(0, raw.read_bytes())])
+    damage_footer(pristine, checksum=True)
+    steps = plan_fix(str(pristine)).steps
+    assert [step.name for step in steps] == [
+        "rewrite_footer", "write_new_footer", "zero_old_footer"]
+    for stop_after in range(len(steps) + 1):
+        work = tmp_path / f"work-{stop_after}.vhd"
+        shutil.copyfile(pristine, work)
+        apply_fix(plan_fix(str(work)), stop_after=stop_after)
+        state = check_path(str(work))
+        assert state.ready == (stop_after == len(steps)), (stop_after, state.codes())
+        fix(str(work))
+        assert_ready_with_guest_bytes_of(work, raw, "raw")
+
+
+def test_damaged_footer_with_more_data_than_it_claims_is_refused(tmp_path: Path) -> None:
+    raw = odd_raw(tmp_path, 20 * MIB)
+    path = build_fixed_vhd(tmp_path / "long.vhd", 20 * MIB, [(0, raw.read_bytes())])
+    data = path.read_bytes()
+    path.write_bytes(data[:-512] + bytes(MIB) + data[-512:])
+    damage_footer(path, checksum=True)
+    before = path.read_bytes()
+    with pytest.raises(FixUnsupportedError, match="expected them equal"):
+        fix(str(path))
+    assert path.read_bytes() == before
