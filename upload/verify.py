@@ -19,6 +19,7 @@ from vhd import DiskImage
 from vhd._vhd_structs import Footer
 
 from .ranges import Range, coalesce, nonzero_pieces, subtract, total_length
+from .errors import AuthError, ServiceError
 from .stream import FixedVhdLayout, SourceReader, fixed_vhd_layout, nonzero_sector_flags
 from .target import PageTarget
 
@@ -30,7 +31,7 @@ DOWNLOAD_LIMIT = 4 * 1024 * 1024
 class Difference:
     """One thing the blob has that the fixed VHD of the source does not (or vice versa)."""
 
-    check: str  # "blob_type", "length", "footer", "page_ranges", "data"
+    check: str  # "exists", "blob_type", "length", "footer", "page_ranges", "data"
     message: str
     offset: int | None = None
 
@@ -98,9 +99,17 @@ def verify_upload(image: DiskImage, target: PageTarget, *, threads: int = 4,
     """Compare ``target`` with the fixed VHD of ``image``; ``progress(done, total)`` bytes."""
     layout = fixed_vhd_layout(image)
     differences: list[Difference] = []
-    state = target.properties()
     report = dict(target=target.identity, virtual_size=layout.virtual_size,
                   blob_length=layout.blob_length)
+    try:
+        state = target.properties()
+    except ServiceError as error:
+        if isinstance(error, AuthError) or error.status != 404:
+            raise
+        missing = Difference("exists", f"there is no blob at {target.identity} "
+                             f"({error.service_code or 'HTTP 404'})")
+        return VerifyReport(**report, data_bytes_checked=0, ranges_checked=0,
+                            differences=(missing,))
     if state.blob_type != "PageBlob":
         differences.append(Difference("blob_type", f"blob is a {state.blob_type}, "
                                       "expected a PageBlob"))

@@ -70,3 +70,13 @@ def test_wrong_length_and_type_stop_early(azurite, tmp_path) -> None:  # noqa: F
     block.client.upload_blob(b"x" * 1024)
     report = _verify(source, block)
     assert [d.check for d in report.differences] == ["blob_type", "length"]
+
+
+def test_a_missing_blob_or_container_is_a_difference(azurite, tmp_path) -> None:  # noqa: F811
+    source = make_source("raw", tmp_path, count=2)
+    for target in (blob_target(azurite, name="never-uploaded.vhd"),
+                   blob_target(azurite, container=azurite.new_container_name())):
+        report = _verify(source, target)
+        assert not report.ok
+        assert [d.check for d in report.differences] == ["exists"]
+        assert "no blob" in report.differences[0].message
