@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -113,8 +113,13 @@ class DefaultCommandGroup(TyperGroup):
 SEVERITY_LABELS = {"blocker": "BLOCKER", "warning": "warning", "info": "info", "ok": "ok"}
 
 
-def render_findings(findings: Iterable[Any]) -> None:
-    """Readiness findings (prep.plan.Finding), one per line with its fix, then a verdict."""
+def render_findings(findings: Iterable[Any], heading: str | None = None) -> None:
+    """Readiness findings (prep.plan.Finding), one per line with its fix, then a verdict.
+
+    ``heading`` (what was checked, and how) goes first when given.
+    """
+    if heading:
+        say(heading, err=False)
     blockers = 0
     for finding in findings:
         severity = getattr(finding.severity, "value", finding.severity)
@@ -124,6 +129,30 @@ def render_findings(findings: Iterable[Any]) -> None:
         if finding.remediation and severity != "ok":
             say(f"  {'':<8} fix: {finding.remediation}", err=False)
     say(f"{blockers} blocking finding(s)" if blockers else "no blocking findings", err=False)
+
+
+def render_plan(title: str, steps: Sequence[Any], warnings: Iterable[str] = (), *,
+                marks: Callable[[int, Any], str] | None = None, err: bool = False) -> None:
+    """A plan (prep.plan.Step items) as numbered steps with their commands, then warnings.
+
+    ``marks(number, step)`` adds notes after a step's description ("[destructive]").
+    """
+    say(f"Plan for {title}:", err=err)
+    for number, step in enumerate(steps, 1):
+        say(f"  {number}. {step.description}{marks(number, step) if marks else ''}", err=err)
+        say(f"       {step.command}", err=err)
+    for message in warnings:
+        warn(message)
+
+
+def report_checks(document: dict[str, Any], plan: Any | None,
+                  render_text: Callable[[], None]) -> None:
+    """What --check-only and --dry-run print: one JSON document (with the plan's
+    ``to_dict()`` under "plan") with --json, else ``render_text()``."""
+    if STATE.json:
+        emit_json(document if plan is None else {**document, "plan": plan.to_dict()})
+    else:
+        render_text()
 
 
 def require_confirmation(action: str, host: str, question: str) -> None:

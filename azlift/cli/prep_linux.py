@@ -8,18 +8,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from prep.errors import GuestNotReadyError, NotConfirmedError, PrepUsageError, PrivilegeError
+from prep.errors import GuestNotReadyError, PrepUsageError, PrivilegeError
 from prep.linux import DeprovisionPlan, Inspection, build_plan, deprovision, inspect
-from prep.plan import BACKUP_REMINDER, Severity, Step, blocking
+from prep.plan import Step, blocking
 from prep.shell import RootShell
 from prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget, wait_until_gone
 
 from . import common
-from .common import STATE, JsonOption, YesOption, emit_json, say, warn
+from .common import STATE, CheckOnlyOption, DryRunOption, JsonOption, YesOption, emit_json
+from .common import say, warn
 from .prep import app
-
-_LABEL = {Severity.BLOCKER: "BLOCKER", Severity.WARNING: "warning", Severity.INFO: "info",
-          Severity.OK: "ok"}
 
 
 def _secret(variable: str | None, option: str) -> str | None:
@@ -55,10 +53,8 @@ def prep_linux(
         "--accept-new-host-key",
         help="Accept and record a host key seen for the first time (never a changed one).")]
     = False,
-    check_only: Annotated[bool, typer.Option(
-        "--check-only", help="Run the readiness checks and stop (exit 1 on blockers).")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Run the checks and print the plan; change nothing.")] = False,
+    check_only: CheckOnlyOption = False,
+    dry_run: DryRunOption = False,
     yes: YesOption = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Deprovision despite blocking findings.")] = False,
@@ -158,12 +154,7 @@ def _refuse_if_blocked(host: str, inspection: Inspection, force: bool) -> None:
 
 def _confirm(host: str, plan: DeprovisionPlan) -> None:
     _render_plan(plan, err=True)
-    say(BACKUP_REMINDER)
-    if not common.stdin_is_terminal():
-        raise NotConfirmedError(f"refusing to deprovision {host} without confirmation: no "
-                                "terminal to ask on; pass --yes once you have a backup")
-    if not common.confirm(f"Deprovision {host} and power it off?"):
-        raise NotConfirmedError(f"not confirmed: {host} was left unchanged")
+    common.require_confirmation("deprovision", host, f"Deprovision {host} and power it off?")
 
 
 def _progress(plan: DeprovisionPlan, index: int, step: Step) -> None:
@@ -173,37 +164,27 @@ def _progress(plan: DeprovisionPlan, index: int, step: Step) -> None:
 
 
 def _report(host: str, inspection: Inspection, plan: DeprovisionPlan | None = None) -> None:
-    if STATE.json:
-        document = {"ok": inspection.ready, "host": host, **inspection.to_dict()}
+    def render_text() -> None:
+        _render_findings(inspection)
         if plan is not None:
-            document["plan"] = plan.to_dict()
-        emit_json(document)
-        return
-    _render_findings(inspection)
-    if plan is not None:
-        _render_plan(plan, err=False)
+            _render_plan(plan, err=False)
+
+    common.report_checks({"ok": inspection.ready, "host": host, **inspection.to_dict()}, plan,
+                         render_text)
 
 
 def _render_findings(inspection: Inspection) -> None:
     release = inspection.detection.os_release
-    say(f"{release.pretty_name or release.id or 'unknown distribution'} "
+    common.render_findings(inspection.findings, heading=(
+        f"{release.pretty_name or release.id or 'unknown distribution'} "
         f"(family {inspection.detection.family.name}), as {inspection.login_user} "
-        f"via {inspection.privilege.value}", err=False)
-    for finding in inspection.findings:
-        say(f"  {_LABEL[finding.severity]:<8} {finding.code}: {finding.message}", err=False)
-        if finding.remediation and finding.severity is not Severity.OK:
-            say(f"  {'':<8} fix: {finding.remediation}", err=False)
-    blockers = blocking(list(inspection.findings))
-    say(f"{len(blockers)} blocking finding(s)" if blockers else "no blocking findings",
-        err=False)
+        f"via {inspection.privilege.value}"))
 
 
 def _render_plan(plan: DeprovisionPlan, err: bool) -> None:
-    say(f"Plan for {plan.target} ({plan.family}):", err=err)
-    for number, step in enumerate(plan.steps + plan.final_steps, 1):
-        marks = (" [destructive]" if step.destructive else "") + (
+    def marks(number: int, step: Step) -> str:
+        return (" [destructive]" if step.destructive else "") + (
             " [detached, after the session]" if number > len(plan.steps) else "")
-        say(f"  {number}. {step.description}{marks}", err=err)
-        say(f"       {step.command}", err=err)
-    for message in plan.warnings:
-        warn(message)
+
+    common.render_plan(f"{plan.target} ({plan.family})", plan.steps + plan.final_steps,
+                       plan.warnings, marks=marks, err=err)

@@ -33,17 +33,26 @@ from .common import (
 )
 from .prep import app
 
+
 def _transport(value: str) -> str:
     if value not in AUTH_TRANSPORTS:
         raise typer.BadParameter(f"expected one of {', '.join(AUTH_TRANSPORTS)}, found {value!r}")
     return value
 
 
-@app.command("windows")
+HELP = (
+    "Check a Windows VM over WinRM, generalize it with Sysprep and power it off.\n\n"
+    "Blocking findings (BitLocker, pending reboot, per-user AppX packages, ...) stop the plan "
+    "unless --force. Without --yes the plan and a backup reminder are shown and confirmation "
+    "is asked on the terminal; without a terminal the command refuses (exit 5)."
+)
+
+
+@app.command("windows", help=HELP)
 def prep_windows(
     host: Annotated[str, typer.Argument(help="The Windows guest (name or address).")],
     port: Annotated[Optional[int], typer.Option(
-        help=f"WinRM port [default: {HTTPS_PORT}, or {HTTP_PORT} with --http].")] = None,
+        help=f"WinRM port (default {HTTPS_PORT}, or {HTTP_PORT} with --http).")] = None,
     user: Annotated[str, typer.Option(help="An administrator account on the guest.")]
     = "Administrator",
     password_env: Annotated[Optional[str], typer.Option(
@@ -76,12 +85,7 @@ def prep_windows(
         min=0.1, help="Seconds to wait for the host to stop answering after shutdown.")] = 300.0,
     json_output: JsonOption = False,
 ) -> None:
-    """Check a Windows VM over WinRM, generalize it with Sysprep and power it off.
-
-    Blocking findings (BitLocker, pending reboot, per-user AppX packages, ...) stop the
-    plan unless --force. Without --yes the plan and a backup reminder are shown and
-    confirmation is asked on the terminal; without a terminal the command refuses (exit 5).
-    """
+    """Checks, then the Sysprep plan (see HELP)."""
     if check_only and dry_run:
         raise PrepUsageError("--check-only and --dry-run exclude each other")
     settings = WinRMSettings(host=host, user=user, port=port, transport=transport,
@@ -143,22 +147,14 @@ def _confirm(host: str, plan: Plan) -> None:
 
 
 def _report_checks(host: str, findings: list[Finding], plan: Plan | None = None) -> None:
-    if STATE.json:
-        document: dict = {"ok": not blocking(findings), "host": host,
-                          "findings": [f.to_dict() for f in findings]}
+    def render_text() -> None:
+        render_findings(findings)
         if plan is not None:
-            document["plan"] = plan.to_dict()
-        emit_json(document)
-        return
-    render_findings(findings)
-    if plan is not None:
-        _render_plan(plan)
+            _render_plan(plan)
+
+    common.report_checks({"ok": not blocking(findings), "host": host,
+                          "findings": [f.to_dict() for f in findings]}, plan, render_text)
 
 
 def _render_plan(plan: Plan) -> None:
-    say(f"Plan for {plan.target}:", err=False)
-    for number, step in enumerate(plan.steps, 1):
-        say(f"  {number}. {step.description}", err=False)
-        say(f"       {step.command}", err=False)
-    for message in plan.warnings:
-        warn(message)
+    common.render_plan(plan.target, plan.steps, plan.warnings)
