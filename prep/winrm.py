@@ -13,6 +13,7 @@ from stdin to its end, decodes it and runs it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -104,6 +105,11 @@ class WinRMSettings:
             raise PrepUsageError("--ca-cert applies to HTTPS only; drop --http or --ca-cert")
         if not self.user:
             raise PrepUsageError("a user name is required (--user)")
+        missing = _missing_auth_package(self.transport)
+        if missing:
+            raise PrepUsageError(f"--transport {self.transport} needs the Python package "
+                                 f"{missing}, which is not installed (pip install "
+                                 f"'pywinrm[{self.transport}]'), or pick another --transport")
 
     def warnings(self) -> list[str]:
         """Every weakening the user chose, to be printed on every run."""
@@ -115,6 +121,17 @@ class WinRMSettings:
             found.append(f"--insecure-skip-tls-verify: the certificate of {self.host} is not "
                          "checked; anyone on the path can impersonate it and read the password")
         return found
+
+
+def _missing_auth_package(transport: str) -> str | None:
+    """The package pywinrm needs for ``transport`` when it is absent, else None."""
+    from winrm import transport as winrm_transport
+
+    if transport == "kerberos" and not winrm_transport.HAVE_KERBEROS:
+        return "pykerberos (or winkerberos)"
+    if transport == "credssp" and not winrm_transport.HAVE_CREDSSP:
+        return "requests-credssp"
+    return None
 
 
 class WinRMRemote:
@@ -176,8 +193,12 @@ class WinRMRemote:
                 self._send_stdin(shell_id, command_id, payload)
             stdout, stderr, exit_code = self._collect(shell_id, command_id, timeout)
             protocol.cleanup_command(shell_id, command_id)
-        finally:
-            protocol.close_shell(shell_id, close_session=False)
+        except BaseException:
+            # Report what went wrong, not the failure to close a shell on a host that is gone.
+            with contextlib.suppress(Exception):
+                protocol.close_shell(shell_id, close_session=False)
+            raise
+        protocol.close_shell(shell_id, close_session=False)
         return RunResult(exit_code, stdout.decode("utf-8", "replace"),
                          stderr.decode("utf-8", "replace"))
 

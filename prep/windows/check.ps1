@@ -29,10 +29,11 @@ try {
     $bitlocker = [ordered]@{ available = $true; protection_status = "$($volume.ProtectionStatus)"; volume_status = "$($volume.VolumeStatus)" }
 } catch { }
 
+# Both lists or neither: with only the installed list every package would look user-only.
 $installed = @()
 $provisioned = @()
 try {
-    $installed = @(Get-AppxPackage -AllUsers -ErrorAction Stop | ForEach-Object {
+    $allInstalled = @(Get-AppxPackage -AllUsers -ErrorAction Stop | ForEach-Object {
         [ordered]@{
             name = $_.Name
             full_name = $_.PackageFullName
@@ -43,7 +44,8 @@ try {
         }
     })
     $provisioned = @(Get-AppxProvisionedPackage -Online -ErrorAction Stop | ForEach-Object { $_.DisplayName })
-} catch { }
+    $installed = $allInstalled
+} catch { $provisioned = @() }
 
 $rdpTcp = 'HKLM:\SYSTEM\CurrentControlSet\Control\Terminal Server\WinStations\RDP-Tcp'
 $tsPolicy = 'HKLM:\SOFTWARE\Policies\Microsoft\Windows NT\Terminal Services'
@@ -94,7 +96,7 @@ $facts = [ordered]@{
     san_policy = "$((Get-StorageSetting -ErrorAction SilentlyContinue).NewDiskPolicy)"
     real_time_is_universal = Get-RegValue 'HKLM:\SYSTEM\CurrentControlSet\Control\TimeZoneInformation' 'RealTimeIsUniversal'
     services = $services
-    bcd = [ordered]@{ bootmgr = (Get-BcdEntry '{bootmgr}'); default = (Get-BcdEntry '{default}') }
+    bcd = [ordered]@{ bootmgr = (Get-BcdEntry '{bootmgr}'); default = (Get-BcdEntry '{default}'); emssettings = (Get-BcdEntry '{emssettings}') }
     pagefile = [ordered]@{
         paging_files = @(Get-RegValue $memory 'PagingFiles' | Where-Object { $_ })
         automatic = [bool] (Get-CimInstance -ClassName Win32_ComputerSystem).AutomaticManagedPagefile
@@ -108,3 +110,6 @@ $facts = [ordered]@{
     image_state = Get-RegValue 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Setup\State' 'ImageState'
 }
 $facts | ConvertTo-Json -Depth 6 -Compress
+# bcdedit fails without elevation and its exit code would outlive it: the script's answer
+# is the JSON above (is_admin says whether the facts are complete), so it succeeds.
+$global:LASTEXITCODE = 0

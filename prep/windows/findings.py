@@ -26,6 +26,7 @@ BCD_EXPECTED = {
     "default": {"device": "partition=C:", "osdevice": "partition=C:",
                 "integrityservices": "Enable", "recoveryenabled": "No",
                 "bootstatuspolicy": "IgnoreAllFailures", "ems": "Yes"},
+    "emssettings": {"emsport": "1", "emsbaudrate": "115200"},
 }
 BCD_FIX = {
     ("bootmgr", "integrityservices"): 'bcdedit /set "{bootmgr}" integrityservices enable',
@@ -38,6 +39,8 @@ BCD_FIX = {
     ("default", "recoveryenabled"): 'bcdedit /set "{default}" recoveryenabled Off',
     ("default", "bootstatuspolicy"): 'bcdedit /set "{default}" bootstatuspolicy IgnoreAllFailures',
     ("default", "ems"): 'bcdedit /ems "{current}" ON',
+    ("emssettings", "emsport"): "bcdedit /emssettings EMSPORT:1 EMSBAUDRATE:115200",
+    ("emssettings", "emsbaudrate"): "bcdedit /emssettings EMSPORT:1 EMSBAUDRATE:115200",
 }
 RDP_FIREWALL_GROUP = "@FirewallAPI.dll,-28752"
 CDROM_DISABLED = 4
@@ -150,6 +153,16 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+TERMINAL_SERVER = "HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Terminal Server"
+RDP_TCP = TERMINAL_SERVER + "\\Winstations\\RDP-Tcp"
+TS_POLICY = "HKLM:\\SOFTWARE\\Policies\\Microsoft\\Windows NT\\Terminal Services"
+
+
+def _set_dword(path: str, name: str, value: int) -> str:
+    """The page's own command for one registry setting."""
+    return f"Set-ItemProperty -Path '{path}' -Name {name} -Value {value} -Type DWord -Force"
+
+
 def check_rdp(facts: Facts) -> list[Finding]:
     rdp = facts.get("rdp") or {}
     findings = []
@@ -159,25 +172,25 @@ def check_rdp(facts: Facts) -> list[Finding]:
         findings.append(_finding(
             "rdp_disabled", Severity.WARNING,
             "Remote Desktop is disabled (fDenyTSConnections); the VM will be unreachable in Azure",
-            "set fDenyTSConnections to 0 under HKLM\\SYSTEM\\CurrentControlSet\\Control\\"
-            "Terminal Server (and the Terminal Services policy key)"))
+            _set_dword(TERMINAL_SERVER, "fDenyTSConnections", 0) + "; "
+            + _set_dword(TS_POLICY, "fDenyTSConnections", 0)))
     port = _as_int(rdp.get("port"))
     if port != 3389:
         findings.append(_finding(
             "rdp_port", Severity.WARNING,
             f"the RDP port is {port if port is not None else 'unset'}, not 3389; Azure's "
             "default rules open 3389",
-            "set PortNumber to 3389 under ...\\WinStations\\RDP-Tcp; change it after deployment"))
+            _set_dword(RDP_TCP, "PortNumber", 3389) + " (change the port after deployment)"))
     if _as_int(rdp.get("user_authentication")) != 1:
         findings.append(_finding(
             "rdp_nla", Severity.WARNING, "network-level authentication (NLA) is off for RDP",
-            "set UserAuthentication to 1 under ...\\WinStations\\RDP-Tcp"))
+            _set_dword(RDP_TCP, "UserAuthentication", 1)))
     lan = _as_int(rdp.get("lan_adapter"))
     if lan not in (0, None):
         findings.append(_finding(
             "rdp_listener", Severity.WARNING,
             f"the RDP listener is bound to adapter {lan}, not to every interface",
-            "set LanAdapter to 0 under ...\\WinStations\\RDP-Tcp"))
+            _set_dword(RDP_TCP, "LanAdapter", 0)))
     return findings or _ok("rdp", "RDP is enabled on port 3389 with NLA")
 
 
@@ -245,7 +258,7 @@ def check_real_time_is_universal(facts: Facts) -> list[Finding]:
 
 def check_services(facts: Facts) -> list[Finding]:
     services = facts.get("services") or {}
-    wrong = []
+    wrong, fixes = [], []
     for names, expected in ((AUTOMATIC_SERVICES, "Automatic"), (MANUAL_SERVICES, "Manual")):
         for name in names:
             actual = services.get(name)
@@ -253,11 +266,13 @@ def check_services(facts: Facts) -> list[Finding]:
                 wrong.append(f"{name} missing (expected {expected})")
             elif str(actual).lower() != expected.lower():
                 wrong.append(f"{name} {actual} (expected {expected})")
+                fixes.append(f"Set-Service -Name {name} -StartupType {expected}")
     if not wrong:
         return _ok("services", "service start types match Azure's page")
     return [_finding("services", Severity.WARNING,
                      "service start types differ from Azure's page: " + "; ".join(wrong),
-                     "Set-Service -Name NAME -StartupType Automatic|Manual as listed")]
+                     "; ".join(fixes) if fixes else
+                     "reinstall or repair the missing Windows services Azure's page lists")]
 
 
 def parse_bcdedit(text: str) -> dict[str, str]:
@@ -283,7 +298,8 @@ def check_bcd(facts: Facts) -> list[Finding]:
             found = actual.get(key)
             if found is None or found.lower() != value.lower():
                 wrong.append(f"{{{entry}}} {key} {found or 'unset'} (expected {value})")
-                fixes.append(BCD_FIX[(entry, key)])
+                if BCD_FIX[(entry, key)] not in fixes:
+                    fixes.append(BCD_FIX[(entry, key)])
     if not wrong:
         return _ok("bcd", "boot configuration matches Azure's page")
     return [_finding("bcd", Severity.WARNING,

@@ -22,6 +22,10 @@ IMAGE_STATE_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Setup\State"
 # Consecutive polls that must show Sysprep gone with the image left undeployable before
 # the run counts as failed (one poll can race the process exit and the registry write).
 EXITED_POLLS_FOR_FAILURE = 2
+# A failed earlier run leaves the image UNDEPLOYABLE, and the scheduled task needs a moment
+# to start sysprep.exe: until Sysprep was seen running, that state alone proves nothing for
+# this long.
+STARTUP_GRACE_SECONDS = 60.0
 LOG_TAIL_LINES = 60
 
 MODE_VM_HELP = (
@@ -84,8 +88,10 @@ def wait_for_generalized(
 ) -> ImageStatePoll:
     """Poll until the image is generalized; fail fast when Sysprep exited undeployable,
     give up at ``timeout`` seconds. Both failures carry Sysprep's error lines."""
-    deadline = clock() + timeout
+    started = clock()
+    deadline = started + timeout
     exited_polls = 0
+    seen_running = False
     last: ImageStatePoll | None = None
     last_error: Exception | None = None
     while True:
@@ -99,8 +105,10 @@ def wait_for_generalized(
                 on_poll(last)
             if last.image_state == GENERALIZED:
                 return last
+            seen_running = seen_running or last.sysprep_running
+            this_run = seen_running or clock() - started >= STARTUP_GRACE_SECONDS
             exited_polls = exited_polls + 1 if (
-                not last.sysprep_running and last.image_state == UNDEPLOYABLE) else 0
+                this_run and not last.sysprep_running and last.image_state == UNDEPLOYABLE) else 0
             if exited_polls >= EXITED_POLLS_FOR_FAILURE:
                 raise GeneralizeFailedError(
                     f"Sysprep on {remote.host} exited and left the image at {UNDEPLOYABLE}: "

@@ -78,6 +78,13 @@ systemroot              \\Windows
 bootstatuspolicy        IgnoreAllFailures
 ems                     Yes
 """
+BCD_EMSSETTINGS_GOOD = """EMS Settings
+------------
+identifier              {emssettings}
+bootems                 Yes
+emsport                 1
+emsbaudrate             115200
+"""
 
 
 def _log_line(kind: str, text: str, when: datetime) -> str:
@@ -167,9 +174,11 @@ class WindowsMachine:
         **{name: "Manual" for name in ("Netlogon", "Netman", "TermService")}})
     bcd_bootmgr: str = BCD_BOOTMGR_GOOD
     bcd_default: str = BCD_DEFAULT_GOOD
+    bcd_emssettings: str = BCD_EMSSETTINGS_GOOD
     automatic_pagefile: bool = False
     remaining_rearm: int | None = 1001
-    sysprep_scenario: str = "success"  # success | stuck | appx_failure
+    sysprep_scenario: str = "success"  # success | stuck | appx_failure | late_start
+    shutdown_answer: str = "drop"  # drop: the connection dies | fault: WinRM answers a fault
     setuperr_log: str | None = None
     setupact_log: str | None = None
     # what happened to the machine
@@ -204,7 +213,8 @@ class WindowsMachine:
             "san_policy": self.san_policy,
             "real_time_is_universal": reg.get("RealTimeIsUniversal"),
             "services": {name: self.services.get(name) for name in service_names},
-            "bcd": {"bootmgr": self.bcd_bootmgr, "default": self.bcd_default},
+            "bcd": {"bootmgr": self.bcd_bootmgr, "default": self.bcd_default,
+                    "emssettings": self.bcd_emssettings},
             "pagefile": {"paging_files": reg.get("PagingFiles") or [],
                          "automatic": self.automatic_pagefile},
             "cdrom_start": reg.get("cdrom.Start"),
@@ -227,6 +237,10 @@ class WindowsMachine:
                               ("IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE", False))
             if n >= 2 and self.setupact_log is None:
                 self.setuperr_log, self.setupact_log = stuck_logs()
+        elif self.sysprep_scenario == "late_start":
+            # A failed earlier run left the image undeployable; sysprep.exe shows up late.
+            state, running = (("IMAGE_STATE_UNDEPLOYABLE", n == 4) if n < 5 else
+                              ("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", False))
         elif self.sysprep_scenario == "appx_failure":
             state, running = ("IMAGE_STATE_UNDEPLOYABLE", n < 2)
             if n >= 2 and self.setuperr_log is None:
@@ -419,6 +433,9 @@ class FakeWSMan:
                 self.scripts.append("shutdown")
                 self.script_texts.append(command.script or "")
                 self.power_off()
+                if self.machine.shutdown_answer == "fault":
+                    return 500, _fault(message_id, "The WS-Management service cannot process "
+                                       "the request because the service is shutting down.")
                 return 0, None  # the connection drops: no reply at all
             command.result = self._run_script(command.script or "")
         out, err, code = command.result

@@ -161,3 +161,73 @@ def test_check_script_asks_for_every_service_the_rules_judge() -> None:
     line = next(l for l in script("check").splitlines() if l.startswith("$ServiceNames = @("))
     asked = set(re.findall(r"'([^']+)'", line))
     assert set(AUTOMATIC_SERVICES) | set(MANUAL_SERVICES) | {"WindowsAzureGuestAgent"} <= asked
+
+
+# The remediation each finding gives is the command Azure's preparation page gives.
+PAGE_COMMANDS = [
+    ("rdp_disabled", _set(reg_fDenyTSConnections=1),
+     "Set-ItemProperty -Path 'HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Terminal Server' "
+     "-Name fDenyTSConnections -Value 0 -Type DWord -Force"),
+    ("rdp_disabled", _set(reg_policy_fDenyTSConnections=1),
+     "Set-ItemProperty -Path 'HKLM:\\SOFTWARE\\Policies\\Microsoft\\Windows NT\\Terminal Services'"
+     " -Name fDenyTSConnections -Value 0 -Type DWord -Force"),
+    ("rdp_port", _set(reg_PortNumber=3390),
+     "Set-ItemProperty -Path 'HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Terminal Server\\"
+     "Winstations\\RDP-Tcp' -Name PortNumber -Value 3389 -Type DWord -Force"),
+    ("rdp_listener", _set(reg_LanAdapter=1), "-Name LanAdapter -Value 0 -Type DWord -Force"),
+    ("rdp_nla", _set(reg_UserAuthentication=0),
+     "-Name UserAuthentication -Value 1 -Type DWord -Force"),
+    ("firewall_profiles", _set(firewall_profiles={"Domain": False}),
+     "Set-NetFirewallProfile -Profile Domain, Public, Private -Enabled True"),
+    ("firewall_rdp", lambda m: m.firewall_rules.pop(0),
+     "Get-NetFirewallRule -DisplayGroup 'Remote Desktop' | Set-NetFirewallRule -Enabled True"),
+    ("firewall_winrm", lambda m: m.firewall_rules.pop(1), "Enable-PSRemoting -Force"),
+    ("san_policy", _set(san_policy="OfflineShared"), "san policy=onlineall"),
+    ("real_time_is_universal", _set(reg_RealTimeIsUniversal=0),
+     "Set-ItemProperty HKLM:\\SYSTEM\\CurrentControlSet\\Control\\TimeZoneInformation "
+     "-Name RealTimeIsUniversal -Value 1 -Type DWord"),
+    ("services", lambda m: m.services.__setitem__("w32time", "Manual"),
+     "Set-Service -Name w32time -StartupType Automatic"),
+    ("services", lambda m: m.services.__setitem__("TermService", "Disabled"),
+     "Set-Service -Name TermService -StartupType Manual"),
+    ("bcd", _set(bcd_emssettings=""), "bcdedit /emssettings EMSPORT:1 EMSBAUDRATE:115200"),
+    ("bcd", _set(bcd_bootmgr=""), 'bcdedit /set "{bootmgr}" bootems yes'),
+    ("bcd", _set(bcd_default=BCD_DEFAULT_GOOD.replace("ems                     Yes", "")),
+     'bcdedit /ems "{current}" ON'),
+]
+
+
+@pytest.mark.parametrize("code, change, command", PAGE_COMMANDS,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(PAGE_COMMANDS)])
+def test_remediations_are_the_commands_of_azures_page(code: str, change, command: str) -> None:
+    machine = WindowsMachine()
+    change(machine)
+    severity, _message, remediation = by_code(machine)[code]
+    assert severity is Severity.WARNING
+    assert command in remediation
+
+
+def test_ems_port_and_speed_are_checked_and_fixed_by_one_command() -> None:
+    from tests.support.fake_wsman import BCD_EMSSETTINGS_GOOD
+    machine = WindowsMachine(bcd_emssettings=BCD_EMSSETTINGS_GOOD.replace("115200", "9600")
+                             .replace("emsport                 1", "emsport                 2"))
+    _severity, message, remediation = by_code(machine)["bcd"]
+    assert "{emssettings} emsport 2 (expected 1)" in message
+    assert "{emssettings} emsbaudrate 9600 (expected 115200)" in message
+    assert remediation == "bcdedit /emssettings EMSPORT:1 EMSBAUDRATE:115200"
+
+
+def test_check_script_reads_every_bcd_entry_the_rules_judge() -> None:
+    from prep.windows import script
+    from prep.windows.findings import BCD_EXPECTED
+    text = script("check")
+    for entry in BCD_EXPECTED:
+        assert f"{entry} = (Get-BcdEntry '{{{entry}}}')" in text
+
+
+def test_check_script_ends_successfully_whatever_bcdedit_returned() -> None:
+    # The stdin loader exits with $LASTEXITCODE; bcdedit's "access denied" must not turn the
+    # facts of a non-administrator into a failed check (the administrator finding says it).
+    from prep.windows import script
+    lines = [line for line in script("check").splitlines() if line and not line.startswith("#")]
+    assert lines[-1] == "$global:LASTEXITCODE = 0"

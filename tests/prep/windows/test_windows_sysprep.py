@@ -19,6 +19,7 @@ from prep.windows import (
     wait_until_unreachable,
 )
 from prep.windows.preparer import WindowsPrepOptions
+from prep.windows.sysprep import STARTUP_GRACE_SECONDS
 from prep.winrm import WinRMRemote
 from tests.support.fake_wsman import APPX_FAILURE_PACKAGE, FakeWSMan, appx_failure_logs
 
@@ -84,13 +85,19 @@ def _start_sysprep(remote: WinRMRemote) -> None:
     assert remote.run(script("start-sysprep", SysprepArguments=sysprep_arguments())).ok
 
 
-def test_polling_returns_once_generalized(remote: WinRMRemote, wsman: FakeWSMan) -> None:
+def _sysprep_and_poll(remote: WinRMRemote, timeout: float) -> tuple[list, FakeClock]:
+    """Start Sysprep, poll every 5 virtual seconds until generalized: (polls, clock)."""
     clock = FakeClock()
     _start_sysprep(remote)
-    seen = []
-    final = wait_for_generalized(remote, timeout=60, interval=5, on_poll=seen.append,
+    seen: list = []
+    final = wait_for_generalized(remote, timeout=timeout, interval=5, on_poll=seen.append,
                                  clock=clock, sleep=clock.sleep)
     assert final.image_state == GENERALIZED
+    return seen, clock
+
+
+def test_polling_returns_once_generalized(remote: WinRMRemote, wsman: FakeWSMan) -> None:
+    seen, clock = _sysprep_and_poll(remote, timeout=60)
     assert len(seen) == 3 and clock.sleeps == [5, 5]
     assert wsman.scripts == ["start-sysprep", "image-state", "image-state", "image-state"]
 
@@ -136,3 +143,42 @@ def test_a_host_that_keeps_answering_is_a_timeout() -> None:
             wait_until_unreachable("127.0.0.1", port, timeout=3, interval=1, clock=clock,
                                    sleep=clock.sleep)
         assert clock.now == 3
+
+
+def test_a_leftover_undeployable_state_is_not_taken_for_this_runs_failure(
+        remote: WinRMRemote, wsman: FakeWSMan) -> None:
+    # An earlier failed run left IMAGE_STATE_UNDEPLOYABLE and sysprep.exe starts late:
+    # polls before Sysprep is seen running must not count as "Sysprep exited".
+    wsman.machine.sysprep_scenario = "late_start"
+    seen, _clock = _sysprep_and_poll(remote, timeout=600)
+    assert [poll.sysprep_running for poll in seen] == [False, False, False, True, False]
+    assert "fetch-logs" not in wsman.scripts
+
+
+def test_sysprep_that_never_shows_up_fails_after_the_startup_grace(
+        remote: WinRMRemote, wsman: FakeWSMan) -> None:
+    wsman.machine.sysprep_scenario = "late_start"
+    wsman.machine.image_state_polls = -1000  # sysprep.exe never appears
+    clock = FakeClock()
+    _start_sysprep(remote)
+    with pytest.raises(GeneralizeFailedError, match="IMAGE_STATE_UNDEPLOYABLE"):
+        wait_for_generalized(remote, timeout=600, interval=10, clock=clock, sleep=clock.sleep)
+    assert STARTUP_GRACE_SECONDS <= clock.now < 600
+
+
+def test_a_fault_from_the_stopping_winrm_service_counts_as_the_expected_drop(
+        remote: WinRMRemote, wsman: FakeWSMan) -> None:
+    wsman.machine.shutdown_answer = "fault"
+    outcome = shut_down(remote)
+    assert "shut down (expected)" in outcome and "shutting down" in outcome
+    assert wsman.machine.powered_off
+    assert wait_until_unreachable("127.0.0.1", wsman.port, timeout=5, interval=0.05) < 5
+
+
+def test_a_refused_shutdown_is_still_an_error(remote: WinRMRemote, wsman: FakeWSMan,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from prep.errors import RemoteCommandError
+    from prep.transport import RunResult
+    monkeypatch.setattr(remote, "run", lambda *a, **k: RunResult(1190, "", "shutdown refused"))
+    with pytest.raises(RemoteCommandError, match="refused .exit 1190"):
+        shut_down(remote)

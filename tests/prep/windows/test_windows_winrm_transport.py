@@ -97,3 +97,13 @@ def test_nothing_listening_is_a_connect_error(settings: WinRMSettings, wsman: Fa
     wsman.stop()
     with pytest.raises(ConnectError, match="cannot reach"):
         WinRMRemote(settings, PASSWORD).run(probe_script(100))
+
+
+@pytest.mark.parametrize("transport, flag, package", [
+    ("kerberos", "HAVE_KERBEROS", "pykerberos"), ("credssp", "HAVE_CREDSSP", "requests-credssp")])
+def test_an_auth_transport_without_its_package_is_a_usage_error(
+        monkeypatch: pytest.MonkeyPatch, transport: str, flag: str, package: str) -> None:
+    from winrm import transport as winrm_transport
+    monkeypatch.setattr(winrm_transport, flag, False)
+    with pytest.raises(PrepUsageError, match=f"needs the Python package {package}"):
+        WinRMSettings(host="h", user="u", transport=transport).validate()
