@@ -27,6 +27,12 @@ class AuthError(ServiceError):
     code = "auth_failed"
 
 
+class ContainerNotFoundError(ServiceError):
+    """The blob's container does not exist, and it may or could not be created."""
+
+    code = "container_not_found"
+
+
 class UnreachableError(ServiceError):
     """The endpoint could not be reached within the time allowed."""
 

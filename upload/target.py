@@ -25,6 +25,7 @@ from azure.storage.blob import BlobClient, ContentSettings, ExponentialRetry
 
 from .errors import (
     AuthError,
+    ContainerNotFoundError,
     ServiceError,
     TargetExistsError,
     TransientServiceError,
@@ -238,11 +239,19 @@ class BlobPageTarget:
 
     def _make_container(self) -> None:
         container = self._client._get_container_client()  # same pipeline and credential
-        with self._errors():
-            try:
-                container.create_container()
-            except ResourceExistsError:
-                pass
+        try:
+            with self._errors():
+                try:
+                    container.create_container()
+                except ResourceExistsError:
+                    pass
+        except AuthError as error:
+            raise ContainerNotFoundError(
+                f"container '{self._client.container_name}' does not exist and this "
+                f"credential may not create it (HTTP {error.status} "
+                f"{error.service_code or ''}".rstrip() + "); create the container, or use an "
+                "account key, connection string or account SAS that may create containers",
+                service_code=error.service_code, status=error.status) from error
 
     def put_pages(self, offset: int, data: bytes, md5: bytes | None) -> int:
         self._local.attempts = 0

@@ -283,3 +283,24 @@ def test_help_names_both_commands(capsys) -> None:
     for option in ("--resume", "--overwrite", "--content-md5", "--threads", "--managed-disk",
                    "--emulator", "--auth-mode", "--keep-open"):
         assert option in out
+
+
+def test_missing_container_the_sas_may_not_create_is_one_clear_line(env, azurite, tmp_path) -> None:  # noqa: F811
+    from datetime import datetime, timedelta, timezone
+
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+    source = make_source("raw", tmp_path, count=2)
+    container = azurite.new_container_name()  # never created
+    token = generate_blob_sas(azurite.account_name, container, "d.vhd",
+                              account_key=azurite.account_key,
+                              permission=BlobSasPermissions(read=True, write=True, create=True),
+                              expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    done, _ = _run("upload", str(source.path), azurite.blob_url(container, "d.vhd") + "?" + token,
+                   "--json")
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert f"container '{container}' does not exist" in done.stderr
+    assert json.loads(done.stdout)["error"]["code"] == "container_not_found"
+    signature = token.split("sig=")[1].split("&")[0]
+    assert signature not in done.stdout + done.stderr
+    assert not azurite.service_client().get_container_client(container).exists()
