@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from azlift.cli.main import app
-from azlift.cli.vhd import parse_size
+from azlift.cli.vhd import parse_size, terminate_as_interrupt
 from tests.cli.conftest import installed_azlift
 from tests.support import disk_layouts as layouts
 from tests.vhd import corpus
@@ -344,3 +345,15 @@ def test_malformed_through_the_installed_command(run_azlift, malformed) -> None:
         assert run.code == 3 and "Traceback" not in run.err
         assert len(run.err_lines) == 1
         assert not (malformed[name][0].parent / "x.vhd").exists()
+
+
+def test_sigterm_while_converting_is_an_interruption() -> None:
+    """kill (or a CI timeout) reaches the same clean-up as Ctrl-C: no temporary file left
+    (the library side of that is tests/vhd/test_convert.py's interruption tests)."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with terminate_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes of the main thread
+                pass
+    assert signal.getsignal(signal.SIGTERM) == before
