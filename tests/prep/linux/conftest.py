@@ -58,16 +58,21 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 @pytest.fixture(scope="session")
 def root_tree(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Build (once per session) the tree for a family and variant."""
-    built: dict[tuple, Path] = {}
+    built: dict[tuple, tuple[Path, RootSpec]] = {}
     base = tmp_path_factory.mktemp("roots")
     base.chmod(0o755)
 
     def get(family: str, ready: bool = True, variant: str = "", **changes: object) -> Path:
         key = (family, ready, variant)
+        wanted = spec(family, ready, **changes)
         if key not in built:
-            built[key] = build_root(base / f"{family}-{'ready' if ready else 'unready'}{variant}",
-                                    spec(family, ready, **changes))
-        return built[key]
+            built[key] = (build_root(
+                base / f"{family}-{'ready' if ready else 'unready'}{variant}", wanted), wanted)
+        path, made_from = built[key]
+        # a tree is shared by every test asking for its key: the same key must mean the
+        # same contents, or a test would silently run against another test's tree
+        assert made_from == wanted, f"root tree {key} requested with different contents"
+        return path
 
     return get
 
