@@ -6,6 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import vhd
 from tests.vhd.images import (
@@ -206,3 +208,33 @@ def test_damaged_footer_with_more_data_than_it_claims_is_refused(tmp_path: Path)
     with pytest.raises(FixUnsupportedError, match="expected them equal"):
         fix(str(path))
     assert path.read_bytes() == before
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(8, 511), st.binary(min_size=1, max_size=8)),
+                      min_size=1, max_size=4))
+def test_any_damaged_footer_is_refused_or_repaired_without_touching_data(
+        tmp_path_factory: pytest.TempPathFactory, edits: list[tuple[int, bytes]]) -> None:
+    """Footer bytes changed at random, checksum left stale: check, then fix, either raise
+    the package's errors or end with an Azure-ready disk holding the same guest bytes."""
+    folder = tmp_path_factory.mktemp("footer")
+    size = 2 * MIB + 4096
+    guest = bytes(range(256)) * (size // 256)
+    path = build_fixed_vhd(folder / "disk.vhd", size, [(0, guest)])
+    data = bytearray(path.read_bytes())
+    for at, blob in edits:
+        data[-512 + at:-512 + at + len(blob)] = blob[:512 - at]
+    path.write_bytes(bytes(data))
+    try:
+        check_path(str(path))
+        fix(str(path))
+    except vhd.VhdError:
+        assert path.read_bytes() == bytes(data)  # refused: untouched
+        return
+    errors = [f.code for f in check_path(str(path)).findings if f.severity == "error"]
+    assert errors == ["size_too_small"]  # 3 MiB: every other rule holds
+    with vhd.open_image(path) as image:
+        kept = min(size, image.virtual_size)
+        assert image.read(0, kept) == guest[:kept]
+        assert not any(image.read(kept, image.virtual_size - kept))
