@@ -82,8 +82,11 @@ def build_plan(host: str, options: WindowsPrepOptions, findings: list[Finding] |
     """The ordered steps of generalizing ``host`` (nothing runs here)."""
     arguments = " ".join(sysprep_arguments(options.mode_vm))
     steps = (
-        Step("Delete the Panther folder so old answer files and logs stay out of the image",
-             "Remove-Item -Recurse -Force $env:WINDIR\\Panther", destructive=True, source=PAGE),
+        Step("Delete the Panther folder so old answer files and logs stay out of the image, "
+             "and the Sysprep logs of earlier runs so a failure shows this run's errors",
+             "Remove-Item -Recurse -Force $env:WINDIR\\Panther; Remove-Item "
+             "$env:WINDIR\\System32\\Sysprep\\Panther\\setuperr.log, setupact.log",
+             destructive=True, source=PAGE),
         Step("Generalize with Sysprep, run as a one-off scheduled task so it outlives the "
              "WinRM shell (no WinRM call is held open)",
              f"%WINDIR%\\System32\\Sysprep\\Sysprep.exe {arguments}", destructive=True,

@@ -276,3 +276,34 @@ def test_dry_run_json_with_blockers_is_one_document_and_exit_1(wsman, certificat
     assert document["ok"] is False and document["plan"]["steps"]
     assert "--force" in err
     assert wsman.scripts == ["check"]
+
+
+def test_a_failure_quotes_this_runs_log_lines_not_an_earlier_runs(wsman, certificate, machine,
+                                                                  capsys) -> None:
+    from tests.support.fake_wsman import appx_failure_logs
+    machine.setuperr_log, machine.setupact_log = appx_failure_logs()  # an earlier failed run
+    machine.sysprep_scenario = "stuck"
+    code = main(args(wsman, certificate, "--yes", "--timeout", "0.6", *FAST))
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "did not reach the generalize state" in err
+    assert APPX_FAILURE_PACKAGE not in err and "0x3cf2" not in err
+
+
+@pytest.mark.parametrize("case", ["wrong-password", "sysprep-fails", "host-down"])
+def test_debug_tracebacks_carry_no_password(wsman, certificate, machine, capsys, monkeypatch,
+                                            case) -> None:
+    password = TEST_PASSWORD
+    if case == "wrong-password":
+        password = "Wr0ng-secret-value"
+        monkeypatch.setenv(PASSWORD_VAR, password)
+    elif case == "sysprep-fails":
+        machine.sysprep_scenario = "appx_failure"
+    else:
+        wsman.stop()
+    code = main(["--debug", *args(wsman, certificate, "--yes", "--json", *FAST)])
+    out, err = capsys.readouterr()
+    assert code == 4
+    assert "Traceback (most recent call last)" in err  # --debug did print one
+    assert json.loads(out)["ok"] is False
+    assert password not in out + err

@@ -235,20 +235,25 @@ class WindowsMachine:
         elif self.sysprep_scenario == "stuck":
             state, running = (("IMAGE_STATE_UNDEPLOYABLE", True) if n < 2 else
                               ("IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE", False))
-            if n >= 2 and self.setupact_log is None:
-                self.setuperr_log, self.setupact_log = stuck_logs()
+            if n == 2:
+                self._append_logs(*stuck_logs())
         elif self.sysprep_scenario == "late_start":
             # A failed earlier run left the image undeployable; sysprep.exe shows up late.
             state, running = (("IMAGE_STATE_UNDEPLOYABLE", n == 4) if n < 5 else
                               ("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", False))
         elif self.sysprep_scenario == "appx_failure":
             state, running = ("IMAGE_STATE_UNDEPLOYABLE", n < 2)
-            if n >= 2 and self.setuperr_log is None:
-                self.setuperr_log, self.setupact_log = appx_failure_logs()
+            if n == 2:
+                self._append_logs(*appx_failure_logs())
         else:
             raise ValueError(self.sysprep_scenario)
         self.registry["ImageState"] = state
         return state, running
+
+    def _append_logs(self, setuperr: str, setupact: str) -> None:
+        """Sysprep appends to setuperr.log / setupact.log; earlier runs' lines stay."""
+        self.setuperr_log = (self.setuperr_log or "") + setuperr
+        self.setupact_log = (self.setupact_log or "") + setupact
 
 
 @dataclass
@@ -455,6 +460,7 @@ class FakeWSMan:
             return _json_out(facts)
         if name == "clean-panther":
             machine.panther_deleted = True
+            machine.setuperr_log = machine.setupact_log = None  # System32\Sysprep\Panther
             machine.files = {f for f in machine.files
                              if not f.lower().startswith("c:\\windows\\panther\\")}
             return b"removed C:\\Windows\\Panther\r\n", b"", 0

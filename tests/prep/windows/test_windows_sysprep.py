@@ -182,3 +182,10 @@ def test_a_refused_shutdown_is_still_an_error(remote: WinRMRemote, wsman: FakeWS
     monkeypatch.setattr(remote, "run", lambda *a, **k: RunResult(1190, "", "shutdown refused"))
     with pytest.raises(RemoteCommandError, match="refused .exit 1190"):
         shut_down(remote)
+
+
+def test_clean_panther_removes_the_folder_and_sysprep_logs_of_earlier_runs() -> None:
+    text = script("clean-panther")
+    assert "Join-Path $env:WINDIR 'Panther'" in text
+    assert "Join-Path $env:WINDIR 'System32\\Sysprep\\Panther'" in text
+    assert "@('setuperr.log', 'setupact.log')" in text
