@@ -307,3 +307,14 @@ def test_debug_tracebacks_carry_no_password(wsman, certificate, machine, capsys,
     assert "Traceback (most recent call last)" in err  # --debug did print one
     assert json.loads(out)["ok"] is False
     assert password not in out + err
+
+
+def test_help_says_why_mode_vm_is_wrong_for_another_hypervisor(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["prep", "windows", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "--mode-vm" in text and "/mode:vm" in text
+    assert "a VM from VMware, KVM or another Hyper-V host moves to Azure's different hardware" \
+        in text
+    assert "WinRM port (default 5986, or 5985 with --http)" in text
+    assert "--insecure-skip-tls-verify" in text and "--ca-cert" in text
