@@ -115,6 +115,9 @@ def prep_windows(
         refuse_if_blocked(findings, force)
         if not yes:
             _confirm(host, plan)
+        else:  # no plan listing, but the risks it names are still said
+            for message in plan.warnings:
+                warn(message)
         result = execute(remote, options, progress=lambda m: say(f"azlift: {m}"))
     finally:
         remote.close()

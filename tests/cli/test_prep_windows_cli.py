@@ -318,3 +318,28 @@ def test_help_says_why_mode_vm_is_wrong_for_another_hypervisor(capsys, monkeypat
         in text
     assert "WinRM port (default 5986, or 5985 with --http)" in text
     assert "--insecure-skip-tls-verify" in text and "--ca-cert" in text
+
+
+def test_force_goes_ahead_despite_blockers_and_says_so(wsman, certificate, machine,
+                                                       capsys) -> None:
+    machine.reboot_pending_cbs = True
+    code = main(args(wsman, certificate, "--yes", "--force", "--mode-vm", *FAST))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "--force: going ahead despite windows.pending_reboot" in err
+    assert "/mode:vm keeps the hardware configuration" in err
+    assert machine.sysprep_arguments == ["/generalize", "/oobe", "/quiet", "/quit", "/mode:vm"]
+    assert machine.powered_off and "generalized" in out
+
+
+def test_plain_http_is_warned_about_on_the_command_line(windows_machine, capsys) -> None:  # noqa: F811
+    fake = FakeWSMan(windows_machine, user=TEST_USER, password=TEST_PASSWORD).start()
+    try:
+        code = main(["prep", "windows", "127.0.0.1", "--http", "--port", str(fake.port),
+                     "--user", TEST_USER, "--password-env", PASSWORD_VAR, "--check-only"])
+    finally:
+        fake.stop()
+    err = capsys.readouterr().err
+    assert "--http: talking to 127.0.0.1 over plain HTTP" in err
+    assert code == 4 and "refused the credentials" in err  # the fake speaks basic only
+    assert TEST_PASSWORD not in err
