@@ -252,9 +252,13 @@ def _copy_extents(image: DiskImage, fd: int, limit: int,
     and pwrite release the GIL, so reading, zero-scanning and page-cache copies overlap);
     progress is reported from the calling thread, in order.
     """
-    jobs = [chunk for offset, length in image.extents() if offset < limit
-            for chunk in _chunks(offset, min(offset + length, limit) - offset)]
-    total = sum(count for _, count in jobs)
+    def clipped() -> Iterator[tuple[int, int]]:
+        return ((offset, min(offset + length, limit) - offset)
+                for offset, length in image.extents() if offset < limit)
+
+    # Chunks are made as they are submitted: a disk of many TiB costs no job list.
+    jobs = (chunk for offset, length in clipped() for chunk in _chunks(offset, length))
+    total = sum(length for _, length in clipped())
     done = written = 0
     if progress:
         progress(0, total)

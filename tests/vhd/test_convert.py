@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,9 +14,11 @@ from hypothesis import strategies as st
 import vhd
 from tests.vhd.images import (
     MIB,
+    VHDX_BAT_AT,
     Chunk,
     build_differencing_vhd,
     build_dynamic_vhd,
+    build_vhdx,
     expected_bytes,
     make_dynamic_vhd,
     make_fixed_vhd,
@@ -284,3 +288,34 @@ def test_nonzero_runs_cover_every_nonzero_byte(data: bytes, offset: int,
         rebuilt[start:stop] = buffer[start:stop]
     assert rebuilt == buffer
     assert sum(stop - start for start, stop in runs) <= len(buffer)
+
+
+def test_job_list_does_not_grow_with_the_disk(tmp_path: Path) -> None:
+    """An 8 TiB VHDX whose BAT maps every block to the same stored block: converting it
+    starts with memory bounded by the copy window, not by 2 million 4 MiB chunks."""
+    size, block = 8 * 1024 ** 4, 256 * MIB
+    src = build_vhdx(tmp_path / "huge.vhdx", size, [(0, b"\xeb" * 4096)], block_size=block)
+    ratio = (1 << 23) * 512 // block
+    blocks = np.arange(size // block)
+    with open(src, "r+b") as handle:
+        handle.seek(VHDX_BAT_AT)
+        count = int(blocks[-1] + blocks[-1] // ratio) + 1
+        bat = np.frombuffer(handle.read(8 * count), dtype="<u8").copy()
+        bat[blocks + blocks // ratio] = bat[0]
+        handle.seek(VHDX_BAT_AT)
+        handle.write(bat.tobytes())
+
+    def stop_soon(done: int, total: int) -> None:
+        assert total == size
+        if done >= 4 * 4 * MIB:
+            raise KeyboardInterrupt
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            convert(str(src), str(tmp_path / "out.vhd"), progress=stop_soon)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * MIB, peak
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.vhdx"]
