@@ -124,6 +124,10 @@ def translate_error(error: Exception, where: str) -> UploadError:
         reason = _first_line(getattr(error, "reason", "") or "")
         detail = _first_line(getattr(error, "message", "") or str(error))
         detail = detail.removeprefix("Operation returned an invalid status ").strip("'")
+        if status is None and isinstance(error, ClientAuthenticationError):
+            # raised before any request left (a malformed key, no token to be had)
+            return AuthError(f"cannot sign requests to {where} with this credential: "
+                             f"{detail or reason}")
         text = f"{where}: HTTP {status}" + (f" {service_code}" if service_code else "")
         text += f": {detail or reason}"
         if isinstance(error, ClientAuthenticationError) or status in (401, 403):

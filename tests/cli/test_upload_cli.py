@@ -140,6 +140,12 @@ def test_wrong_key_exits_4_in_one_line_without_secrets(env, azurite, tmp_path) -
     assert done.stderr.count("\n") == 1
     assert secret_sig not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+    malformed_key = "bm90LWEta2V5"[:-1]  # not valid base64: signing fails before sending
+    done, _ = _run("upload", str(source.path), url, "--json",
+                   env_extra={"AZURE_STORAGE_KEY": malformed_key})
+    assert done.returncode == 4 and done.stderr.count("\n") == 1
+    assert "cannot sign requests" in done.stderr and "HTTP None" not in done.stderr
+    assert malformed_key not in done.stdout + done.stderr
 
 
 def test_unreachable_endpoint_fails_in_bounded_time(env, tmp_path) -> None:
