@@ -246,7 +246,10 @@ class _translated_errors:
         if isinstance(error, requests.exceptions.SSLError):
             raise HostKeyError(f"the TLS certificate of {endpoint} is not trusted ({_reason(error)});"
                                " pass --ca-cert FILE with the CA that signed it") from error
-        if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        if isinstance(error, requests.exceptions.InvalidURL):
+            raise PrepUsageError(f"HOST/--port: expected a host name or address and a port "
+                                 f"1-65535, found {endpoint} ({_reason(error)})") from error
+        if isinstance(error, requests.exceptions.RequestException):
             raise ConnectError(f"cannot reach WinRM at {endpoint}: {_reason(error)}") from error
         if isinstance(error, WinRMError):
             raise RemoteCommandError(f"WinRM request to {endpoint} failed: {error}") from error

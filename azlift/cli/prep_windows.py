@@ -52,7 +52,7 @@ HELP = (
 def prep_windows(
     host: Annotated[str, typer.Argument(help="The Windows guest (name or address).")],
     port: Annotated[Optional[int], typer.Option(
-        help=f"WinRM port (default {HTTPS_PORT}, or {HTTP_PORT} with --http).")] = None,
+        min=1, max=65535, help=f"WinRM port (default {HTTPS_PORT}, or {HTTP_PORT} with --http).")] = None,
     user: Annotated[str, typer.Option(help="An administrator account on the guest.")]
     = "Administrator",
     password_env: Annotated[Optional[str], typer.Option(

@@ -343,3 +343,11 @@ def test_plain_http_is_warned_about_on_the_command_line(windows_machine, capsys)
     assert "--http: talking to 127.0.0.1 over plain HTTP" in err
     assert code == 4 and "refused the credentials" in err  # the fake speaks basic only
     assert TEST_PASSWORD not in err
+
+
+@pytest.mark.parametrize("argv", [["127.0.0.1", "--port", "99999"], ["bad host name"]])
+def test_a_bad_host_or_port_is_a_usage_error(argv, capsys) -> None:
+    code = main(["prep", "windows", *argv, "--password-env", PASSWORD_VAR, "--check-only"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "internal error" not in err and "Traceback" not in err

@@ -107,3 +107,11 @@ def test_an_auth_transport_without_its_package_is_a_usage_error(
     monkeypatch.setattr(winrm_transport, flag, False)
     with pytest.raises(PrepUsageError, match=f"needs the Python package {package}"):
         WinRMSettings(host="h", user="u", transport=transport).validate()
+
+
+def test_a_malformed_host_is_a_usage_error_not_a_crash() -> None:
+    remote = WinRMRemote(WinRMSettings(host="bad host name", user=USER, transport="basic"),
+                         PASSWORD)
+    with pytest.raises(PrepUsageError, match="expected a host name or address") as caught:
+        remote.run(probe_script(100))
+    assert PASSWORD not in str(caught.value)
