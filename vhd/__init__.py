@@ -26,7 +26,14 @@ from .errors import (
 )
 from .image import DiskImage
 from .partitions import DiskLayout, Partition, analyze
-from .check import CheckReport, Finding, check_image, check_output_rules, check_path
+from .check import (
+    CheckReport,
+    Finding,
+    check_image,
+    check_output_rules,
+    check_path,
+    inspect_path,
+)
 from .convert import ConvertResult, FixPlan, FixResult, convert, fix, footer_for, plan_fix
 from .raw import RawImage
 from .vhd import VhdImage
@@ -43,6 +50,7 @@ __all__ = [
     "check_image",
     "check_output_rules",
     "check_path",
+    "inspect_path",
     "ConvertResult",
     "FixPlan",
     "FixResult",

@@ -25,6 +25,8 @@ from ._vhd_structs import (
     MIB,
     Footer,
     azure_virtual_size,
+    footer_fields,
+    footer_problem,
     vhd_checksum,
 )
 from .errors import ImageFormatError
@@ -283,6 +285,27 @@ def check_path(path: str, role: Role | None = None, format: str | None = None) -
         return CheckReport(path, "vhd-fixed", role, damaged.current_size,
                            azure_virtual_size(damaged.current_size), size,
                            tuple(findings), analyze(image))
+
+
+def inspect_path(path: str, format: str | None = None,  # noqa: A002
+                 ) -> tuple[dict[str, Any], DiskLayout]:
+    """``describe()`` and the partition layout of ``path``. A fixed VHD whose footer is too
+    damaged to open is described from that footer (its problem under ``footer_problem``)
+    rather than refused, as ``check_path`` reports it."""
+    image, damaged = open_with_damaged_footer(path, format)
+    with image:
+        info = image.describe()
+        layout = analyze(image)
+        if damaged is not None:
+            size = damaged.current_size
+            info["allocated_bytes"] = sum(min(offset + length, size) - offset
+                                          for offset, length in image.extents() if offset < size)
+    if damaged is not None:
+        info.update(format="vhd-fixed", virtual_size=damaged.current_size,
+                    footer=footer_fields(damaged), footer_state={"end": "bad"},
+                    footer_problem=footer_problem(damaged),
+                    data_size=info["file_size"] - FOOTER_SIZE)
+    return info, layout
 
 
 def open_with_damaged_footer(path: str, format: str | None = None,  # noqa: A002

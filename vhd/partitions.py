@@ -124,7 +124,7 @@ def analyze(image: DiskImage) -> DiskLayout:
             reasons.append("no partition table (no 0x55AA signature in sector 0) and no "
                            "known filesystem at the start of the disk")
             return DiskLayout("none", reasons=tuple(reasons))
-        reasons.append(f"no partition table; a {filesystem} filesystem fills the disk "
+        reasons.append(f"no partition table; one {filesystem} filesystem fills the disk "
                        "(a data disk, it cannot boot)")
         os_hint = _os_hint_from([filesystem], [], reasons)
         return DiskLayout("none", (), os_hint, None, tuple(reasons), filesystem)

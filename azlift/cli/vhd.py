@@ -134,13 +134,14 @@ def inspect(image: ImageArgument, json_out: JsonOption = False,
 
       azlift vhd inspect disk.img --format raw --json
     """
-    with vhd.open_image(image, _format_name(format)) as disk:
-        info = disk.describe()
-        layout = vhd.analyze(disk)
+    info, layout = vhd.inspect_path(image, _format_name(format))
     if json_out:
         emit_json({"ok": True, **info, "layout": layout.to_dict()})
     else:
         _print([image, *render_mapping(info), *render_layout(layout)])
+    if "footer_problem" in info:
+        warn(f"the footer cannot be trusted ({info['footer_problem']}); run `azlift vhd fix` "
+             f"to rewrite it")
     if layout.generation_hint is None:
         warn("nothing in the partition table suggests a Hyper-V generation (expected an EFI "
              "system partition on GPT for V2, or BIOS boot code on MBR for V1); a wrong "

@@ -230,6 +230,22 @@ def test_check_sends_a_damaged_footer_to_fix_and_fix_repairs_it(run_main, tmp_pa
     qemu_img("compare", "-f", "raw", "-F", "vpc", windows_disk, path)
 
 
+def test_inspect_shows_a_damaged_footer_and_points_to_fix(run_main, tmp_path: Path,
+                                                         windows_disk: Path) -> None:
+    path = make_fixed_vhd(windows_disk, tmp_path / "damaged.vhd", force_size=True)
+    data = bytearray(path.read_bytes())
+    data[-512 + 64] ^= 0xFF
+    path.write_bytes(bytes(data))
+    run = run_main("vhd", "inspect", path, "--json")
+    assert run.code == 0, run.err
+    document = json.loads(run.out)
+    assert (document["format"], document["footer"]["checksum"]) == ("vhd-fixed", "bad")
+    assert document["layout"]["generation_hint"] == "V2"  # the disk is still read
+    assert "footer cannot be trusted" in run.err and "azlift vhd fix" in run.err
+    human = run_main("vhd", "inspect", path)
+    assert "checksum: bad" in human.out and "footer problem:" in human.out
+
+
 # --- the app around them ----------------------------------------------------------------
 def test_typer_runner_help_has_examples() -> None:
     result = CliRunner().invoke(app, ["vhd", "convert", "--help"])

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import vhd
 from tests.support import disk_layouts as dl
-from tests.vhd.images import make_dynamic_vhd, make_fixed_vhd
+from tests.vhd.images import build_fixed_vhd, make_dynamic_vhd, make_fixed_vhd
 from vhd.check import (
     GIB,
     MAX_DATA_DISK_SIZE,
@@ -274,3 +274,22 @@ def test_mutated_images_never_escape_the_error_tree(
     except vhd.VhdError:
         assert not (folder / "out.vhd").exists()
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+
+def test_inspect_describes_a_footer_too_damaged_to_open(tmp_path: Path) -> None:
+    raw = dl.write_disk(tmp_path / "d.img", 21 * 1024 * 1024, {4096: b"data" * 1024})
+    path = build_fixed_vhd(tmp_path / "damaged.vhd", 21 * 1024 * 1024, [(4096, b"data" * 1024)])
+    with open(path, "r+b") as handle:  # in place: the file stays sparse
+        handle.seek(-512 + 64, 2)
+        handle.write(b"\xff\xff\xff\xff")
+    with pytest.raises(ImageFormatError):
+        vhd.open_image(path)
+    info, layout = vhd.inspect_path(str(path))
+    assert (info["format"], info["virtual_size"]) == ("vhd-fixed", 21 * 1024 * 1024)
+    assert info["footer"]["checksum"] == "bad" and info["footer_state"] == {"end": "bad"}
+    assert "checksum" in info["footer_problem"]
+    assert info["allocated_bytes"] == 4096  # the data, not the footer
+    assert layout.scheme == "none"
+    json.dumps(info)
+    with vhd.open_image(raw) as image:  # a good image is described as it opens
+        assert vhd.inspect_path(str(raw))[0] == image.describe()
