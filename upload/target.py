@@ -63,7 +63,7 @@ class PageTarget(Protocol):
 
     def create(self, size: int, overwrite: bool) -> None: ...
 
-    def put_pages(self, offset: int, data: bytes, md5: bytes | None) -> int:
+    def put_pages(self, offset: int, data: bytes | memoryview, md5: bytes | None) -> int:
         """Write ``data`` at ``offset``; return the HTTP attempts it took (1 = no retry)."""
         ...
 
@@ -257,10 +257,12 @@ class BlobPageTarget:
                 "account key, connection string or account SAS that may create containers",
                 service_code=error.service_code, status=error.status) from error
 
-    def put_pages(self, offset: int, data: bytes, md5: bytes | None) -> int:
+    def put_pages(self, offset: int, data: bytes | memoryview, md5: bytes | None) -> int:
+        """Put ``data`` (a memoryview is sent without a copy) with its Content-MD5."""
         self._local.attempts = 0
         options: dict[str, Any] = {}
         if md5 is None:
+            data = bytes(data)  # the SDK hashes only bytes itself
             options["validate_content"] = True
         else:
             options["transactional_content_md5"] = md5

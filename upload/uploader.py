@@ -105,7 +105,7 @@ def check_rules(virtual_size: int, role: str | None) -> None:
         raise NotReadyError(f"{first.code}: {first.message}")
 
 
-def _put_with_reput(target: PageTarget, offset: int, data: bytes,
+def _put_with_reput(target: PageTarget, offset: int, data: bytes | memoryview,
                     md5: bytes | None) -> tuple[int, int]:
     """Put one range, re-putting it on transient failures; return (requests, retries)."""
     retries = 0
@@ -138,12 +138,12 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
             wanted = total_length(pieces)
             pieces = subtract(pieces, written)
             already = wanted - total_length(pieces)
-        view = memoryview(data)
+        view = memoryview(data)  # slices share the buffer: no piece is copied to be sent
         for piece_offset, piece_length in pieces:
             if cancel.is_set():
                 raise UploadInterrupted("upload interrupted")
             start = piece_offset - offset
-            chunk = data if piece_length == len(data) else bytes(view[start:start + piece_length])
+            chunk = view[start:start + piece_length]
             md5 = hashlib.md5(chunk).digest()
             made, retried = _put_with_reput(target, piece_offset, chunk, md5)
             requests += made
