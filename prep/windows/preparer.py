@@ -85,7 +85,8 @@ def build_plan(host: str, options: WindowsPrepOptions, findings: list[Finding] |
         Step("Delete the Panther folder so old answer files and logs stay out of the image, "
              "and the Sysprep logs of earlier runs so a failure shows this run's errors",
              "Remove-Item -Recurse -Force $env:WINDIR\\Panther; Remove-Item "
-             "$env:WINDIR\\System32\\Sysprep\\Panther\\setuperr.log, setupact.log",
+             "$env:WINDIR\\System32\\Sysprep\\Panther\\setuperr.log, "
+             "$env:WINDIR\\System32\\Sysprep\\Panther\\setupact.log",
              destructive=True, source=PAGE),
         Step("Generalize with Sysprep, run as a one-off scheduled task so it outlives the "
              "WinRM shell (no WinRM call is held open)",
