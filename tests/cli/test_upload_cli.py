@@ -310,3 +310,17 @@ def test_missing_container_the_sas_may_not_create_is_one_clear_line(env, azurite
     signature = token.split("sig=")[1].split("&")[0]
     assert signature not in done.stdout + done.stderr
     assert not azurite.service_client().get_container_client(container).exists()
+
+
+def test_failed_login_is_one_line(env, tmp_path) -> None:
+    source = make_source("raw", tmp_path, count=2)
+    bare = {name: value for name, value in os.environ.items()
+            if not name.startswith(("AZURE_", "IDENTITY_", "MSI_"))}
+    done = subprocess.run(
+        [AZLIFT, "upload", str(source.path), "https://nosuchaccount.blob.core.windows.net/vhds/d.vhd",
+         "--auth-mode", "login", "--retries", "0", "--timeout", "2"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={**bare, "HOME": str(tmp_path)})
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "cannot sign requests" in done.stderr and "Traceback" not in done.stderr
