@@ -103,6 +103,9 @@ class WinRMSettings:
                                  "text: use HTTPS (drop --http) or --transport ntlm/kerberos")
         if self.use_http and self.ca_cert:
             raise PrepUsageError("--ca-cert applies to HTTPS only; drop --http or --ca-cert")
+        if self.ca_cert and not self.verify_tls:
+            raise PrepUsageError("--ca-cert and --insecure-skip-tls-verify exclude each other: "
+                                 "with the CA the certificate can be checked, so drop the latter")
         if not self.user:
             raise PrepUsageError("a user name is required (--user)")
         missing = _missing_auth_package(self.transport)

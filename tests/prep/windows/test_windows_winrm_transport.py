@@ -115,3 +115,14 @@ def test_a_malformed_host_is_a_usage_error_not_a_crash() -> None:
     with pytest.raises(PrepUsageError, match="expected a host name or address") as caught:
         remote.run(probe_script(100))
     assert PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"use_http": True, "ca_cert": "ca.pem"}, "HTTPS only"),
+    ({"verify_tls": False, "ca_cert": "ca.pem"}, "exclude each other"),
+    ({"user": ""}, "user name is required"),
+    ({"transport": "digest"}, "expected one of ntlm, kerberos, credssp, basic"),
+])
+def test_contradicting_settings_are_usage_errors(changes: dict, expected: str) -> None:
+    with pytest.raises(PrepUsageError, match=expected):
+        WinRMSettings(**{"host": "h", "user": "u", **changes}).validate()
