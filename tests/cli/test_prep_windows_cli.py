@@ -135,6 +135,8 @@ def test_a_full_run_generalizes_shuts_down_and_sees_the_host_gone(wsman, certifi
     out, err = capsys.readouterr()
     assert code == 0, err
     assert asked and "back the VM up" in err
+    assert "Plan for 127.0.0.1:" in err  # the plan is shown before the question
+    assert err.index("Sysprep.exe /generalize /oobe /quiet /quit") < err.index("back the VM up")
     assert wsman.scripts == ["check", "clean-panther", "start-sysprep", "image-state",
                              "image-state", "image-state", "shutdown"]
     assert wsman.machine.sysprep_arguments == ["/generalize", "/oobe", "/quiet", "/quit"]
@@ -351,3 +353,18 @@ def test_a_bad_host_or_port_is_a_usage_error(argv, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2, err
     assert "internal error" not in err and "Traceback" not in err
+
+
+def test_the_installed_executable_runs_sysprep_to_the_end(wsman, certificate) -> None:
+    azlift = Path(sys.executable).with_name("azlift")
+    env = {**os.environ, PASSWORD_VAR: TEST_PASSWORD}
+    done = subprocess.run([str(azlift), *args(wsman, certificate, "--yes", "--json", *FAST)],
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["result"]
+    assert result["image_state"] == "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE"
+    assert result["steps_done"] == ["clean-panther", "start-sysprep", "wait-generalized",
+                                    "shutdown", "host-gone"]
+    assert wsman.scripts[-1] == "shutdown" and wsman.machine.powered_off
+    no_password(done.stdout, done.stderr)
