@@ -17,6 +17,9 @@ held pile up in its heap), then:
    >= 0.8 x ceiling).
 3. Memory: peak RSS of the installed `azlift upload` for 4 GiB and 16 GiB virtual raw
    disks holding the same data (goals: within 10 % of each other, <= 200 MiB).
+Each in-process measurement also records the CPU seconds it cost this process (every
+thread) and Azurite: on a small machine both share the same cores, so per-page MD5 (about
+1.4 s of one core per GiB here) is what separates azlift from the bare loop.
 Prints a table and writes WORKDIR/bench_upload.json. Not a test: run it by hand.
 """
 from __future__ import annotations
@@ -122,6 +125,16 @@ def nonzero_bytes(path: Path) -> int:
     return total
 
 
+def md5_cpu_s(size: int) -> float:
+    """CPU seconds hashlib's MD5 takes over ``size`` bytes: the floor of per-page MD5."""
+    import hashlib
+    block = os.urandom(4 * MIB)
+    before = client_cpu_s()
+    for _ in range(size // len(block)):
+        hashlib.md5(block).digest()
+    return client_cpu_s() - before
+
+
 def azlift_upload(endpoint: str, container: str, source: Path, threads: int) -> dict:
     counter = PutPageCounter()
     target = BlobPageTarget(f"{endpoint}/{container}/azlift-{source.stem}.vhd", CREDENTIAL,
@@ -184,13 +197,26 @@ def peak_rss(endpoint: str, container: str, source: Path, threads: int) -> int:
     return usage.ru_maxrss * 1024
 
 
+def client_cpu_s() -> float:
+    """CPU seconds of this process so far (every thread, user + system)."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_s(process: subprocess.Popen) -> float:
+    """CPU seconds of a child still running (Linux /proc), for Azurite's share."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def fresh_azurite(workdir: Path) -> Iterator[str]:
+def fresh_azurite(workdir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A new in-memory Azurite with a "bench" container: every measurement starts equal."""
     process, endpoint = start_azurite(workdir)
     try:
         BlobServiceClient(endpoint, credential=CREDENTIAL).create_container("bench")
-        yield endpoint
+        yield endpoint, process
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -215,6 +241,7 @@ def main() -> None:
                 handle.write(os.urandom(4 * MIB))
         dense = fixed_vhd(dense_raw)
         results["sparse_nonzero_bytes"] = nonzero_bytes(sparse)
+        results["md5_1gib_cpu_s"] = md5_cpu_s(GIB)
         raw4 = write_scattered(workdir / "rss4g.raw", 4 * GIB, 256 * MIB, 256 * 1024)
         raw16 = write_scattered(workdir / "rss16g.raw", 16 * GIB, 256 * MIB, 256 * 1024)
         measurements = [
@@ -228,8 +255,12 @@ def main() -> None:
         ]
         for name, measure in measurements:
             print(f"{name} ...", file=sys.stderr)
-            with fresh_azurite(workdir) as endpoint:
+            with fresh_azurite(workdir) as (endpoint, azurite):
+                client_before, azurite_before = client_cpu_s(), process_cpu_s(azurite)
                 results[name] = measure(endpoint)
+                if isinstance(results[name], dict):  # in-process: whose CPU the run took
+                    results[name]["client_cpu_s"] = client_cpu_s() - client_before
+                    results[name]["azurite_cpu_s"] = process_cpu_s(azurite) - azurite_before
     finally:
         for name in ("sparse4g.raw", "sparse4g.vhd", "dense1g.raw", "dense1g.vhd",
                      "rss4g.raw", "rss16g.raw"):
@@ -259,6 +290,13 @@ def report(r: dict) -> None:
         ("dense: ceiling (bare upload_page loop)", f"{dense['ceiling']:.0f} MiB/s"),
         ("dense: azlift/SDK (goal >= 1.1)", f"{dense['azlift'] / dense['sdk']:.2f}"),
         ("dense: azlift/ceiling (goal >= 0.8)", f"{dense['azlift'] / dense['ceiling']:.2f}"),
+        ("dense: client CPU s azlift / SDK / ceiling",
+         " / ".join(f"{r[f'dense_{name}']['client_cpu_s']:.2f}"
+                    for name in ("azlift", "sdk", "ceiling"))),
+        ("dense: Azurite CPU s azlift / SDK / ceiling",
+         " / ".join(f"{r[f'dense_{name}']['azurite_cpu_s']:.2f}"
+                    for name in ("azlift", "sdk", "ceiling"))),
+        ("dense: MD5 of 1 GiB on one core here", f"{r['md5_1gib_cpu_s']:.2f} s"),
         ("peak RSS, 4 GiB virtual", f"{rss4:.0f} MiB"),
         ("peak RSS, 16 GiB virtual (goal within 10 %, <= 200 MiB)", f"{rss16:.0f} MiB"),
     ]
