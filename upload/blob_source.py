@@ -17,55 +17,68 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
     ServiceRequestError,
+    ServiceResponseError,
 )
 from vhd import MIB, Footer
 from vhd._vhd_structs import DISK_TYPE_FIXED, FIXED_DATA_OFFSET, FOOTER_COOKIE, FOOTER_SIZE
 
-from .errors import AuthError, BlobCheckError, ServiceError, UnreachableError
+from .auth import AuthOptions, resolve_blob, url_no_query
+from .errors import AuthError, BlobCheckError, ServiceError, UnreachableError, UsageError
 
 READ_BLOCK = 64 * 1024  # partition probing reads a few sectors at a time: fetch 64 KiB
 
 
-def _has_sas(url: str) -> bool:
-    return "sig=" in urlsplit(url).query
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+CREDENTIAL_ENV = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
 
 
-def open_blob(url: str, credential: Any = None) -> Any:
+def check_blob_url(url: str, option: str = "blob URL") -> None:
+    """Refuse what is not an http(s) URL naming a container and a blob, before any request."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    segments = [segment for segment in parts.path.split("/") if segment]
+    needed = 2 if ".blob." in host else 3  # emulator URLs carry the account in the path
+    if parts.scheme not in ("http", "https") or not host or len(segments) < needed:
+        raise UsageError(f"{option} expects a blob URL like https://ACCOUNT.blob.core.windows.net"
+                         f"/CONTAINER/NAME.vhd, found {url_no_query(url)!r}")
+
+
+def open_blob(url: str, credential: Any = None, option: str = "blob URL") -> Any:
     """A BlobClient for ``url``: a SAS in the URL, else the az CLI's storage variables.
 
     Order: ``credential`` given, SAS in the URL, AZURE_STORAGE_CONNECTION_STRING,
-    AZURE_STORAGE_KEY (with the account named in the URL), DefaultAzureCredential.
+    AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, then a signed-in DefaultAzureCredential.
+    Requests always go to the host in ``url``; a credential for another account fails
+    there instead of silently reading a blob of the same name elsewhere.
     """
-    from azure.storage.blob import BlobClient, BlobServiceClient
+    from azure.storage.blob import BlobClient
 
-    if credential is None and not _has_sas(url):
-        connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-        if connection_string:
-            container, blob = _container_and_blob(url, connection_string)
-            return BlobServiceClient.from_connection_string(connection_string).get_blob_client(
-                container, blob)
-        key = os.environ.get("AZURE_STORAGE_KEY")
-        if key:
-            credential = {"account_name": _account_name(url), "account_key": key}
+    check_blob_url(url, option)
+    if credential is None and not urlsplit(url).query:
+        if any(os.environ.get(name) for name in CREDENTIAL_ENV):
+            resolved = resolve_blob(url, AuthOptions())
+            url, credential = resolved.url, resolved.credential
         else:
-            from azure.identity import DefaultAzureCredential
-            credential = DefaultAzureCredential()
+            credential = _signed_in_credential(url)
     return BlobClient.from_blob_url(url, credential=credential)
 
 
-def _account_name(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if host in ("127.0.0.1", "localhost") or host.replace(".", "").isdigit():
-        return parts.path.strip("/").split("/")[0]  # path-style (emulator) URL
-    return host.split(".")[0]
+def _signed_in_credential(url: str) -> Any:
+    """DefaultAzureCredential, asked once for a token so a missing sign-in fails at once."""
+    shown = url_no_query(url)
+    advice = "put a SAS in the URL or set AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_KEY"
+    if urlsplit(url).scheme != "https":
+        raise UsageError(f"{shown}: no storage credential for an http:// URL (sign-in needs "
+                         f"https): {advice}")
+    from azure.identity import DefaultAzureCredential
 
-
-def _container_and_blob(url: str, connection_string: str) -> tuple[str, str]:
-    segments = urlsplit(url).path.strip("/").split("/")
-    if "BlobEndpoint=" in connection_string and segments and segments[0] == _account_name(url):
-        segments = segments[1:]
-    return segments[0], "/".join(segments[1:])
+    credential = DefaultAzureCredential()
+    try:
+        credential.get_token(STORAGE_SCOPE)
+    except ClientAuthenticationError as error:
+        raise AuthError(f"{shown}: no storage credential was found: {advice}, or sign in "
+                        "with `az login`") from error
+    return credential
 
 
 @dataclass(frozen=True)
@@ -156,14 +169,14 @@ class BlobDiskImage:
         self.close()
 
 
-def inspect_blob(url: str, *, client: Any = None) -> BlobFacts:
+def inspect_blob(url: str, *, client: Any = None, option: str = "blob URL") -> BlobFacts:
     """Check the blob is an Azure-ready fixed VHD page blob and read its partition layout.
 
     Raises BlobCheckError (exit 1) naming what was expected and what was found.
     """
     from vhd.partitions import analyze
 
-    client = client or open_blob(url)
+    client = client or open_blob(url, option=option)
     shown = url.split("?", 1)[0]
     try:
         properties = client.get_blob_properties()
@@ -183,13 +196,14 @@ def inspect_blob(url: str, *, client: Any = None) -> BlobFacts:
     except ResourceNotFoundError as error:
         raise BlobCheckError(f"{shown}: blob not found (expected the uploaded VHD there)") from error
     except ClientAuthenticationError as error:
-        raise AuthError(f"{shown}: storage refused the credential ({error.reason})",
+        raise AuthError(f"{shown}: storage refused the credential "
+                        f"({error.reason or error.message})",
                         status=error.status_code) from error
     except HttpResponseError as error:
         raise ServiceError(f"{shown}: storage error {error.status_code}: {error.reason}",
                            service_code=getattr(error, "error_code", None),
                            status=error.status_code) from error
-    except ServiceRequestError as error:
+    except (ServiceRequestError, ServiceResponseError) as error:
         raise UnreachableError(f"{shown}: storage could not be reached: {error}") from error
     return BlobFacts(url=shown, length=length, footer=Footer.unpack(raw), layout=layout)
 

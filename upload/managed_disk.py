@@ -146,9 +146,9 @@ class DirectUpload:
         """Create or reuse the disk, upload through a fresh write SAS, then revoke."""
         upload_size = model.creation_data.upload_size_bytes
         created, started = self._prepare(model, upload_size, resume)
-        sas = self._grant()
         try:
-            summary = send(sas, started)
+            # A grant that failed may still have opened the disk: revoke after it too.
+            summary = send(self._grant(), started)
         except BaseException:
             if keep_open:
                 self.note(f"disk {self.disk.name} left open for upload (--keep-open); "

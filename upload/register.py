@@ -291,19 +291,24 @@ def _state_of(resource: Any) -> str:
 class Registrar:
     """Runs create requests with the SDK, waiting (or not) for the long-running operation."""
 
-    def __init__(self, client: Any, *, wait: bool = True,
+    def __init__(self, client: Any, *, wait: bool = True, wait_for_parents: bool = True,
                  on_status: StatusCallback | None = None, poll_seconds: float = POLL_SECONDS) -> None:
         self.client = client
         self.wait = wait
+        # A resource others are created in (an image definition) is waited for even with
+        # wait=False: ARM refuses a child while its parent is still being created.
+        self.wait_for_parents = wait_for_parents
         self.on_status = on_status or (lambda what, state: None)
         self.poll_seconds = poll_seconds
 
-    def run(self, kind: str, what: str, begin: Callable[..., Any]) -> Outcome:
+    def run(self, kind: str, what: str, begin: Callable[..., Any], *,
+            parent: bool = False) -> Outcome:
         """Start ``begin(polling=...)`` and follow it to the end unless not waiting."""
+        wait = self.wait or (parent and self.wait_for_parents)
         with arm_errors(f"creating {what}"):
-            poller = begin(polling=self.wait)
+            poller = begin(polling=wait)
             self.on_status(what, "Started")
-            while self.wait and not poller.done():
+            while wait and not poller.done():
                 self.on_status(what, poller.status())
                 poller.wait(self.poll_seconds)
             resource = poller.result()
@@ -331,7 +336,8 @@ class Registrar:
                           definition: models.GalleryImage) -> Outcome:
         return self.run("gallery-image-definition", name,
                         lambda polling: self.client.gallery_images.begin_create_or_update(
-                            resource_group, gallery, name, definition, polling=polling))
+                            resource_group, gallery, name, definition, polling=polling),
+                        parent=True)
 
     def create_gallery_version(self, resource_group: str, gallery: str, definition: str,
                                version: str, model: models.GalleryImageVersion) -> Outcome:

@@ -17,7 +17,7 @@ from upload.target import BlobPageTarget
 from upload.uploader import check_rules, upload_image
 
 from .common import emit_json, say
-from .register import ArmSession
+from .register import ArmOptions, ArmSession
 
 
 class DiskPageTarget:
@@ -64,9 +64,8 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
         raise UsageError(f"--subscription {subscription} differs from the subscription in "
                          f"--managed-disk ({disk_id.subscription})")
     sku_name = reg.normalize_sku(sku)
-    session = ArmSession.open(subscription=disk_id.subscription, cloud=cloud,
-                              arm_endpoint=arm_endpoint, dry_run=False, no_wait=False,
-                              quiet=quiet)
+    session = ArmSession.open(ArmOptions(subscription=disk_id.subscription, cloud=cloud,
+                                         arm_endpoint=arm_endpoint, quiet=quiet))
     with vhd.open_image(source, source_format) as image:
         decided = _hints(image, os_type, hyper_v_generation, session)
         layout = fixed_vhd_layout(image)

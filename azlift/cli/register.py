@@ -4,9 +4,13 @@ Commands only parse options, call ``upload.register`` / ``upload.blob_source`` a
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import json
+import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -45,6 +49,58 @@ StorageAccountOption = Annotated[str, typer.Option(
 SpecializedOption = Annotated[bool, typer.Option(
     "--specialized", help="The disk is one VM's copy (not generalized).")]
 
+
+
+@dataclass(frozen=True)
+class ArmOptions:
+    """The options every ARM command shares: where ARM is, and how to run and report."""
+
+    subscription: str | None = None
+    cloud: str = "AzureCloud"
+    arm_endpoint: str | None = None
+    dry_run: bool = False
+    no_wait: bool = False
+    force: bool = False
+    json_output: bool = False
+    quiet: bool = False
+
+
+def _shared(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)
+
+
+SHARED_PARAMETERS = (
+    _shared("subscription", SubscriptionOption, None),
+    _shared("cloud", CloudOption, "AzureCloud"),
+    _shared("arm_endpoint", ArmEndpointOption, None),
+    _shared("dry_run", DryRunOption, False),
+    _shared("no_wait", NoWaitOption, False),
+    _shared("force", ForceOption, False),
+    _shared("json_output", JsonOption, False),
+    _shared("quiet", QuietOption, False),
+)
+
+
+def with_arm_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the shared options after its own, handed over as ``arm``.
+
+    The options stay on the sub-command (``azlift register image … --dry-run``); only their
+    declaration is shared.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [parameter for name, parameter in signature.parameters.items() if name != "arm"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        shared = {parameter.name: kwargs.pop(parameter.name) for parameter in SHARED_PARAMETERS}
+        command(arm=ArmOptions(**shared), **kwargs)
+
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*own, *SHARED_PARAMETERS])
+    return wrapper
+
+
 SPINNER = "|/-\\"
 
 
@@ -80,14 +136,20 @@ class ArmSession:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, *, subscription: str | None, cloud: str, arm_endpoint: str | None,
-             dry_run: bool, no_wait: bool, quiet: bool) -> "ArmSession":
-        target = ArmTarget.resolve(subscription, cloud, arm_endpoint)
-        recorder = RecordingTransport() if dry_run else None
+    def open(cls, arm: ArmOptions) -> "ArmSession":
+        # azure-identity logs each failed credential as a warning; the error says it once.
+        logging.getLogger("azure.identity").addHandler(logging.NullHandler())
+        target = ArmTarget.resolve(arm.subscription, arm.cloud, arm.arm_endpoint)
+        recorder = RecordingTransport() if arm.dry_run else None
         client = compute_client(target, recorder=recorder)
-        registrar = reg.Registrar(client, wait=not (no_wait or dry_run),
-                                  on_status=StatusLine(quiet or dry_run))
+        registrar = reg.Registrar(client, wait=not (arm.no_wait or arm.dry_run),
+                                  wait_for_parents=not arm.dry_run,
+                                  on_status=StatusLine(arm.quiet or arm.dry_run))
         return cls(client=client, recorder=recorder, registrar=registrar)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.recorder is not None
 
     def note(self, message: str) -> None:
         self.notes.append(message)
@@ -115,11 +177,12 @@ class ArmSession:
                 err=False)
 
 
-def check_blobs(os_blob: str, data_disks: list[reg.DataDiskSpec]) -> BlobFacts:
+def check_blobs(os_blob: str, data_disks: list[reg.DataDiskSpec],
+                option: str = "--os-blob") -> BlobFacts:
     """Check every blob is an Azure-ready fixed VHD page blob; return the OS disk's facts."""
-    facts = inspect_blob(os_blob)
+    facts = inspect_blob(os_blob, option=option)
     for disk in data_disks:
-        inspect_blob(disk.url)
+        inspect_blob(disk.url, option=f"--data-disk {disk.lun}")
     return facts
 
 
@@ -136,6 +199,11 @@ def reconcile(session: ArmSession, facts: BlobFacts, os_type: str | None,
     return decided
 
 
+def checked_hints(os_type: str | None, generation: str | None) -> tuple[str | None, str | None]:
+    """--os-type and --hyper-v-generation in ARM's spelling, refused before any request."""
+    return reg.normalize_os_type(os_type), reg.normalize_generation(generation)
+
+
 def require(value: str | None, what: str) -> str:
     if not value:
         raise UsageError(f"cannot tell the {what} from the disk; pass it explicitly")
@@ -143,45 +211,40 @@ def require(value: str | None, what: str) -> str:
 
 
 @app.command("image")
+@with_arm_options
 def image(
-    name: Annotated[str, typer.Argument(help="Name of the managed image.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Name of the managed image.")],
     resource_group: ResourceGroupOption,
     location: LocationOption,
     os_blob: Annotated[str, typer.Option("--os-blob", help="URL of the OS disk's VHD page blob.")],
+    arm: ArmOptions,
     os_type: OsTypeOption = None,
     specialized: SpecializedOption = False,
     hyper_v_generation: GenerationOption = None,
     data_disk: DataDiskOption = None,
     zone_resilient: Annotated[bool, typer.Option("--zone-resilient",
                                                  help="Zone-redundant image storage.")] = False,
-    subscription: SubscriptionOption = None,
-    cloud: CloudOption = "AzureCloud",
-    arm_endpoint: ArmEndpointOption = None,
-    dry_run: DryRunOption = False,
-    no_wait: NoWaitOption = False,
-    force: ForceOption = False,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
 ) -> None:
     """Create a managed image: an OS image, or with --data-disk a VM image.
 
     Example: azlift register image web -g rg -l westeurope --os-blob https://…/os.vhd
     """
+    os_type, hyper_v_generation = checked_hints(os_type, hyper_v_generation)
     disks = [reg.parse_data_disk(text) for text in data_disk or []]
     reg.check_unique_luns(disks)
-    session = ArmSession.open(subscription=subscription, cloud=cloud, arm_endpoint=arm_endpoint,
-                              dry_run=dry_run, no_wait=no_wait, quiet=quiet)
+    session = ArmSession.open(arm)
     facts = check_blobs(os_blob, disks)
-    decided = reconcile(session, facts, os_type, hyper_v_generation, force)
+    decided = reconcile(session, facts, os_type, hyper_v_generation, arm.force)
     model = reg.image_model(location=location, os_blob=os_blob,
                             os_type=require(decided.os_type, "OS type (--os-type)"),
                             specialized=specialized, generation=decided.generation,
                             data_disks=disks, zone_resilient=zone_resilient)
     outcome = session.registrar.create_image(resource_group, name, model)
-    session.finish([outcome], json_output)
+    session.finish([outcome], arm.json_output)
 
 
 @app.command("gallery-version")
+@with_arm_options
 def gallery_version(
     resource_group: ResourceGroupOption,
     location: LocationOption,
@@ -190,31 +253,28 @@ def gallery_version(
     version: Annotated[str, typer.Option("--version", help="Version, MAJOR.MINOR.PATCH.")],
     os_blob: Annotated[str, typer.Option("--os-blob", help="URL of the OS disk's VHD page blob.")],
     storage_account_id: StorageAccountOption,
+    arm: ArmOptions,
     data_disk: DataDiskOption = None,
     target_region: Annotated[list[str] | None, typer.Option(
         "--target-region", help="REGION[=REPLICAS] to replicate to; repeat.")] = None,
     create_definition: Annotated[bool, typer.Option(
         "--create-definition", help="Create the image definition when it is missing.")] = False,
-    publisher: Annotated[str | None, typer.Option("--publisher")] = None,
-    offer: Annotated[str | None, typer.Option("--offer")] = None,
-    sku: Annotated[str | None, typer.Option("--sku")] = None,
+    publisher: Annotated[str | None, typer.Option(
+        "--publisher", help="Publisher of a definition created by --create-definition.")] = None,
+    offer: Annotated[str | None, typer.Option(
+        "--offer", help="Offer of a definition created by --create-definition.")] = None,
+    sku: Annotated[str | None, typer.Option(
+        "--sku", help="SKU of a definition created by --create-definition.")] = None,
     os_type: OsTypeOption = None,
     specialized: SpecializedOption = False,
     hyper_v_generation: GenerationOption = None,
-    subscription: SubscriptionOption = None,
-    cloud: CloudOption = "AzureCloud",
-    arm_endpoint: ArmEndpointOption = None,
-    dry_run: DryRunOption = False,
-    no_wait: NoWaitOption = False,
-    force: ForceOption = False,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
 ) -> None:
     """Create a gallery image version from VHD blobs (and its definition if asked).
 
     Example: azlift register gallery-version --gallery g --definition web --version 1.0.0
     -g rg -l westeurope --os-blob https://…/os.vhd --storage-account-id /subscriptions/…
     """
+    os_type, hyper_v_generation = checked_hints(os_type, hyper_v_generation)
     reg.check_version_name(version)
     disks = [reg.parse_data_disk(text) for text in data_disk or []]
     reg.check_unique_luns(disks)
@@ -222,67 +282,65 @@ def gallery_version(
                                                 for t in target_region or []])
     if create_definition and not (publisher and offer and sku):
         raise UsageError("--create-definition needs --publisher, --offer and --sku")
-    session = ArmSession.open(subscription=subscription, cloud=cloud, arm_endpoint=arm_endpoint,
-                              dry_run=dry_run, no_wait=no_wait, quiet=quiet)
+    session = ArmSession.open(arm)
     if target_region and len(regions) > len(target_region):
         session.note(f"source region {location} added to the target regions (ARM requires it)")
     facts = check_blobs(os_blob, disks)
-    decided = reconcile(session, facts, os_type, hyper_v_generation, force)
+    decided = reconcile(session, facts, os_type, hyper_v_generation, arm.force)
     outcomes = []
     existing = session.registrar.get_definition(resource_group, gallery, definition)
-    if existing is None:
+    if existing is None and session.dry_run and not create_definition:
+        session.note(f"dry run: image definition {definition} is not read; the version "
+                     "request assumes it exists")
+    elif existing is None:
         if not create_definition:
             raise UsageError(f"image definition {definition} not found in gallery {gallery}; "
                              "add --create-definition --publisher P --offer O --sku S")
+        if session.dry_run:
+            session.note(f"dry run: image definition {definition} is not read; its create "
+                         "request is shown as if it were missing")
         outcomes.append(session.registrar.create_definition(
             resource_group, gallery, definition, reg.gallery_definition_model(
                 location=location, os_type=require(decided.os_type, "OS type (--os-type)"),
                 specialized=specialized, generation=decided.generation,
                 publisher=publisher or "", offer=offer or "", sku=sku or "")))
     else:
-        reg.check_definition_matches(existing, decided, force=force, on_override=warn)
+        reg.check_definition_matches(existing, decided, force=arm.force, on_override=warn)
     model = reg.gallery_version_model(location=location, os_blob=os_blob,
                                       storage_account_id=storage_account_id, data_disks=disks,
                                       target_regions=regions)
     outcomes.append(session.registrar.create_gallery_version(resource_group, gallery, definition,
                                                              version, model))
-    session.finish(outcomes, json_output)
+    session.finish(outcomes, arm.json_output)
 
 
 @app.command("disk")
+@with_arm_options
 def disk(
-    name: Annotated[str, typer.Argument(help="Name of the managed disk.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Name of the managed disk.")],
     resource_group: ResourceGroupOption,
     location: LocationOption,
     blob: Annotated[str, typer.Option("--blob", help="URL of the VHD page blob to import.")],
     storage_account_id: StorageAccountOption,
+    arm: ArmOptions,
     sku: Annotated[str | None, typer.Option("--sku", help="Disk SKU, e.g. Premium_LRS.")] = None,
     os_type: OsTypeOption = None,
     hyper_v_generation: GenerationOption = None,
-    subscription: SubscriptionOption = None,
-    cloud: CloudOption = "AzureCloud",
-    arm_endpoint: ArmEndpointOption = None,
-    dry_run: DryRunOption = False,
-    no_wait: NoWaitOption = False,
-    force: ForceOption = False,
-    json_output: JsonOption = False,
-    quiet: QuietOption = False,
 ) -> None:
     """Create a managed disk imported from a VHD blob.
 
     Example: azlift register disk web-os -g rg -l westeurope --blob https://…/os.vhd
     --storage-account-id /subscriptions/…/storageAccounts/acct
     """
+    os_type, hyper_v_generation = checked_hints(os_type, hyper_v_generation)
     sku_name = reg.normalize_sku(sku)
-    session = ArmSession.open(subscription=subscription, cloud=cloud, arm_endpoint=arm_endpoint,
-                              dry_run=dry_run, no_wait=no_wait, quiet=quiet)
-    facts = check_blobs(blob, [])
+    session = ArmSession.open(arm)
+    facts = check_blobs(blob, [], option="--blob")
     # A disk without a boot hint may be a data disk: only refuse contradictions then.
-    decided = reconcile(session, facts, os_type, hyper_v_generation, force,
+    decided = reconcile(session, facts, os_type, hyper_v_generation, arm.force,
                         fill_defaults=facts.layout.generation_hint is not None)
     model = reg.import_disk_model(location=location, blob=blob,
                                   storage_account_id=storage_account_id, sku=sku_name,
                                   os_type=decided.os_type, generation=decided.generation)
     outcome = session.registrar.create_disk(resource_group, name, model)
-    session.finish([outcome], json_output)
-
+    session.finish([outcome], arm.json_output)

@@ -386,3 +386,100 @@ def test_dry_run_without_json_prints_the_requests(capsys, fake_arm, disks):  # n
     assert json.loads("\n".join(body))["properties"]["creationData"]["createOption"] == "Import"
     assert "nothing was sent" in err
     assert fake_arm.requests == []
+
+
+# ---- input refused before any request, and the blob that is checked is the one named -------
+
+@pytest.mark.parametrize("url", ["notaurl", "https://acct.blob.core.windows.net/only-container",
+                                 "ftp://acct.blob.core.windows.net/c/os.vhd"])
+def test_malformed_blob_url_is_one_usage_line(capsys, fake_arm, url):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "image", "x", "-g", "rg", "-l", "westeurope",
+                         "--os-blob", url, "--os-type", "linux")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"azlift: error: --os-blob expects a blob URL like https://ACCOUNT.blob.core.windows.net"
+        f"/CONTAINER/NAME.vhd, found {url!r}"]
+    assert fake_arm.requests == []
+
+
+def test_bad_os_type_is_refused_before_the_blob_is_read(capsys, fake_arm):  # noqa: F811
+    code, _, err = run(capsys, fake_arm, "image", "x", "-g", "rg", "-l", "westeurope",
+                       "--os-blob", "https://127.0.0.1:1/devstoreaccount1/c/none.vhd?sig=x",
+                       "--os-type", "solaris")
+    assert code == 2
+    assert "--os-type expects linux or windows, found 'solaris'" in err
+
+
+def test_connection_string_never_redirects_to_another_host(capsys, fake_arm, disks, azurite,
+                                                           monkeypatch):  # noqa: F811
+    """The credential comes from the environment; the host always comes from the URL."""
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", fake_arm.ca_bundle)
+    here = urlsplit(plain(disks["data"]))
+    # Same path on another server (the ARM fake, which knows no blobs): that server answers.
+    elsewhere = here._replace(scheme="https", netloc=urlsplit(fake_arm.base_url).netloc)
+    code, _, err = run(capsys, fake_arm, "disk", "d", "-g", "rg", "-l", "westeurope",
+                       "--blob", elsewhere.geturl(), "--storage-account-id", SA, "--dry-run")
+    assert code == 4
+    assert err.startswith(f"azlift: error: {elsewhere.geturl()}: storage error 501")
+    assert run(capsys, fake_arm, "disk", "d", "-g", "rg", "-l", "westeurope", "--blob",
+               plain(disks["data"]), "--storage-account-id", SA, "--dry-run")[0] == 0
+
+
+def test_http_blob_without_any_credential_says_what_to_set(capsys, fake_arm, disks,
+                                                           monkeypatch):  # noqa: F811
+    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    code, _, err = run(capsys, fake_arm, "disk", "d", "-g", "rg", "-l", "westeurope",
+                       "--blob", plain(disks["data"]), "--storage-account-id", SA)
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert "no storage credential" in line and "AZURE_STORAGE_CONNECTION_STRING" in line
+
+
+# ---- gallery versions: dry run into an existing definition, --no-wait ----------------------
+
+def test_dry_run_version_into_a_definition_it_cannot_read(capsys, fake_arm, disks):  # noqa: F811
+    code, out, err = run(capsys, fake_arm, "gallery-version", "-g", "rg", "-l", "westeurope",
+                         "--gallery", "gal", "--definition", "web", "--version", "1.0.1",
+                         "--os-blob", disks["linux_gpt"], "--storage-account-id", SA,
+                         "--dry-run", "--json")
+    assert code == 0, err
+    requests = json.loads(out)["requests"]
+    assert [(r["method"], urlsplit(r["url"]).path.rsplit("/", 2)[-2:]) for r in requests] == [
+        ("GET", ["images", "web"]), ("PUT", ["versions", "1.0.1"])]
+    assert "not read" in err
+    assert fake_arm.requests == []
+
+
+def test_no_wait_still_waits_for_a_new_definition(capsys, fake_arm, disks):  # noqa: F811
+    fake_arm.add_gallery("rg", "gal")
+    fake_arm.polls_before_done = 2
+    code, out, err = run(capsys, fake_arm, "gallery-version", "-g", "rg", "-l", "westeurope",
+                         "--gallery", "gal", "--definition", "web", "--version", "1.0.0",
+                         "--os-blob", disks["linux_gpt"], "--storage-account-id", SA,
+                         "--create-definition", "--publisher", "p", "--offer", "o", "--sku", "s",
+                         "--no-wait", "--json")
+    assert code == 0, err
+    states = [(r["kind"], r["provisioningState"]) for r in json.loads(out)["resources"]]
+    assert states == [("gallery-image-definition", "Succeeded"),
+                      ("gallery-image-version", "Creating")]
+    version = fake_arm.get(fake_arm.resource_id("version", "rg", "gal", "web", "1.0.0"))
+    assert version["properties"]["provisioningState"] == "Creating"
+
+
+def test_shared_options_follow_the_sub_command(capsys, fake_arm, disks):  # noqa: F811
+    """The options every register command shares are declared once and read after it."""
+    for command in ("image", "gallery-version", "disk"):
+        code = main(["register", command, "--help"])
+        out, _ = capsys.readouterr()
+        assert code == 0
+        for option in ("--subscription", "--cloud", "--arm-endpoint", "--dry-run", "--no-wait",
+                       "--force", "--json", "--quiet"):
+            assert option in out, (command, option)
+    code, out, err = run(capsys, fake_arm, "disk", "d1", "-g", "rg", "-l", "westeurope",
+                         "--blob", disks["data"], "--storage-account-id", SA, "--dry-run",
+                         "--json", "--subscription", "sub-9", "--cloud", "AzureChinaCloud")
+    assert code == 0, err
+    [request] = json.loads(out)["requests"]
+    assert urlsplit(request["url"]).path.startswith("/subscriptions/sub-9/")

@@ -200,3 +200,29 @@ def test_subscription_must_match_the_disk_id(capsys, arm, source):
     code, _, err = upload(capsys, arm, source, "--subscription", "another")
     assert code == 2 and "differs" in err
     assert arm.requests == []
+
+
+def test_failed_grant_still_revokes(arm):
+    """ARM may open the disk and then fail the grant operation: revoke runs after that too."""
+    from upload.arm import ArmTarget, compute_client
+    from upload.errors import ArmError
+    from upload.managed_disk import DirectUpload
+    from upload.register import Registrar
+
+    def fail_the_grant(what: str, state: str) -> None:
+        if (what, state) == ("d8", "Succeeded"):  # the disk exists; the next operation fails
+            arm.fail_next_operation = ("OperationNotAllowed", "grant failed")
+
+    client = compute_client(ArmTarget.resolve(None, arm_endpoint=arm.base_url))
+    notes: list[str] = []
+    job = DirectUpload(Registrar(client, on_status=fail_the_grant), disk_id(arm, "d8"),
+                       on_note=notes.append)
+    sent = []
+    with pytest.raises(ArmError, match="grant failed"):
+        job.run(upload_disk_model(location="westeurope", upload_size=SIZE + 512),
+                lambda sas, resume: sent.append(sas))
+    assert sent == []
+    assert len(arm.calls("POST", "/d8/beginGetAccess")) == 1
+    assert len(arm.calls("POST", "/d8/endGetAccess")) == 1
+    assert arm.get(disk_id(arm, "d8"))["properties"]["diskState"] == "Unattached"
+    assert any("revoked" in note for note in notes)
