@@ -11,8 +11,8 @@ class DiskImage(Protocol):
 
     ``extents()`` yields ``(offset, length)`` ranges that may hold data, in ascending
     order and non-overlapping, taken from the format's own map (BAT, or the file's holes
-    for raw and fixed). Everything outside them reads as zero, so consumers never need
-    to read or send it.
+    for raw and fixed; for BAT formats also the holes inside stored blocks). Everything
+    outside them reads as zero, so consumers never need to read or send it.
     """
 
     path: str

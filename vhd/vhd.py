@@ -50,10 +50,10 @@ from .raw import (
     FileImage,
     Run,
     align_extents,
-    block_extents,
     coalesce_runs,
     file_data_extents,
     merge_extents,
+    stored_block_extents,
 )
 
 # How many parents a differencing chain may have before azlift refuses it.
@@ -314,7 +314,11 @@ class SparseLayout:
         return int(np.count_nonzero(self.bat != UNALLOCATED))
 
     def extents(self) -> Iterator[tuple[int, int]]:
-        own = block_extents(self.bat != UNALLOCATED, self.block_size, self.image.virtual_size)
+        image = self.image
+        blocks = np.flatnonzero(self.bat != UNALLOCATED)
+        offsets = self.bat[blocks].astype(np.int64) * SECTOR + self.bitmap_size
+        own = stored_block_extents(image.fd, image.file_size, blocks, offsets, self.block_size,
+                                   image.virtual_size)
         parent = self.image.parent
         if parent is None:
             return own

@@ -61,7 +61,7 @@ from ._vhdx_structs import (
     structure_crc,
 )
 from .errors import ChecksumError, ImageFormatError, TruncatedImageError, UnsupportedImageError
-from .raw import FROM_ZERO, FileImage, Run, block_extents, coalesce_runs
+from .raw import FROM_ZERO, FileImage, Run, coalesce_runs, stored_block_extents
 
 NULL_GUID = bytes(16)
 # Metadata items azlift needs, with the exact length MS-VHDX gives each.
@@ -343,8 +343,9 @@ class VhdxImage(FileImage):
         return self.read_runs(offset, length, self.runs(offset, length))
 
     def extents(self) -> Iterator[tuple[int, int]]:
-        return block_extents(self.states == PAYLOAD_FULLY_PRESENT, self.block_size,
-                             self._virtual_size)
+        blocks = np.flatnonzero(self.states == PAYLOAD_FULLY_PRESENT)
+        return stored_block_extents(self.fd, self.file_size, blocks, self.offsets[blocks],
+                                    self.block_size, self._virtual_size)
 
     def describe(self) -> dict[str, Any]:
         counts = np.bincount(self.states, minlength=8)
