@@ -8,10 +8,11 @@ each data piece downloaded and its SHA-256 compared with the source's.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +24,8 @@ from .errors import AuthError, ServiceError
 from .stream import FixedVhdLayout, SourceReader, fixed_vhd_layout, nonzero_sector_flags
 from .target import PageTarget
 
+T = TypeVar("T")
+R = TypeVar("R")
 MAX_REPORTED = 20
 DOWNLOAD_LIMIT = 4 * 1024 * 1024
 
@@ -82,15 +85,29 @@ def _shown(value: object) -> str:
     return value.hex() if isinstance(value, bytes) else repr(value)
 
 
+def _window_map(function: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
+    """``function`` over ``items`` on ``threads`` workers, results in order, with at most
+    2 × ``threads`` submitted at once (``Executor.map`` would submit every item up front:
+    a future per 4 MiB of a multi-TiB disk)."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _data_map(reader: SourceReader, layout: FixedVhdLayout, threads: int) -> list[Range]:
     """Sector-exact ranges of the source's non-zero data (read once, in parallel)."""
     def scan(unit: Range) -> list[Range]:
         offset, length = unit
         return nonzero_pieces(offset, nonzero_sector_flags(reader.read(offset, length)))
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        data_units = (unit for unit in layout.units() if unit[0] < layout.footer_offset)
-        pieces = [piece for unit_pieces in pool.map(scan, data_units) for piece in unit_pieces]
+    data_units = (unit for unit in layout.units() if unit[0] < layout.footer_offset)
+    pieces = [piece for unit_pieces in _window_map(scan, data_units, threads)
+              for piece in unit_pieces]
     return coalesce(pieces, max_length=DOWNLOAD_LIMIT)
 
 
@@ -145,13 +162,13 @@ def verify_upload(image: DiskImage, target: PageTarget, *, threads: int = 4,
                               f"(range {offset}+{length})", offset + first)
 
         jobs = [(piece, True) for piece in expected] + [(piece, False) for piece in strays]
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for (piece, _), found in zip(jobs, pool.map(lambda job: compare(*job), jobs)):
-                done += piece[1]
-                if progress is not None:
-                    progress(done, checked)
-                if found is not None and len(differences) < MAX_REPORTED:
-                    differences.append(found)
+        results = _window_map(lambda job: compare(*job), jobs, threads)
+        for (piece, _), found in zip(jobs, results):
+            done += piece[1]
+            if progress is not None:
+                progress(done, checked)
+            if found is not None and len(differences) < MAX_REPORTED:
+                differences.append(found)
     finally:
         reader.close()
     return VerifyReport(**report, data_bytes_checked=checked, ranges_checked=len(jobs),

@@ -80,3 +80,31 @@ def test_a_missing_blob_or_container_is_a_difference(azurite, tmp_path) -> None:
         assert not report.ok
         assert [d.check for d in report.differences] == ["exists"]
         assert "no blob" in report.differences[0].message
+
+
+def test_window_map_keeps_order_and_bounds_what_is_submitted() -> None:
+    import threading
+
+    from upload.verify import _window_map
+    running = {"now": 0, "most": 0, "submitted": 0}
+    lock = threading.Lock()
+
+    def items():
+        for number in range(200):
+            running["submitted"] += 1
+            yield number
+
+    def square(number: int) -> int:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        with lock:
+            running["now"] -= 1
+        return number * number
+
+    results = _window_map(square, items(), threads=3)
+    first = [next(results) for _ in range(5)]
+    assert first == [0, 1, 4, 9, 16]
+    assert running["submitted"] <= 5 + 2 * 3  # lazily, not all 200 up front
+    assert first + list(results) == [number * number for number in range(200)]
+    assert running["most"] <= 3
