@@ -8,8 +8,6 @@ from __future__ import annotations
 import struct
 import uuid
 
-import crc32c as _crc32c
-
 KIB = 1024
 MIB = 1024 * KIB
 TIB = 1024 * 1024 * MIB
@@ -89,7 +87,10 @@ MAX_VIRTUAL_SIZE = 64 * TIB
 
 
 def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) as VHDX uses it."""
+    """CRC-32C (Castagnoli) as VHDX uses it; the module loads on first use, so commands on
+    other formats do not pay for it at start-up."""
+    import crc32c as _crc32c
+
     return _crc32c.crc32c(data)
 
 

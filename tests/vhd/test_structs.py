@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -223,3 +225,12 @@ def test_coalesce_runs_keeps_every_byte_in_place(parts: list[tuple[int, int]]) -
     merged = list(coalesce_runs(runs))
     assert source_of(merged) == source_of(runs)
     assert len(merged) <= len(runs)
+
+
+def test_crc32c_loads_only_when_a_vhdx_needs_it() -> None:
+    """Start-up of `vhd check` on a VHD pays for no VHDX checksum module."""
+    probe = ("import sys, vhd; before = 'crc32c' in sys.modules; "
+             "vhd._vhdx_structs.crc32c(b'123456789'); print(before, 'crc32c' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["False", "True"]
