@@ -169,4 +169,7 @@ class DirectUpload:
             self.note(f"could not revoke access to disk {self.disk.name} ({error}); close it "
                       f"with `az disk revoke-access --ids {self.resource_id}`")
         else:
-            self.note(f"upload failed; access to disk {self.disk.name} revoked")
+            self.note(f"upload failed; access to disk {self.disk.name} revoked, so the disk is "
+                      "sealed with an incomplete copy: delete it (`az disk delete --ids "
+                      f"{self.resource_id}`) and upload again; --keep-open keeps a failed "
+                      "upload open for --resume instead")

@@ -5,6 +5,7 @@ renders. The write SAS never leaves this process: not in output, not in errors.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import vhd
@@ -13,7 +14,7 @@ from upload.arm import ResourceId
 from upload.errors import UsageError
 from upload.managed_disk import DirectUpload, upload_disk_model
 from upload.stream import fixed_vhd_layout
-from upload.target import BlobPageTarget
+from upload.target import BlobPageTarget, RetrySettings
 from upload.uploader import check_rules, upload_image
 
 from .common import emit_json, say
@@ -55,8 +56,13 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
                          sku: str | None, os_type: str | None, hyper_v_generation: str | None,
                          subscription: str | None, cloud: str, arm_endpoint: str | None,
                          threads: int, resume: bool, keep_open: bool, json_output: bool,
-                         quiet: bool, source_format: str | None) -> int:
-    """Create the disk (create option Upload), upload SOURCE through its write SAS, revoke."""
+                         quiet: bool, source_format: str | None, retries: int | None = None,
+                         timeout: float | None = None) -> int:
+    """Create the disk (create option Upload), upload SOURCE through its write SAS, revoke.
+
+    ``retries``/``timeout`` are the upload command's --retries/--timeout (the page engine's
+    own defaults when None), so Put Page is retried as for a page blob.
+    """
     disk_id = ResourceId.parse_disk(resource_id)
     if not location:
         raise UsageError("--managed-disk needs -l/--location (the disk's region)")
@@ -64,6 +70,7 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
         raise UsageError(f"--subscription {subscription} differs from the subscription in "
                          f"--managed-disk ({disk_id.subscription})")
     sku_name = reg.normalize_sku(sku)
+    retry = _retry_settings(retries, timeout)
     session = ArmSession.open(ArmOptions(subscription=disk_id.subscription, cloud=cloud,
                                          arm_endpoint=arm_endpoint, quiet=quiet))
     with vhd.open_image(source, source_format) as image:
@@ -76,7 +83,7 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
         job = DirectUpload(session.registrar, resource_id, on_note=session.note)
 
         def send(sas_url: str, already_started: bool) -> Any:
-            target = DiskPageTarget(BlobPageTarget.from_sas_url(sas_url), resource_id)
+            target = DiskPageTarget(BlobPageTarget.from_sas_url(sas_url, retry=retry), resource_id)
             try:
                 return upload_image(image, target, threads=threads, resume=already_started,
                                     create=False, progress=_progress(quiet))
@@ -91,6 +98,15 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
         say(f"disk {result.id}: {result.disk_state} ({summary.data_bytes_sent} data bytes sent, "
             f"{summary.zero_bytes_skipped} zero bytes skipped)", err=False)
     return 0
+
+
+def _retry_settings(retries: int | None, timeout: float | None) -> RetrySettings:
+    settings = RetrySettings()
+    if retries is not None:
+        settings = replace(settings, total=retries)
+    if timeout is not None:
+        settings = replace(settings, connection_timeout=timeout, read_timeout=timeout)
+    return settings
 
 
 def _progress(quiet: bool) -> Any:

@@ -88,6 +88,7 @@ def test_injected_failure_still_revokes(capsys, arm, source):
     assert len(arm.calls("POST", "/endGetAccess")) == 1
     assert arm.get(disk_id(arm))["properties"]["diskState"] == "Unattached"
     assert "revoked" in err
+    assert "incomplete copy" in err and f"az disk delete --ids {disk_id(arm)}" in err
     assert "sig=" not in out + err
 
 
@@ -226,3 +227,12 @@ def test_failed_grant_still_revokes(arm):
     assert len(arm.calls("POST", "/d8/endGetAccess")) == 1
     assert arm.get(disk_id(arm, "d8"))["properties"]["diskState"] == "Unattached"
     assert any("revoked" in note for note in notes)
+
+
+def test_direct_upload_takes_the_upload_commands_retry_settings():
+    from azlift.cli.managed_disk import _retry_settings
+    from upload.target import RetrySettings
+
+    assert _retry_settings(None, None) == RetrySettings()
+    chosen = _retry_settings(2, 7.5)
+    assert (chosen.total, chosen.connection_timeout, chosen.read_timeout) == (2, 7.5, 7.5)
