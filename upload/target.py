@@ -6,8 +6,9 @@ turns the SDK's exceptions into this package's typed errors, secrets removed.
 """
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -139,6 +140,22 @@ def translate_error(error: Exception, where: str) -> UploadError:
     return ServiceError(f"{where}: {type(error).__name__}: {_first_line(str(error))}")
 
 
+# What requests reads from the environment on every request when trusting it.
+HTTP_ENVIRONMENT = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                    "requests_ca_bundle", "curl_ca_bundle")
+
+
+def environment_configures_http(env: Mapping[str, str] | None = None) -> bool:
+    """True when a proxy or CA-bundle variable is set, so the transport must read them.
+
+    Otherwise the transport is told not to (azure-core ``use_env_settings=False``): with
+    nothing to find, requests would still scan the environment for proxies on every Put
+    Page, a measurable share of the client's CPU per request.
+    """
+    env = os.environ if env is None else env
+    return any(name.lower() in HTTP_ENVIRONMENT and value for name, value in env.items())
+
+
 class BlobPageTarget:
     """A page blob addressed by URL, signed by any credential azure-storage-blob takes.
 
@@ -158,6 +175,8 @@ class BlobPageTarget:
         self._create_container = create_container
         self._supports_metadata = supports_metadata
         self._identity = url_without_query(blob_url)
+        if not environment_configures_http():
+            client_kwargs.setdefault("use_env_settings", False)
         self._client = BlobClient.from_blob_url(
             blob_url, credential=credential, retry_policy=self._retry.policy(),
             connection_timeout=self._retry.connection_timeout,

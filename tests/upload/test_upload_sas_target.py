@@ -2,6 +2,7 @@
 SAS; no create, no metadata, resume state only in the local journal."""
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -52,3 +53,24 @@ def test_upload_and_resume_through_a_write_sas(azurite, tmp_path) -> None:  # no
     assert summary.resumed_bytes > 0
     assert disk.client.download_blob().readall() == converted_bytes(source.path, tmp_path)
     assert disk.properties().metadata == {}  # nothing but pages was written
+
+
+def test_environment_is_read_per_request_only_when_it_configures_http(azurite, monkeypatch) -> None:  # noqa: F811
+    from upload.target import environment_configures_http
+    assert not environment_configures_http({"PATH": "/bin", "HOME": "/root"})
+    assert environment_configures_http({"HTTPS_PROXY": "http://proxy:3128"})
+    assert environment_configures_http({"no_proxy": "localhost"})
+    assert environment_configures_http({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"})
+    assert not environment_configures_http({"HTTPS_PROXY": ""})
+    for name in list(os.environ):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                            "requests_ca_bundle", "curl_ca_bundle"):
+            monkeypatch.delenv(name)
+    plain = blob_target(azurite)
+    assert plain.exists() is False  # the transport opened its session
+    session = plain.client._pipeline._transport.session
+    assert session.trust_env is False
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    proxied = blob_target(azurite)
+    assert proxied.exists() is False
+    assert proxied.client._pipeline._transport.session.trust_env is True
