@@ -146,14 +146,19 @@ class Reconciled:
     overridden: tuple[str, ...] = ()
 
 
+FORCE_ADVICE = "use --force to register anyway"
+
+
 def reconcile_with_hints(os_type: str | None, generation: str | None, layout: Any,
-                         *, force: bool = False, fill_defaults: bool = True) -> Reconciled:
+                         *, force: bool = False, fill_defaults: bool = True,
+                         advice: str = FORCE_ADVICE) -> Reconciled:
     """Check the user's OS type/generation against the disk's hints; default from them.
 
     ``layout`` is a ``vhd.partitions.DiskLayout`` (``os_type_hint``, ``generation_hint``,
     ``reasons``) or None when the disk could not be analysed. A contradiction raises
-    HintConflictError unless ``force``; then it is reported in ``overridden``. With
-    ``fill_defaults`` False (a disk that may be a data disk) nothing is filled in.
+    HintConflictError (ending in ``advice``, the way out the caller offers) unless ``force``;
+    then it is reported in ``overridden``. With ``fill_defaults`` False (a disk that may be a
+    data disk) nothing is filled in.
     """
     os_hint = OS_TYPES.get((getattr(layout, "os_type_hint", None) or "").lower())
     generation_hint = normalize_generation(getattr(layout, "generation_hint", None))
@@ -168,7 +173,7 @@ def reconcile_with_hints(os_type: str | None, generation: str | None, layout: An
         conflicts.append(f"--hyper-v-generation {generation} given, but the disk boots only as "
                          f"{generation_hint} ({reasons}); a VM from it would not start")
     if conflicts and not force:
-        raise HintConflictError(" and ".join(conflicts) + " (use --force to register anyway)")
+        raise HintConflictError(" and ".join(conflicts) + f" ({advice})")
     overridden.extend(conflicts)
     if not fill_defaults:
         return Reconciled(os_type, generation, (), tuple(overridden))
@@ -187,9 +192,19 @@ def _plain(value: Any) -> str | None:
 
 
 def check_definition_matches(definition: Any, decided: Reconciled, *, force: bool = False,
+                             specialized: bool | None = None,
                              on_override: Callable[[str], None] | None = None) -> None:
-    """An existing image definition must agree with the disk's OS type and generation."""
+    """An existing image definition must agree with the disk's OS type, generation and state.
+
+    ``specialized`` None leaves the OS state unchecked.
+    """
     problems = []
+    existing_state = _plain(getattr(definition, "os_state", None))
+    wanted_state = None if specialized is None else ("Specialized" if specialized
+                                                     else "Generalized")
+    if wanted_state and existing_state and existing_state != wanted_state:
+        problems.append(f"image definition holds {existing_state} images, the disk is "
+                        f"{wanted_state} ({'--specialized given' if specialized else 'no --specialized'})")
     existing_os = _plain(getattr(definition, "os_type", None))
     existing_generation = _plain(getattr(definition, "hyper_v_generation", None)) or "V1"
     if decided.os_type and existing_os and existing_os != decided.os_type:

@@ -46,7 +46,9 @@ def _hints(image: Any, os_type: str | None, generation: str | None,
     layout = analyze(image)
     decided = reg.reconcile_with_hints(reg.normalize_os_type(os_type),
                                        reg.normalize_generation(generation), layout,
-                                       fill_defaults=layout.generation_hint is not None)
+                                       fill_defaults=layout.generation_hint is not None,
+                                       advice="leave out --os-type/--hyper-v-generation to use "
+                                              "what the disk shows")
     for note in decided.notes:
         session.note(note)
     return decided

@@ -305,7 +305,8 @@ def gallery_version(
                 specialized=specialized, generation=decided.generation,
                 publisher=publisher or "", offer=offer or "", sku=sku or "")))
     else:
-        reg.check_definition_matches(existing, decided, force=arm.force, on_override=warn)
+        reg.check_definition_matches(existing, decided, force=arm.force,
+                                     specialized=specialized, on_override=warn)
     model = reg.gallery_version_model(location=location, os_blob=os_blob,
                                       storage_account_id=storage_account_id, data_disks=disks,
                                       target_regions=regions)

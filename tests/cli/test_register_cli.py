@@ -285,6 +285,11 @@ def test_existing_definition_of_other_generation_refuses(capsys, fake_arm, disks
                        "--version", "2.0.0")
     assert code == 1
     assert "generation V1" in err and "V2" in err
+    code, _, err = run(capsys, fake_arm, *base, "--os-blob", disks["linux_mbr"],
+                       "--version", "3.0.0", "--os-type", "linux", "--specialized")
+    assert code == 1
+    assert "holds Generalized images" in err and "--specialized given" in err
+    assert fake_arm.calls("PUT", "/versions/") and not fake_arm.calls("PUT", "/versions/3.0.0")
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -127,6 +127,8 @@ def test_gpt_esp_source_as_v1_is_refused_before_arm(capsys, arm, tmp_path):
     code, _, err = upload(capsys, arm, src, "--hyper-v-generation", "V1")
     assert code == 1
     assert "EFI system partition" in err
+    assert "leave out --os-type/--hyper-v-generation" in err
+    assert "--force" not in err  # the upload command has no --force to offer
     assert arm.requests == []
 
 

@@ -196,3 +196,16 @@ def test_blob_disk_image_reads_across_blocks(azurite):  # noqa: F811
         assert image.read(0, len(data) + 4096) == data  # clipped at the end, footer excluded
         assert image.read(len(data), 10) == b""
         assert list(image.extents()) == [(0, len(data))]
+
+
+def test_existing_definition_must_hold_the_same_os_state():
+    definition = SimpleNamespace(os_type="Linux", hyper_v_generation="V2", os_state="Generalized")
+    decided = reg.Reconciled("Linux", "V2")
+    reg.check_definition_matches(definition, decided, specialized=False)
+    reg.check_definition_matches(definition, decided)  # state not asked about: not checked
+    with pytest.raises(HintConflictError, match="holds Generalized images.*Specialized"):
+        reg.check_definition_matches(definition, decided, specialized=True)
+    seen = []
+    reg.check_definition_matches(definition, decided, specialized=True, force=True,
+                                 on_override=seen.append)
+    assert len(seen) == 1 and "--force" in seen[0]
