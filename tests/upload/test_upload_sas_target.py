@@ -55,21 +55,23 @@ def test_upload_and_resume_through_a_write_sas(azurite, tmp_path) -> None:  # no
     assert disk.properties().metadata == {}  # nothing but pages was written
 
 
-def test_environment_is_read_per_request_only_when_it_configures_http(azurite, monkeypatch) -> None:  # noqa: F811
-    from upload.target import environment_configures_http
-    assert not environment_configures_http({"PATH": "/bin", "HOME": "/root"})
-    assert environment_configures_http({"HTTPS_PROXY": "http://proxy:3128"})
-    assert environment_configures_http({"no_proxy": "localhost"})
-    assert environment_configures_http({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"})
-    assert not environment_configures_http({"HTTPS_PROXY": ""})
+def test_environment_is_read_per_request_only_when_it_configures_a_proxy(azurite, monkeypatch) -> None:  # noqa: F811
+    from upload.target import transport_settings
+    assert transport_settings({"PATH": "/bin"}) == {"use_env_settings": False}
+    assert transport_settings({"HTTPS_PROXY": "http://proxy:3128"}) == {}
+    assert transport_settings({"no_proxy": "localhost", "REQUESTS_CA_BUNDLE": "/a.pem"}) == {}
+    assert transport_settings({"HTTPS_PROXY": ""}) == {"use_env_settings": False}
+    assert transport_settings({"CURL_CA_BUNDLE": "/c.pem", "REQUESTS_CA_BUNDLE": "/r.pem"}) == {
+        "use_env_settings": False, "connection_verify": "/r.pem"}
     for name in list(os.environ):
-        if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
-                            "requests_ca_bundle", "curl_ca_bundle"):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")  # unused over http
     plain = blob_target(azurite)
-    assert plain.exists() is False  # the transport opened its session
-    session = plain.client._pipeline._transport.session
-    assert session.trust_env is False
+    assert plain.exists() is False  # requests flowed, the transport opened its session
+    transport = plain.client._pipeline._transport
+    assert transport.session.trust_env is False
+    assert transport.connection_config.verify == "/nonexistent/ca.pem"
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     proxied = blob_target(azurite)
     assert proxied.exists() is False
