@@ -320,13 +320,17 @@ class Registrar:
             parent: bool = False) -> Outcome:
         """Start ``begin(polling=...)`` and follow it to the end unless not waiting."""
         wait = self.wait or (parent and self.wait_for_parents)
-        with arm_errors(f"creating {what}"):
-            poller = begin(polling=wait)
-            self.on_status(what, "Started")
-            while wait and not poller.done():
-                self.on_status(what, poller.status())
-                poller.wait(self.poll_seconds)
-            resource = poller.result()
+        try:
+            with arm_errors(f"creating {what}"):
+                poller = begin(polling=wait)
+                self.on_status(what, "Started")
+                while wait and not poller.done():
+                    self.on_status(what, poller.status())
+                    poller.wait(self.poll_seconds)
+                resource = poller.result()
+        except BaseException:
+            self.on_status(what, "Failed")  # ends a spinner line before the error is shown
+            raise
         state = _state_of(resource)
         self.on_status(what, state)
         return Outcome(kind=kind, id=getattr(resource, "id", None) or "", name=what,

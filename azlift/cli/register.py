@@ -102,6 +102,8 @@ def with_arm_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 SPINNER = "|/-\\"
+# After these an operation shows nothing more: the spinner line ends.
+FINAL_STATES = frozenset({"Succeeded", "Failed", "Canceled", "Granted", "Revoked"})
 
 
 class StatusLine:
@@ -118,7 +120,7 @@ class StatusLine:
             return
         if self.tty:
             sys.stderr.write(f"\r{next(self._frames)} {what}: {state}\033[K")
-            if state in ("Succeeded", "Failed", "Canceled"):
+            if state in FINAL_STATES:
                 sys.stderr.write("\n")
             sys.stderr.flush()
         elif self._last != (what, state):

@@ -377,6 +377,9 @@ def test_spinner_on_a_terminal(monkeypatch):
     assert text.count("\r") == 4
     assert "\r| web: Started" in text and "\r/ web: InProgress" in text
     assert text.endswith("web: Succeeded\x1b[K\n")
+    status("access to web", "Granted")
+    assert screen.getvalue().endswith("access to web: Granted\x1b[K\n")
+    text = screen.getvalue()
     quiet = StatusLine(quiet=True)
     quiet("web", "InProgress")
     assert screen.getvalue() == text
@@ -488,3 +491,14 @@ def test_shared_options_follow_the_sub_command(capsys, fake_arm, disks):  # noqa
     assert code == 0, err
     [request] = json.loads(out)["requests"]
     assert urlsplit(request["url"]).path.startswith("/subscriptions/sub-9/")
+
+
+def test_a_failed_operation_ends_its_status_line(capsys, fake_arm, disks):  # noqa: F811
+    fake_arm.fail_next_operation = ("InvalidVhd", "The blob is not a valid VHD.")
+    code = main(["register", "image", "web", "-g", "rg", "-l", "westeurope", "--os-blob",
+                 disks["linux_gpt"], "--arm-endpoint", fake_arm.base_url])
+    _, err = capsys.readouterr()
+    assert code == 4
+    lines = err.splitlines()
+    assert lines[-2:] == ["web: Failed",
+                          "azlift: error: ARM error InvalidVhd: The blob is not a valid VHD."]
