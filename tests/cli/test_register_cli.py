@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -502,3 +503,40 @@ def test_a_failed_operation_ends_its_status_line(capsys, fake_arm, disks):  # no
     lines = err.splitlines()
     assert lines[-2:] == ["web: Failed",
                           "azlift: error: ARM error InvalidVhd: The blob is not a valid VHD."]
+
+
+def _blob_ending_in(azurite, footer: bytes, size: int = 24 * layouts.MIB) -> str:  # noqa: F811
+    """A page blob of a whole MiB + 512 whose last 512 bytes are ``footer`` (read SAS)."""
+    import datetime
+
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    container = azurite.new_container()
+    client = azurite.service_client().get_blob_client(container, "odd.vhd")
+    client.create_page_blob(size + 512)
+    client.upload_page(footer, offset=size, length=512)
+    sas = generate_blob_sas(azurite.account_name, container, "odd.vhd",
+                            account_key=azurite.account_key,
+                            permission=BlobSasPermissions(read=True),
+                            expiry=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1))
+    return f"{client.url}?{sas}"
+
+
+@pytest.mark.parametrize("make_footer, expected", [
+    (lambda f: replace(f, checksum=f.checksum ^ 1).pack(), "footer checksum does not match"),
+    (lambda f: replace(f, disk_type=3).with_checksum().pack(), "disk type is dynamic, expected fixed"),
+    (lambda f: replace(f, current_size=f.current_size - layouts.MIB).with_checksum().pack(),
+     "footer says 24117248 bytes, the blob holds 25165824"),
+    (lambda f: bytes(512), "no VHD footer in the last 512 bytes"),
+])
+def test_blob_without_a_valid_fixed_footer_is_refused(capsys, fake_arm, azurite, make_footer,
+                                                      expected):  # noqa: F811
+    from vhd import fixed_footer
+
+    url = _blob_ending_in(azurite, make_footer(fixed_footer(24 * layouts.MIB)))
+    code, _, err = run(capsys, fake_arm, "image", "x", "-g", "rg", "-l", "westeurope",
+                       "--os-blob", url, "--os-type", "linux", "--dry-run")
+    assert code == 1
+    [line] = err.strip().splitlines()
+    assert "not a valid fixed VHD footer" in line or "no VHD footer" in line
+    assert expected in line and "sig=" not in line
