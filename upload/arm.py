@@ -201,6 +201,9 @@ def arm_errors(action: str) -> Iterator[None]:
     try:
         yield
     except ClientAuthenticationError as error:
+        if error.response is None:  # raised by the credential itself: nobody is signed in
+            raise AuthError(f"no Azure credential while {action}: sign in with `az login`, "
+                            f"or set {TOKEN_ENV}") from error
         code, message = arm_error_text(error)
         raise AuthError(f"ARM refused the credential while {action}: {code}: {message}",
                         service_code=code, status=error.status_code) from error

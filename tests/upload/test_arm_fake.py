@@ -171,3 +171,25 @@ def test_disk_states_and_access_rules(fake_arm, client, azurite):  # noqa: F811
         client.disks.begin_grant_access("rg", "d", models.GrantAccessData(
             access="Write", duration_in_seconds=600)).result()
     assert caught.value.error.code == "OperationNotAllowed"
+
+
+def test_no_sign_in_is_one_short_line(fake_arm):  # noqa: F811
+    """A credential that finds no sign-in fails before ARM is asked, and says what to do."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from upload.arm import arm_errors
+    from upload.errors import AuthError
+
+    class NobodySignedIn:
+        def get_token(self, *scopes, **kwargs):
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token "
+                                            "from the included credentials.\nAttempted: ...")
+
+    client = compute_client(ArmTarget.resolve(None, arm_endpoint=fake_arm.base_url),
+                            credential=NobodySignedIn())
+    with pytest.raises(AuthError) as caught, arm_errors("reading image img"):
+        client.images.get("rg", "img")
+    assert str(caught.value) == ("no Azure credential while reading image img: sign in with "
+                                 "`az login`, or set AZLIFT_ARM_TOKEN")
+    assert caught.value.exit_code == 4
+    assert fake_arm.requests == []
