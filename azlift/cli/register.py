@@ -20,6 +20,7 @@ from upload import register as reg
 from upload.arm import ArmTarget, RecordingTransport, compute_client
 from upload.blob_source import BlobFacts, inspect_blob
 from upload.errors import UsageError
+from upload.uploader import check_rules
 
 from .common import ForceOption, JsonOption, QuietOption, emit_json, say, warn
 
@@ -181,11 +182,21 @@ class ArmSession:
 
 def check_blobs(os_blob: str, data_disks: list[reg.DataDiskSpec],
                 option: str = "--os-blob") -> BlobFacts:
-    """Check every blob is an Azure-ready fixed VHD page blob; return the OS disk's facts."""
+    """Check every blob is an Azure-ready fixed VHD page blob within Azure's size limits.
+
+    Returns the OS disk's facts; its OS-disk limit is checked by ``check_os_disk_size``
+    (a blob given to ``register disk`` may be a data disk).
+    """
     facts = inspect_blob(os_blob, option=option)
+    check_rules(facts.virtual_size, None)
     for disk in data_disks:
-        inspect_blob(disk.url, option=f"--data-disk {disk.lun}")
+        check_rules(inspect_blob(disk.url, option=f"--data-disk {disk.lun}").virtual_size, "data")
     return facts
+
+
+def check_os_disk_size(facts: BlobFacts) -> None:
+    """An OS disk holds at most 4095 GiB: refuse a larger one before ARM does."""
+    check_rules(facts.virtual_size, "os")
 
 
 def reconcile(session: ArmSession, facts: BlobFacts, os_type: str | None,
@@ -236,6 +247,7 @@ def image(
     reg.check_unique_luns(disks)
     session = ArmSession.open(arm)
     facts = check_blobs(os_blob, disks)
+    check_os_disk_size(facts)
     decided = reconcile(session, facts, os_type, hyper_v_generation, arm.force)
     model = reg.image_model(location=location, os_blob=os_blob,
                             os_type=require(decided.os_type, "OS type (--os-type)"),
@@ -288,6 +300,7 @@ def gallery_version(
     if target_region and len(regions) > len(target_region):
         session.note(f"source region {location} added to the target regions (ARM requires it)")
     facts = check_blobs(os_blob, disks)
+    check_os_disk_size(facts)
     decided = reconcile(session, facts, os_type, hyper_v_generation, arm.force)
     outcomes = []
     existing = session.registrar.get_definition(resource_group, gallery, definition)
@@ -342,6 +355,8 @@ def disk(
     # A disk without a boot hint may be a data disk: only refuse contradictions then.
     decided = reconcile(session, facts, os_type, hyper_v_generation, arm.force,
                         fill_defaults=facts.layout.generation_hint is not None)
+    if decided.os_type:
+        check_os_disk_size(facts)
     model = reg.import_disk_model(location=location, blob=blob,
                                   storage_account_id=storage_account_id, sku=sku_name,
                                   os_type=decided.os_type, generation=decided.generation)

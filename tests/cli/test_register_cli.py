@@ -540,3 +540,24 @@ def test_blob_without_a_valid_fixed_footer_is_refused(capsys, fake_arm, azurite,
     [line] = err.strip().splitlines()
     assert "not a valid fixed VHD footer" in line or "no VHD footer" in line
     assert expected in line and "sig=" not in line
+
+
+def test_os_disk_above_4095_gib_is_refused_but_a_data_disk_is_not(capsys, fake_arm,
+                                                                 azurite):  # noqa: F811
+    from vhd import fixed_footer
+
+    size = 4096 * 1024 * layouts.MIB  # sparse in the emulator: only the footer is written
+    url = _blob_ending_in(azurite, fixed_footer(size).pack(), size)
+    code, _, err = run(capsys, fake_arm, "image", "big", "-g", "rg", "-l", "westeurope",
+                       "--os-blob", url, "--os-type", "linux", "--dry-run")
+    assert code == 1
+    assert "os_disk_too_large" in err and "4095 GiB" in err
+    code, out, err = run(capsys, fake_arm, "disk", "big", "-g", "rg", "-l", "westeurope",
+                         "--blob", url, "--storage-account-id", SA, "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["requests"][0]["body"]["properties"]["creationData"][
+        "createOption"] == "Import"
+    code, _, err = run(capsys, fake_arm, "disk", "big", "-g", "rg", "-l", "westeurope",
+                       "--blob", url, "--storage-account-id", SA, "--os-type", "windows",
+                       "--dry-run")
+    assert code == 1 and "os_disk_too_large" in err
