@@ -141,6 +141,18 @@ class DirectUpload:
                                                   self.disk.name).result()
         self.registrar.on_status(f"access to {self.disk.name}", "Revoked")
 
+    def plan(self, model: models.Disk, *, resume: bool = False) -> None:
+        """Make the requests of an upload on a recording client: no pages, nothing sent.
+
+        A dry-run client knows no existing disk, so ``resume`` only reads the disk.
+        """
+        if resume:
+            self._get()
+        else:
+            self._prepare(model, model.creation_data.upload_size_bytes, resume=False)
+        self._grant()
+        self.revoke()
+
     def run(self, model: models.Disk, send: SendPages, *, resume: bool = False,
             keep_open: bool = False) -> DirectUploadResult:
         """Create or reuse the disk, upload through a fresh write SAS, then revoke."""

@@ -59,11 +59,12 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
                          subscription: str | None, cloud: str, arm_endpoint: str | None,
                          threads: int, resume: bool, keep_open: bool, json_output: bool,
                          quiet: bool, source_format: str | None, retries: int | None = None,
-                         timeout: float | None = None) -> int:
+                         timeout: float | None = None, dry_run: bool = False) -> int:
     """Create the disk (create option Upload), upload SOURCE through its write SAS, revoke.
 
     ``retries``/``timeout`` are the upload command's --retries/--timeout (the page engine's
-    own defaults when None), so Put Page is retried as for a page blob.
+    own defaults when None), so Put Page is retried as for a page blob. ``dry_run`` checks
+    the source and prints the ARM requests (create, grant, revoke) without sending them.
     """
     disk_id = ResourceId.parse_disk(resource_id)
     if not location:
@@ -74,7 +75,8 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
     sku_name = reg.normalize_sku(sku)
     retry = _retry_settings(retries, timeout)
     session = ArmSession.open(ArmOptions(subscription=disk_id.subscription, cloud=cloud,
-                                         arm_endpoint=arm_endpoint, quiet=quiet))
+                                         arm_endpoint=arm_endpoint, quiet=quiet,
+                                         dry_run=dry_run))
     with vhd.open_image(source, source_format) as image:
         decided = _hints(image, os_type, hyper_v_generation, session)
         layout = fixed_vhd_layout(image)
@@ -83,6 +85,10 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
                                   sku=sku_name, os_type=decided.os_type,
                                   generation=decided.generation)
         job = DirectUpload(session.registrar, resource_id, on_note=session.note)
+        if dry_run:
+            job.plan(model, resume=resume)
+            session.finish([], json_output)
+            return 0
 
         def send(sas_url: str, already_started: bool) -> Any:
             target = DiskPageTarget(BlobPageTarget.from_sas_url(sas_url, retry=retry), resource_id)

@@ -238,3 +238,28 @@ def test_direct_upload_takes_the_upload_commands_retry_settings():
     assert _retry_settings(None, None) == RetrySettings()
     chosen = _retry_settings(2, 7.5)
     assert (chosen.total, chosen.connection_timeout, chosen.read_timeout) == (2, 7.5, 7.5)
+
+
+def test_dry_run_prints_create_grant_and_revoke_and_sends_nothing(capsys, arm, source):
+    """The upload command's --dry-run for a managed disk, through the function it calls."""
+    from azlift.cli.managed_disk import send_to_managed_disk
+
+    code = send_to_managed_disk(
+        source=str(source), resource_id=disk_id(arm), location="westeurope",
+        sku="premium_lrs", os_type=None, hyper_v_generation=None, subscription=None,
+        cloud="AzureCloud", arm_endpoint=None, threads=2, resume=False, keep_open=False,
+        json_output=True, quiet=True, source_format=None, dry_run=True)
+    out, err = capsys.readouterr()
+    assert code == 0
+    requests = json.loads(out)["requests"]
+    assert [(r["method"], r["url"].split("?")[0].rsplit("/", 1)[-1]) for r in requests] == [
+        ("GET", "d1"), ("PUT", "d1"), ("POST", "beginGetAccess"), ("POST", "endGetAccess")]
+    assert all(r["url"].startswith("https://management.azure.com" + disk_id(arm))
+               and "api-version=" in r["url"] for r in requests)
+    assert requests[1]["body"] == {"location": "westeurope", "sku": {"name": "Premium_LRS"},
+                                   "properties": {"osType": "Linux", "hyperVGeneration": "V1",
+                                                  "creationData": {"createOption": "Upload",
+                                                                   "uploadSizeBytes": SIZE + 512}}}
+    assert requests[2]["body"] == {"access": "Write", "durationInSeconds": 24 * 3600}
+    assert "taken from the disk" in err
+    assert arm.requests == []
