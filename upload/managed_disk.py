@@ -168,7 +168,12 @@ class DirectUpload:
             else:
                 self._revoke_after_failure()
             raise
-        self.revoke()
+        try:
+            self.revoke()
+        except ArmError:
+            self.note(f"all pages of disk {self.disk.name} were sent, but its write access is "
+                      f"still open; close it with `az disk revoke-access --ids {self.resource_id}`")
+            raise
         disk = self._get()
         return DirectUploadResult(id=getattr(disk, "id", None) or self.resource_id,
                                   disk_state=_value(getattr(disk, "disk_state", None)),

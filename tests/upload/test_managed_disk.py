@@ -263,3 +263,23 @@ def test_dry_run_prints_create_grant_and_revoke_and_sends_nothing(capsys, arm, s
     assert requests[2]["body"] == {"access": "Write", "durationInSeconds": 24 * 3600}
     assert "taken from the disk" in err
     assert arm.requests == []
+
+
+def test_failed_revoke_after_success_says_how_to_close_the_disk(arm):
+    from upload.arm import ArmTarget, compute_client
+    from upload.errors import ArmError
+    from upload.managed_disk import DirectUpload
+    from upload.register import Registrar
+
+    def send(sas_url: str, resume: bool) -> str:
+        arm.fail_next_operation = ("InternalError", "revoke failed")  # the next one: revoke
+        return "sent"
+
+    client = compute_client(ArmTarget.resolve(None, arm_endpoint=arm.base_url))
+    notes: list[str] = []
+    job = DirectUpload(Registrar(client), disk_id(arm, "d7"), on_note=notes.append)
+    with pytest.raises(ArmError, match="revoke failed"):
+        job.run(upload_disk_model(location="westeurope", upload_size=SIZE + 512), send)
+    assert len(arm.calls("POST", "/d7/endGetAccess")) == 1
+    assert notes == [f"all pages of disk d7 were sent, but its write access is still open; "
+                     f"close it with `az disk revoke-access --ids {disk_id(arm, 'd7')}`"]
