@@ -210,6 +210,9 @@ def send(
         "--arm-endpoint", help="Resource Manager endpoint (Azure Stack Hub).")] = None,
     keep_open: Annotated[bool, typer.Option(
         "--keep-open", help="On failure keep the disk's upload access open for --resume.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="With --managed-disk: check the source and print the ARM requests "
+        "(create, grant, revoke); send nothing.")] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -231,8 +234,11 @@ def send(
             os_type=os_type, hyper_v_generation=hyper_v_generation, subscription=subscription,
             cloud=cloud, arm_endpoint=arm_endpoint, threads=threads, resume=resume,
             keep_open=keep_open, json_output=json_output, quiet=quiet,
-            source_format=source_format)
+            source_format=source_format, retries=retries, timeout=timeout, dry_run=dry_run)
         raise typer.Exit(code)
+    if dry_run:
+        raise UsageError("--dry-run goes with --managed-disk (it prints the ARM requests); "
+                         "for a blob, `azlift vhd check SOURCE` shows what would be refused")
     if dest_url is None:
         raise UsageError("missing DEST_URL (a blob URL), or pass --managed-disk RESOURCE_ID")
     auth = _auth_options(connection_string, account_key, sas_token, auth_mode, emulator,

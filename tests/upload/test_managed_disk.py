@@ -283,3 +283,18 @@ def test_failed_revoke_after_success_says_how_to_close_the_disk(arm):
     assert len(arm.calls("POST", "/d7/endGetAccess")) == 1
     assert notes == [f"all pages of disk d7 were sent, but its write access is still open; "
                      f"close it with `az disk revoke-access --ids {disk_id(arm, 'd7')}`"]
+
+
+def test_upload_command_dry_run_sends_nothing_to_arm(capsys, arm, source):
+    code, out, err = upload(capsys, arm, source, "--dry-run", "--json")
+    assert code == 0, err
+    methods = [request["method"] for request in json.loads(out)["requests"]]
+    assert methods == ["GET", "PUT", "POST", "POST"]
+    assert arm.requests == []
+
+
+def test_upload_command_dry_run_needs_a_managed_disk(capsys, source):
+    code = main(["upload", str(source), "http://127.0.0.1:9/acct/c/d.vhd", "--dry-run"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "--dry-run goes with --managed-disk" in err
