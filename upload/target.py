@@ -22,6 +22,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobClient, ContentSettings, ExponentialRetry
 
 from .errors import (
@@ -163,6 +164,26 @@ def transport_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return settings
 
 
+DEFAULT_POOL_SIZE = 10  # requests' connections kept per host
+
+
+class PooledRequestsTransport(RequestsTransport):
+    """azure-core's requests transport keeping ``connections`` connections per host.
+
+    requests keeps 10 per host; with more upload threads than that, every extra request
+    would open (and for HTTPS, handshake) a new connection and throw it away.
+    """
+
+    def __init__(self, *, connections: int, **kwargs: Any) -> None:
+        self._connections = connections
+        super().__init__(**kwargs)
+
+    def _init_session(self, session: Any) -> None:
+        super()._init_session(session)
+        for adapter in session.adapters.values():
+            adapter.init_poolmanager(self._connections, self._connections)
+
+
 class BlobPageTarget:
     """A page blob addressed by URL, signed by any credential azure-storage-blob takes.
 
@@ -175,6 +196,7 @@ class BlobPageTarget:
                  retry: RetrySettings | None = None, create_container: bool = True,
                  supports_metadata: bool = True,
                  request_hook: Callable[[Any], None] | None = None,
+                 connections: int = DEFAULT_POOL_SIZE,
                  **client_kwargs: Any) -> None:
         self._retry = retry or RetrySettings()
         self._local = threading.local()
@@ -183,6 +205,10 @@ class BlobPageTarget:
         self._supports_metadata = supports_metadata
         self._identity = url_without_query(blob_url)
         client_kwargs = {**transport_settings(), **client_kwargs}
+        if connections > DEFAULT_POOL_SIZE and "transport" not in client_kwargs:
+            client_kwargs["transport"] = PooledRequestsTransport(
+                connections=connections, connection_timeout=self._retry.connection_timeout,
+                read_timeout=self._retry.read_timeout, **client_kwargs)
         self._client = BlobClient.from_blob_url(
             blob_url, credential=credential, retry_policy=self._retry.policy(),
             connection_timeout=self._retry.connection_timeout,

@@ -88,12 +88,14 @@ def _quiet_identity_logs() -> None:
         logging.getLogger("azure.identity").addHandler(logging.NullHandler())
 
 
-def _target(dest_url: str, auth: AuthOptions, retries: int, timeout: float) -> BlobPageTarget:
+def _target(dest_url: str, auth: AuthOptions, retries: int, timeout: float,
+            threads: int = 8) -> BlobPageTarget:
     if auth.login:
         _quiet_identity_logs()
     resolved = resolve_blob(dest_url, auth)
     retry = RetrySettings(total=retries, connection_timeout=timeout, read_timeout=timeout)
-    return BlobPageTarget(resolved.url, resolved.credential, retry=retry)
+    return BlobPageTarget(resolved.url, resolved.credential, retry=retry,
+                          connections=max(threads + 2, 10))
 
 
 def _show_progress(quiet: bool) -> bool:
@@ -244,7 +246,7 @@ def send(
     auth = _auth_options(connection_string, account_key, sas_token, auth_mode, emulator,
                          emulator_endpoint)
     role = "os" if os_disk else "data" if data_disk else None
-    target = _target(dest_url, auth, retries, timeout)
+    target = _target(dest_url, auth, retries, timeout, threads)
     try:
         with vhd.open_image(str(source), source_format) as image, \
                 _progress_bar(_show_progress(quiet), source.name) as progress:
