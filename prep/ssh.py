@@ -75,6 +75,28 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         self.recorded = f"{key.get_name()} {fingerprint(key)}"
 
 
+def load_identity(path: Path) -> paramiko.PKey:
+    """The private key in ``path``, or a :class:`RemoteAuthError` that says what is wrong.
+
+    Read before connecting, so a file that is not a key (or needs a passphrase) is named as
+    such instead of surfacing as a connection failure.
+    """
+    try:
+        return paramiko.PKey.from_path(path)
+    except (TypeError, paramiko.PasswordRequiredException):
+        # cryptography signals "encrypted, no password given" with TypeError
+        raise RemoteAuthError(
+            f"--identity {path}: the key is protected by a passphrase; load it into "
+            "ssh-agent (ssh-add) and rerun without --identity") from None
+    except OSError as error:
+        raise RemoteAuthError(f"--identity {path}: cannot read it ({error.strerror or error})"
+                              ) from None
+    except (ValueError, paramiko.SSHException, paramiko.pkey.UnknownKeyType):
+        raise RemoteAuthError(
+            f"--identity {path}: expected a private key (OpenSSH or PEM), found something "
+            "else (a public key or another file?)") from None
+
+
 def record_host_key(known_hosts: Path, hostname: str, key: paramiko.PKey) -> None:
     """Append ``hostname``'s key to ``known_hosts`` (created 0600 in a 0700 directory)."""
     known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -108,11 +130,12 @@ class SshRemote:
         client.set_missing_host_key_policy(policy)
         where = f"{target.host}:{target.port}"
         use_defaults = target.identity is None and target.password is None
+        identity = load_identity(target.identity) if target.identity else None
         try:
             client.connect(
                 target.host, port=target.port, username=target.user,
                 password=target.password,
-                key_filename=str(target.identity) if target.identity else None,
+                pkey=identity,
                 timeout=target.timeout, banner_timeout=target.timeout,
                 auth_timeout=target.timeout, channel_timeout=target.timeout,
                 allow_agent=use_defaults, look_for_keys=use_defaults)
