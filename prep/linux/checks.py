@@ -86,17 +86,33 @@ def fstab_device_names(facts: Facts, family: Family) -> list[Finding]:
                     "in Azure and the VM would fail to boot.")]
 
 
+def _cloud_init_provisions(facts: Facts) -> bool:
+    """cloud-init installed, enabled at boot and reading the Azure datasource."""
+    return (facts.cloud_init_installed and facts.cloud_init_enabled
+            and _cloud_init_uses_azure(facts.cloud_cfg))
+
+
 def provisioning_agent(facts: Facts, family: Family) -> list[Finding]:
-    """The Azure Linux agent installed and enabled; cloud-init, if present, uses Azure."""
+    """waagent, or cloud-init with the Azure datasource, installed and enabled.
+
+    The generic page: either provisions the VM; cloud-init is preferred, with waagent
+    installed as well for VM extensions. So a missing or disabled waagent blocks only when
+    cloud-init cannot provision either.
+    """
     findings = []
+    by_cloud_init = _cloud_init_provisions(facts)
+    package = family.agent_service if family.agent_service != "waagent" else "WALinuxAgent"
     if not facts.waagent_installed:
         findings.append(Finding(
-            "agent_missing", Severity.BLOCKER, "the Azure Linux agent (waagent) is not installed",
-            f"Install the {family.agent_service if family.agent_service != 'waagent' else 'WALinuxAgent'} "
-            "package from the distribution's repositories."))
+            "agent_missing", Severity.WARNING if by_cloud_init else Severity.BLOCKER,
+            "the Azure Linux agent (waagent) is not installed" + (
+                ": cloud-init will provision the VM, but VM extensions will not work"
+                if by_cloud_init else ", and cloud-init is not set up to provision the VM "
+                "(installed, enabled, Azure datasource)"),
+            f"Install the {package} package from the distribution's repositories."))
     elif not facts.waagent_enabled:
         findings.append(Finding(
-            "agent_disabled", Severity.BLOCKER,
+            "agent_disabled", Severity.WARNING if by_cloud_init else Severity.BLOCKER,
             f"the Azure Linux agent service ({family.agent_service}) is not enabled",
             f"systemctl enable {family.agent_service}"))
     if facts.cloud_init_installed and not _cloud_init_uses_azure(facts.cloud_cfg):
@@ -105,6 +121,59 @@ def provisioning_agent(facts: Facts, family: Family) -> list[Finding]:
             "cloud-init is installed but its datasource_list leaves out Azure",
             "Set datasource_list: [ Azure ] in /etc/cloud/cloud.cfg.d/91-azure_datasource.cfg."))
     return findings or [_ok("provisioning_agent", "waagent is installed and enabled")]
+
+
+def _waagent_settings(conf: str) -> dict[str, str]:
+    settings = {}
+    for line in conf.splitlines():
+        key, sep, value = line.split("#", 1)[0].partition("=")
+        if sep:
+            settings[key.strip().lower()] = value.strip().lower()
+    return settings
+
+
+def waagent_config(facts: Facts, family: Family) -> list[Finding]:
+    """/etc/waagent.conf must leave someone to provision the VM, and not both.
+
+    Sources: the generic and RHEL/SLES pages (``Provisioning.Agent=auto`` with cloud-init,
+    ``disabled`` only for migrating one VM, ``ResourceDisk.Format=n`` and
+    ``ResourceDisk.EnableSwap=n`` when cloud-init handles the resource disk) and
+    WALinuxAgent's conf (``Provisioning.Agent``: auto, waagent, cloud-init, disabled; agents
+    before 2.2.45 read ``Provisioning.Enabled``).
+    """
+    if not facts.waagent_installed:
+        return []
+    settings = _waagent_settings(facts.waagent_conf)
+    by_cloud_init = _cloud_init_provisions(facts)
+    agent = settings.get("provisioning.agent")
+    findings = []
+    if agent == "disabled":
+        findings.append(Finding(
+            "waagent_provisioning_disabled", Severity.BLOCKER,
+            "/etc/waagent.conf has Provisioning.Agent=disabled: VMs made from this image "
+            "would never be provisioned (that setting is for migrating one VM as it is)",
+            "Set Provisioning.Agent=auto in /etc/waagent.conf."))
+    elif not by_cloud_init and (agent == "cloud-init" or (
+            agent is None and settings.get("provisioning.enabled") == "n")):
+        findings.append(Finding(
+            "waagent_provisioning_disabled", Severity.BLOCKER,
+            "/etc/waagent.conf leaves provisioning to cloud-init, but cloud-init is not set up "
+            "to provision (installed, enabled, Azure datasource)",
+            "Set Provisioning.Agent=auto in /etc/waagent.conf, or set up cloud-init for Azure."))
+    if by_cloud_init and agent == "waagent":
+        findings.append(Finding(
+            "waagent_provisions_too", Severity.WARNING,
+            "/etc/waagent.conf has Provisioning.Agent=waagent although cloud-init provisions",
+            "Set Provisioning.Agent=auto so only cloud-init provisions."))
+    if by_cloud_init and "y" in (settings.get("resourcedisk.format"),
+                                 settings.get("resourcedisk.enableswap")):
+        findings.append(Finding(
+            "waagent_resource_disk", Severity.WARNING,
+            "/etc/waagent.conf formats the resource disk or makes swap on it, which "
+            "cloud-init handles",
+            "Set ResourceDisk.Format=n and ResourceDisk.EnableSwap=n in /etc/waagent.conf."))
+    return findings or [_ok("waagent_config", "/etc/waagent.conf leaves provisioning to "
+                            + ("cloud-init" if by_cloud_init else "the agent"))]
 
 
 def _cloud_init_uses_azure(cloud_cfg: str) -> bool:
@@ -173,8 +242,8 @@ def registration(facts: Facts, family: Family) -> list[Finding]:
 
 
 CHECKS: tuple[Check, ...] = (hyperv_drivers, serial_console, fstab_swap, fstab_device_names,
-                             provisioning_agent, network_identity, ssh_server, udf_module,
-                             pending_reboot, registration)
+                             provisioning_agent, waagent_config, network_identity, ssh_server,
+                             udf_module, pending_reboot, registration)
 
 
 def evaluate(facts: Facts, family: Family) -> list[Finding]:

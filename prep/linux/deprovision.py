@@ -25,6 +25,10 @@ from .families import AZURE_DOCS, Family
 WAAGENT_SOURCE = "WALinuxAgent deprovision (azurelinuxagent/pa/deprovision/default.py)"
 CLOUD_INIT_SOURCE = "cloud-init clean (docs.cloud-init.io, cli reference)"
 DEFAULT_FINAL_DELAY = 1.0
+# The generic page and the CentOS and SLES pages remove it: it pins eth0 to the old MAC, so
+# Azure's NIC would come up as eth1 without configuration.
+PERSISTENT_NET_RULE = "/etc/udev/rules.d/70-persistent-net.rules"
+WAAGENT_LOG = "/var/log/waagent.log"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,15 @@ def build_plan(target: str, family: Family, facts: Facts, *, login_user: str,
     if family.installer_leftovers:
         steps.append(Step("remove installer files that would misconfigure the first boot",
                           "rm -f " + _paths(family.installer_leftovers), True, family.doc))
+    if facts.persistent_net_rules:
+        steps.append(Step("remove the udev rule that ties interface names to old MAC addresses",
+                          "rm -f " + quote(PERSISTENT_NET_RULE), True,
+                          f"{AZURE_DOCS}create-upload-generic; {AZURE_DOCS}suse-create-upload-vhd"))
+    if facts.waagent_installed:
+        # Every page's deprovision block starts with it (rm -f /var/log/waagent.log), so no
+        # log of this machine's agent travels into the image.
+        steps.append(Step("remove the Azure Linux agent's log", "rm -f " + quote(WAAGENT_LOG),
+                          True, f"{family.doc} (deprovision steps)"))
     if facts.cloud_init_installed:
         steps.append(Step("reset cloud-init so it provisions again on first boot",
                           "cloud-init clean --logs --seed", True,

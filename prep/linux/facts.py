@@ -27,6 +27,10 @@ _UDF_DISABLED_PROBE = (
     "grep -hsE '^[[:space:]]*(install[[:space:]]+udf[[:space:]]+/bin/(true|false)"
     "|blacklist[[:space:]]+udf)([[:space:]]|$)' /etc/modprobe.d/*.conf /lib/modprobe.d/*.conf; true")
 _CLOUD_CFG = "cat /etc/cloud/cloud.cfg /etc/cloud/cloud.cfg.d/*.cfg 2>/dev/null; true"
+# cloud-init runs at boot unless disabled by file (cloud-init's "disabling" docs) or its
+# first unit (cloud-init-local, present in every release) is not enabled.
+_CLOUD_INIT_ENABLED = ("test ! -e /etc/cloud/cloud-init.disabled && "
+                       "systemctl is-enabled cloud-init-local >/dev/null")
 
 
 class Runner(Protocol):
@@ -48,7 +52,9 @@ class Facts:
     waagent_installed: bool = False
     waagent_enabled: bool = False
     cloud_init_installed: bool = False
+    cloud_init_enabled: bool = False
     cloud_cfg: str = ""
+    waagent_conf: str = ""
     sshd_enabled: bool = False
     persistent_net_rules: bool = False
     mac_bound_files: tuple[str, ...] = ()
@@ -101,7 +107,9 @@ def gather(runner: Runner, family: Family, timeout: float | None = None) -> Fact
         waagent_installed=ok("command -v waagent >/dev/null"),
         waagent_enabled=ok(f"systemctl is-enabled {quote(family.agent_service)} >/dev/null"),
         cloud_init_installed=ok("command -v cloud-init >/dev/null"),
+        cloud_init_enabled=ok(_CLOUD_INIT_ENABLED),
         cloud_cfg=out(_CLOUD_CFG),
+        waagent_conf=out("cat /etc/waagent.conf 2>/dev/null; true"),
         sshd_enabled=ok(f"systemctl is-enabled {quote(family.ssh_service)} >/dev/null"),
         persistent_net_rules=ok("test -e /etc/udev/rules.d/70-persistent-net.rules"),
         mac_bound_files=tuple(line for line in out(_MAC_BOUND_PROBE).splitlines() if line),

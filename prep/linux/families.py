@@ -110,8 +110,8 @@ class Rhel(Family):
     # dnf-utils' needs-restarting -r exits 1 when a reboot is needed.
     reboot_probe = "needs-restarting -r >/dev/null 2>&1; test $? -eq 1"
     registration = RHSM
-    # The RHEL/CentOS pages remove the udev rule that pins eth0 to the old MAC.
-    installer_leftovers = ("/etc/udev/rules.d/70-persistent-net.rules",)
+    # (70-persistent-net.rules, which the CentOS page removes, is removed for every family
+    # when present: see deprovision.PERSISTENT_NET_RULE.)
 
 
 class CentOS(Rhel):
@@ -144,6 +144,12 @@ class Suse(Family):
     cmdline_extras = ("earlyprintk=ttyS0",)
     reboot_probe = "test -e /run/reboot-needed"  # zypper's marker
     registration = SCC
+    # The SLES page, "remove udev rules and network adapter configuration files": besides
+    # 70-persistent-net.rules (removed for every family), cloud-init's own generated rule.
+    # Its third line, rm /etc/sysconfig/network/ifcfg-eth*, is left out: without cloud-init
+    # writing the network configuration the image would boot with no network, and
+    # MAC-bound ifcfg files are reported by the mac_bound_network check instead.
+    installer_leftovers = ("/etc/udev/rules.d/85-persistent-net-cloud-init.rules",)
 
 
 class AzureLinux(Family):

@@ -36,7 +36,7 @@ def test_ready_guest_has_no_blocker_and_every_check_reports() -> None:
     findings = evaluate(READY, UBUNTU)
     assert blocking(findings) == []
     assert {f.severity for f in findings} == {Severity.OK}
-    assert len(findings) == 9  # one OK line per check (no registration for Ubuntu)
+    assert len(findings) == 10  # one OK line per check (no registration for Ubuntu)
 
 
 @pytest.mark.parametrize(("change", "code", "severity"), [
@@ -53,6 +53,21 @@ def test_ready_guest_has_no_blocker_and_every_check_reports() -> None:
     ({"fstab": "/dev/sda2 / ext4 defaults 0 1\n"}, "fstab_device_names", Severity.BLOCKER),
     ({"waagent_installed": False}, "agent_missing", Severity.BLOCKER),
     ({"waagent_enabled": False}, "agent_disabled", Severity.BLOCKER),
+    # cloud-init set up for Azure provisions on its own: no agent is then a warning
+    ({"waagent_installed": False, "cloud_init_enabled": True}, "agent_missing",
+     Severity.WARNING),
+    ({"waagent_enabled": False, "cloud_init_enabled": True}, "agent_disabled",
+     Severity.WARNING),
+    ({"waagent_conf": "Provisioning.Agent=disabled\n", "cloud_init_enabled": True},
+     "waagent_provisioning_disabled", Severity.BLOCKER),
+    ({"waagent_conf": "Provisioning.Agent=cloud-init\n"}, "waagent_provisioning_disabled",
+     Severity.BLOCKER),
+    ({"waagent_conf": "# old agent\nProvisioning.Enabled=n\n"},
+     "waagent_provisioning_disabled", Severity.BLOCKER),
+    ({"waagent_conf": "Provisioning.Agent=waagent # both\n", "cloud_init_enabled": True},
+     "waagent_provisions_too", Severity.WARNING),
+    ({"waagent_conf": "ResourceDisk.Format=n\nResourceDisk.EnableSwap=y\n",
+      "cloud_init_enabled": True}, "waagent_resource_disk", Severity.WARNING),
     ({"cloud_cfg": "datasource_list: [ Azure ]\ndatasource_list: [ NoCloud ]\n"},
      "cloud_init_datasource", Severity.WARNING),
     ({"persistent_net_rules": True}, "persistent_net_rules", Severity.WARNING),
@@ -110,3 +125,23 @@ def test_cloud_init_without_datasource_list_is_fine() -> None:
 ])
 def test_choose_initramfs(paths: list[str], kernel: str, chosen: str | None) -> None:
     assert choose_initramfs(paths, kernel) == chosen
+
+
+@pytest.mark.parametrize(("change", "ok_code"), [
+    # the documented cloud-init set-up: waagent.conf as the RHEL and SLES pages leave it
+    ({"cloud_init_enabled": True, "waagent_conf": "Provisioning.Agent=auto\n"
+      "Provisioning.Enabled=n\nResourceDisk.Format=n\nResourceDisk.EnableSwap=n\n"},
+     "waagent_config"),
+    # waagent provisions alone: its own resource disk handling is fine
+    ({"cloud_init_installed": False, "waagent_conf": "ResourceDisk.EnableSwap=y\n"},
+     "waagent_config"),
+    # cloud-init alone (no waagent): no waagent.conf finding at all
+    ({"cloud_init_enabled": True, "waagent_installed": False, "waagent_enabled": False}, None),
+])
+def test_documented_provisioning_set_ups_are_not_blocked(change: dict, ok_code) -> None:
+    findings = evaluate(dataclasses.replace(READY, **change), UBUNTU)
+    assert blocking(findings) == []
+    found = {f.code for f in findings}
+    assert not found & {"waagent_provisioning_disabled", "waagent_provisions_too",
+                        "waagent_resource_disk"}
+    assert (ok_code in found) if ok_code else "waagent_config" not in found

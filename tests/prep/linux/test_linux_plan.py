@@ -30,7 +30,8 @@ def test_ubuntu_plan_in_documented_order_with_detached_user_deletion() -> None:
     steps, final = commands(plan)
     assert steps[0].startswith("rm -f /etc/cloud/cloud.cfg.d/50-curtin-networking.cfg")
     assert "/etc/netplan/*.yaml" in steps[0]  # the glob stays unquoted for the shell
-    assert steps[1:] == ["cloud-init clean --logs --seed", "rm -f /etc/ssh/ssh_host_*",
+    assert steps[1:] == ["rm -f /var/log/waagent.log", "cloud-init clean --logs --seed",
+                         "rm -f /etc/ssh/ssh_host_*",
                          "truncate -s 0 /etc/machine-id", "rm -f /var/lib/dbus/machine-id",
                          "rm -f /root/.bash_history"]
     assert final == ["waagent -force -deprovision+user", "userdel -f -r admin", "sync",
@@ -74,9 +75,27 @@ def test_registration_steps_only_when_registered(family: str, registered: bool,
     assert not any("unregister" in s or "de-register" in s for s in steps[len(first):])
 
 
-def test_rhel_removes_persistent_net_rule_and_generic_still_deprovisions() -> None:
-    steps, _ = commands(build_plan("vm", FAMILIES_BY_ID["rocky"](), facts(), login_user="root"))
-    assert "rm -f /etc/udev/rules.d/70-persistent-net.rules" in steps
+@pytest.mark.parametrize("family", ["rocky", "ubuntu", "debian", "sles", "azurelinux"])
+def test_a_persistent_net_rule_is_removed_whatever_the_family(family: str) -> None:
+    rule = "rm -f /etc/udev/rules.d/70-persistent-net.rules"
+    steps, _ = commands(build_plan("vm", FAMILIES_BY_ID[family](),
+                                   facts(persistent_net_rules=True), login_user="root"))
+    assert steps.count(rule) == 1
+    steps, _ = commands(build_plan("vm", FAMILIES_BY_ID[family](), facts(), login_user="root"))
+    assert rule not in steps
+
+
+def test_sles_removes_cloud_init_net_rule_and_the_agent_log_goes_before_cloud_init() -> None:
+    steps, _ = commands(build_plan("vm", FAMILIES_BY_ID["sles"](), facts(), login_user="root"))
+    assert steps[0] == "rm -f /etc/udev/rules.d/85-persistent-net-cloud-init.rules"
+    assert steps.index("rm -f /var/log/waagent.log") + 1 == steps.index(
+        "cloud-init clean --logs --seed")
+    steps, _ = commands(build_plan("vm", FAMILIES_BY_ID["sles"](),
+                                   facts(waagent_installed=False), login_user="root"))
+    assert "rm -f /var/log/waagent.log" not in steps
+
+
+def test_generic_still_deprovisions() -> None:
     steps, final = commands(build_plan("vm", Family(), facts(), login_user="u"))
     assert "cloud-init clean --logs --seed" in steps and final[0] == "waagent -force -deprovision+user"
 
