@@ -53,8 +53,9 @@ class Family:
     initramfs_globs: tuple[str, ...] = ("/boot/initramfs-*.img", "/boot/initrd.img-*",
                                         "/boot/initrd-*")
     initramfs_listers: tuple[str, ...] = ("lsinitrd", "lsinitramfs")
-    # Kernel parameters the family's Azure page asks for besides console=ttyS0.
-    cmdline_extras: tuple[str, ...] = ("earlyprintk=ttyS0", "rootdelay=300")
+    # Kernel parameters the family's Azure page asks for besides console=ttyS0. The generic
+    # page: GRUB_CMDLINE_LINUX="rootdelay=300 console=ttyS0 earlyprintk=ttyS0 net.ifnames=0".
+    cmdline_extras: tuple[str, ...] = ("earlyprintk=ttyS0", "rootdelay=300", "net.ifnames=0")
     agent_service = "waagent"
     ssh_service = "sshd"
     reboot_probe = "test -e /var/run/reboot-required || test -e /run/reboot-needed"
@@ -73,6 +74,8 @@ class Debian(Family):
     name = "debian"
     title = "Debian"
     doc = AZURE_DOCS + "debian-create-upload-vhd"
+    # The Debian page builds with FAI and sends manual preparation to the generic page, so
+    # the kernel parameters and deprovision steps are the generic ones.
     initramfs_globs = ("/boot/initrd.img-*",)
     initramfs_listers = ("lsinitramfs",)
     agent_service = "walinuxagent"  # the Debian/Ubuntu package and unit name
@@ -87,6 +90,8 @@ class Ubuntu(Debian):
     name = "ubuntu"
     title = "Ubuntu"
     doc = AZURE_DOCS + "create-upload-ubuntu"
+    # "Prepare an Ubuntu VM for Azure": GRUB_CMDLINE_LINUX_DEFAULT="console=tty1
+    # console=ttyS0,115200n8 earlyprintk=ttyS0,115200 rootdelay=300" (no net.ifnames=0).
     cmdline_extras = ("earlyprintk=ttyS0", "rootdelay=300")
     # "Prepare an Ubuntu VM for Azure": remove the subiquity/curtin cloud-init overrides,
     # ds-identify's pinned datasource and the installer's netplan files.
@@ -106,6 +111,8 @@ class Rhel(Family):
     doc = AZURE_DOCS + "redhat-create-upload-vhd"
     initramfs_globs = ("/boot/initramfs-*.img",)
     initramfs_listers = ("lsinitrd",)
+    # The RHEL page: GRUB_CMDLINE_LINUX="console=tty1 console=ttyS0,115200n8
+    # earlyprintk=ttyS0 net.ifnames=0" (rootdelay=300 no longer listed).
     cmdline_extras = ("earlyprintk=ttyS0", "net.ifnames=0")
     # dnf-utils' needs-restarting -r exits 1 when a reboot is needed.
     reboot_probe = "needs-restarting -r >/dev/null 2>&1; test $? -eq 1"
@@ -141,6 +148,7 @@ class Suse(Family):
     doc = AZURE_DOCS + "suse-create-upload-vhd"
     initramfs_globs = ("/boot/initrd-*",)
     initramfs_listers = ("lsinitrd",)
+    # The SLES page, "set up the serial console": add console=ttyS0 and earlyprintk=ttyS0.
     cmdline_extras = ("earlyprintk=ttyS0",)
     reboot_probe = "test -e /run/reboot-needed"  # zypper's marker
     registration = SCC

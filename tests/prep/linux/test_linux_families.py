@@ -51,6 +51,12 @@ def test_family_data_differs_where_the_docs_differ() -> None:
     assert rhel.registration.tool == "subscription-manager"
     assert suse.registration.tool == "SUSEConnect"
     assert ubuntu.registration is None
+    # kernel parameters besides console=ttyS0, as each page lists them
+    assert ubuntu.cmdline_extras == ("earlyprintk=ttyS0", "rootdelay=300")
+    assert rhel.cmdline_extras == ("earlyprintk=ttyS0", "net.ifnames=0")
+    assert suse.cmdline_extras == ("earlyprintk=ttyS0",)
+    assert FAMILIES_BY_ID["debian"]().cmdline_extras == Family().cmdline_extras == (
+        "earlyprintk=ttyS0", "rootdelay=300", "net.ifnames=0")
     # the rebuilds are RHEL with another name
     for rebuild in ("centos", "almalinux", "rocky", "ol"):
         family = FAMILIES_BY_ID[rebuild]()
