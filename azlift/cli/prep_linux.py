@@ -10,6 +10,7 @@ import typer
 
 from prep.errors import GuestNotReadyError, PrepUsageError, PrivilegeError
 from prep.linux import DeprovisionPlan, Inspection, build_plan, deprovision, inspect
+from prep.linux.deprovision import check_deleted_user
 from prep.plan import Step, blocking
 from prep.shell import RootShell
 from prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget, wait_until_gone
@@ -77,6 +78,8 @@ def prep_linux(
     """
     if check_only and dry_run:
         raise PrepUsageError("--check-only and --dry-run exclude each other")
+    if delete_user is not None:
+        check_deleted_user(delete_user)  # before connecting: a usage error, not a late one
     target = SshTarget(host=host, port=port, user=user or getpass.getuser(), identity=identity,
                        password=_secret(password_env, "--password-env"),
                        known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import PrepUsageError
 from ..plan import Plan, Step
 from ..shell import quote
 from .facts import Facts
@@ -71,11 +72,25 @@ def _paths(paths: tuple[str, ...]) -> str:
     return " ".join(p if "*" in p else quote(p) for p in paths)
 
 
+def check_deleted_user(name: str) -> str:
+    """``name`` if userdel may be given it: not root, not read as an option, not empty."""
+    problem = ("root, whose account the image needs" if name == "root" else
+               "a name userdel would read as an option" if name.startswith("-") else
+               "an empty name" if not name.strip() else None)
+    if problem:
+        raise PrepUsageError(f"--delete-user {name!r}: expected the login account to remove, "
+                             f"found {problem}")
+    return name
+
+
 def build_plan(target: str, family: Family, facts: Facts, *, login_user: str,
                login_home: str = "", delete_user: str | None = None,
                shutdown: bool = True, warnings: tuple[str, ...] = ()) -> DeprovisionPlan:
     """The ordered deprovision steps for ``family`` on a guest described by ``facts``."""
-    user = delete_user or (login_user if login_user != "root" else None)
+    user = delete_user if delete_user is not None else (
+        login_user if login_user != "root" else None)
+    if user is not None:
+        check_deleted_user(user)
     steps: list[Step] = []
     reg = family.registration
     if reg is not None and facts.registered:

@@ -88,6 +88,15 @@ def test_password_variable_must_be_set(capsys, monkeypatch) -> None:
     assert err.count("\n") == 1 and "AZLIFT_TEST_UNSET" in err
 
 
+@pytest.mark.parametrize("name", ["root", "-rf"])
+def test_delete_user_root_or_an_option_is_refused_before_connecting(name: str, capsys) -> None:
+    # port 1 on 127.0.0.1 refuses connections: had azlift connected, the error would say so
+    assert main(["prep", "linux", "127.0.0.1", "--port", "1", f"--delete-user={name}",
+                 "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--delete-user" in err and "cannot reach" not in err
+
+
 def test_help_lists_every_option() -> None:
     result = CliRunner().invoke(app, ["prep", "linux", "--help"])
     assert result.exit_code == 0

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prep.errors import PrepUsageError
 from prep.linux import Facts, build_plan
 from prep.linux.families import FAMILIES_BY_ID, Family
 from prep.shell import Privilege, as_root, join, quote
 
-HOSTILE = ["o'brien; touch /pwned", "$(reboot)", "`id`", "a b\tc", "-rf", "x\ny", "*", "~root"]
+HOSTILE = ["o'brien; touch /pwned", "$(reboot)", "`id`", "a b\tc", "x -rf", "x\ny", "*", "~root"]
 
 
 def commands(plan) -> list[str]:
@@ -93,6 +94,16 @@ def test_sles_removes_cloud_init_net_rule_and_the_agent_log_goes_before_cloud_in
     steps, _ = commands(build_plan("vm", FAMILIES_BY_ID["sles"](),
                                    facts(waagent_installed=False), login_user="root"))
     assert "rm -f /var/log/waagent.log" not in steps
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("root", "root, whose account"), ("-rf", "read as an option"), ("--help", "as an option"),
+    ("", "an empty name"), (" ", "an empty name")])
+def test_user_names_userdel_must_not_get_are_refused(name: str, why: str) -> None:
+    with pytest.raises(PrepUsageError, match=why) as raised:
+        build_plan("vm", FAMILIES_BY_ID["ubuntu"](), facts(), login_user="ops",
+                   delete_user=name)
+    assert raised.value.exit_code == 2
 
 
 def test_generic_still_deprovisions() -> None:
