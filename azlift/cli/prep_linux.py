@@ -80,6 +80,8 @@ def prep_linux(
         raise PrepUsageError("--check-only and --dry-run exclude each other")
     if delete_user is not None:
         check_deleted_user(delete_user)  # before connecting: a usage error, not a late one
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # an IPv6 address written as in URLs and known_hosts
     target = SshTarget(host=host, port=port, user=user or getpass.getuser(), identity=identity,
                        password=_secret(password_env, "--password-env"),
                        known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,

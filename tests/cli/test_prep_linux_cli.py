@@ -97,6 +97,12 @@ def test_delete_user_root_or_an_option_is_refused_before_connecting(name: str, c
     assert err.count("\n") == 1 and "--delete-user" in err and "cannot reach" not in err
 
 
+def test_a_bracketed_ipv6_address_is_the_address(capsys) -> None:
+    assert main(["prep", "linux", "[::1]", "--port", "1", "--check-only"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("azlift: error: cannot reach ::1:1: ") and "not known" not in err
+
+
 def test_help_lists_every_option() -> None:
     result = CliRunner().invoke(app, ["prep", "linux", "--help"])
     assert result.exit_code == 0
