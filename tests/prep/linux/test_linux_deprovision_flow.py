@@ -87,3 +87,38 @@ def test_sudo_password_travels_on_stdin_only() -> None:
     command, stdin = sent[0]
     assert "s3cret-pw" not in command and "s3cret-pw" not in repr(shell)
     assert stdin == b"s3cret-pw\n"
+
+
+def test_the_real_wait_is_bounded_while_the_port_answers_and_ends_once_it_stops() -> None:
+    import socket
+    import threading
+    import time
+
+    from prep.ssh import wait_until_gone
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        port = listener.getsockname()[1]
+        stop = threading.Event()
+
+        def accept_like_sshd() -> None:  # a live sshd accepts every probe
+            while not stop.is_set():
+                try:
+                    listener.accept()[0].close()
+                except OSError:
+                    pass
+
+        acceptor = threading.Thread(target=accept_like_sshd, daemon=True)
+        acceptor.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(PrepTimeoutError, match=f"127.0.0.1:{port} still answers 1 s"):
+                wait_until_gone("127.0.0.1", port, timeout=1.0, interval=0.05)
+            # bounded: the timeout plus at most one probe's own bound, even on a loaded machine
+            assert 1.0 <= time.monotonic() - started < 10
+        finally:
+            stop.set()
+            acceptor.join(5)
+    assert wait_until_gone("127.0.0.1", port, timeout=30.0) < 10  # closed: gone at once
