@@ -37,8 +37,10 @@ def as_root(command: str, privilege: Privilege) -> str:
         return command
     if privilege is Privilege.SUDO:
         return "sudo -n -- sh -c " + quote(command)
-    # -p '' keeps sudo's prompt (and so any hint of the password exchange) off stderr.
-    return "sudo -S -p '' -- sh -c " + quote(command)
+    # -p '' keeps sudo's prompt (and so any hint of the password exchange) off stderr; -k
+    # ignores cached credentials, so sudo always reads the password line itself and it can
+    # never reach the command's stdin.
+    return "sudo -k -S -p '' -- sh -c " + quote(command)
 
 
 class RootShell:
@@ -75,6 +77,11 @@ def detect_privilege(remote: Remote, sudo_password: str | None = None,
     uid = remote.run("id -u", timeout=timeout)
     if uid.ok and uid.stdout.strip() == "0":
         return Privilege.ROOT
+    # sudo -n first, even with a password at hand: where sudo needs none (NOPASSWD) it
+    # would not read the password line, and the line would go to the command instead.
+    probe = remote.run(as_root("true", Privilege.SUDO), timeout=timeout)
+    if probe.ok:
+        return Privilege.SUDO
     if sudo_password:
         probe = RootShell(remote, Privilege.SUDO_PASSWORD, sudo_password).run(
             "true", timeout=timeout)
@@ -83,9 +90,6 @@ def detect_privilege(remote: Remote, sudo_password: str | None = None,
         raise PrivilegeError(
             f"sudo on {remote.host} refused the password from the environment "
             f"(exit {probe.exit_code}): check the password and that the user is a sudoer")
-    probe = remote.run(as_root("true", Privilege.SUDO), timeout=timeout)
-    if probe.ok:
-        return Privilege.SUDO
     raise PrivilegeError(
         f"the login user on {remote.host} is not root and sudo -n needs a password: "
         "log in as root, or pass --sudo-password-env VAR with the sudo password in VAR")

@@ -51,6 +51,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -n) mode=n; shift ;;
     -S) mode=S; shift ;;
+    -k) shift ;;
     -p) shift 2 ;;
     --) shift; break ;;
     *) break ;;

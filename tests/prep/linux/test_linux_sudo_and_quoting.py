@@ -50,8 +50,12 @@ def test_sudo_password_goes_on_stdin_and_the_deprovision_completes(
         "userdel [-f] [-r] [admin]", "shutdown [-h] [now]"]
     sudo_calls = read_log(server.upper, SUDO_LOG)
     calls = [c for c in sudo_calls if c.startswith("sudo ")]
-    assert calls and all(c.startswith("sudo [-S] [-p] [] [--] [sh] [-c]") for c in calls)
-    assert sudo_calls.count("result [password-ok]") == len(calls)
+    # sudo -n is probed first (a NOPASSWD sudoer must not get the password on stdin), then
+    # every command runs under sudo -k -S, which always reads the password line itself
+    assert calls[0].startswith("sudo [-n] [--] [sh] [-c]")
+    assert calls[1:] and all(c.startswith("sudo [-k] [-S] [-p] [] [--] [sh] [-c]")
+                             for c in calls[1:])
+    assert sudo_calls.count("result [password-ok]") == len(calls) - 1
     assert "result [bad-password]" not in sudo_calls
     for text in (*sudo_calls, captured.out, captured.err):
         assert sudo_password not in text
@@ -81,12 +85,17 @@ def test_sudoer_without_password_and_without_terminal_gets_a_hint(
     assert "sudo -n needs a password" in err and "--sudo-password-env" in err
 
 
-def test_passwordless_sudo_uses_sudo_n(root_tree, start_sshd, keys, known_hosts, capsys) -> None:
+@pytest.mark.parametrize("with_password", [False, True])
+def test_passwordless_sudo_uses_sudo_n(with_password: bool, root_tree, start_sshd, keys,
+                                       known_hosts, monkeypatch, capsys) -> None:
     tree = root_tree("rocky", variant="-nopasswd", sudoer_owns_tree=True,
                      extra_files={"etc/sandbox-sudo-nopasswd": ""})
     server = start_sshd(tree)
     trust(server, known_hosts)
-    code = cli(server, keys, known_hosts, "--check-only", "--json", user="admin")
+    # a password given anyway is not sent: NOPASSWD sudo would pass it to the command
+    monkeypatch.setenv(PASSWORD_VAR, "needless sudo password")
+    extra = ("--sudo-password-env", PASSWORD_VAR) if with_password else ()
+    code = cli(server, keys, known_hosts, "--check-only", "--json", *extra, user="admin")
     captured = capsys.readouterr()
     assert code == 0, captured.err
     document = json.loads(captured.out)
