@@ -9,8 +9,14 @@ from typing import Annotated, Optional
 import typer
 
 from prep.errors import GuestNotReadyError, PrepUsageError, PrivilegeError
-from prep.linux import DeprovisionPlan, Inspection, build_plan, deprovision, inspect
-from prep.linux.deprovision import check_deleted_user
+from prep.linux import (
+    DeprovisionPlan,
+    Inspection,
+    build_plan,
+    check_deleted_user,
+    deprovision,
+    inspect,
+)
 from prep.plan import Step, blocking
 from prep.shell import RootShell
 from prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget, wait_until_gone
