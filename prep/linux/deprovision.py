@@ -9,6 +9,10 @@ Sources:
   user named in ovf-env.xml, which an on-premises VM does not have. So the plan removes
   the host keys itself and deletes the login user (or ``--delete-user``) with
   ``userdel -f -r`` (the call WALinuxAgent's own del_account makes).
+- Steps the pages list that WALinuxAgent or cloud-init already do are not repeated: the
+  Ubuntu page's ``systemctl stop walinuxagent`` and ``rm -rf /var/lib/waagent`` (deprovision
+  stops the agent and removes its lib dir) and ``rm -rf /var/lib/cloud`` (``cloud-init
+  clean`` empties it). ``rm -f /var/log/waagent.log`` is kept, as every page has it.
 - The user deletion and power-off end the SSH session, so they run last, as one detached
   command (``setsid sh -c ...``) that outlives the connection.
 """
