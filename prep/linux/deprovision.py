@@ -118,7 +118,7 @@ def build_plan(target: str, family: Family, facts: Facts, *, login_user: str,
                           f"{family.doc}; {CLOUD_INIT_SOURCE}"))
     steps.append(Step("remove the SSH host keys (new ones are made on first boot)",
                       "rm -f /etc/ssh/ssh_host_*", True, WAAGENT_SOURCE))
-    steps += [Step("reset the machine id the way systemd expects", command, True,
+    steps += [Step(f"reset the machine id ({command.split()[-1]})", command, True,
                    "machine-id(5)") for command in family.machine_id_reset]
     histories = ["/root/.bash_history"]
     if login_home and login_home != "/root" and user != login_user:

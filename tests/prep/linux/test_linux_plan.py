@@ -38,6 +38,8 @@ def test_ubuntu_plan_in_documented_order_with_detached_user_deletion() -> None:
     assert final == ["waagent -force -deprovision+user", "userdel -f -r admin", "sync",
                      "shutdown -h now"]
     assert plan.deleted_user == "admin" and plan.powers_off
+    descriptions = [s.description for s in plan.steps + plan.final_steps]
+    assert len(set(descriptions)) == len(descriptions)  # each step says what it does
     assert all(s.source for s in plan.steps + plan.final_steps)
     assert plan.as_plan().destructive
 
