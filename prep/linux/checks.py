@@ -15,7 +15,9 @@ from .facts import HYPERV_MODULES, Facts
 from .families import Family
 
 Check = Callable[[Facts, Family], list[Finding]]
-_DEVICE_NAME = re.compile(r"^/dev/(sd|hd|vd|xvd)[a-z]+\d*$")
+# Kernel device names that change with the controller: the RHEL and SLES pages name
+# /dev/sd* and /dev/nvme* (Azure may attach the OS disk by SCSI or by NVMe).
+_DEVICE_NAME = re.compile(r"^/dev/((sd|hd|vd|xvd)[a-z]+\d*|nvme\d+n\d+(p\d+)?)$")
 
 
 def _ok(code: str, message: str) -> Finding:
@@ -76,7 +78,7 @@ def fstab_swap(facts: Facts, family: Family) -> list[Finding]:
 
 
 def fstab_device_names(facts: Facts, family: Family) -> list[Finding]:
-    """Mount by UUID/LABEL: /dev/sdX and /dev/vdX names change on Azure's controllers."""
+    """Mount by UUID/LABEL: /dev/sdX, /dev/vdX and /dev/nvmeXnY names change in Azure."""
     bad = [e[0] for e in _fstab_entries(facts.fstab) if _DEVICE_NAME.match(e[0])]
     if not bad:
         return [_ok("fstab_stable_names", "/etc/fstab mounts by UUID, LABEL or stable paths")]

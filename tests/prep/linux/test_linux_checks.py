@@ -51,6 +51,8 @@ def test_ready_guest_has_no_blocker_and_every_check_reports() -> None:
      Severity.WARNING),
     ({"fstab": "/dev/vda1 / ext4 defaults 0 1\n"}, "fstab_device_names", Severity.BLOCKER),
     ({"fstab": "/dev/sda2 / ext4 defaults 0 1\n"}, "fstab_device_names", Severity.BLOCKER),
+    ({"fstab": "UUID=1 / ext4 defaults 0 1\n/dev/nvme0n1p2 /boot xfs defaults 0 0\n"},
+     "fstab_device_names", Severity.BLOCKER),
     ({"waagent_installed": False}, "agent_missing", Severity.BLOCKER),
     ({"waagent_enabled": False}, "agent_disabled", Severity.BLOCKER),
     # cloud-init set up for Azure provisions on its own: no agent is then a warning
