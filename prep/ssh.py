@@ -164,7 +164,15 @@ class SshRemote:
             client.close()
             causes = {getattr(e, "strerror", None) or str(e) for e in error.errors.values()}
             raise ConnectError(f"cannot reach {where}: {'; '.join(sorted(causes))}") from None
-        except (paramiko.SSHException, OSError, EOFError) as error:
+        except paramiko.SSHException as error:
+            client.close()
+            if str(error) == "No authentication methods available":
+                # paramiko's words when it found no key, agent or password to offer
+                raise RemoteAuthError(
+                    f"{where}: nothing to log in as {target.user!r} with (no SSH agent, no "
+                    "~/.ssh key); pass --identity KEY_FILE or --password-env VAR") from None
+            raise ConnectError(f"cannot reach {where}: {error or type(error).__name__}") from None
+        except (OSError, EOFError) as error:
             client.close()
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
             raise ConnectError(f"cannot reach {where}: {reason}") from None

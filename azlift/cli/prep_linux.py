@@ -1,6 +1,7 @@
 """`azlift prep linux`: readiness checks and deprovisioning over SSH."""
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from prep.errors import GuestNotReadyError, PrepUsageError, PrivilegeError
+from prep.errors import GuestNotReadyError, PrepUsageError, PrivilegeError, RemoteAuthError
 from prep.linux import (
     DeprovisionPlan,
     Inspection,
@@ -93,7 +94,7 @@ def prep_linux(
                        known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
                        timeout=timeout)
     sudo_password = _secret(sudo_password_env, "--sudo-password-env")
-    remote = SshRemote.connect(target)
+    remote = _connect(target)
     try:
         if remote.recorded_host_key:
             warn(f"recorded the new host key of {target.known_hosts_name} "
@@ -133,6 +134,20 @@ def prep_linux(
             "capture its disk.", err=False)
     else:
         say(f"{host} is deprovisioned; it is still running (--no-shutdown).", err=False)
+
+
+def _connect(target: SshTarget) -> SshRemote:
+    """Connect; refused without --identity or --password-env, ask for the login password
+    on a terminal (as ssh does) rather than fail."""
+    try:
+        return SshRemote.connect(target)
+    except RemoteAuthError:
+        if (target.password is not None or target.identity is not None
+                or not common.stdin_is_terminal()):
+            raise
+    password = typer.prompt(f"password for {target.user}@{target.host}", hide_input=True,
+                            err=True)
+    return SshRemote.connect(dataclasses.replace(target, password=password))
 
 
 def _inspect(remote: SshRemote, sudo_password: str | None,

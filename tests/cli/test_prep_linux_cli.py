@@ -128,3 +128,27 @@ def test_sudo_password_prompted_on_a_terminal_and_not_echoed(root_tree, start_ss
     assert "sudo password for admin@127.0.0.1" in result.output
     assert password not in result.output
     assert "result [password-ok]" in read_log(server.upper, SUDO_LOG)
+
+
+def test_login_password_prompted_on_a_terminal_when_keys_are_refused(
+        root_tree, start_sshd, keys, known_hosts, monkeypatch, tmp_path) -> None:  # noqa: F811
+    from tests.support.rootfs import SUDO_PASSWORD_FILE
+    from tests.support.sshd import LOGIN_PASSWORD
+    tree = root_tree("ubuntu", variant="-sudoer", sudoer_owns_tree=True)
+    monkeypatch.setenv("AZLIFT_TEST_SUDO_PW", (tree / SUDO_PASSWORD_FILE).read_text().strip())
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh keys: only a password can log in
+    monkeypatch.setattr(common, "stdin_is_terminal", lambda: True)
+    server = start_sshd(tree)
+    trust(server, known_hosts)
+    args = ["prep", "linux", server.host, "--port", str(server.port), "--user", "admin",
+            "--known-hosts", str(known_hosts), "--timeout", "30", "--check-only",
+            "--sudo-password-env", "AZLIFT_TEST_SUDO_PW"]
+    result = CliRunner().invoke(app, args, input=LOGIN_PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    assert "password for admin@127.0.0.1" in result.output
+    assert LOGIN_PASSWORD not in result.output
+    # without a terminal, the refusal stays one error line (exit 4), nothing is asked
+    monkeypatch.setattr(common, "stdin_is_terminal", lambda: False)
+    result = CliRunner().invoke(app, args, input=LOGIN_PASSWORD + "\n")
+    assert result.exit_code == 4 and "password for" not in result.output

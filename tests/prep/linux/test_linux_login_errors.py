@@ -84,3 +84,14 @@ def test_wrong_login_password_never_shows_the_password(flags, root_tree, start_s
     assert secret not in output and "sudo-s3cret-value" not in output
     if "--json" in flags:
         assert json.loads(captured.out)["error"]["code"] == "remote_auth_failed"
+
+
+def test_no_key_agent_or_password_says_what_to_pass(root_tree, start_sshd, known_hosts,
+                                                    tmp_path, monkeypatch, capsys) -> None:
+    server = start_sshd(root_tree("debian"))
+    trust(server, known_hosts)
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh keys to find
+    assert main(base(server, known_hosts)) == 4
+    line = one_error_line(capsys.readouterr().err)
+    assert "--identity KEY_FILE or --password-env VAR" in line and "cannot reach" not in line
