@@ -10,6 +10,7 @@ from .prepare import Inspection, Outcome, deprovision, inspect
 
 __all__ = [
     "CHECKS", "FAMILIES_BY_ID", "Detection", "DeprovisionPlan", "Facts", "Family",
-    "Inspection", "OsRelease", "Outcome", "build_plan", "check_deleted_user", "deprovision", "detect_family",
+    "Inspection", "OsRelease", "Outcome", "build_plan", "check_deleted_user", "deprovision",
+    "detect_family",
     "evaluate", "gather", "inspect", "parse_os_release",
 ]
