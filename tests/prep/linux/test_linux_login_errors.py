@@ -95,3 +95,21 @@ def test_no_key_agent_or_password_says_what_to_pass(root_tree, start_sshd, known
     assert main(base(server, known_hosts)) == 4
     line = one_error_line(capsys.readouterr().err)
     assert "--identity KEY_FILE or --password-env VAR" in line and "cannot reach" not in line
+
+
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+def test_wrong_sudo_password_under_debug_never_shows_it(flags, root_tree, start_sshd, keys,
+                                                       known_hosts, monkeypatch,
+                                                       capsys) -> None:
+    server = start_sshd(root_tree("ubuntu", variant="-sudoer", sudoer_owns_tree=True))
+    trust(server, known_hosts)
+    monkeypatch.setenv("AZLIFT_TEST_SUDO", "Wr0ng-sudo-s3cret")
+    args = ["--debug", *base(server, known_hosts, "--identity", str(keys.client_key),
+                             "--sudo-password-env", "AZLIFT_TEST_SUDO", *flags, user="admin")]
+    assert main(args) == 4
+    captured = capsys.readouterr()
+    assert "Traceback" in captured.err  # --debug shows it, and still no password
+    assert "refused the password" in captured.err
+    assert "Wr0ng-sudo-s3cret" not in captured.out + captured.err
+    if flags:
+        assert json.loads(captured.out)["error"]["code"] == "no_privilege"
