@@ -82,6 +82,10 @@ def detect_privilege(remote: Remote, sudo_password: str | None = None,
     probe = remote.run(as_root("true", Privilege.SUDO), timeout=timeout)
     if probe.ok:
         return Privilege.SUDO
+    if probe.exit_code == 127:  # the shell's "command not found"
+        raise PrivilegeError(
+            f"the login user on {remote.host} is not root and sudo is not installed there: "
+            "log in as root (--user root)")
     if sudo_password:
         probe = RootShell(remote, Privilege.SUDO_PASSWORD, sudo_password).run(
             "true", timeout=timeout)

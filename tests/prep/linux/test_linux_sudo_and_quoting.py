@@ -146,3 +146,18 @@ def test_password_login_from_the_environment(sudoer_tree, sudo_password, start_s
     captured = capsys.readouterr()
     assert json.loads(captured.out)["privilege"] == "sudo-password"
     assert LOGIN_PASSWORD not in captured.out + captured.err
+
+
+def test_no_sudo_on_the_guest_says_so(root_tree, start_sshd, keys, known_hosts,
+                                      monkeypatch, capsys) -> None:
+    tree = root_tree("debian", variant="-no-sudo", sudoer_owns_tree=True)
+    (tree / "usr/bin/sudo").unlink(missing_ok=True)
+    assert not any((tree / d / "sudo").exists() for d in ("bin", "sbin", "usr/sbin"))
+    server = start_sshd(tree)
+    trust(server, known_hosts)
+    monkeypatch.setenv(PASSWORD_VAR, "some password")
+    code = cli(server, keys, known_hosts, "--check-only", "--sudo-password-env", PASSWORD_VAR,
+               user="admin")
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert err.count("\n") == 1 and "sudo is not installed" in err and "--user root" in err
