@@ -100,9 +100,16 @@ def build_plan(target: str, family: Family, facts: Facts, *, login_user: str,
     if reg is not None and facts.registered:
         steps += [Step(f"unregister from {reg.tool}", command, True, reg.source)
                   for command in reg.unregister]
-    if family.installer_leftovers:
+    leftovers = family.installer_leftovers
+    if facts.cloud_init_installed:
+        leftovers += family.cloud_init_leftovers
+    elif family.cloud_init_leftovers:
+        warnings += (f"cloud-init is not installed: {' '.join(family.cloud_init_leftovers)} "
+                     "stay, as nothing would write a new network configuration; make sure "
+                     "they match interfaces by name and use DHCP",)
+    if leftovers:
         steps.append(Step("remove installer files that would misconfigure the first boot",
-                          "rm -f " + _paths(family.installer_leftovers), True, family.doc))
+                          "rm -f " + _paths(leftovers), True, family.doc))
     if facts.persistent_net_rules:
         steps.append(Step("remove the udev rule that ties interface names to old MAC addresses",
                           "rm -f " + quote(PERSISTENT_NET_RULE), True,

@@ -62,6 +62,8 @@ class Family:
     registration: Registration | None = None
     # Files left by the installer that would misconfigure the first boot in Azure.
     installer_leftovers: tuple[str, ...] = ()
+    # Removed only when cloud-init is installed (it writes their replacement on first boot).
+    cloud_init_leftovers: tuple[str, ...] = ()
     # machine-id(5): an empty /etc/machine-id means "not initialized yet", so systemd
     # generates a fresh id on first boot (deleting the file instead breaks read-only roots).
     machine_id_reset: tuple[str, ...] = ("truncate -s 0 /etc/machine-id",)
@@ -101,8 +103,10 @@ class Ubuntu(Debian):
         "/etc/cloud/cloud.cfg.d/99-installer.cfg",
         "/etc/cloud/cloud.cfg.d/subiquity-disable-cloudinit-networking.cfg",
         "/etc/cloud/ds-identify.cfg",
-        "/etc/netplan/*.yaml",
     )
+    # The page's netplan removal assumes cloud-init, which writes a new 50-cloud-init.yaml
+    # on first boot; without it nothing would, and the VM would boot with no network.
+    cloud_init_leftovers = ("/etc/netplan/*.yaml",)
 
 
 class Rhel(Family):

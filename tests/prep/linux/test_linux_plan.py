@@ -108,6 +108,15 @@ def test_user_names_userdel_must_not_get_are_refused(name: str, why: str) -> Non
     assert raised.value.exit_code == 2
 
 
+def test_ubuntu_keeps_netplan_when_no_cloud_init_would_rewrite_it() -> None:
+    plan = build_plan("vm", FAMILIES_BY_ID["ubuntu"](), facts(cloud_init_installed=False),
+                      login_user="root")
+    steps, _ = commands(plan)
+    assert steps[0].startswith("rm -f /etc/cloud/cloud.cfg.d/50-curtin-networking.cfg")
+    assert not any("netplan" in step for step in steps)
+    assert any("/etc/netplan/*.yaml stay" in warning for warning in plan.warnings)
+
+
 def test_generic_still_deprovisions() -> None:
     steps, final = commands(build_plan("vm", Family(), facts(), login_user="u"))
     assert "cloud-init clean --logs --seed" in steps and final[0] == "waagent -force -deprovision+user"
