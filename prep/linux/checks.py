@@ -178,9 +178,18 @@ def waagent_config(facts: Facts, family: Family) -> list[Finding]:
                             + ("cloud-init" if by_cloud_init else "the agent"))]
 
 
+_DATASOURCE_LIST = re.compile(
+    r"^[ \t]*datasource_list[ \t]*:(?P<inline>[^\n]*)(?P<block>(?:\n[ \t]*-[^\n]*)*)", re.M)
+
+
 def _cloud_init_uses_azure(cloud_cfg: str) -> bool:
-    lists = re.findall(r"^\s*datasource_list\s*:(.*)$", cloud_cfg, re.M)
-    return not lists or "azure" in lists[-1].lower()
+    """Whether the last datasource_list (inline ``[ ... ]`` or a ``- item`` block) has Azure;
+    with none, cloud-init's default list (which has Azure) applies."""
+    lists = list(_DATASOURCE_LIST.finditer(cloud_cfg))
+    if not lists:
+        return True
+    value = lists[-1].group("inline").split("#", 1)[0] + lists[-1].group("block")
+    return "azure" in value.lower()
 
 
 def network_identity(facts: Facts, family: Family) -> list[Finding]:

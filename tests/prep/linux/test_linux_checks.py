@@ -72,6 +72,10 @@ def test_ready_guest_has_no_blocker_and_every_check_reports() -> None:
       "cloud_init_enabled": True}, "waagent_resource_disk", Severity.WARNING),
     ({"cloud_cfg": "datasource_list: [ Azure ]\ndatasource_list: [ NoCloud ]\n"},
      "cloud_init_datasource", Severity.WARNING),
+    ({"cloud_cfg": "datasource_list:\n  - NoCloud\n  - None\nsystem_info: {}\n"},
+     "cloud_init_datasource", Severity.WARNING),
+    ({"cloud_cfg": "datasource_list: [ NoCloud ]  # Azure later, maybe\n"},
+     "cloud_init_datasource", Severity.WARNING),
     ({"persistent_net_rules": True}, "persistent_net_rules", Severity.WARNING),
     ({"mac_bound_files": ("/etc/sysconfig/network-scripts/ifcfg-eth0",)}, "mac_bound_network",
      Severity.WARNING),
@@ -147,3 +151,13 @@ def test_documented_provisioning_set_ups_are_not_blocked(change: dict, ok_code) 
     assert not found & {"waagent_provisioning_disabled", "waagent_provisions_too",
                         "waagent_resource_disk"}
     assert (ok_code in found) if ok_code else "waagent_config" not in found
+
+
+@pytest.mark.parametrize("cloud_cfg", [
+    "datasource_list: [ Azure ]\n",
+    "datasource_list:\n  - Azure\n",
+    "datasource_list: [ NoCloud ]\n# later file\ndatasource_list:\n - NoCloud\n - Azure\n",
+    "system_info: {}\n",  # no list: cloud-init's default list has Azure
+])
+def test_azure_in_the_last_datasource_list_in_either_yaml_style(cloud_cfg: str) -> None:
+    assert "cloud_init_datasource" not in codes(dataclasses.replace(READY, cloud_cfg=cloud_cfg))
