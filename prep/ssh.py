@@ -92,9 +92,12 @@ def load_identity(path: Path) -> paramiko.PKey:
         raise RemoteAuthError(f"--identity {path}: cannot read it ({error.strerror or error})"
                               ) from None
     except (ValueError, paramiko.SSHException, paramiko.pkey.UnknownKeyType):
+        # paramiko also loads KEY_FILE-cert.pub (like ssh -i), so that may be the bad one
+        certificate = Path(f"{path}-cert.pub")
         raise RemoteAuthError(
-            f"--identity {path}: expected a private key (OpenSSH or PEM), found something "
-            "else (a public key or another file?)") from None
+            f"--identity {path}: expected a private key (OpenSSH or PEM)"
+            + (f" and a valid certificate in {certificate}" if certificate.exists() else "")
+            + ", found something else (a public key or another file?)") from None
 
 
 def record_host_key(known_hosts: Path, hostname: str, key: paramiko.PKey) -> None:

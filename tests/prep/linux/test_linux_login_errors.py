@@ -113,3 +113,20 @@ def test_wrong_sudo_password_under_debug_never_shows_it(flags, root_tree, start_
     assert "Wr0ng-sudo-s3cret" not in captured.out + captured.err
     if flags:
         assert json.loads(captured.out)["error"]["code"] == "no_privilege"
+
+
+def test_a_certificate_beside_the_key_is_used(tmp_path) -> None:
+    from prep.errors import RemoteAuthError
+    from prep.ssh import load_identity
+    ssh_keygen = require_executable("ssh-keygen")
+    for name in ("ca", "user", "other"):
+        make_key(tmp_path / name)
+    subprocess.run([ssh_keygen, "-q", "-s", str(tmp_path / "ca"), "-I", "sandbox", "-n", "root",
+                    str(tmp_path / "user.pub")], check=True)
+    assert load_identity(tmp_path / "other").public_blob is None  # no certificate beside it
+    key = load_identity(tmp_path / "user")
+    assert key.public_blob is not None
+    assert key.public_blob.key_type == "ssh-ed25519-cert-v01@openssh.com"
+    (tmp_path / "other-cert.pub").write_text("not a certificate\n")
+    with pytest.raises(RemoteAuthError, match="valid certificate in .*other-cert.pub"):
+        load_identity(tmp_path / "other")
