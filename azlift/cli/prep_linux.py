@@ -41,7 +41,7 @@ def _secret(variable: str | None, option: str) -> str | None:
 
 @app.command("linux")
 def prep_linux(
-    host: Annotated[str, typer.Argument(help="The Linux guest (name or address).")],
+    host: Annotated[str, typer.Argument(metavar="HOST", help="The Linux guest (name or address).")],
     port: Annotated[int, typer.Option(min=1, max=65535, help="SSH port.")] = 22,
     user: Annotated[Optional[str], typer.Option(
         help="Login user: root, or a sudoer [default: your local user name].")] = None,

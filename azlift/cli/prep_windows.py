@@ -50,7 +50,7 @@ HELP = (
 
 @app.command("windows", help=HELP)
 def prep_windows(
-    host: Annotated[str, typer.Argument(help="The Windows guest (name or address).")],
+    host: Annotated[str, typer.Argument(metavar="HOST", help="The Windows guest (name or address).")],
     port: Annotated[Optional[int], typer.Option(
         min=1, max=65535, help=f"WinRM port (default {HTTPS_PORT}, or {HTTP_PORT} with --http).")] = None,
     user: Annotated[str, typer.Option(help="An administrator account on the guest.")]

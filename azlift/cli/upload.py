@@ -41,7 +41,7 @@ app = typer.Typer(
 MIB = 1024 * 1024
 
 SourceArg = Annotated[Path, typer.Argument(
-    help="Disk image: raw, VHD (fixed, dynamic, differencing) or VHDX.", show_default=False)]
+    metavar="SOURCE", help="Disk image: raw, VHD (fixed, dynamic, differencing) or VHDX.", show_default=False)]
 FormatOption = Annotated[str | None, typer.Option(
     "--format", help="Read SOURCE as this format (raw, vhd, vhdx) instead of detecting it.")]
 ConnectionStringOption = Annotated[str | None, typer.Option(
@@ -171,7 +171,7 @@ def _render_summary(source: Path, url: str, summary: UploadSummary) -> None:
 def send(
     source: SourceArg,
     dest_url: Annotated[str | None, typer.Argument(
-        help="Blob URL: https://ACCOUNT.blob.core.windows.net/CONTAINER/NAME.vhd "
+        metavar="DEST_URL", help="Blob URL: https://ACCOUNT.blob.core.windows.net/CONTAINER/NAME.vhd "
              "(omit with --managed-disk).", show_default=False)] = None,
     connection_string: ConnectionStringOption = None,
     account_key: AccountKeyOption = None,
@@ -280,7 +280,7 @@ def _render_verify(source: Path, report: VerifyReport) -> None:
 @app.command("verify")
 def verify(
     source: SourceArg,
-    dest_url: Annotated[str, typer.Argument(help="Blob URL to compare with SOURCE.",
+    dest_url: Annotated[str, typer.Argument(metavar="DEST_URL", help="Blob URL to compare with SOURCE.",
                                             show_default=False)],
     connection_string: ConnectionStringOption = None,
     account_key: AccountKeyOption = None,
