@@ -21,6 +21,7 @@ from .errors import (
     PrepTimeoutError,
     RemoteAuthError,
 )
+from .reachability import port_answers, wait_until_gone  # noqa: F401  (re-exported)
 from .transport import RunResult
 
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
@@ -258,27 +259,3 @@ def _drain(channel: paramiko.Channel, deadline: float, host: str) -> tuple[bytes
         if not progressed:
             _check(transport, deadline, host, channel)
             time.sleep(_POLL_SECONDS)
-
-
-def port_answers(host: str, port: int, timeout: float = 2.0) -> bool:
-    """Whether something accepts TCP connections on ``host:port`` right now."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until_gone(host: str, port: int, timeout: float,
-                    interval: float = 0.25) -> float:
-    """Wait until ``host:port`` stops answering; the seconds it took, or PrepTimeoutError."""
-    started = time.monotonic()
-    while True:
-        elapsed = time.monotonic() - started
-        if not port_answers(host, port, timeout=min(2.0, max(0.2, timeout - elapsed))):
-            return time.monotonic() - started
-        if elapsed >= timeout:
-            raise PrepTimeoutError(
-                f"{host}:{port} still answers {timeout:g} s after power-off was requested: "
-                "check the VM's console; it may not have shut down")
-        time.sleep(interval)

@@ -1,7 +1,6 @@
 """Powering the generalized guest off: a dropped connection is the expected answer."""
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 
@@ -12,6 +11,7 @@ from ..errors import (
     RemoteAuthError,
     RemoteCommandError,
 )
+from ..reachability import port_answers, wait_until_gone
 from ..transport import Remote
 from .scripts import script
 
@@ -36,11 +36,7 @@ def shut_down(remote: Remote, call_timeout: float = 60.0) -> str:
 
 def host_answers(host: str, port: int, connect_timeout: float = 2.0) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=connect_timeout):
-            return True
-    except OSError:
-        return False
+    return port_answers(host, port, timeout=connect_timeout)
 
 
 def wait_until_unreachable(
@@ -52,11 +48,5 @@ def wait_until_unreachable(
     sleep: Callable[[float], None] = time.sleep,
 ) -> float:
     """Seconds until ``host:port`` stopped answering; PrepTimeoutError past ``timeout``."""
-    start = clock()
-    while host_answers(host, port, connect_timeout=min(2.0, max(interval, 0.2))):
-        if clock() - start >= timeout:
-            raise PrepTimeoutError(
-                f"{host}:{port} still answers {timeout:g} s after the shutdown; make sure "
-                "the VM is powered off before capturing its disk")
-        sleep(interval)
-    return clock() - start
+    return wait_until_gone(host, port, timeout, interval=interval, clock=clock, sleep=sleep,
+                           advice="make sure the VM is powered off before capturing its disk")
