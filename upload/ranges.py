@@ -6,6 +6,7 @@ offsets and lengths are multiples of 512 and one Put Page carries at most 4 MiB.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -132,15 +133,20 @@ def total_length(ranges: Iterable[Range]) -> int:
     return sum(length for _, length in ranges)
 
 
+def _range_end(item: Range) -> int:
+    return item[0] + item[1]
+
+
 def subtract(ranges: Iterable[Range], holes: Iterable[Range]) -> list[Range]:
     """Parts of sorted, disjoint ``ranges`` not covered by sorted, disjoint ``holes``."""
-    hole_list = list(holes)
+    hole_list = holes if isinstance(holes, Sequence) else list(holes)
     result: list[Range] = []
     index = 0
     for offset, length in ranges:
         position, end = offset, offset + length
-        while index < len(hole_list) and sum(hole_list[index]) <= position:
-            index += 1
+        # First hole ending after ``position`` (hole ends are sorted): a binary search, as
+        # the uploader calls this once per unit against a blob's whole page-range list.
+        index = bisect_right(hole_list, position, lo=index, key=_range_end)
         probe = index
         while position < end and probe < len(hole_list) and hole_list[probe][0] < end:
             hole_start, hole_length = hole_list[probe]
