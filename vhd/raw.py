@@ -66,6 +66,14 @@ def merge_extents(extents: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int
         yield start, end - start
 
 
+def block_spans(offset: int, end: int, block_size: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(block, block_start, start, stop)`` for each block the guest range
+    ``[offset, end)`` touches, ``[start, stop)`` being the part inside that block."""
+    for block in range(offset // block_size, -(-end // block_size)):
+        block_start = block * block_size
+        yield block, block_start, max(offset, block_start), min(end, block_start + block_size)
+
+
 def block_extents(allocated: "np.ndarray", block_size: int,
                   limit: int) -> Iterator[tuple[int, int]]:
     """Guest ranges of the blocks flagged in the boolean array ``allocated``, merged and

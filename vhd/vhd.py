@@ -50,6 +50,7 @@ from .raw import (
     FileImage,
     Run,
     align_extents,
+    block_spans,
     coalesce_runs,
     file_data_extents,
     merge_extents,
@@ -271,14 +272,8 @@ class SparseLayout:
 
     # -- the map ------------------------------------------------------------------------
     def runs(self, offset: int, length: int) -> Iterator[Run]:
-        return coalesce_runs(self._all_runs(offset, offset + length))
-
-    def _all_runs(self, offset: int, end: int) -> Iterator[Run]:
-        block_size = self.block_size
-        for block in range(offset // block_size, -(-end // block_size)):
-            block_start = block * block_size
-            start, stop = max(offset, block_start), min(end, block_start + block_size)
-            yield from self._block_runs(block, block_start, start, stop)
+        return coalesce_runs(run for span in block_spans(offset, offset + length, self.block_size)
+                             for run in self._block_runs(*span))
 
     def _block_runs(self, block: int, block_start: int, start: int, stop: int) -> Iterator[Run]:
         entry = int(self.bat[block])

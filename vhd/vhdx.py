@@ -61,7 +61,7 @@ from ._vhdx_structs import (
     structure_crc,
 )
 from .errors import ChecksumError, ImageFormatError, TruncatedImageError, UnsupportedImageError
-from .raw import FROM_ZERO, FileImage, Run, coalesce_runs, stored_block_extents
+from .raw import FROM_ZERO, FileImage, Run, block_spans, coalesce_runs, stored_block_extents
 
 NULL_GUID = bytes(16)
 # Metadata items azlift needs, with the exact length MS-VHDX gives each.
@@ -328,10 +328,7 @@ class VhdxImage(FileImage):
         return coalesce_runs(self._block_runs(offset, offset + length))
 
     def _block_runs(self, offset: int, end: int) -> Iterator[Run]:
-        block_size = self.block_size
-        for block in range(offset // block_size, -(-end // block_size)):
-            block_start = block * block_size
-            start, stop = max(offset, block_start), min(end, block_start + block_size)
+        for block, block_start, start, stop in block_spans(offset, end, self.block_size):
             source = FROM_ZERO
             if self.states[block] == PAYLOAD_FULLY_PRESENT:
                 source = int(self.offsets[block]) + start - block_start
