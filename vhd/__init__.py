@@ -34,7 +34,8 @@ from .check import (
     check_path,
     inspect_path,
 )
-from .convert import ConvertResult, FixPlan, FixResult, convert, fix, footer_for, plan_fix
+from .convert import ConvertResult, convert, footer_for
+from .fix import FixPlan, FixResult, fix, plan_fix
 from .raw import RawImage
 from .vhd import VhdImage
 from .vhdx import VhdxImage

@@ -1,13 +1,10 @@
-"""Write an Azure-ready fixed VHD: ``convert`` copies into a new file, ``fix`` works in place.
+"""Write an Azure-ready fixed VHD into a new file (``fix`` in fix.py works in place).
 
 ``convert`` reads only the source's allocated extents, skips zero blocks inside them at
 memory speed (numpy), and writes the rest with ``os.pwrite`` at its own offset into a file
 truncated to full size, so zeros stay holes. It writes to a hidden temporary name beside
-DEST and renames at the end: DEST appears complete or not at all.
-
-``fix`` turns a raw disk or a misaligned fixed VHD into an Azure-ready one without copying
-data. It runs as a short list of steps, each leaving a state that ``check`` recognises
-and that a second ``fix`` completes (README.md "fix and interruptions").
+DEST and renames at the end: DEST appears complete or not at all. ``footer_for`` is the
+footer both write, and the one ``upload`` synthesizes.
 """
 from __future__ import annotations
 
@@ -24,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from ._vhd_structs import (
-    DISK_TYPE_FIXED,
     FOOTER_SIZE,
     MIB,
     Footer,
@@ -36,12 +32,8 @@ from .check import (
     MAX_DATA_DISK_SIZE,
     Finding,
     check_output_rules,
-    find_stale_footer,
-    footer_rules,
-    open_with_damaged_footer,
 )
 from .errors import (
-    FixUnsupportedError,
     ImageIOError,
     InvalidSizeError,
     OutputExistsError,
@@ -180,7 +172,7 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         try:
             os.ftruncate(fd, virtual_size)
             data_bytes, written = _copy_extents(image, fd, image.virtual_size, progress)
-            _pwrite_all(fd, footer.pack(), virtual_size)
+            pwrite_all(fd, footer.pack(), virtual_size)
             os.fchmod(fd, 0o666 & ~_umask())
             if durable:
                 os.fsync(fd)
@@ -332,12 +324,13 @@ def _write_nonzero(fd: int, position: int, data: bytes) -> int:
     view = memoryview(data)
     written = 0
     for start, stop in nonzero_runs(data, position):
-        _pwrite_all(fd, view[start:stop], position + start)
+        pwrite_all(fd, view[start:stop], position + start)
         written += stop - start
     return written
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (os.pwrite may write less than asked)."""
     view = memoryview(data)
     while view:
         count = os.pwrite(fd, view, offset)
@@ -376,173 +369,3 @@ def _fsync_directory(directory: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# --- fix in place ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class FixStep:
-    """One durable write of ``fix``; ``data`` goes at ``offset`` (None: only truncate)."""
-
-    name: str
-    description: str
-    offset: int
-    data: bytes | None = None
-    truncate_to: int | None = None
-
-    def apply(self, fd: int) -> None:
-        if self.truncate_to is not None:
-            os.ftruncate(fd, self.truncate_to)
-        if self.data is not None:
-            _pwrite_all(fd, self.data, self.offset)
-        os.fsync(fd)
-
-
-@dataclass(frozen=True)
-class FixPlan:
-    """What ``fix`` will do to one file, decided before the first write."""
-
-    path: str
-    source_format: str
-    old_virtual_size: int
-    virtual_size: int
-    action: str  # none | append_footer | extend | rewrite_footer | finish_interrupted_fix
-    steps: tuple[FixStep, ...]
-
-
-@dataclass(frozen=True)
-class FixResult:
-    """What ``fix`` did."""
-
-    path: str
-    source_format: str
-    action: str
-    old_virtual_size: int
-    virtual_size: int
-    steps: tuple[str, ...]
-    findings: tuple[Finding, ...] = field(default_factory=tuple)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "source_format": self.source_format,
-                "action": self.action, "changed": self.changed,
-                "old_virtual_size": self.old_virtual_size, "virtual_size": self.virtual_size,
-                "file_size": self.virtual_size + FOOTER_SIZE, "steps": list(self.steps),
-                "findings": [f.to_dict() for f in self.findings]}
-
-
-def plan_fix(path: str, format: str | None = None) -> FixPlan:  # noqa: A002
-    """Read ``path`` and decide the steps that make it an Azure-ready fixed VHD in place.
-
-    A fixed VHD whose footer azlift cannot open the disk with (bad checksum, unknown disk
-    type or version) is planned from that footer, as ``check`` reports it, so the footer
-    can be rewritten: the data must then be exactly the footer's current size.
-    """
-    image, damaged = open_with_damaged_footer(path, format)
-    with image:
-        if damaged is not None:
-            return _plan_fixed(image, damaged,
-                               image.file_size - FOOTER_SIZE)  # type: ignore[attr-defined]
-        if image.format == "raw":
-            return _plan_raw(image)
-        if image.format == "vhd-fixed":
-            return _plan_fixed(image, image.footer,  # type: ignore[attr-defined]
-                               image.data_size)  # type: ignore[attr-defined]
-        raise FixUnsupportedError(
-            f"{path} is a {image.format} image; `azlift vhd fix` works in place only on raw "
-            f"disks and fixed VHDs. Expected one of those; run `azlift vhd convert "
-            f"{path} OUTPUT.vhd` to write an Azure-ready copy")
-
-
-def _plan_raw(image: DiskImage) -> FixPlan:
-    length = image.file_size  # type: ignore[attr-defined]
-    target = azure_virtual_size(length)
-    footer = footer_for(image, target).pack()
-    steps = []
-    if target != length:
-        steps.append(FixStep("extend", f"extend the file from {length} to {target} bytes "
-                             f"(zeros, a hole)", target, truncate_to=target))
-    steps.append(FixStep("append_footer", f"append the fixed VHD footer at {target}",
-                         target, footer))
-    return FixPlan(image.path, "raw", image.virtual_size, target, "append_footer", tuple(steps))
-
-
-def _plan_fixed(image: DiskImage, footer: Footer, data_size: int) -> FixPlan:
-    """Steps for a fixed VHD holding ``data_size`` bytes before ``footer``."""
-    current = footer.current_size
-    file_size = image.file_size  # type: ignore[attr-defined]
-    if data_size != current:
-        raise FixUnsupportedError(
-            f"{image.path}: the footer says {current} bytes of data, the file holds "
-            f"{data_size} before the footer; expected them equal. Run `azlift vhd convert` "
-            f"to write a clean copy")
-    target = azure_virtual_size(current)
-    if target != current:
-        new_footer = _keep_identity(footer, footer_for(image, target)).pack()
-        # A footer that breaks a rule is first made valid where it is: otherwise, after an
-        # interruption, ``check`` could not recognise it as a stale footer inside the data.
-        repair = (FixStep("rewrite_footer", f"rewrite the footer at {current} with the "
-                          f"fields Azure expects", current, _keep_identity(
-                              footer, footer_for(image, current)).pack()),
-                  ) if footer_rules(footer) else ()
-        steps = repair + (
-            FixStep("write_new_footer", f"write the new footer at {target} (extends the "
-                    f"file; the old footer at {current} is now inside the data)",
-                    target, new_footer),
-            FixStep("zero_old_footer", f"zero the old footer at {current}", current,
-                    bytes(FOOTER_SIZE)),
-        )
-        return FixPlan(image.path, "vhd-fixed", current, target, "extend", steps)
-    stale = find_stale_footer(image, current)
-    if stale is not None:
-        step = FixStep("zero_old_footer", f"zero the footer an interrupted fix left at "
-                       f"{stale}", stale, bytes(FOOTER_SIZE))
-        return FixPlan(image.path, "vhd-fixed", current, current, "finish_interrupted_fix",
-                       (step,))
-    if footer_rules(footer) or file_size != current + FOOTER_SIZE:
-        step = FixStep("rewrite_footer", f"rewrite the footer at {current} with the fields "
-                       f"Azure expects", current, _keep_identity(
-                           footer, footer_for(image, current)).pack())
-        return FixPlan(image.path, "vhd-fixed", current, current, "rewrite_footer", (step,))
-    return FixPlan(image.path, "vhd-fixed", current, current, "none", ())
-
-
-def _keep_identity(old: Footer, new: Footer) -> Footer:
-    """``new`` with ``old``'s unique id, timestamp and creator (the same disk, resized)."""
-    if old.disk_type != DISK_TYPE_FIXED:
-        return new
-    return replace(new, timestamp=old.timestamp, unique_id=old.unique_id).with_checksum()
-
-
-def apply_fix(plan: FixPlan, *, stop_after: int | None = None,
-              progress: Progress | None = None) -> tuple[str, ...]:
-    """Run ``plan``'s steps in order (``stop_after`` steps only: to test interruptions)."""
-    steps = plan.steps if stop_after is None else plan.steps[:stop_after]
-    if not steps:
-        return ()
-    try:
-        fd = os.open(plan.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-    except OSError as error:
-        raise ImageIOError(f"cannot open {plan.path} for writing: {error.strerror}") from error
-    try:
-        for number, step in enumerate(steps, start=1):
-            step.apply(fd)
-            if progress:
-                progress(number, len(steps))
-    except OSError as error:
-        raise ImageIOError(f"cannot write {plan.path}: {error.strerror}; run `azlift vhd "
-                           f"fix` again once the cause is removed") from error
-    finally:
-        os.close(fd)
-    return tuple(step.name for step in steps)
-
-
-def fix(path: str, progress: Progress | None = None, *,
-        format: str | None = None) -> FixResult:  # noqa: A002
-    """Make ``path`` an Azure-ready fixed VHD in place, without copying data."""
-    plan = plan_fix(os.fspath(path), format)
-    done = apply_fix(plan, progress=progress)
-    return FixResult(plan.path, plan.source_format, plan.action, plan.old_virtual_size,
-                     plan.virtual_size, done, tuple(check_output_rules(plan.virtual_size)))

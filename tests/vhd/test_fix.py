@@ -22,7 +22,7 @@ from tests.vhd.images import (
     write_raw,
 )
 from vhd.check import check_path
-from vhd.convert import apply_fix, fix, plan_fix
+from vhd.fix import apply_fix, fix, plan_fix
 from vhd.errors import FixUnsupportedError, FormatMismatchError
 
 
