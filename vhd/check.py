@@ -22,6 +22,7 @@ from ._vhd_structs import (
     FOOTER_COOKIE,
     FOOTER_SIZE,
     FORMAT_VERSION,
+    GIB,
     MIB,
     Footer,
     azure_virtual_size,
@@ -34,7 +35,6 @@ from .image import DiskImage
 from .partitions import DiskLayout, analyze
 
 Role = Literal["os", "data"]
-GIB = 1024 * MIB
 MIN_DISK_SIZE = 20 * MIB
 MAX_OS_DISK_SIZE = 4095 * GIB
 MAX_DATA_DISK_SIZE = 32767 * GIB
