@@ -254,6 +254,16 @@ class FileImage:
         """Bytes inside ``extents()``: what a sparse copy of the disk would hold."""
         return sum(length for _, length in self.extents())  # type: ignore[attr-defined]
 
+    def describe_file(self) -> dict[str, Any]:
+        """The fields every reader's ``describe()`` starts with."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "virtual_size": self.virtual_size,  # type: ignore[attr-defined]
+            "file_size": self.file_size,
+            "allocated_bytes": self.allocated_bytes(),
+        }
+
     # -- lifetime ---------------------------------------------------------------------
     def close(self) -> None:
         if self._fd is not None:
@@ -322,11 +332,4 @@ class RawImage(FileImage):
         return align_extents(file_data_extents(self.fd, 0, self.file_size), self.virtual_size)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "format": self.format,
-            "virtual_size": self.virtual_size,
-            "file_size": self.file_size,
-            "allocated_bytes": self.allocated_bytes(),
-            "parents": [],
-        }
+        return {**self.describe_file(), "parents": []}

@@ -127,11 +127,7 @@ class VhdImage(FileImage):
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {
-            "path": self.path,
-            "format": self.format,
-            "virtual_size": self.virtual_size,
-            "file_size": self.file_size,
-            "allocated_bytes": self.allocated_bytes(),
+            **self.describe_file(),
             "footer": footer_fields(self.footer),
             "footer_state": self.footer_state,
         }

@@ -348,11 +348,7 @@ class VhdxImage(FileImage):
         counts = np.bincount(self.states, minlength=8)
         present = int(counts[PAYLOAD_FULLY_PRESENT])
         return {
-            "path": self.path,
-            "format": self.format,
-            "virtual_size": self._virtual_size,
-            "file_size": self.file_size,
-            "allocated_bytes": self.allocated_bytes(),
+            **self.describe_file(),
             "creator": self.creator,
             "metadata": {
                 "block_size": self.block_size,
