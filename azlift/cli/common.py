@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Sequence
@@ -77,6 +78,19 @@ def say(message: str = "", *, err: bool = True) -> None:
 def warn(message: str) -> None:
     """A warning line on stderr."""
     say(f"azlift: warning: {message}", err=True)
+
+
+def secret_from_env(variable: str | None, option: str) -> str | None:
+    """The secret held in the environment variable the user named (never from argv)."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        from prep.errors import PrepUsageError
+
+        raise PrepUsageError(f"{option} {variable}: expected the password in that environment "
+                             "variable, found it unset or empty")
+    return value
 
 
 def stdin_is_terminal() -> bool:

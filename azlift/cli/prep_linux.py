@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,19 +23,8 @@ from prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget, wait_until_gone
 
 from . import common
 from .common import STATE, CheckOnlyOption, DryRunOption, JsonOption, YesOption, emit_json
-from .common import say, warn
+from .common import say, secret_from_env, warn
 from .prep import app
-
-
-def _secret(variable: str | None, option: str) -> str | None:
-    """A secret from the environment variable the user named (never from argv)."""
-    if variable is None:
-        return None
-    value = os.environ.get(variable)
-    if not value:
-        raise PrepUsageError(f"{option} {variable}: expected the password in that environment "
-                             "variable, found it unset or empty")
-    return value
 
 
 @app.command("linux")
@@ -90,10 +78,10 @@ def prep_linux(
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # an IPv6 address written as in URLs and known_hosts
     target = SshTarget(host=host, port=port, user=user or getpass.getuser(), identity=identity,
-                       password=_secret(password_env, "--password-env"),
+                       password=secret_from_env(password_env, "--password-env"),
                        known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
                        timeout=timeout)
-    sudo_password = _secret(sudo_password_env, "--sudo-password-env")
+    sudo_password = secret_from_env(sudo_password_env, "--sudo-password-env")
     remote = _connect(target)
     try:
         if remote.recorded_host_key:

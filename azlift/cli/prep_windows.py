@@ -1,7 +1,6 @@
 """`azlift prep windows`: readiness checks and Sysprep over WinRM."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -131,12 +130,9 @@ def prep_windows(
 
 def _password(variable: str | None, user: str, host: str) -> str:
     """From the named environment variable, else a hidden prompt on the terminal."""
-    if variable:
-        value = os.environ.get(variable)
-        if not value:
-            raise PrepUsageError(f"--password-env {variable}: expected the password in that "
-                                 "environment variable, found it unset or empty")
-        return value
+    secret = common.secret_from_env(variable or None, "--password-env")
+    if secret is not None:
+        return secret
     if not common.stdin_is_terminal():
         raise PrepUsageError("no password: set --password-env VAR, or run on a terminal to be "
                              "prompted")
