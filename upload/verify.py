@@ -3,11 +3,10 @@
 Four looks, cheapest first: blob type and length; the footer, field by field; the page
 ranges the service lists against the source's data map (every non-zero sector must lie in
 a written page; written pages outside the map must read as zeros); then the data itself,
-each data piece downloaded and its SHA-256 compared with the source's.
+each data piece downloaded and compared byte for byte with the source's.
 """
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -154,7 +153,7 @@ def verify_upload(image: DiskImage, target: PageTarget, *, threads: int = 4,
             offset, length = piece
             blob = target.read(offset, length)
             source = reader.read(offset, length) if from_source else bytes(length)
-            if hashlib.sha256(blob).digest() == hashlib.sha256(source).digest():
+            if blob == source:
                 return None
             first = _first_difference(blob, source)
             what = "data" if from_source else "stray data outside the source's data map"

@@ -297,7 +297,7 @@ def verify(
     """Check that DEST_URL holds exactly the fixed VHD of SOURCE; exit 0 if so, else 1.
 
     Compares blob type and length, the footer, the written page ranges against SOURCE's
-    data map, and SHA-256 hashes of every data range (zeros are not downloaded).
+    data map, and every data range byte for byte (zeros are not downloaded).
     """
     auth = _auth_options(connection_string, account_key, sas_token, auth_mode, emulator,
                          emulator_endpoint)
