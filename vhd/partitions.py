@@ -251,10 +251,8 @@ def _gpt_entries(reader: _Reader, header: bytes, sector_size: int,
     return partitions
 
 
-def detect_filesystem(reader: _Reader | DiskImage, start: int) -> str:
+def detect_filesystem(reader: _Reader, start: int) -> str:
     """The filesystem whose signature sits at byte ``start``, or "unknown"."""
-    if not isinstance(reader, _Reader):
-        reader = _Reader(reader)
     head = reader.read(start, PROBE_BYTES)
     found = _probe(head)
     if found == "unknown" and reader.read(start + BTRFS_SUPERBLOCK + 0x40, 8) == b"_BHRfS_M":
