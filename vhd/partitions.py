@@ -16,9 +16,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._vhd_structs import SECTOR
 from .image import DiskImage
 
-SECTOR = 512
 MBR_SIGNATURE = b"\x55\xaa"
 GPT_SIGNATURE = b"EFI PART"
 PROBE_BYTES = 8192  # enough for every signature below except Btrfs's
