@@ -93,7 +93,8 @@ def test_geometry_matches_qemu(tmp_path: Path, size_mib: int) -> None:
 @given(st.integers(0, 2**45))
 def test_azure_size_is_the_next_whole_mib(size: int) -> None:
     rounded = S.azure_virtual_size(size)
-    assert rounded % MIB == 0 and rounded >= max(size, MIB) and rounded - size < MIB or size == 0
+    assert rounded % MIB == 0 and rounded >= max(size, MIB)
+    assert rounded < max(size, 1) + MIB  # the next whole MiB, not a later one (0 -> 1 MiB)
 
 
 # --- dynamic header -------------------------------------------------------------------
