@@ -21,7 +21,6 @@ from .errors import (
     PrepTimeoutError,
     RemoteAuthError,
 )
-from .reachability import port_answers, wait_until_gone  # noqa: F401  (re-exported)
 from .transport import RunResult
 
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")

@@ -19,7 +19,8 @@ from prep.linux import (
 )
 from prep.plan import Step, blocking
 from prep.shell import RootShell
-from prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget, wait_until_gone
+from prep.reachability import wait_until_gone
+from prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget
 
 from . import common
 from .common import STATE, CheckOnlyOption, DryRunOption, JsonOption, YesOption, emit_json

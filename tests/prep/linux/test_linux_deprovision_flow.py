@@ -94,7 +94,7 @@ def test_the_real_wait_is_bounded_while_the_port_answers_and_ends_once_it_stops(
     import threading
     import time
 
-    from prep.ssh import wait_until_gone
+    from prep.reachability import wait_until_gone
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
