@@ -10,12 +10,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from azure.mgmt.compute import models
 
 from .arm import arm_errors
 from .errors import ArmError, HintConflictError, UsageError
+from .target import url_without_query
 
 OS_TYPES = {"linux": "Linux", "windows": "Windows"}
 GENERATIONS = ("V1", "V2")
@@ -60,12 +60,6 @@ class Outcome:
 
 
 # ---- parsing and validation (pure) ---------------------------------------------------------
-
-def strip_query(url: str) -> str:
-    """The blob URL ARM should be given: no SAS, no query."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
 
 def parse_data_disk(text: str) -> DataDiskSpec:
     """``LUN=URL`` → DataDiskSpec (LUN 0..63)."""
@@ -228,8 +222,8 @@ def image_model(*, location: str, os_blob: str, os_type: str, specialized: bool 
     profile = models.ImageStorageProfile(
         os_disk=models.ImageOSDisk(
             os_type=os_type, os_state="Specialized" if specialized else "Generalized",
-            blob_uri=strip_query(os_blob)),
-        data_disks=[models.ImageDataDisk(lun=disk.lun, blob_uri=strip_query(disk.url))
+            blob_uri=url_without_query(os_blob)),
+        data_disks=[models.ImageDataDisk(lun=disk.lun, blob_uri=url_without_query(disk.url))
                     for disk in data_disks] or None,
         zone_resilient=True if zone_resilient else None,
     )
@@ -271,9 +265,9 @@ def gallery_version_model(*, location: str, os_blob: str, storage_account_id: st
             for region in target_regions])
     profile = models.GalleryImageVersionStorageProfile(
         os_disk_image=models.GalleryOSDiskImage(source=models.GalleryDiskImageSource(
-            uri=strip_query(os_blob), storage_account_id=storage_account_id)),
+            uri=url_without_query(os_blob), storage_account_id=storage_account_id)),
         data_disk_images=[models.GalleryDataDiskImage(lun=disk.lun, source=models.GalleryDiskImageSource(
-            uri=strip_query(disk.url), storage_account_id=storage_account_id))
+            uri=url_without_query(disk.url), storage_account_id=storage_account_id))
             for disk in data_disks] or None,
     )
     return models.GalleryImageVersion(location=location, publishing_profile=publishing,
@@ -289,7 +283,8 @@ def import_disk_model(*, location: str, blob: str, storage_account_id: str, sku:
     """A managed disk imported from a VHD blob."""
     return models.Disk(
         location=location, sku=disk_sku(sku), os_type=os_type, hyper_v_generation=generation,
-        creation_data=models.CreationData(create_option="Import", source_uri=strip_query(blob),
+        creation_data=models.CreationData(create_option="Import",
+                                          source_uri=url_without_query(blob),
                                           storage_account_id=storage_account_id),
     )
 
