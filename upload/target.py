@@ -18,7 +18,6 @@ from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
-    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )

@@ -38,8 +38,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-MIB = 1024 * 1024
-
 SourceArg = Annotated[Path, typer.Argument(
     metavar="SOURCE", help="Disk image: raw, VHD (fixed, dynamic, differencing) or VHDX.", show_default=False)]
 FormatOption = Annotated[str | None, typer.Option(
