@@ -9,7 +9,6 @@ README.md).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,11 +27,13 @@ from ._vhd_structs import (
     azure_virtual_size,
     footer_fields,
     footer_problem,
+    parse_footer,
     vhd_checksum,
 )
-from .errors import ImageFormatError
+from .errors import ImageFormatError, VhdError
 from .image import DiskImage
 from .partitions import DiskLayout, analyze
+from .raw import FileImage, RawImage
 
 Role = Literal["os", "data"]
 MIN_DISK_SIZE = 20 * MIB
@@ -314,7 +315,6 @@ def open_with_damaged_footer(path: str, format: str | None = None,  # noqa: A002
     ``damaged_fixed_footer``), the file read as raw and that footer, for ``check`` to
     report and ``fix`` to rewrite."""
     from .detect import open_image
-    from .raw import RawImage
 
     try:
         return open_image(path, format), None
@@ -336,22 +336,17 @@ def damaged_fixed_footer(path: str, format: str | None = None) -> Footer | None:
     if format not in (None, "vhd", "vpc"):
         return None
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
+        with FileImage(path) as image:
+            size = image.file_size
             if size < FOOTER_SIZE:
                 return None
-            handle.seek(size - FOOTER_SIZE)
-            raw = handle.read(FOOTER_SIZE)
-            handle.seek(0)
-            head = handle.read(FOOTER_SIZE)
-    except OSError:
+            footer = parse_footer(image.pread(size - FOOTER_SIZE, FOOTER_SIZE))
+            head = parse_footer(image.pread(0, FOOTER_SIZE))
+    except VhdError:
         return None
-    if raw[:8] != FOOTER_COOKIE or len(raw) != FOOTER_SIZE:
+    if footer is None or footer.disk_type in SPARSE_DISK_TYPES \
+            or footer.current_size > size - FOOTER_SIZE:
         return None
-    footer = Footer.unpack(raw)
-    if footer.disk_type in SPARSE_DISK_TYPES or footer.current_size > size - FOOTER_SIZE:
-        return None
-    if head[:8] == FOOTER_COOKIE and Footer.unpack(head).disk_type in SPARSE_DISK_TYPES:
+    if head is not None and head.disk_type in SPARSE_DISK_TYPES:
         return None
     return footer
