@@ -100,10 +100,11 @@ def account_from_url(url: str) -> str:
     segments = [segment for segment in parts.path.split("/") if segment]
     if segments:
         return segments[0]
-    raise UsageError(f"cannot tell the storage account from {url_no_query(url)!r}")
+    raise UsageError(f"cannot tell the storage account from {url_without_query(url)!r}")
 
 
-def url_no_query(url: str) -> str:
+def url_without_query(url: str) -> str:
+    """``url`` without its query string (a SAS lives there)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
@@ -116,7 +117,7 @@ def check_blob_url(url: str) -> None:
     needed = 2 if ".blob." in host else 3  # emulator URLs carry the account in the path
     if parts.scheme not in ("http", "https") or not host or len(path) < needed:
         raise UsageError(
-            f"DEST_URL {url_no_query(url)!r} is not a blob URL; expected "
+            f"DEST_URL {url_without_query(url)!r} is not a blob URL; expected "
             "https://ACCOUNT.blob.core.windows.net/CONTAINER/NAME.vhd (or, with --emulator, "
             "CONTAINER/NAME.vhd)")
     container = path[needed - 2]

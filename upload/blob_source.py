@@ -22,7 +22,7 @@ from azure.core.exceptions import (
 from vhd import MIB, Footer
 from vhd._vhd_structs import DISK_TYPE_FIXED, FIXED_DATA_OFFSET, FOOTER_COOKIE, FOOTER_SIZE
 
-from .auth import AuthOptions, resolve_blob, url_no_query
+from .auth import AuthOptions, resolve_blob, url_without_query
 from .errors import AuthError, BlobCheckError, ServiceError, UnreachableError, UsageError
 
 READ_BLOCK = 64 * 1024  # partition probing reads a few sectors at a time: fetch 64 KiB
@@ -40,7 +40,7 @@ def check_blob_url(url: str, option: str = "blob URL") -> None:
     needed = 2 if ".blob." in host else 3  # emulator URLs carry the account in the path
     if parts.scheme not in ("http", "https") or not host or len(segments) < needed:
         raise UsageError(f"{option} expects a blob URL like https://ACCOUNT.blob.core.windows.net"
-                         f"/CONTAINER/NAME.vhd, found {url_no_query(url)!r}")
+                         f"/CONTAINER/NAME.vhd, found {url_without_query(url)!r}")
 
 
 def open_blob(url: str, credential: Any = None, option: str = "blob URL") -> Any:
@@ -65,7 +65,7 @@ def open_blob(url: str, credential: Any = None, option: str = "blob URL") -> Any
 
 def _signed_in_credential(url: str) -> Any:
     """DefaultAzureCredential, asked once for a token so a missing sign-in fails at once."""
-    shown = url_no_query(url)
+    shown = url_without_query(url)
     advice = "put a SAS in the URL or set AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_KEY"
     if urlsplit(url).scheme != "https":
         raise UsageError(f"{shown}: no storage credential for an http:// URL (sign-in needs "

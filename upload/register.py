@@ -14,8 +14,8 @@ from typing import Any
 from azure.mgmt.compute import models
 
 from .arm import arm_errors
+from .auth import url_without_query
 from .errors import ArmError, HintConflictError, UsageError
-from .target import url_without_query
 
 OS_TYPES = {"linux": "Linux", "windows": "Windows"}
 GENERATIONS = ("V1", "V2")

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -33,6 +32,7 @@ from .errors import (
     UnreachableError,
     UploadError,
 )
+from .auth import parse_connection_string, url_without_query
 from .ranges import Range
 
 
@@ -95,12 +95,6 @@ class RetrySettings:
                                 increment_base=self.increment_base,  # type: ignore[arg-type]
                                 retry_total=self.total,
                                 random_jitter_range=self.jitter)  # type: ignore[arg-type]
-
-
-def url_without_query(url: str) -> str:
-    """``url`` without its query string (a SAS lives there)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _first_line(text: str) -> str:
@@ -226,7 +220,6 @@ class BlobPageTarget:
     def from_connection_string(cls, connection_string: str, container: str, blob: str,
                                **kwargs: Any) -> "BlobPageTarget":
         """Blob ``container/blob`` of the account a connection string names."""
-        from .auth import parse_connection_string
         endpoint, credential = parse_connection_string(connection_string)
         return cls(f"{endpoint.rstrip('/')}/{container}/{blob}", credential, **kwargs)
 
