@@ -89,8 +89,8 @@ def render_mapping(info: dict[str, Any], indent: str = "  ") -> list[str]:
     lines = []
     for key, value in info.items():
         label = key.replace("_", " ")
-        if isinstance(value, dict) and any(isinstance(v, (dict, list)) for v in value.values()) \
-                or isinstance(value, dict) and len(value) > 3:
+        if isinstance(value, dict) and (
+                len(value) > 3 or any(isinstance(v, (dict, list)) for v in value.values())):
             lines.append(f"{indent}{label}:")
             lines += render_mapping(value, indent + "  ")
         elif isinstance(value, list):
