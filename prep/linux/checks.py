@@ -11,7 +11,7 @@ import re
 from typing import Callable
 
 from ..plan import Finding, Severity
-from .facts import HYPERV_MODULES, Facts
+from .facts import HYPERV_MODULES, PERSISTENT_NET_RULE, Facts
 from .families import Family
 
 Check = Callable[[Facts, Family], list[Finding]]
@@ -198,7 +198,7 @@ def network_identity(facts: Facts, family: Family) -> list[Finding]:
     if facts.persistent_net_rules:
         findings.append(Finding(
             "persistent_net_rules", Severity.WARNING,
-            "/etc/udev/rules.d/70-persistent-net.rules pins interface names to old MACs",
+            f"{PERSISTENT_NET_RULE} pins interface names to old MACs",
             "Delete it; Azure's NIC has a new MAC and would come up as eth1."))
     if facts.mac_bound_files:
         findings.append(Finding(

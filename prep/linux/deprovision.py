@@ -24,15 +24,12 @@ from typing import Any
 from ..errors import PrepUsageError
 from ..plan import Plan, Step
 from ..shell import quote
-from .facts import Facts
+from .facts import PERSISTENT_NET_RULE, Facts
 from .families import AZURE_DOCS, Family
 
 WAAGENT_SOURCE = "WALinuxAgent deprovision (azurelinuxagent/pa/deprovision/default.py)"
 CLOUD_INIT_SOURCE = "cloud-init clean (docs.cloud-init.io, cli reference)"
 DEFAULT_FINAL_DELAY = 1.0
-# The generic page and the CentOS and SLES pages remove it: it pins eth0 to the old MAC, so
-# Azure's NIC would come up as eth1 without configuration.
-PERSISTENT_NET_RULE = "/etc/udev/rules.d/70-persistent-net.rules"
 WAAGENT_LOG = "/var/log/waagent.log"
 
 

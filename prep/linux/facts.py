@@ -14,6 +14,9 @@ from .families import Family
 
 HYPERV_MODULES = ("hv_vmbus", "hv_storvsc", "hv_netvsc")
 _UNWANTED_INITRAMFS = re.compile(r"rescue|kdump|fallback")
+# The generic page and the CentOS and SLES pages remove it: it pins eth0 to the old MAC, so
+# Azure's NIC would come up as eth1 without configuration.
+PERSISTENT_NET_RULE = "/etc/udev/rules.d/70-persistent-net.rules"
 
 # Network configuration that names a MAC address (it stops matching in Azure).
 _MAC_BOUND_PROBE = (
@@ -111,7 +114,7 @@ def gather(runner: Runner, family: Family, timeout: float | None = None) -> Fact
         cloud_cfg=out(_CLOUD_CFG),
         waagent_conf=out("cat /etc/waagent.conf 2>/dev/null; true"),
         sshd_enabled=ok(f"systemctl is-enabled {quote(family.ssh_service)} >/dev/null"),
-        persistent_net_rules=ok("test -e /etc/udev/rules.d/70-persistent-net.rules"),
+        persistent_net_rules=ok("test -e " + quote(PERSISTENT_NET_RULE)),
         mac_bound_files=tuple(line for line in out(_MAC_BOUND_PROBE).splitlines() if line),
         udf_available=bool(out(_UDF_PROBE).strip()),
         udf_disabled=bool(out(_UDF_DISABLED_PROBE).strip()),

@@ -122,7 +122,7 @@ class Rhel(Family):
     reboot_probe = "needs-restarting -r >/dev/null 2>&1; test $? -eq 1"
     registration = RHSM
     # (70-persistent-net.rules, which the CentOS page removes, is removed for every family
-    # when present: see deprovision.PERSISTENT_NET_RULE.)
+    # when present: see facts.PERSISTENT_NET_RULE.)
 
 
 class CentOS(Rhel):
