@@ -109,18 +109,28 @@ def url_without_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+def blob_path(url: str) -> list[str] | None:
+    """The path segments of a blob URL from the container on, or None when ``url`` is not
+    an http(s) URL naming a container and a blob."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    segments = [segment for segment in parts.path.split("/") if segment]
+    if ".blob." not in host:
+        segments = segments[1:]  # emulator URLs carry the account in the path
+    if parts.scheme not in ("http", "https") or not host or len(segments) < 2:
+        return None
+    return segments
+
+
 def check_blob_url(url: str) -> None:
     """Refuse what is not an http(s) URL naming a container and a blob."""
-    parts = urlsplit(url)
-    path = [segment for segment in parts.path.split("/") if segment]
-    host = parts.hostname or ""
-    needed = 2 if ".blob." in host else 3  # emulator URLs carry the account in the path
-    if parts.scheme not in ("http", "https") or not host or len(path) < needed:
+    path = blob_path(url)
+    if path is None:
         raise UsageError(
             f"DEST_URL {url_without_query(url)!r} is not a blob URL; expected "
             "https://ACCOUNT.blob.core.windows.net/CONTAINER/NAME.vhd (or, with --emulator, "
             "CONTAINER/NAME.vhd)")
-    container = path[needed - 2]
+    container = path[0]
     if not 3 <= len(container) <= 63:
         raise UsageError(f"container name {container!r} in DEST_URL must be 3 to 63 "
                          f"characters long, found {len(container)}")

@@ -22,7 +22,7 @@ from azure.core.exceptions import (
 from vhd import MIB, Footer
 from vhd._vhd_structs import DISK_TYPE_FIXED, FIXED_DATA_OFFSET, FOOTER_COOKIE, FOOTER_SIZE
 
-from .auth import AuthOptions, resolve_blob, url_without_query
+from .auth import AuthOptions, blob_path, resolve_blob, url_without_query
 from .errors import AuthError, BlobCheckError, ServiceError, UnreachableError, UsageError
 
 READ_BLOCK = 64 * 1024  # partition probing reads a few sectors at a time: fetch 64 KiB
@@ -34,11 +34,7 @@ CREDENTIAL_ENV = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE
 
 def check_blob_url(url: str, option: str = "blob URL") -> None:
     """Refuse what is not an http(s) URL naming a container and a blob, before any request."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    segments = [segment for segment in parts.path.split("/") if segment]
-    needed = 2 if ".blob." in host else 3  # emulator URLs carry the account in the path
-    if parts.scheme not in ("http", "https") or not host or len(segments) < needed:
+    if blob_path(url) is None:
         raise UsageError(f"{option} expects a blob URL like https://ACCOUNT.blob.core.windows.net"
                          f"/CONTAINER/NAME.vhd, found {url_without_query(url)!r}")
 
