@@ -294,6 +294,8 @@ def test_installed_command_with_odd_file_names(run_azlift, tmp_path: Path, name:
     assert inspected.code == 0 and "generation hint: V1" in inspected.out
     fixed = run_azlift("vhd", "fix", "--", name, cwd=tmp_path)
     assert fixed.code == 0, fixed.err
+    assert (tmp_path / name).stat().st_size == 20 * MIB + 512  # the footer landed on it
+    assert read_footer(tmp_path / name)[0] == 20 * MIB
 
 
 def _limit_file_size() -> None:
