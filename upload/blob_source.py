@@ -184,7 +184,8 @@ def inspect_blob(url: str, *, client: Any = None, option: str = "blob URL") -> B
             raise BlobCheckError(f"{shown}: length {length} is not a whole number of MiB + 512 "
                                  "(a fixed VHD Azure accepts)")
         raw = client.download_blob(offset=length - FOOTER_SIZE, length=FOOTER_SIZE).readall()
-        problems = footer_problems(Footer.unpack(raw), length)
+        footer = Footer.unpack(raw)
+        problems = footer_problems(footer, length)
         if problems:
             raise BlobCheckError(f"{shown}: not a valid fixed VHD footer: {'; '.join(problems)}")
         with BlobDiskImage(client, length) as image:
@@ -201,5 +202,5 @@ def inspect_blob(url: str, *, client: Any = None, option: str = "blob URL") -> B
                            status=error.status_code) from error
     except (ServiceRequestError, ServiceResponseError) as error:
         raise UnreachableError(f"{shown}: storage could not be reached: {error}") from error
-    return BlobFacts(url=shown, length=length, footer=Footer.unpack(raw), layout=layout)
+    return BlobFacts(url=shown, length=length, footer=footer, layout=layout)
 
