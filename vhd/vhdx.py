@@ -56,6 +56,8 @@ from ._vhdx_structs import (
     REGION_TABLE_SIZE,
     SECTOR_SIZES,
     VHDX_VERSION,
+    bat_entry_count,
+    bat_index,
     chunk_ratio,
     guid_str,
     structure_crc,
@@ -285,7 +287,7 @@ class VhdxImage(FileImage):
         ratio = chunk_ratio(self.logical_sector_size, self.block_size)
         self.chunk_ratio = ratio
         self.block_count = -(-self._virtual_size // self.block_size)
-        needed = self.block_count + (self.block_count - 1) // ratio
+        needed = bat_entry_count(self.block_count, ratio, has_parent=False)
         if needed * 8 > region.length:
             raise self._fail(ImageFormatError,
                              f"the BAT region holds {region.length // 8} entries, a disk of "
@@ -293,7 +295,7 @@ class VhdxImage(FileImage):
                              f"needs {needed}")
         entries = np.frombuffer(self.pread(region.offset, needed * 8), dtype="<u8")
         blocks = np.arange(self.block_count, dtype=np.int64)
-        payload = entries[blocks + blocks // ratio]
+        payload = entries[bat_index(blocks, ratio)]  # type: ignore[arg-type]  # vectorised
         self.states = (payload & BAT_STATE_MASK).astype(np.uint8)
         self.offsets = (payload >> BAT_OFFSET_SHIFT).astype(np.int64) * MIB
         unknown = ~np.isin(self.states, list(PAYLOAD_STATE_NAMES))
