@@ -14,6 +14,9 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute import models
 
+from vhd import MIB
+from vhd._vhd_structs import FOOTER_SIZE
+
 from .arm import ResourceId, arm_errors
 from .errors import (
     ArmError,
@@ -24,10 +27,8 @@ from .errors import (
 )
 from .register import Registrar, disk_sku
 
-MIB = 1024 * 1024
-FOOTER = 512
-MIN_UPLOAD_BYTES = 20 * MIB + FOOTER
-MAX_UPLOAD_BYTES = 32 * 1024 * 1024 * MIB + FOOTER
+MIN_UPLOAD_BYTES = 20 * MIB + FOOTER_SIZE
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024 * MIB + FOOTER_SIZE
 GRANT_SECONDS = 24 * 3600
 
 SendPages = Callable[[str, bool], Any]  # (write SAS URL, resume) -> UploadSummary
@@ -35,11 +36,11 @@ SendPages = Callable[[str, bool], Any]  # (write SAS URL, resume) -> UploadSumma
 
 def check_upload_size(size: int) -> None:
     """ARM's rule for uploadSizeBytes: whole MiB + 512, 20 MiB + 512 .. 32 TiB + 512."""
-    if (size - FOOTER) % MIB:
+    if (size - FOOTER_SIZE) % MIB:
         raise NotReadyError(f"upload size {size} is not a whole number of MiB + 512")
     if size < MIN_UPLOAD_BYTES:
         raise NotReadyError(f"managed disks need at least 20 MiB; this disk is "
-                            f"{(size - FOOTER) // MIB} MiB (grow it with `azlift vhd convert "
+                            f"{(size - FOOTER_SIZE) // MIB} MiB (grow it with `azlift vhd convert "
                             "--size 20M`)")
     if size > MAX_UPLOAD_BYTES:
         raise NotReadyError(f"managed disks hold at most 32 TiB; this disk needs {size} bytes")

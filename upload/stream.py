@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from vhd import DiskImage, azure_virtual_size, open_image
+from vhd._vhd_structs import FOOTER_SIZE
 from vhd.convert import footer_for
 
 from .ranges import SECTOR, Range, align_up, normalize, work_units
 
-FOOTER_SIZE = 512
 ZERO_BLOCK = bytes(4 * 1024 * 1024)
 
 # DiskImage.format -> the family name vhd.open_image(format=...) accepts.
