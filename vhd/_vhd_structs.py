@@ -25,7 +25,6 @@ DISK_TYPE_DIFFERENCING = 4
 DISK_TYPE_NAMES = {0: "none", 1: "reserved", 2: "fixed", 3: "dynamic", 4: "differencing",
                    5: "reserved", 6: "reserved"}
 
-CHECKSUM_OFFSET = 64
 CHECKSUM_FIELD = slice(64, 68)
 
 # VHD timestamps count seconds from 2000-01-01 00:00:00 UTC.

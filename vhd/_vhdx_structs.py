@@ -120,8 +120,3 @@ def bat_entry_count(data_blocks: int, ratio: int, has_parent: bool) -> int:
     if has_parent:
         return bitmap_blocks * (ratio + 1)
     return data_blocks + max(data_blocks - 1, 0) // ratio
-
-
-def bat_entry(state: int, offset_mib: int) -> int:
-    """Pack a BAT entry."""
-    return (offset_mib << BAT_OFFSET_SHIFT) | state
