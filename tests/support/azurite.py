@@ -27,12 +27,13 @@ from pathlib import Path
 
 import pytest
 
-from .tools import TOOLS_DIR, free_port
+from upload.auth import EMULATOR_ACCOUNT, EMULATOR_KEY
 
-ACCOUNT_NAME = "devstoreaccount1"
-# The well-known development key published in Microsoft's Azurite documentation.
-ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
-               "K1SZFPTOtr/KBHBeksoGMGw==")
+from .tools import TOOLS_DIR, free_port, require_executable
+
+# The well-known development account published in Microsoft's Azurite documentation.
+ACCOUNT_NAME = EMULATOR_ACCOUNT
+ACCOUNT_KEY = EMULATOR_KEY
 AZURITE_BLOB = TOOLS_DIR / "node_modules" / ".bin" / "azurite-blob"
 READY_TIMEOUT_S = 30.0
 
@@ -104,8 +105,7 @@ def _stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     """Azurite's blob service for the whole test session (skips when not installed)."""
-    if not AZURITE_BLOB.exists():
-        pytest.skip(f"Azurite not installed at {AZURITE_BLOB} (run scripts/setup.sh)")
+    require_executable(str(AZURITE_BLOB))
     host, port = "127.0.0.1", free_port()
     workdir = tempfile.mkdtemp(prefix="azurite-")
     log = open(Path(workdir) / "azurite.log", "wb")  # noqa: SIM115 - closed below
