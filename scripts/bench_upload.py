@@ -46,6 +46,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient  # noqa: E402
 
 import vhd  # noqa: E402
 from upload.auth import EMULATOR_ACCOUNT, EMULATOR_KEY  # noqa: E402
+from upload.stream import nonzero_sector_flags  # noqa: E402
 from upload.target import BlobPageTarget  # noqa: E402
 from upload.uploader import upload_image  # noqa: E402
 from vhd.convert import convert  # noqa: E402
@@ -113,15 +114,13 @@ def fixed_vhd(raw: Path) -> Path:
 
 def nonzero_bytes(path: Path) -> int:
     """Bytes in non-zero 512-byte sectors of a file (its data extents only)."""
-    import numpy as np
     total = 0
     with vhd.open_image(str(path), "raw") as image:
         for offset, length in image.extents():
             for start in range(offset, offset + length, 64 * MIB):
                 chunk = image.read(start, min(64 * MIB, offset + length - start))
                 padded = chunk + bytes(-len(chunk) % 512)
-                words = np.frombuffer(padded, dtype=np.uint64).reshape(-1, 64)
-                total += int(words.any(axis=1).sum()) * 512
+                total += int(nonzero_sector_flags(padded).sum()) * 512
     return total
 
 
