@@ -99,11 +99,6 @@ def structure_crc(raw: bytes) -> int:
     return crc32c(bytes(raw[:4]) + b"\0\0\0\0" + bytes(raw[8:]))
 
 
-def with_crc(raw: bytes) -> bytes:
-    """``raw`` with its checksum field (bytes 4-8) set to the correct CRC-32C."""
-    return bytes(raw[:4]) + struct.pack("<I", structure_crc(raw)) + bytes(raw[8:])
-
-
 def chunk_ratio(logical_sector_size: int, block_size: int) -> int:
     """Payload blocks described by one sector bitmap block: 2^23 sectors per bitmap block."""
     return (1 << 23) * logical_sector_size // block_size
