@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import AzureClouds
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -40,6 +41,7 @@ TOKEN_LIFETIME_S = 3600
 # Seconds between polls of a long-running operation when ARM sends no Retry-After.
 POLL_SECONDS_ENV = "AZLIFT_ARM_POLL_SECONDS"
 DEFAULT_POLL_SECONDS = 5.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,15 @@ def arm_errors(action: str) -> Iterator[None]:
             raise AuthError(f"no Azure credential while {action}: sign in with `az login`, "
                             f"or set {TOKEN_ENV}") from error
         raise
+
+
+def read_or_none(action: str, read: Callable[[], T]) -> T | None:
+    """``read()`` (an SDK get), or None when ARM answers that the resource does not exist."""
+    with arm_errors(action):
+        try:
+            return read()
+        except ResourceNotFoundError:
+            return None
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute import models
 
 from vhd import MIB
 from vhd._vhd_structs import FOOTER_SIZE
 
-from .arm import ResourceId, arm_errors
+from .arm import ResourceId, arm_errors, read_or_none
 from .errors import (
     ArmError,
     DiskBusyError,
@@ -92,13 +91,9 @@ class DirectUpload:
         self.note = on_note or (lambda message: None)
 
     def _get(self) -> Any:
-        try:
-            with arm_errors(f"reading disk {self.disk.name}"):
-                return self.client.disks.get(self.disk.resource_group, self.disk.name)
-        except ArmError as error:
-            if isinstance(error.__cause__, ResourceNotFoundError):
-                return None
-            raise
+        return read_or_none(f"reading disk {self.disk.name}",
+                            lambda: self.client.disks.get(self.disk.resource_group,
+                                                          self.disk.name))
 
     def _prepare(self, model: models.Disk, upload_size: int, resume: bool) -> tuple[bool, bool]:
         """Create the disk or accept the one there; return (created, pages already sent)."""

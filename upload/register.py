@@ -13,9 +13,9 @@ from typing import Any
 
 from azure.mgmt.compute import models
 
-from .arm import arm_errors
+from .arm import arm_errors, read_or_none
 from .auth import url_without_query
-from .errors import ArmError, HintConflictError, UsageError
+from .errors import HintConflictError, UsageError
 
 OS_TYPES = {"linux": "Linux", "windows": "Windows"}
 GENERATIONS = ("V1", "V2")
@@ -337,14 +337,9 @@ class Registrar:
 
     def get_definition(self, resource_group: str, gallery: str, definition: str) -> Any:
         """The image definition, or None when the gallery has none of that name."""
-        from azure.core.exceptions import ResourceNotFoundError
-        try:
-            with arm_errors(f"reading image definition {definition}"):
-                return self.client.gallery_images.get(resource_group, gallery, definition)
-        except ArmError as error:
-            if isinstance(error.__cause__, ResourceNotFoundError):
-                return None
-            raise
+        return read_or_none(f"reading image definition {definition}",
+                            lambda: self.client.gallery_images.get(resource_group, gallery,
+                                                                   definition))
 
     def create_definition(self, resource_group: str, gallery: str, name: str,
                           definition: models.GalleryImage) -> Outcome:
