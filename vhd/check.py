@@ -180,6 +180,13 @@ def blob_length_rule(file_size: int | None, current_size: int) -> list[Finding]:
         f"`azlift vhd convert` to write a clean copy")]
 
 
+def fixed_vhd_rules(footer: Footer, file_size: int | None, role: Role | None,
+                    how: str = FOOTER_REMEDY) -> list[Finding]:
+    """A fixed VHD is stored by Azure as it is: its footer, its length and its size."""
+    return (footer_rules(footer, how) + blob_length_rule(file_size, footer.current_size)
+            + check_output_rules(footer.current_size, role))
+
+
 def find_stale_footer(image: DiskImage, virtual_size: int) -> int | None:
     """Offset of a fixed-VHD footer left inside the data by an interrupted ``vhd fix``.
 
@@ -255,10 +262,7 @@ def check_image(image: DiskImage, role: Role | None = None) -> CheckReport:
     file_size = getattr(image, "file_size", None)
     findings: list[Finding] = []
     if image.format == "vhd-fixed":
-        footer: Footer = image.footer  # type: ignore[attr-defined]
-        findings += footer_rules(footer)
-        findings += blob_length_rule(file_size, footer.current_size)
-        findings += check_output_rules(virtual_size, role)
+        findings += fixed_vhd_rules(image.footer, file_size, role)  # type: ignore[attr-defined]
         if virtual_size % MIB == 0 and virtual_size >= MIB:
             findings += stale_footer_rule(image, virtual_size)
     else:
@@ -280,9 +284,7 @@ def check_path(path: str, role: Role | None = None, format: str | None = None) -
         if damaged is None:
             return check_image(image, role)
         size = image.file_size  # type: ignore[attr-defined]
-        findings = footer_rules(damaged, DAMAGED_FOOTER_REMEDY)
-        findings += blob_length_rule(size, damaged.current_size)
-        findings += check_output_rules(damaged.current_size, role)
+        findings = fixed_vhd_rules(damaged, size, role, DAMAGED_FOOTER_REMEDY)
         return CheckReport(path, "vhd-fixed", role, damaged.current_size,
                            azure_virtual_size(damaged.current_size), size,
                            tuple(findings), analyze(image))
