@@ -200,12 +200,13 @@ def arm_error_text(error: HttpResponseError) -> tuple[str, str]:
 @contextmanager
 def arm_errors(action: str) -> Iterator[None]:
     """Turn azure-core exceptions raised while doing ``action`` into the package's errors."""
+    no_credential = (f"no Azure credential while {action}: sign in with `az login`, "
+                     f"or set {TOKEN_ENV}")
     try:
         yield
     except ClientAuthenticationError as error:
         if error.response is None:  # raised by the credential itself: nobody is signed in
-            raise AuthError(f"no Azure credential while {action}: sign in with `az login`, "
-                            f"or set {TOKEN_ENV}") from error
+            raise AuthError(no_credential) from error
         code, message = arm_error_text(error)
         raise AuthError(f"ARM refused the credential while {action}: {code}: {message}",
                         service_code=code, status=error.status_code) from error
@@ -217,8 +218,7 @@ def arm_errors(action: str) -> Iterator[None]:
         raise UnreachableError(f"ARM could not be reached while {action}: {error}") from error
     except Exception as error:  # azure-identity raises its own when no sign-in is found
         if type(error).__name__ == "CredentialUnavailableError":
-            raise AuthError(f"no Azure credential while {action}: sign in with `az login`, "
-                            f"or set {TOKEN_ENV}") from error
+            raise AuthError(no_credential) from error
         raise
 
 
