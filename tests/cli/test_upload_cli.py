@@ -242,8 +242,11 @@ def _run_on_terminal(*args: str) -> tuple[int, bytes, bytes]:
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
+    # tqdm redraws at most every 0.1 s: a quick upload could end before the bar shows its
+    # postfix, so the bar redraws on every update here.
     process = subprocess.Popen([AZLIFT, *args], stdout=subprocess.PIPE, stderr=slave,
-                               stdin=subprocess.DEVNULL, env=os.environ)
+                               stdin=subprocess.DEVNULL,
+                               env={**os.environ, "TQDM_MININTERVAL": "0"})
     os.close(slave)
     out, _ = process.communicate(timeout=60)
     reader.join(timeout=10)
