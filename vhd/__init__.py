@@ -5,9 +5,10 @@ No network, no Azure SDK, no other azlift package.
 from __future__ import annotations
 
 from ._vhd_structs import MIB, SECTOR, Footer, azure_virtual_size, chs_geometry, fixed_footer
-from .detect import open_image
+from .detect import Detection, detect_format, open_image
 from .errors import (
     ChecksumError,
+    ContainerFormatError,
     FixUnsupportedError,
     SameFileError,
     FormatMismatchError,
@@ -64,6 +65,9 @@ __all__ = [
     "MIB",
     "SECTOR",
     "ChecksumError",
+    "ContainerFormatError",
+    "Detection",
+    "detect_format",
     "DiskImage",
     "Footer",
     "FormatMismatchError",

@@ -256,11 +256,24 @@ def conversion_finding(image: DiskImage) -> Finding:
         f"fixed copy and `azlift upload` converts on the fly")
 
 
+def source_findings(image: DiskImage) -> list[Finding]:
+    """What the way the image was opened says about it: a --format that overrode a
+    container signature is worth a warning on every command that reads the image."""
+    signature = getattr(image, "signature_ignored", None)
+    if signature is None:
+        return []
+    return [Finding(
+        "signature_ignored", WARNING,
+        f"read as {image.format} because --format said so, but the content carries a "
+        f"{signature.label} signature ({signature.describe_magic()}); if that is what it "
+        f"is, the disk Azure gets is the container's bytes, not the guest's disk")]
+
+
 def check_image(image: DiskImage, role: Role | None = None) -> CheckReport:
     """Check ``image`` against every rule Azure enforces on an uploaded disk."""
     virtual_size = image.virtual_size
     file_size = getattr(image, "file_size", None)
-    findings: list[Finding] = []
+    findings: list[Finding] = source_findings(image)
     if image.format == "vhd-fixed":
         findings += fixed_vhd_rules(image.footer, file_size, role)  # type: ignore[attr-defined]
         if virtual_size % MIB == 0 and virtual_size >= MIB:

@@ -32,6 +32,7 @@ from .check import (
     MAX_DATA_DISK_SIZE,
     Finding,
     check_output_rules,
+    source_findings,
 )
 from .errors import (
     ImageIOError,
@@ -192,7 +193,7 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         source_virtual_size=image.virtual_size, virtual_size=virtual_size,
         data_bytes=data_bytes, written_bytes=written, allocated_bytes=allocated,
         unique_id=footer.unique_id_str, seconds=time.monotonic() - started,
-        findings=tuple(check_output_rules(virtual_size)))
+        findings=(*source_findings(image), *check_output_rules(virtual_size)))
 
 
 def _exists(dest: str) -> OutputExistsError:

@@ -37,6 +37,17 @@ class UnsupportedImageError(VhdError):
     code = "unsupported_image"
 
 
+class ContainerFormatError(UnsupportedImageError):
+    """The content is a known container or compressed wrapper (qcow2, VMDK, gzip, ISO...)
+    that azlift has no reader for: never read as a raw disk."""
+
+    code = "unsupported_format"
+
+    def __init__(self, message: str, format: str) -> None:  # noqa: A002
+        super().__init__(message)
+        self.format = format
+
+
 class ParentNotFoundError(VhdError):
     """A differencing disk's parent could not be located."""
 

@@ -18,6 +18,8 @@ from .check import (
     open_with_damaged_footer,
 )
 from .convert import Progress, footer_for, pwrite_all
+from ._signatures import VHD_SET
+from .detect import FORMAT_ALIASES, Detection, container_error, detect_format
 from .errors import FixUnsupportedError, ImageIOError
 from .image import DiskImage
 
@@ -83,6 +85,7 @@ def plan_fix(path: str, format: str | None = None) -> FixPlan:  # noqa: A002
     type or version) is planned from that footer, as ``check`` reports it, so the footer
     can be rewritten: the data must then be exactly the footer's current size.
     """
+    _refuse_container(path, format)
     image, damaged = open_with_damaged_footer(path, format)
     with image:
         if damaged is not None:
@@ -97,6 +100,28 @@ def plan_fix(path: str, format: str | None = None) -> FixPlan:  # noqa: A002
             f"{path} is a {image.format} image; `azlift vhd fix` works in place only on raw "
             f"disks and fixed VHDs. Expected one of those; run `azlift vhd convert "
             f"{path} OUTPUT.vhd` to write an Azure-ready copy")
+
+
+def _refuse_container(path: str, format: str | None) -> None:  # noqa: A002
+    """``fix`` writes in place, so it acts only on a file positively identified as a raw
+    disk or a VHD: a container signature refuses it even under --format, and so does a
+    --format that contradicts what the content is (raw forced on a VHDX, say)."""
+    detection = detect_format(path)
+    if os.path.splitext(path)[1].lower() == ".vhds":
+        detection = Detection("vhds", VHD_SET)
+    forced = FORMAT_ALIASES.get(format.lower()) if format is not None else None
+    if detection.signature is None and forced in (None, detection.format):
+        return
+    if format is None:
+        raise container_error(path, detection)
+    found = (f"carries a {detection.signature.label} signature "
+             f"({detection.signature.describe_magic()})" if detection.signature is not None
+             else f"is a {detection.format.upper()} image")
+    raise FixUnsupportedError(
+        f"{path}: --format {format} was given but the content {found}; `azlift vhd fix` "
+        f"rewrites a file in place only when it is positively a raw disk or a fixed VHD, "
+        f"so the file was left untouched. If it really is a raw disk, `azlift vhd convert "
+        f"--format raw {path} OUTPUT.vhd` writes an Azure-ready copy")
 
 
 def _plan_raw(image: DiskImage) -> FixPlan:

@@ -11,12 +11,15 @@ import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from ._vhd_structs import SECTOR, round_up
 from .errors import ImageIOError, ReadRangeError, TruncatedImageError
+
+if TYPE_CHECKING:
+    from ._signatures import Signature
 
 
 # Where a run's bytes come from when not from the file (see ``Run.source``).
@@ -162,6 +165,8 @@ class FileImage:
     """An open image file: positional reads, bounds checks, close and ``with``."""
 
     format = "file"
+    # Set by ``open_image`` when a forced --format overrode a container signature.
+    signature_ignored: "Signature | None" = None
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -262,6 +267,8 @@ class FileImage:
             "virtual_size": self.virtual_size,  # type: ignore[attr-defined]
             "file_size": self.file_size,
             "allocated_bytes": self.allocated_bytes(),
+            **({"signature_ignored": signature_fields(self.signature_ignored)}
+               if self.signature_ignored is not None else {}),
         }
 
     # -- lifetime ---------------------------------------------------------------------
@@ -311,10 +318,18 @@ def file_length(fd: int, path: str) -> int:
         raise ImageIOError(f"cannot size {path}: {error.strerror}") from error
 
 
+def signature_fields(signature: "Signature") -> dict[str, str]:
+    """A container signature as describe() and --json show it."""
+    return {"format": signature.format, "label": signature.label,
+            "evidence": signature.describe_magic()}
+
+
 class RawImage(FileImage):
     """A raw disk: the bytes of the file, zero-padded to a whole sector."""
 
     format = "raw"
+    # Why the file was taken as raw (inspect shows it, so a mistake can be caught).
+    raw_reason = "opened as raw"
 
     @property
     def virtual_size(self) -> int:
@@ -332,4 +347,4 @@ class RawImage(FileImage):
         return align_extents(file_data_extents(self.fd, 0, self.file_size), self.virtual_size)
 
     def describe(self) -> dict[str, Any]:
-        return {**self.describe_file(), "parents": []}
+        return {**self.describe_file(), "raw_reason": self.raw_reason, "parents": []}

@@ -80,6 +80,18 @@ def warn(message: str) -> None:
     say(f"azlift: warning: {message}", err=True)
 
 
+def open_source_image(path: str, format: str | None) -> Any:  # noqa: A002
+    """``vhd.open_image`` for commands that send an image on: a --format that overrode a
+    container signature gets its warning before any byte goes anywhere."""
+    import vhd
+    from vhd.check import source_findings
+
+    image = vhd.open_image(path, format)
+    for finding in source_findings(image):
+        warn(f"{finding.code}: {finding.message}")
+    return image
+
+
 def secret_from_env(variable: str | None, option: str) -> str | None:
     """The secret held in the environment variable the user named (never from argv)."""
     if variable is None:

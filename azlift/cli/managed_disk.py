@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import vhd
 from upload import register as reg
 from upload.arm import ResourceId
 from upload.errors import UsageError
@@ -17,7 +16,7 @@ from upload.stream import fixed_vhd_layout
 from upload.target import BlobPageTarget, RetrySettings
 from upload.uploader import check_rules, upload_image
 
-from .common import emit_json, say
+from .common import emit_json, open_source_image, say
 from .register import ArmOptions, ArmSession
 
 
@@ -77,7 +76,7 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
     session = ArmSession.open(ArmOptions(subscription=disk_id.subscription, cloud=cloud,
                                          arm_endpoint=arm_endpoint, quiet=quiet,
                                          dry_run=dry_run))
-    with vhd.open_image(source, source_format) as image:
+    with open_source_image(source, source_format) as image:
         decided = _hints(image, os_type, hyper_v_generation, session)
         layout = fixed_vhd_layout(image)
         check_rules(layout.virtual_size, "os" if decided.os_type else None)

@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 
-import vhd
 from upload.auth import AuthOptions, resolve_blob
 from upload.errors import UploadInterrupted, UsageError
 from upload.target import BlobPageTarget, RetrySettings
@@ -23,7 +22,8 @@ from upload.uploader import ProgressEvent, UploadSummary, upload_image
 from upload.verify import VerifyReport, verify_upload
 
 from ..redact import redact_text, redact_url
-from .common import STATE, DefaultCommandGroup, JsonOption, QuietOption, emit_json, say
+from .common import (STATE, DefaultCommandGroup, JsonOption, QuietOption, emit_json,
+                     open_source_image, say)
 
 app = typer.Typer(
     cls=DefaultCommandGroup,
@@ -246,7 +246,7 @@ def send(
     role = "os" if os_disk else "data" if data_disk else None
     target = _target(dest_url, auth, retries, timeout, threads)
     try:
-        with vhd.open_image(str(source), source_format) as image, \
+        with open_source_image(str(source), source_format) as image, \
                 _progress_bar(_show_progress(quiet), source.name) as progress:
             summary = upload_image(image, target, threads=threads, resume=resume,
                                    overwrite=overwrite, content_md5=content_md5,
@@ -301,7 +301,7 @@ def verify(
                          emulator_endpoint)
     target = _target(dest_url, auth, retries, timeout)
     try:
-        with vhd.open_image(str(source), source_format) as image:
+        with open_source_image(str(source), source_format) as image:
             report = verify_upload(image, target, threads=threads)
     finally:
         target.close()

@@ -139,6 +139,10 @@ def inspect(image: ImageArgument, json_out: JsonOption = False,
         emit_json({"ok": True, **info, "layout": layout.to_dict()})
     else:
         _print([image, *render_mapping(info), *render_layout(layout)])
+    if "signature_ignored" in info:
+        found = info["signature_ignored"]
+        warn(f"read as {info['format']} because --format said so, but the content carries a "
+             f"{found['label']} signature ({found['evidence']})")
     if "footer_problem" in info:
         warn(f"the footer cannot be trusted ({info['footer_problem']}); run `azlift vhd fix` "
              f"to rewrite it")
