@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import UsageError
+from .errors import AuthError, UsageError
 
 EMULATOR_ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented by Microsoft).
@@ -21,6 +21,7 @@ EMULATOR_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/
                 "K1SZFPTOtr/KBHBeksoGMGw==")
 EMULATOR_DEFAULT_ENDPOINT = f"http://127.0.0.1:10000/{EMULATOR_ACCOUNT}"
 EMULATOR_ENDPOINT_ENV = "AZLIFT_EMULATOR_ENDPOINT"
+STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,26 @@ def check_blob_url(url: str) -> None:
                          f"characters long, found {len(container)}")
 
 
+def signed_in_credential(url: str, advice: str) -> Any:
+    """DefaultAzureCredential, asked once for a storage token, so a missing sign-in fails
+    at once with one line instead of inside every retried request."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import DefaultAzureCredential
+
+    shown = url_without_query(url)
+    if urlsplit(url).scheme != "https":
+        raise UsageError(f"{shown}: no storage credential for an http:// URL (signing in "
+                         f"with an Azure account needs https): {advice}")
+    credential = DefaultAzureCredential()
+    try:
+        credential.get_token(STORAGE_SCOPE)
+    except ClientAuthenticationError as error:
+        raise AuthError(f"{shown}: no Azure sign-in was found (tried the environment, "
+                        f"workload and managed identity, the az CLI, Azure PowerShell and "
+                        f"azd): sign in with `az login`, {advice}") from error
+    return credential
+
+
 def _with_sas(url: str, token: str) -> str:
     parts = urlsplit(url)
     token = token.lstrip("?")
@@ -171,8 +192,8 @@ def resolve_blob(dest: str, options: AuthOptions,
     if options.sas_token:
         return ResolvedBlob(_with_sas(dest, options.sas_token), None, "sas")
     if options.login:
-        from azure.identity import DefaultAzureCredential
-        return ResolvedBlob(dest, DefaultAzureCredential(), "login")
+        return ResolvedBlob(dest, signed_in_credential(
+            dest, "or pass --account-key, --sas-token or --connection-string instead"), "login")
     if urlsplit(dest).query:
         return ResolvedBlob(dest, None, "sas")
     if env.get("AZURE_STORAGE_CONNECTION_STRING"):

@@ -22,13 +22,12 @@ from azure.core.exceptions import (
 from vhd import MIB, Footer
 from vhd._vhd_structs import DISK_TYPE_FIXED, FIXED_DATA_OFFSET, FOOTER_COOKIE, FOOTER_SIZE
 
-from .auth import AuthOptions, blob_path, resolve_blob, url_without_query
+from .auth import AuthOptions, blob_path, resolve_blob, signed_in_credential, url_without_query
 from .errors import AuthError, BlobCheckError, ServiceError, UnreachableError, UsageError
 
 READ_BLOCK = 64 * 1024  # partition probing reads a few sectors at a time: fetch 64 KiB
 
 
-STORAGE_SCOPE = "https://storage.azure.com/.default"
 CREDENTIAL_ENV = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
 
 
@@ -60,21 +59,8 @@ def open_blob(url: str, credential: Any = None, option: str = "blob URL") -> Any
 
 
 def _signed_in_credential(url: str) -> Any:
-    """DefaultAzureCredential, asked once for a token so a missing sign-in fails at once."""
-    shown = url_without_query(url)
     advice = "put a SAS in the URL or set AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_KEY"
-    if urlsplit(url).scheme != "https":
-        raise UsageError(f"{shown}: no storage credential for an http:// URL (sign-in needs "
-                         f"https): {advice}")
-    from azure.identity import DefaultAzureCredential
-
-    credential = DefaultAzureCredential()
-    try:
-        credential.get_token(STORAGE_SCOPE)
-    except ClientAuthenticationError as error:
-        raise AuthError(f"{shown}: no storage credential was found: {advice}, or sign in "
-                        "with `az login`") from error
-    return credential
+    return signed_in_credential(url, advice)
 
 
 @dataclass(frozen=True)

@@ -326,4 +326,5 @@ def test_failed_login_is_one_line(env, tmp_path) -> None:
         env={**bare, "HOME": str(tmp_path)})
     assert done.returncode == 4, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
-    assert "cannot sign requests" in done.stderr and "Traceback" not in done.stderr
+    assert "no Azure sign-in was found" in done.stderr and "`az login`" in done.stderr
+    assert "Traceback" not in done.stderr

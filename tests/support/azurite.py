@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,16 +103,17 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
-    """Azurite's blob service for the whole test session (skips when not installed)."""
+@contextmanager
+def _running_azurite(*extra: str) -> Iterator[tuple[str, int]]:
+    """Start ``azurite-blob`` in memory on a free port with ``extra`` options; stop it after."""
     require_executable(str(AZURITE_BLOB))
     host, port = "127.0.0.1", free_port()
     workdir = tempfile.mkdtemp(prefix="azurite-")
     log = open(Path(workdir) / "azurite.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [str(AZURITE_BLOB), "--blobHost", host, "--blobPort", str(port),
-         "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
+         "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+         *extra],
         cwd=workdir,
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
@@ -122,8 +124,41 @@ def azurite() -> Iterator[Azurite]:
             log.flush()
             tail = (Path(workdir) / "azurite.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{error}; its log ends with:\n{tail}") from None
-        yield Azurite(host=host, port=port)
+        yield host, port
     finally:
         _stop(process)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """Azurite's blob service for the whole test session (skips when not installed)."""
+    with _running_azurite() as (host, port):
+        yield Azurite(host=host, port=port)
+
+
+@dataclass
+class SecureAzurite(Azurite):
+    """Azurite over HTTPS with OAuth: bearer tokens are accepted (and checked for issuer,
+    audience and expiry, not for a signature), besides the development key."""
+
+    ca_file: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://{self.host}:{self.port}/{self.account_name}"
+
+    def service_client(self, **kwargs: object):  # -> BlobServiceClient
+        return super().service_client(connection_verify=self.ca_file, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def azurite_oauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureAzurite]:
+    """Azurite with ``--oauth basic`` over HTTPS, its certificate made for the session."""
+    from .fake_arm import _self_signed as make_certificate
+
+    cert, key = make_certificate(tmp_path_factory.mktemp("azurite-tls"))
+    with _running_azurite("--cert", str(cert), "--key", str(key), "--oauth", "basic") as (
+            host, port):
+        yield SecureAzurite(host=host, port=port, ca_file=str(cert))
