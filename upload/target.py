@@ -62,7 +62,10 @@ class PageTarget(Protocol):
 
     def properties(self) -> BlobState: ...
 
-    def create(self, size: int, overwrite: bool) -> None: ...
+    def create(self, size: int, overwrite: bool,
+               metadata: dict[str, str] | None = None) -> None:
+        """Create the target with ``metadata`` in the same request (no window without it)."""
+        ...
 
     def put_pages(self, offset: int, data: bytes | memoryview, md5: bytes | None) -> int:
         """Write ``data`` at ``offset``; return the HTTP attempts it took (1 = no retry)."""
@@ -264,9 +267,13 @@ class BlobPageTarget:
         return BlobState(length=props.size, blob_type=str(blob_type),
                          metadata=dict(props.metadata or {}), content_md5=md5)
 
-    def create(self, size: int, overwrite: bool) -> None:
-        """Create an empty page blob of ``size`` bytes (and its container if allowed)."""
-        conditions = {} if overwrite else {"if_none_match": "*"}
+    def create(self, size: int, overwrite: bool,
+               metadata: dict[str, str] | None = None) -> None:
+        """Create an empty page blob of ``size`` bytes carrying ``metadata`` (and its
+        container if allowed): one request, so a kill never leaves a blob without it."""
+        conditions: dict[str, Any] = {} if overwrite else {"if_none_match": "*"}
+        if metadata and self._supports_metadata:
+            conditions["metadata"] = metadata
         for attempt in (1, 2):
             try:
                 with self._errors():

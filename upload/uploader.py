@@ -216,8 +216,9 @@ def _prepare_target(target: PageTarget, layout: FixedVhdLayout, fp: Fingerprint,
         _check_length(target, layout)
     journal = Journal.start(fp, journal_dir)  # before creating: a bad state dir costs nothing
     if create:
-        target.create(layout.blob_length, overwrite)
-    target.set_metadata(_metadata(fp, "uploading"))
+        target.create(layout.blob_length, overwrite, _metadata(fp, "uploading"))
+    else:
+        target.set_metadata(_metadata(fp, "uploading"))
     return journal, set(), None
 
 

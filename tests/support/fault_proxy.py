@@ -8,7 +8,10 @@ keeps the proxy small: no response framing to parse.
 
 It counts what it saw: Put Page requests and the body bytes of those forwarded. With
 ``put_page_delay_s`` it also slows every forwarded Put Page, so a test can interrupt an
-upload half-way.
+upload half-way. With ``on_request`` a test sees each request twice, when it has been
+received whole ("received", not yet forwarded) and when the upstream has answered it
+("answered", the answer not yet passed on): the two instants a client can die at. When
+the hook returns False the request is dropped there (not forwarded, or not answered).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .tools import free_port
@@ -47,6 +51,9 @@ class FaultProxy:
     max_resets: int = 0
     seed: int = 1
     put_page_delay_s: float = 0.0  # slow every forwarded Put Page (to interrupt mid-way)
+    # on_request(moment, index, method, target) -> False to drop the request there;
+    # moment "received" or "answered"; index counts requests from 1 in arrival order.
+    on_request: Callable[[str, int, str, str], bool | None] | None = None
     port: int = field(default_factory=free_port)
     stats: FaultStats = field(default_factory=FaultStats)
 
@@ -95,7 +102,7 @@ class FaultProxy:
             length = _content_length(head)
             is_put_page = (method == "PUT" and "comp=page" in target
                            and b"x-ms-page-write: update" in head.lower())
-            fault = self._choose_fault(is_put_page)
+            fault, index = self._choose_fault(is_put_page)
             if fault == "reset":
                 _read_exactly(client, rest, max(0, length // 2 - len(rest)))
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -113,25 +120,33 @@ class FaultProxy:
                 with self._lock:
                     self.stats.put_pages_forwarded += 1
                     self.stats.put_page_bytes_forwarded += length
-            self._forward(client, _with_connection_close(head), body)
+            hook = self.on_request
+            if hook is not None and hook("received", index, method, target) is False:
+                return
+            answered = None if hook is None else (
+                lambda: hook("answered", index, method, target) is not False)
+            self._forward(client, _with_connection_close(head), body, answered)
 
-    def _choose_fault(self, is_put_page: bool) -> str | None:
+    def _choose_fault(self, is_put_page: bool) -> tuple[str | None, int]:
+        """The fault to inject (None: forward it) and the request's arrival number."""
         with self._lock:
             self.stats.requests += 1
+            index = self.stats.requests
             if not is_put_page:
-                return None
+                return None, index
             self.stats.put_pages_seen += 1
             draw = self._random.random()
             if draw < self.reset_share and self.stats.resets_injected < self.max_resets:
                 self.stats.resets_injected += 1
-                return "reset"
+                return "reset", index
             if draw < self.reset_share + self.busy_share and \
                     self.stats.busy_injected < self.max_busy:
                 self.stats.busy_injected += 1
-                return "busy"
-            return None
+                return "busy", index
+            return None, index
 
-    def _forward(self, client: socket.socket, head: bytes, body: bytes) -> None:
+    def _forward(self, client: socket.socket, head: bytes, body: bytes,
+                 answered: Callable[[], bool] | None = None) -> None:
         try:
             with socket.create_connection(self.upstream, timeout=30) as upstream:
                 upstream.sendall(head + body)
@@ -139,6 +154,8 @@ class FaultProxy:
                 while chunk := upstream.recv(1 << 16):
                     response += chunk
         except OSError:
+            return
+        if answered is not None and not answered():
             return
         end = response.find(b"\r\n\r\n")
         if end >= 0:

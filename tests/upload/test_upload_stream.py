@@ -107,8 +107,10 @@ def test_progress_events_are_monotonic_and_complete(tmp_path) -> None:
         def properties(self) -> BlobState:
             return BlobState(0, "PageBlob", dict(self.meta))
 
-        def create(self, size: int, overwrite: bool) -> None:
+        def create(self, size: int, overwrite: bool,
+                   metadata: dict[str, str] | None = None) -> None:
             self.size = size
+            self.meta.update(metadata or {})
 
         def put_pages(self, offset: int, data: bytes, md5: bytes | None) -> int:
             assert md5 == hashlib.md5(data).digest()
