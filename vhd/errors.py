@@ -115,3 +115,10 @@ class FixUnsupportedError(UnsupportedImageError):
     """``fix`` cannot work in place on this image (dynamic/differencing VHD, VHDX): convert it."""
 
     code = "fix_unsupported"
+
+
+class DiskSelectionError(VhdError):
+    """A package holds several disks and none (or one that does not exist) was chosen."""
+
+    code = "disk_selection"
+    exit_code = 2
