@@ -71,12 +71,14 @@ def azlift_command() -> str:
     return str(beside) if beside.exists() else shutil.which("azlift") or "azlift"
 
 
-def bench_convert(workdir: Path, runs: int, data: int) -> dict[str, object]:
-    source = workdir / "source-dynamic.vhd"
+def bench_convert(workdir: Path, runs: int, data: int, source: Path | None = None,
+                  source_format: str = "vpc") -> dict[str, object]:
+    """Race `azlift vhd convert` against qemu-img on ``source`` (default: the dynamic VHD)."""
+    source = source or workdir / "source-dynamic.vhd"
     out_azlift, out_qemu, out_lib = (workdir / "azlift.vhd", workdir / "qemu.vhd",
                                      workdir / "library.vhd")
     times: dict[str, list[float]] = {"azlift": [], "qemu-img": [], "library": []}
-    qemu = ["qemu-img", "convert", "-f", "vpc", "-O", "vpc", "-o",
+    qemu = ["qemu-img", "convert", "-f", source_format, "-O", "vpc", "-o",
             "subformat=fixed,force_size=on", str(source), str(out_qemu)]
     cli = [azlift_command(), "vhd", "convert", "--quiet", str(source), str(out_azlift)]
     for run in range(runs):
@@ -90,7 +92,8 @@ def bench_convert(workdir: Path, runs: int, data: int) -> dict[str, object]:
         vhd.convert(str(source), str(out_lib))
         times["library"].append(time.perf_counter() - started)
     for out in (out_azlift, out_qemu):
-        subprocess.run(["qemu-img", "compare", "-f", "vpc", "-F", "vpc", str(source), str(out)],
+        subprocess.run(["qemu-img", "compare", "-f", source_format, "-F", "vpc", str(source),
+                        str(out)],
                        check=True, stdout=subprocess.DEVNULL)
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {

@@ -80,6 +80,8 @@ def capacity_bytes(value: str, units: str | None) -> int:
         number = int(value.strip())
     except ValueError as error:
         raise OvfError(f"disk capacity {value!r} is not a whole number") from error
+    if number < 0:
+        raise OvfError(f"disk capacity {value!r} is negative")
     if not units:
         return number
     named = NAMED_UNITS.get(units.strip().lower())

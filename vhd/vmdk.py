@@ -38,6 +38,7 @@ from ._vmdk_structs import (
     MARKER_FOOTER,
     MARKER_NAMES,
     MARKER_STRUCT,
+    MAX_CAPACITY_SECTORS,
     MAX_DESCRIPTOR_BYTES,
     READABLE_EXTENTS,
     SECTOR,
@@ -276,7 +277,7 @@ class SparseExtent:
             entry = self._entry(grain)
             if entry > self._zero_marker():
                 if self.header.compressed:
-                    buffer[done:done + count] = self._inflate(grain, entry)[within:within + count]
+                    buffer[done:done + count] = memoryview(self._inflate(grain, entry))[within:within + count]
                 else:
                     source = entry * SECTOR + within
                     if pending and pending[1] + pending[2] == source and pending[0] + pending[2] == done:
@@ -319,15 +320,15 @@ class SparseExtent:
         else:
             data = head
         try:
-            inflater = zlib.decompressobj()
-            out = inflater.decompress(data, self.grain)
+            out = zlib.decompress(data, bufsize=self.grain) if self.header.markers else \
+                zlib.decompressobj().decompress(data, self.grain)
         except zlib.error as error:
             raise ImageFormatError(
                 f"{path}: grain {grain} at offset {where} does not inflate ({error})") from error
-        if len(out) < expected or (self.header.markers and not inflater.eof):
+        if len(out) < expected:
             raise ImageFormatError(
                 f"{path}: grain {grain} at offset {where} inflates to {len(out)} bytes, "
-                f"expected {expected}" + ("" if inflater.eof else " (compressed data cut off)"))
+                f"expected {expected}")
         return out
 
     def extents(self) -> Iterator[tuple[int, int]]:
@@ -443,6 +444,11 @@ class VmdkImage:
             self.starts.append(position)
             position += extent.size
         self._size = position
+        if position > MAX_CAPACITY_SECTORS * SECTOR:
+            self.close()
+            raise ImageFormatError(
+                f"{path}: the extents add up to {position} bytes, beyond VMDK's limit "
+                f"(expected at most {MAX_CAPACITY_SECTORS * SECTOR}, 64 TiB)")
         create_type = self.descriptor.create_type
         self.format = f"vmdk-{create_type}" if create_type else "vmdk"
         self.unique_id = ddb_uuid(self.descriptor.keys.get("ddb.uuid", ""))

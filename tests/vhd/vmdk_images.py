@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.tools import require_executable
-from tests.vhd.images import qemu_convert, qemu_img
+from tests.vhd.images import covered, qemu_convert, qemu_img
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 STREAM_FORMAT = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
@@ -71,16 +71,7 @@ def qemu_map(image: str | os.PathLike[str]) -> list[tuple[int, int]]:
 
 def inside(extents: Sequence[tuple[int, int]], ranges: Sequence[tuple[int, int]]) -> bool:
     """Whether every extent lies within the union of ``ranges``."""
-    for offset, length in extents:
-        position, end = offset, offset + length
-        for start, count in ranges:
-            if start <= position < start + count:
-                position = start + count
-            if position >= end:
-                break
-        if position < end:
-            return False
-    return True
+    return covered(ranges, [(offset, bytes(length)) for offset, length in extents])
 
 
 def ovf_text(disks: Sequence[tuple[str, int, str]], *, compression: str = "") -> str:
