@@ -102,6 +102,8 @@ class SourceReader:
         self._lock = threading.Lock()
 
     def _handle(self) -> tuple[DiskImage, bool]:
+        if getattr(self._image, "thread_safe", False):  # one handle serves every thread
+            return self._image, False
         handle = getattr(self._local, "image", None)
         if handle is None:
             try:

@@ -1,4 +1,4 @@
-"""Disk images: read raw/VHD/VHDX, check them against Azure's rules, convert and fix.
+"""Disk images: read raw/VHD/VHDX/VMDK/OVA, check them against Azure's rules, convert and fix.
 
 No network, no Azure SDK, no other azlift package.
 """
@@ -9,6 +9,7 @@ from .detect import Detection, detect_format, open_image
 from .errors import (
     ChecksumError,
     ContainerFormatError,
+    DiskSelectionError,
     FixUnsupportedError,
     SameFileError,
     FormatMismatchError,
@@ -37,9 +38,11 @@ from .check import (
 )
 from .convert import ConvertResult, convert, footer_for
 from .fix import FixPlan, FixResult, fix, plan_fix
+from .ova import OvaImage
 from .raw import RawImage
 from .vhd import VhdImage
 from .vhdx import VhdxImage
+from .vmdk import VmdkImage
 
 open = open_image  # noqa: A001  (vhd.open(path) reads naturally)
 
@@ -69,6 +72,7 @@ __all__ = [
     "Detection",
     "detect_format",
     "DiskImage",
+    "DiskSelectionError",
     "Footer",
     "FormatMismatchError",
     "ImageFormatError",
@@ -86,6 +90,8 @@ __all__ = [
     "VhdError",
     "VhdImage",
     "VhdxImage",
+    "VmdkImage",
+    "OvaImage",
     "azure_virtual_size",
     "chs_geometry",
     "fixed_footer",

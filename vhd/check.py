@@ -30,7 +30,7 @@ from ._vhd_structs import (
     parse_footer,
     vhd_checksum,
 )
-from .errors import ImageFormatError, VhdError
+from .errors import DiskSelectionError, ImageFormatError, VhdError
 from .image import DiskImage
 from .partitions import DiskLayout, analyze
 from .raw import FileImage, RawImage
@@ -289,10 +289,12 @@ def check_image(image: DiskImage, role: Role | None = None) -> CheckReport:
                        azure_virtual_size(virtual_size), file_size, tuple(findings), layout)
 
 
-def check_path(path: str, role: Role | None = None, format: str | None = None) -> CheckReport:  # noqa: A002
-    """Open and check ``path``; a fixed VHD whose footer fields break the rules is reported
-    as findings (not ready) rather than as an unreadable file."""
-    image, damaged = open_with_damaged_footer(path, format)
+def check_path(path: str, role: Role | None = None, format: str | None = None,  # noqa: A002
+               disk: int | None = None) -> CheckReport:
+    """Open and check ``path`` (``disk``: which disk of an OVA); a fixed VHD whose footer
+    fields break the rules is reported as findings (not ready) rather than as an
+    unreadable file."""
+    image, damaged = open_with_damaged_footer(path, format, disk)
     with image:
         if damaged is None:
             return check_image(image, role)
@@ -304,11 +306,17 @@ def check_path(path: str, role: Role | None = None, format: str | None = None) -
 
 
 def inspect_path(path: str, format: str | None = None,  # noqa: A002
-                 ) -> tuple[dict[str, Any], DiskLayout]:
+                 disk: int | None = None) -> tuple[dict[str, Any], DiskLayout | None]:
     """``describe()`` and the partition layout of ``path``. A fixed VHD whose footer is too
     damaged to open is described from that footer (its problem under ``footer_problem``)
-    rather than refused, as ``check_path`` reports it."""
-    image, damaged = open_with_damaged_footer(path, format)
+    rather than refused, as ``check_path`` reports it. A package of several disks (an
+    OVA) without ``disk`` is described by its list of disks, with no layout."""
+    try:
+        image, damaged = open_with_damaged_footer(path, format, disk)
+    except DiskSelectionError as error:
+        if disk is not None or not error.disks:
+            raise
+        return {"path": path, "format": "ova", "disks": error.disks}, None
     with image:
         info = image.describe()
         layout = analyze(image)
@@ -325,14 +333,14 @@ def inspect_path(path: str, format: str | None = None,  # noqa: A002
 
 
 def open_with_damaged_footer(path: str, format: str | None = None,  # noqa: A002
-                             ) -> tuple[DiskImage, Footer | None]:
+                             disk: int | None = None) -> tuple[DiskImage, Footer | None]:
     """``(image, None)``; or, for a fixed VHD whose footer stops it from opening (see
     ``damaged_fixed_footer``), the file read as raw and that footer, for ``check`` to
     report and ``fix`` to rewrite."""
     from .detect import open_image
 
     try:
-        return open_image(path, format), None
+        return open_image(path, format, disk), None
     except ImageFormatError:
         footer = damaged_fixed_footer(path, format)
         if footer is None:

@@ -139,8 +139,10 @@ def target_size(source_size: int, size: int | None) -> int:
 
 def convert(source: DiskImage | str, dest: str, *, size: int | None = None,
             force: bool = False, progress: Progress | None = None,
-            format: str | None = None, durable: bool = False) -> ConvertResult:  # noqa: A002
-    """Write ``source`` as an Azure-ready fixed VHD at ``dest`` (sparse, atomic rename).
+            format: str | None = None, durable: bool = False,  # noqa: A002
+            disk: int | None = None) -> ConvertResult:
+    """Write ``source`` as an Azure-ready fixed VHD at ``dest`` (sparse, atomic rename);
+    ``disk`` picks one disk of an OVA.
 
     ``durable`` flushes the data to the device before the rename, so DEST survives a
     power loss too (slower: the whole image is written out before returning).
@@ -149,7 +151,7 @@ def convert(source: DiskImage | str, dest: str, *, size: int | None = None,
         return _convert_image(source, os.fspath(dest), size, force, progress, durable)
     from .detect import open_image
 
-    with open_image(os.fspath(source), format) as image:
+    with open_image(os.fspath(source), format, disk) as image:
         return _convert_image(image, os.fspath(dest), size, force, progress, durable)
 
 

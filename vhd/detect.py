@@ -24,18 +24,29 @@ from ._signatures import (
 )
 from ._vhd_structs import FOOTER_COOKIE, FOOTER_SIZE, SHORT_FOOTER_SIZE
 from ._vhdx_structs import FILE_SIGNATURE as VHDX_SIGNATURE
-from .errors import ContainerFormatError, FormatMismatchError, UnknownFormatError
+from .errors import (
+    ContainerFormatError,
+    DiskSelectionError,
+    FormatMismatchError,
+    UnknownFormatError,
+)
 from .image import DiskImage
 from .raw import FileImage, RawImage
 from .vhd import VhdImage
 from .vhdx import VhdxImage
+from .ova import OvaImage
+from .vmdk import VmdkImage
 
-FORMATS = ("raw", "vhd", "vhdx")
-FORMAT_ALIASES = {"raw": "raw", "img": "raw", "vhd": "vhd", "vpc": "vhd", "vhdx": "vhdx"}
+FORMATS = ("raw", "vhd", "vhdx", "vmdk", "ova")
+FORMAT_ALIASES = {"raw": "raw", "img": "raw", "vhd": "vhd", "vpc": "vhd", "vhdx": "vhdx",
+                  "vmdk": "vmdk", "ova": "ova"}
 IMAGE_EXTENSIONS = {".vhd": "vhd", ".avhd": "vhd", ".vhdx": "vhdx", ".avhdx": "vhdx",
                     **EXTENSION_FORMATS}
 # Detected format -> reader. A detected container without an entry here is refused.
-READERS: dict[str, type] = {"raw": RawImage, "vhd": VhdImage, "vhdx": VhdxImage}
+READERS: dict[str, type] = {"raw": RawImage, "vhd": VhdImage, "vhdx": VhdxImage,
+                            "vmdk": VmdkImage, "ova": OvaImage}
+# Readers of packages that hold several disks: they take the disk number.
+MULTI_DISK = {"ova"}
 NATIVE_SIGNATURES = {
     "vhd": "a 'conectix' footer", "vhdx": "the 'vhdxfile' identifier"}
 RAW_BECAUSE = ("no known signature found (looked for VHD, VHDX, "
@@ -97,8 +108,10 @@ def container_error(path: str, detection: Detection) -> ContainerFormatError:
         signature.format)
 
 
-def open_image(path: str | os.PathLike[str], format: str | None = None) -> DiskImage:  # noqa: A002
-    """Open ``path`` as a DiskImage; ``format`` forces "raw", "vhd" or "vhdx".
+def open_image(path: str | os.PathLike[str], format: str | None = None,  # noqa: A002
+               disk: int | None = None) -> DiskImage:
+    """Open ``path`` as a DiskImage; ``format`` forces "raw", "vhd", "vhdx", "vmdk" or
+    "ova"; ``disk`` picks one disk (1-based) of a package that holds several (an OVA).
 
     Without ``format`` the content decides: a known container opens with its reader or is
     refused (ContainerFormatError), and a file whose name promises another format but
@@ -107,7 +120,7 @@ def open_image(path: str | os.PathLike[str], format: str | None = None) -> DiskI
     """
     path = os.fspath(path)
     if format is not None:
-        return _open_forced(path, format)
+        return _open_forced(path, format, disk)
     extension = os.path.splitext(path)[1].lower()
     if extension == ".vhds":
         raise container_error(path, Detection("vhds", VHD_SET))
@@ -123,19 +136,29 @@ def open_image(path: str | os.PathLike[str], format: str | None = None) -> DiskI
                 f"{path}: the name says {claimed.upper()} but the file has no "
                 f"{claimed.upper()} signature (expected {expected}); if it really is a raw "
                 f"disk, pass --format raw")
-        image = RawImage(path)
+        image = construct("raw", path, disk)
         image.raw_reason = RAW_BECAUSE
         return image
-    return READERS[detection.format](path)
+    return construct(detection.format, path, disk)
 
 
-def _open_forced(path: str, format: str) -> DiskImage:  # noqa: A002
+def construct(name: str, path: str, disk: int | None) -> DiskImage:
+    """The reader ``name`` on ``path``; a disk number other than 1 needs a package."""
+    if name in MULTI_DISK:
+        return READERS[name](path, disk)
+    if disk not in (None, 1):
+        raise DiskSelectionError(f"{path} holds one disk ({name}); there is no disk {disk} "
+                                 f"(expected --disk 1 or no --disk)")
+    return READERS[name](path)
+
+
+def _open_forced(path: str, format: str, disk: int | None) -> DiskImage:  # noqa: A002
     name = FORMAT_ALIASES.get(format.lower())
     if name is None:
         raise UnknownFormatError(
             f"unknown image format {format!r}; expected one of {', '.join(FORMATS)}")
     detection = detect_format(path)
-    image = READERS[name](path)
+    image = construct(name, path, disk)
     if detection.signature is not None and detection.format != name:
         image.signature_ignored = detection.signature
     if name == "raw":

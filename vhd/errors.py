@@ -122,3 +122,7 @@ class DiskSelectionError(VhdError):
 
     code = "disk_selection"
     exit_code = 2
+
+    def __init__(self, message: str, disks: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.disks = disks or []

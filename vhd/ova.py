@@ -47,10 +47,9 @@ OVA_ID_NAMESPACE = uuid.UUID("0d8f5a4e-3c7b-4f0e-9a61-5b2f3e7c9d14")
 class OvaPackage:
     """An OVA's members, OVF disks and manifest; members are windows over the file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self.file = FileImage(self.path)
-        self.verify = verify
         self._temps: list[FileImage] = []
         try:
             self.members = self._index()
@@ -135,7 +134,7 @@ class OvaPackage:
         """Check a member against its manifest digest, once (reads the member through)."""
         info = self.member(name)
         entry = self.manifest.get(os.path.basename(info.name)) or self.manifest.get(info.name)
-        if entry is None or info.name in self.verified or not self.verify:
+        if entry is None or info.name in self.verified:
             return
         algorithm, expected = entry
         digest = hashlib.new(algorithm)
@@ -215,10 +214,12 @@ def choose_disk(path: str, disks: list[OvfDisk], number: int | None) -> OvfDisk:
         if len(disks) == 1:
             return disks[0]
         raise DiskSelectionError(
-            f"{path} holds {len(disks)} disks; pass --disk N to choose one: {listing}")
+            f"{path} holds {len(disks)} disks; pass --disk N to choose one: {listing}",
+            [disk.summary() for disk in disks])
     if not 1 <= number <= len(disks):
         raise DiskSelectionError(
-            f"{path}: there is no disk {number}; expected --disk 1 .. {len(disks)}: {listing}")
+            f"{path}: there is no disk {number}; expected --disk 1 .. {len(disks)}: {listing}",
+            [disk.summary() for disk in disks])
     return disks[number - 1]
 
 
@@ -226,11 +227,11 @@ class OvaImage:
     """One disk of an OVA, read in place; ``describe`` also lists the package's disks."""
 
     format = "ova"
+    thread_safe = True  # as its VmdkImage
 
-    def __init__(self, path: str | os.PathLike[str], disk: int | None = None, *,
-                 verify: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], disk: int | None = None) -> None:
         self.path = os.fspath(path)
-        self.package = OvaPackage(self.path, verify=verify)
+        self.package = OvaPackage(self.path)
         try:
             self.disk = choose_disk(self.path, self.package.disks, disk)
             self.inner = self._open_disk(self.disk)
@@ -284,10 +285,6 @@ class OvaImage:
                     manifest={name: algorithm for name, algorithm
                               in self.package.verified.items()})
         return info
-
-    def reopen(self) -> "OvaImage":
-        """A second, independent handle on the same disk (for worker threads)."""
-        return OvaImage(self.path, self.disk.number, verify=False)  # this handle verified
 
     def close(self) -> None:
         self.inner.close()

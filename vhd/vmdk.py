@@ -424,7 +424,13 @@ def read_stream_footer(window: Window) -> SparseHeader:
 
 # --- the image ------------------------------------------------------------------------
 class VmdkImage:
-    """A VMDK: a descriptor and its extents, read as one guest disk."""
+    """A VMDK: a descriptor and its extents, read as one guest disk.
+
+    ``read`` may be called from several threads at once (positional reads, tables read
+    only), which is how compressed grains get inflated in parallel.
+    """
+
+    thread_safe = True
 
     def __init__(self, path: str | os.PathLike[str], *, window: Window | None = None,
                  opener: Opener | None = None) -> None:
@@ -532,10 +538,6 @@ class VmdkImage:
             "extents": [extent.describe() for extent in self.extent_list],
             "parents": [],
         }
-
-    def reopen(self) -> "VmdkImage":
-        """A second, independent handle on the same disk (for worker threads)."""
-        return VmdkImage(self.path)
 
     def close(self) -> None:
         for extent in self.extent_list:

@@ -56,6 +56,12 @@ CheckOnlyOption = Annotated[
     bool, typer.Option("--check-only", help="Run the readiness checks and stop (exit 1 on "
                        "blockers)."),
 ]
+DiskOption = Annotated[
+    int | None,
+    typer.Option("--disk", min=1, metavar="N",
+                 help="Which disk of an OVA that holds several (1-based, in the OVF's order; "
+                      "`azlift vhd inspect` lists them)."),
+]
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Run the checks and print the plan; change nothing."),
 ]
@@ -80,13 +86,14 @@ def warn(message: str) -> None:
     say(f"azlift: warning: {message}", err=True)
 
 
-def open_source_image(path: str, format: str | None) -> Any:  # noqa: A002
+def open_source_image(path: str, format: str | None,  # noqa: A002
+                      disk: int | None = None) -> Any:
     """``vhd.open_image`` for commands that send an image on: a --format that overrode a
     container signature gets its warning before any byte goes anywhere."""
     import vhd
     from vhd.check import source_findings
 
-    image = vhd.open_image(path, format)
+    image = vhd.open_image(path, format, disk)
     for finding in source_findings(image):
         warn(f"{finding.code}: {finding.message}")
     return image

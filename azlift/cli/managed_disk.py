@@ -58,7 +58,8 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
                          subscription: str | None, cloud: str, arm_endpoint: str | None,
                          threads: int, resume: bool, keep_open: bool, json_output: bool,
                          quiet: bool, source_format: str | None, retries: int | None = None,
-                         timeout: float | None = None, dry_run: bool = False) -> int:
+                         timeout: float | None = None, dry_run: bool = False,
+                         disk: int | None = None) -> int:
     """Create the disk (create option Upload), upload SOURCE through its write SAS, revoke.
 
     ``retries``/``timeout`` are the upload command's --retries/--timeout (the page engine's
@@ -76,7 +77,7 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
     session = ArmSession.open(ArmOptions(subscription=disk_id.subscription, cloud=cloud,
                                          arm_endpoint=arm_endpoint, quiet=quiet,
                                          dry_run=dry_run))
-    with open_source_image(source, source_format) as image:
+    with open_source_image(source, source_format, disk) as image:
         decided = _hints(image, os_type, hyper_v_generation, session)
         layout = fixed_vhd_layout(image)
         check_rules(layout.virtual_size, "os" if decided.os_type else None)

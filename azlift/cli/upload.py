@@ -22,8 +22,8 @@ from upload.uploader import ProgressEvent, UploadSummary, upload_image
 from upload.verify import VerifyReport, verify_upload
 
 from ..redact import redact_text, redact_url
-from .common import (STATE, DefaultCommandGroup, JsonOption, QuietOption, emit_json,
-                     open_source_image, say)
+from .common import (STATE, DefaultCommandGroup, DiskOption, JsonOption, QuietOption,
+                     emit_json, open_source_image, say)
 
 app = typer.Typer(
     cls=DefaultCommandGroup,
@@ -39,9 +39,11 @@ app = typer.Typer(
 )
 
 SourceArg = Annotated[Path, typer.Argument(
-    metavar="SOURCE", help="Disk image: raw, VHD (fixed, dynamic, differencing) or VHDX.", show_default=False)]
+    metavar="SOURCE", help="Disk image: raw, VHD (fixed, dynamic, differencing), VHDX, VMDK or "
+    "OVA.", show_default=False)]
 FormatOption = Annotated[str | None, typer.Option(
-    "--format", help="Read SOURCE as this format (raw, vhd, vhdx) instead of detecting it.")]
+    "--format", help="Read SOURCE as this format (raw, vhd, vhdx, vmdk, ova) instead of "
+    "detecting it.")]
 ConnectionStringOption = Annotated[str | None, typer.Option(
     "--connection-string", help="Storage connection string (else $AZURE_STORAGE_CONNECTION_STRING).",
     show_default=False)]
@@ -189,6 +191,7 @@ def send(
     data_disk: Annotated[bool, typer.Option(
         "--data-disk", help="Apply the data-disk size rules.")] = False,
     source_format: FormatOption = None,
+    disk: DiskOption = None,
     retries: RetriesOption = 6,
     timeout: TimeoutOption = 60.0,
     managed_disk: Annotated[str | None, typer.Option(
@@ -234,7 +237,8 @@ def send(
             os_type=os_type, hyper_v_generation=hyper_v_generation, subscription=subscription,
             cloud=cloud, arm_endpoint=arm_endpoint, threads=threads, resume=resume,
             keep_open=keep_open, json_output=json_output, quiet=quiet,
-            source_format=source_format, retries=retries, timeout=timeout, dry_run=dry_run)
+            source_format=source_format, retries=retries, timeout=timeout, dry_run=dry_run,
+            disk=disk)
         raise typer.Exit(code)
     if dry_run:
         raise UsageError("--dry-run goes with --managed-disk (it prints the ARM requests); "
@@ -246,7 +250,7 @@ def send(
     role = "os" if os_disk else "data" if data_disk else None
     target = _target(dest_url, auth, retries, timeout, threads)
     try:
-        with open_source_image(str(source), source_format) as image, \
+        with open_source_image(str(source), source_format, disk) as image, \
                 _progress_bar(_show_progress(quiet), source.name) as progress:
             summary = upload_image(image, target, threads=threads, resume=resume,
                                    overwrite=overwrite, content_md5=content_md5,
@@ -288,6 +292,7 @@ def verify(
     emulator_endpoint: EmulatorEndpointOption = None,
     threads: ThreadsOption = 8,
     source_format: FormatOption = None,
+    disk: DiskOption = None,
     retries: RetriesOption = 6,
     timeout: TimeoutOption = 60.0,
     json_output: JsonOption = False,
@@ -301,7 +306,7 @@ def verify(
                          emulator_endpoint)
     target = _target(dest_url, auth, retries, timeout)
     try:
-        with open_source_image(str(source), source_format) as image:
+        with open_source_image(str(source), source_format, disk) as image:
             report = verify_upload(image, target, threads=threads)
     finally:
         target.close()

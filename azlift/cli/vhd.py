@@ -17,11 +17,11 @@ from vhd.check import CheckReport
 from vhd.partitions import DiskLayout
 
 from .. import exit_codes
-from .common import ForceOption, JsonOption, QuietOption, STATE, emit_json, say, warn
+from .common import DiskOption, ForceOption, JsonOption, QuietOption, STATE, emit_json, say, warn
 
 app = typer.Typer(
     help=(
-        "Read, check and convert disk images (raw, VHD, VHDX) for Azure.\n\n"
+        "Read, check and convert disk images (raw, VHD, VHDX, VMDK, OVA) for Azure.\n\n"
         "Examples:\n\n"
         "  azlift vhd inspect disk.vhdx\n\n"
         "  azlift vhd check disk.vhd --os-disk --json\n\n"
@@ -37,6 +37,8 @@ class ImageFormat(str, Enum):
     raw = "raw"
     vhd = "vhd"
     vhdx = "vhdx"
+    vmdk = "vmdk"
+    ova = "ova"
 
 
 FormatOption = Annotated[
@@ -46,7 +48,8 @@ FormatOption = Annotated[
                       "(e.g. a raw disk named .vhd)."),
 ]
 ImageArgument = Annotated[str, typer.Argument(metavar="IMAGE",
-                                              help="Disk image file (raw, VHD or VHDX).",
+                                              help="Disk image file (raw, VHD, VHDX, VMDK or "
+                                                   "OVA).",
                                               show_default=False)]
 
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
@@ -125,7 +128,7 @@ def _print(lines: list[str]) -> None:
 
 @app.command()
 def inspect(image: ImageArgument, json_out: JsonOption = False,
-            format: FormatOption = None) -> None:  # noqa: A002
+            format: FormatOption = None, disk: DiskOption = None) -> None:  # noqa: A002
     """Show what a disk image holds: format, sizes, headers, partitions, OS and generation.
 
     Examples:
@@ -133,8 +136,17 @@ def inspect(image: ImageArgument, json_out: JsonOption = False,
       azlift vhd inspect disk.vhdx
 
       azlift vhd inspect disk.img --format raw --json
+
+      azlift vhd inspect vm.ova --disk 2
     """
-    info, layout = vhd.inspect_path(image, _format_name(format))
+    info, layout = vhd.inspect_path(image, _format_name(format), disk)
+    if layout is None:  # a package of several disks: list them
+        if json_out:
+            emit_json({"ok": True, **info, "layout": None})
+        else:
+            _print([image, *render_mapping(info)])
+        warn(f"{image} holds {len(info['disks'])} disks; pass --disk N to inspect one")
+        return
     if json_out:
         emit_json({"ok": True, **info, "layout": layout.to_dict()})
     else:
@@ -171,6 +183,7 @@ def check(
     data_disk: Annotated[bool, typer.Option("--data-disk", help="Check as a data disk "
                                             "(at most 32767 GiB).")] = False,
     format: FormatOption = None,  # noqa: A002
+    disk: DiskOption = None,
 ) -> None:
     """Check an image against every rule Azure enforces. Exit 0 ready, 1 not ready, 3 unreadable.
 
@@ -183,7 +196,7 @@ def check(
     if os_disk and data_disk:
         raise typer.BadParameter("expected at most one of --os-disk and --data-disk, found both")
     role = "os" if os_disk else "data" if data_disk else None
-    report = vhd.check_path(image, role, _format_name(format))
+    report = vhd.check_path(image, role, _format_name(format), disk)
     if json_out:
         emit_json({"ok": True, **report.to_dict()})
     else:
@@ -241,7 +254,7 @@ def _warn_findings(findings: tuple[vhd.Finding, ...]) -> None:
 @app.command()
 def convert(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="Image to read (raw, VHD, "
-                                          "VHDX).", show_default=False)],
+                                          "VHDX, VMDK, OVA).", show_default=False)],
     dest: Annotated[str, typer.Argument(metavar="DEST", help="Fixed VHD to write.",
                                         show_default=False)],
     size: Annotated[str | None, typer.Option(
@@ -254,6 +267,7 @@ def convert(
     json_out: JsonOption = False,
     quiet: QuietOption = False,
     format: FormatOption = None,  # noqa: A002
+    disk: DiskOption = None,
 ) -> None:
     """Write SOURCE as an Azure-ready fixed VHD at DEST (sparse; SOURCE is never modified).
 
@@ -268,7 +282,7 @@ def convert(
     try:
         with terminate_as_interrupt():
             result = vhd.convert(source, dest, size=wanted, force=force, progress=bar,
-                                 format=_format_name(format), durable=sync)
+                                 format=_format_name(format), durable=sync, disk=disk)
     finally:
         bar.close()
     if json_out:
