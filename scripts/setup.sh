@@ -2,7 +2,8 @@
 # Set up everything azlift and its tests need, inside the project folder:
 #   .venv/          Python virtual environment with azlift installed (editable) + test extras
 #   .tools/         Azurite (storage emulator) from npm
-# System packages (qemu-utils, openssh-server, busybox-static) come from apt when missing
+# System packages (qemu-utils, openssh-server, busybox-static, python3-vmdkstream) come
+# from apt when missing
 # and when we are root (or have sudo). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need_apt+=(busybox-static)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+# VMware's stream-optimized layout (grain directory at the end) for the VMDK tests only:
+# qemu-img cannot write it; Debian's VMDKstream runs with the system python3.
+/usr/bin/python3 -c "import VMDKstream" >/dev/null 2>&1 || need_apt+=(python3-vmdkstream)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then

@@ -30,6 +30,7 @@ from ._vmdk_structs import (
     DESCRIPTOR_SIGNATURE,
     DEVICE_CREATE_TYPES,
     DEVICE_EXTENTS,
+    FLAG_REDUNDANT_GD,
     GD_AT_END,
     GRAIN_MARKER_SIZE,
     GTE_ZEROED,
@@ -211,14 +212,21 @@ class SparseExtent:
         self.size = (header.capacity if sectors is None else sectors) * SECTOR
         self.grain = header.grain_bytes
         self.per_table = header.gtes_per_gt
-        self.tables = self._read_tables()
+        self.directory_used = "footer" if self.footer_used else "header"
+        try:
+            self.tables = self._read_tables(header.gd_offset)
+        except TruncatedImageError:
+            if not (header.flags & FLAG_REDUNDANT_GD and header.rgd_offset):
+                raise
+            self.tables = self._read_tables(header.rgd_offset)  # the copy kept for this
+            self.directory_used = "redundant"
 
     # -- the map ------------------------------------------------------------------------
-    def _read_tables(self) -> dict[int, np.ndarray]:
+    def _read_tables(self, gd_sector: int) -> dict[int, np.ndarray]:
         header, window, path = self.header, self.window, self.window.path
         count = header.gd_entries
-        gd_offset = header.gd_offset * SECTOR
-        if gd_offset + 4 * count > window.size or header.gd_offset == 0:
+        gd_offset = gd_sector * SECTOR
+        if gd_offset + 4 * count > window.size or gd_sector == 0:
             raise TruncatedImageError(
                 f"{path}: the grain directory ({count} entries at offset {gd_offset}) lies "
                 f"outside the file (file size {window.size})")
@@ -366,7 +374,7 @@ class SparseExtent:
             "version": header.version, "flags": f"0x{header.flags:x}",
             "grain_size": self.grain, "compressed": header.compressed,
             "markers": header.markers, "zeroed_grains": header.zeroed_gte,
-            "grain_directory": "footer" if self.footer_used else "header",
+            "grain_directory": self.directory_used,
             "allocated_grains": self.allocated_grains(),
         }
 
@@ -467,6 +475,11 @@ class VmdkImage:
             self._primary = None  # the extent owns it now
             self.extent_list.append(extent)
             descriptor = embedded_descriptor(primary, extent.header_at_start)
+            if not descriptor.extents:
+                raise UnsupportedImageError(
+                    f"{primary.path}: a VMDK sparse extent without a descriptor is one piece "
+                    f"of a split disk (twoGbMaxExtentSparse); open the descriptor .vmdk that "
+                    f"names it instead")
             refuse_unreadable(primary.path, descriptor)
             return descriptor, True
         if not looks_like_descriptor(head):

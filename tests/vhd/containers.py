@@ -156,6 +156,14 @@ CONTAINERS: dict[str, tuple[Maker, str]] = {
     "vhds": (_bytes("shared.vhds", _header(b"vhdxfile")), "VHD Set"),
 }
 
+# Cases a reader of azlift's own opens (or refuses for what is inside: an OVA without a
+# VMDK disk, one extent of a split VMDK): the refusal of unreadable containers is tested
+# on the others; tests/vhd/test_vmdk.py and test_ova.py cover these.
+READ_BY_A_READER = {"vmdk-monolithicSparse", "vmdk-streamOptimized",
+                    "vmdk-twoGbMaxExtentSparse", "vmdk-twoGbMaxExtentSparse-extent",
+                    "vmdk-monolithicFlat", "vmdk-twoGbMaxExtentFlat", "ova-ustar", "ova-pax"}
+REFUSED_CASES = [name for name in CONTAINERS if name not in READ_BY_A_READER]
+
 # Containers whose content is recognised whatever the name (not the .vhds case, which only
 # its name gives away).
 CONTENT_CASES = [name for name in CONTAINERS if name != "vhds"]

@@ -157,10 +157,20 @@ def patch(path: Path, offset: int, data: bytes) -> Path:
 
 
 def test_a_grain_directory_past_the_end_is_refused(tmp_path: Path, raw: Path) -> None:
-    path = patch(make_vmdk(raw, tmp_path / "s.vmdk", "monolithicSparse"), 56,
-                 struct.pack("<Q", 1 << 30))
+    path = make_vmdk(raw, tmp_path / "s.vmdk", "monolithicSparse")
+    patch(path, 48, struct.pack("<Q", 1 << 30))  # the redundant copy too
+    patch(path, 56, struct.pack("<Q", 1 << 30))
     with pytest.raises(TruncatedImageError, match="grain directory"):
         VmdkImage(path)
+
+
+def test_the_redundant_directory_stands_in_for_a_lost_one(tmp_path: Path, raw: Path,
+                                                          chunks: list[Chunk]) -> None:
+    path = patch(make_vmdk(raw, tmp_path / "s.vmdk", "monolithicSparse"), 56,
+                 struct.pack("<Q", 1 << 30))
+    with VmdkImage(path) as image:
+        assert image.describe()["extents"][0]["grain_directory"] == "redundant"
+        assert bytes(image.read(0, SIZE)) == expected_bytes(SIZE, chunks)
 
 
 def test_a_truncated_compressed_grain_fails_the_read(tmp_path: Path, raw: Path) -> None:
@@ -233,3 +243,9 @@ def test_a_garbled_extent_line_is_refused(tmp_path: Path) -> None:
     path.write_text('# Disk DescriptorFile\ncreateType="monolithicFlat"\nRW lots FLAT "x" 0\n')
     with pytest.raises(ImageFormatError, match="not an extent line"):
         VmdkImage(path)
+
+
+def test_one_extent_of_a_split_disk_is_refused(tmp_path: Path, raw: Path) -> None:
+    make_vmdk(raw, tmp_path / "split.vmdk", "twoGbMaxExtentSparse")
+    with pytest.raises(UnsupportedImageError, match="open the descriptor"):
+        VmdkImage(tmp_path / "split-s001.vmdk")
