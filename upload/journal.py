@@ -162,19 +162,30 @@ class Journal:
     def acknowledge(self, offset: int) -> None:
         """Record that the unit at ``offset`` is on the service (one append)."""
         with self._lock:
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                os.write(self._fd, f"{offset}\n".encode())
+                now = time.monotonic()
+                if now - self._last_sync >= FSYNC_INTERVAL_S:
+                    os.fsync(self._fd)
+                    self._last_sync = now
+            except OSError as error:
+                raise JournalError(
+                    f"cannot record the upload's progress in {self.path}: "
+                    f"{error.strerror or error}; what was recorded before is kept: free "
+                    "space there (or set AZLIFT_STATE_DIR), then rerun with --resume") from error
             self.acknowledged.add(offset)
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            os.write(self._fd, f"{offset}\n".encode())
-            now = time.monotonic()
-            if now - self._last_sync >= FSYNC_INTERVAL_S:
-                os.fsync(self._fd)
-                self._last_sync = now
 
     def close(self) -> None:
+        """Flush and close; a failure here (the disk that failed an append) is not worth
+        hiding the error that stopped the upload, so it is swallowed."""
         with self._lock:
             if self._fd is not None:
-                os.fsync(self._fd)
+                try:
+                    os.fsync(self._fd)
+                except OSError:
+                    pass
                 os.close(self._fd)
                 self._fd = None
 

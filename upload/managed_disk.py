@@ -170,14 +170,25 @@ class DirectUpload:
             self.note(f"all pages of disk {self.disk.name} were sent, but its write access is "
                       f"still open; close it with `az disk revoke-access --ids {self.resource_id}`")
             raise
+        except KeyboardInterrupt:
+            self._note_interrupted_revoke()
+            raise
         disk = self._get()
         return DirectUploadResult(id=getattr(disk, "id", None) or self.resource_id,
                                   disk_state=_value(getattr(disk, "disk_state", None)),
                                   created=created, summary=summary)
 
+    def _note_interrupted_revoke(self) -> None:
+        self.note(f"interrupted while revoking access to disk {self.disk.name}: its write "
+                  f"access may still be open; close it with `az disk revoke-access --ids "
+                  f"{self.resource_id}`")
+
     def _revoke_after_failure(self) -> None:
         try:
             self.revoke()
+        except KeyboardInterrupt:  # a second Ctrl-C during the clean-up
+            self._note_interrupted_revoke()
+            raise
         except Exception as error:  # noqa: BLE001 - the upload's own error matters more
             self.note(f"could not revoke access to disk {self.disk.name} ({error}); close it "
                       f"with `az disk revoke-access --ids {self.resource_id}`")

@@ -371,6 +371,6 @@ def _drain(run: _Run, in_flight: dict[Future[UnitResult], bool]) -> None:
     for future in list(in_flight):
         try:
             result = future.result()
+            run.record(result, in_flight.pop(future))
         except BaseException:  # noqa: BLE001 - the first error is the one reported
             continue
-        run.record(result, in_flight.pop(future))

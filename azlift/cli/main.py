@@ -6,8 +6,12 @@ stdout) plus the exit code their class declares; tracebacks only with --debug.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -128,6 +132,25 @@ def root(
 
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (kill, a CI job's time-out, a service manager stopping it) like
+    Ctrl-C in every command: the same clean-up runs (temporary output removed, upload
+    state kept, managed disk access revoked) and the exit code is 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point. With ``argv`` (tests), return the exit code instead of exiting."""
     STATE.debug = STATE.json = STATE.quiet = False
@@ -135,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in args:
         STATE.debug = True
     try:
-        app(args=args, prog_name="azlift")
+        with terminate_as_interrupt():
+            app(args=args, prog_name="azlift")
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     else:

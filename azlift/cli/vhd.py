@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 import re
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Any
 
@@ -228,24 +224,6 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (kill, a CI job's timeout) like Ctrl-C while writing, so the
-    temporary output is removed instead of left behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _warn_findings(findings: tuple[vhd.Finding, ...]) -> None:
     for finding in findings:
         warn(f"{finding.code}: {finding.message}")
@@ -280,9 +258,8 @@ def convert(
     wanted = parse_size(size) if size is not None else None
     bar = _ProgressBar("converting")
     try:
-        with terminate_as_interrupt():
-            result = vhd.convert(source, dest, size=wanted, force=force, progress=bar,
-                                 format=_format_name(format), durable=sync, disk=disk)
+        result = vhd.convert(source, dest, size=wanted, force=force, progress=bar,
+                             format=_format_name(format), durable=sync, disk=disk)
     finally:
         bar.close()
     if json_out:

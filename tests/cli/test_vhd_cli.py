@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from azlift.cli.main import app
-from azlift.cli.vhd import parse_size, terminate_as_interrupt
+from azlift.cli.main import app, terminate_as_interrupt
+from azlift.cli.vhd import parse_size
 from tests.cli.conftest import installed_azlift
 from tests.support import disk_layouts as layouts
 from tests.vhd import corpus

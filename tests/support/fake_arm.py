@@ -120,6 +120,9 @@ class FakeArm:
     fail_next_operation: tuple[str, str] | None = None
     read_only_sas: bool = False
     disk_blobs: dict[str, str] = field(default_factory=dict)
+    # Called with (method, path) as each request arrives, before it is answered: a test
+    # can act at that instant (e.g. interrupt the client while it waits for the answer).
+    on_request: Any = None
     lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
@@ -161,6 +164,8 @@ class FakeArm:
             document = body.decode(errors="replace")
         with self.lock:
             self.requests.append(Recorded(method, parts.path, query, document))
+        if self.on_request is not None:
+            self.on_request(method, parts.path)
         if headers.get("Authorization") != f"Bearer {TOKEN}":
             raise ArmFault(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' "
                            "header is missing or not a valid bearer token.")

@@ -298,3 +298,39 @@ def test_upload_command_dry_run_needs_a_managed_disk(capsys, source):
     _, err = capsys.readouterr()
     assert code == 2
     assert "--dry-run goes with --managed-disk" in err
+
+
+@pytest.mark.parametrize("first", [KeyboardInterrupt, None])
+def test_ctrl_c_during_the_revoke_says_the_disk_may_be_open(arm, first):
+    """A (second) Ctrl-C while access is being revoked: a real SIGINT delivered as the
+    revoke request reaches ARM, so the client is waiting for ARM's answer."""
+    import os
+    import signal
+
+    from upload.arm import ArmTarget, compute_client
+    from upload.managed_disk import DirectUpload
+    from upload.register import Registrar
+
+    client = compute_client(ArmTarget.resolve(None, arm_endpoint=arm.base_url))
+    notes: list[str] = []
+    job = DirectUpload(Registrar(client), disk_id(arm, "d5"), on_note=notes.append)
+
+    def interrupt_the_revoke(method: str, path: str) -> None:
+        if path.endswith("/d5/endGetAccess"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def send(sas_url: str, resume: bool) -> str:
+        arm.on_request = interrupt_the_revoke
+        if first is not None:
+            raise first("the first Ctrl-C, during the upload")
+        return "sent"
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            job.run(upload_disk_model(location="westeurope", upload_size=SIZE + 512), send)
+    finally:
+        arm.on_request = None
+    assert len(arm.calls("POST", "/d5/endGetAccess")) == 1
+    assert notes[-1] == (f"interrupted while revoking access to disk d5: its write access may "
+                         f"still be open; close it with `az disk revoke-access --ids "
+                         f"{disk_id(arm, 'd5')}`")

@@ -151,3 +151,38 @@ def test_kill_at_every_instant_then_resume_or_the_named_command_completes(
     create = [kind for kind, _ in outcomes].index("PUT create")
     after_create = outcomes[create + (0 if moment == "answered" else 1):]
     assert all(outcome == "resumed" for _, outcome in after_create), outcomes
+
+
+def test_sigterm_mid_upload_is_an_interruption_and_resume_finishes(
+        azurite, disk: Path, tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: F811
+    """kill (a CI time-out, a service manager) is Ctrl-C: exit 130, progress kept."""
+    running: dict[str, subprocess.Popen] = {}
+    pages_answered = []
+
+    def terminate_after_two_pages(moment: str, index: int, method: str, target: str) -> bool:
+        if moment == "answered" and "comp=page" in target:
+            pages_answered.append(index)
+            if len(pages_answered) == 2:
+                os.kill(running["process"].pid, signal.SIGTERM)
+        return True
+
+    container = azurite.new_container()
+    state_dir = tmp_path / "state"
+    with FaultProxy((azurite.host, azurite.port), on_request=terminate_after_two_pages,
+                    put_page_delay_s=0.3) as proxy:
+        done = upload_through(proxy, azurite, disk, container, state_dir,
+                              on_start=lambda p: running.update(process=p))
+        assert done.returncode == 130, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("azlift: ")
+        assert "interrupted" in done.stderr and "Traceback" not in done.stderr
+        assert "--resume" in done.stderr
+        [journal] = (state_dir / "uploads").glob("*.journal")
+        assert len(journal.read_text().splitlines()) >= 3  # header + the two acknowledged
+        proxy.on_request = None
+        code, err = run_in_process(monkeypatch, proxy, azurite, state_dir, "upload", str(disk),
+                                   f"{container}/disk.vhd", "--resume", "--json",
+                                   capsys=capsys)
+        assert code == 0, err
+        code, err = run_in_process(monkeypatch, proxy, azurite, state_dir, "upload", "verify",
+                                   str(disk), f"{container}/disk.vhd", capsys=capsys)
+        assert code == 0, err
