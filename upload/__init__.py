@@ -25,6 +25,7 @@ from .journal import Fingerprint, Journal, state_dir
 from .stream import FixedVhdLayout, fixed_vhd_layout
 from .target import BlobPageTarget, BlobState, PageTarget, RetrySettings
 from .uploader import ProgressEvent, UploadSummary, upload_image
+from .pipe import upload_stream
 from .verify import Difference, VerifyReport, verify_upload
 from .arm import ArmTarget, RecordingTransport, compute_client
 from .blob_source import BlobDiskImage, BlobFacts, inspect_blob
@@ -51,6 +52,7 @@ __all__ = [
     "resolve_blob",
     "state_dir",
     "upload_image",
+    "upload_stream",
     "Difference",
     "VerifyReport",
     "verify_upload",

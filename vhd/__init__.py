@@ -43,6 +43,7 @@ from .raw import RawImage
 from .vhd import VhdImage
 from .vhdx import VhdxImage
 from .vmdk import VmdkImage
+from .vmdk_stream import VmdkStream, open_ova_stream, open_vmdk_stream
 
 open = open_image  # noqa: A001  (vhd.open(path) reads naturally)
 
@@ -91,6 +92,9 @@ __all__ = [
     "VhdImage",
     "VhdxImage",
     "VmdkImage",
+    "VmdkStream",
+    "open_ova_stream",
+    "open_vmdk_stream",
     "OvaImage",
     "azure_virtual_size",
     "chs_geometry",

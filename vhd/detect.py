@@ -39,7 +39,7 @@ from .vmdk import VmdkImage
 
 FORMATS = ("raw", "vhd", "vhdx", "vmdk", "ova")
 FORMAT_ALIASES = {"raw": "raw", "img": "raw", "vhd": "vhd", "vpc": "vhd", "vhdx": "vhdx",
-                  "vmdk": "vmdk", "ova": "ova"}
+                  "vmdk": "vmdk", "vmdk-stream": "vmdk", "ova": "ova"}
 IMAGE_EXTENSIONS = {".vhd": "vhd", ".avhd": "vhd", ".vhdx": "vhdx", ".avhdx": "vhdx",
                     **EXTENSION_FORMATS}
 # Detected format -> reader. A detected container without an entry here is refused.

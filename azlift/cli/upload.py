@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -228,6 +228,8 @@ def send(
         raise UsageError("--overwrite and --resume exclude each other")
     if os_disk and data_disk:
         raise UsageError("--os-disk and --data-disk exclude each other")
+    if str(source) == "-":
+        _refuse_for_a_pipe(source_format, resume, content_md5, managed_disk)
     if managed_disk:
         if dest_url is not None:
             raise UsageError("give either DEST_URL or --managed-disk, not both")
@@ -249,18 +251,62 @@ def send(
                          emulator_endpoint)
     role = "os" if os_disk else "data" if data_disk else None
     target = _target(dest_url, auth, retries, timeout, threads)
+    if str(source) == "-":
+        _run_upload(target, source, quiet, "interrupted; a disk read from stdin cannot be "
+                    "resumed: send it again with --overwrite",
+                    lambda progress: _send_pipe(source_format, disk, target, threads,
+                                                overwrite, role, progress))
+        return
+
+    def send_file(progress: Any) -> UploadSummary:
+        with open_source_image(str(source), source_format, disk) as image:
+            return upload_image(image, target, threads=threads, resume=resume,
+                                overwrite=overwrite, content_md5=content_md5,
+                                progress=progress, role=role)
+    _run_upload(target, source, quiet, "interrupted; what was sent is recorded: rerun the "
+                "same command with --resume to continue", send_file)
+
+
+def _run_upload(target: Any, source: Path, quiet: bool, interrupted: str,
+                send: Callable[[Any], UploadSummary]) -> None:
+    """Run ``send`` with a progress bar, close the target, render the summary."""
     try:
-        with open_source_image(str(source), source_format, disk) as image, \
-                _progress_bar(_show_progress(quiet), source.name) as progress:
-            summary = upload_image(image, target, threads=threads, resume=resume,
-                                   overwrite=overwrite, content_md5=content_md5,
-                                   progress=progress, role=role)
+        with _progress_bar(_show_progress(quiet), source.name or "stdin") as progress:
+            summary = send(progress)
     except KeyboardInterrupt:
-        raise UploadInterrupted("interrupted; what was sent is recorded: rerun the same "
-                                "command with --resume to continue") from None
+        raise UploadInterrupted(interrupted) from None
     finally:
         target.close()
     _render_summary(source, target.identity, summary)
+
+
+PIPE_FORMATS = ("vmdk-stream", "ova")
+
+
+def _refuse_for_a_pipe(source_format: str | None, resume: bool, content_md5: bool,
+                       managed_disk: str | None) -> None:
+    if source_format not in PIPE_FORMATS:
+        raise UsageError("reading SOURCE from stdin (-) needs --format vmdk-stream (a "
+                         "streamOptimized VMDK) or --format ova (an OVA, with --disk N when "
+                         "it holds several disks)")
+    if resume or content_md5 or managed_disk:
+        raise UsageError("a disk read from stdin is sent in one pass: --resume, "
+                         "--content-md5 and --managed-disk need a file")
+
+
+def _send_pipe(source_format: str | None, disk: int | None, target: Any, threads: int,
+               overwrite: bool, role: str | None, progress: Any) -> UploadSummary:
+    """Upload the streamOptimized VMDK (or OVA) arriving on stdin, in one pass."""
+    from upload.pipe import upload_stream
+    from vhd.vmdk_stream import open_ova_stream, open_vmdk_stream
+
+    stdin = sys.stdin.buffer
+    source = open_ova_stream(stdin, disk) if source_format == "ova" else open_vmdk_stream(stdin)
+    try:
+        return upload_stream(source, target, threads=threads, overwrite=overwrite, role=role,
+                             progress=progress)
+    finally:
+        source.close()
 
 
 def _render_verify(source: Path, report: VerifyReport) -> None:
