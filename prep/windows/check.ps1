@@ -36,6 +36,8 @@ function Get-RegValue([string] $Path, [string] $Name) {
 
 function Get-Fact([scriptblock] $Query) {
     # One section of facts; any error inside it replaces the section with its reason.
+    # Cmdlets that are functions of script or CDXML modules (NetSecurity, Appx, BitLocker,
+    # Storage) do not see this preference, so each call also says -ErrorAction Stop.
     $ErrorActionPreference = 'Stop'
     try {
         & $Query
@@ -73,20 +75,20 @@ $memory = "$sessionManager\Memory Management"
 $removableStorage = 'HKLM:\SOFTWARE\Policies\Microsoft\Windows\RemovableStorageDevices'
 
 $os = Get-Fact {
-    $info = Get-CimInstance -ClassName Win32_OperatingSystem
+    $info = Get-CimInstance -ClassName Win32_OperatingSystem -ErrorAction Stop
     [ordered]@{ caption = "$($info.Caption)"; version = "$($info.Version)"; product_type = [int] $info.ProductType; system_drive = "$env:SystemDrive"; windows_dir = "$env:WINDIR" }
 }
 
 $bitlocker = Get-Fact {
     if (-not (Get-Command -Name Get-BitLockerVolume -ErrorAction SilentlyContinue)) { return [ordered]@{ available = $false } }
-    $volume = Get-BitLockerVolume -MountPoint $env:SystemDrive
+    $volume = Get-BitLockerVolume -MountPoint $env:SystemDrive -ErrorAction Stop
     [ordered]@{ available = $true; protection_status = "$($volume.ProtectionStatus)"; volume_status = "$($volume.VolumeStatus)" }
 }
 
 # Both lists or neither: with only the installed list every package would look user-only.
 # Bundles are listed too: a provisioned app's PackageName is its bundle's full name.
 $appx = Get-Fact {
-    $installed = @(Get-AppxPackage -AllUsers -PackageTypeFilter @('Main', 'Bundle') | ForEach-Object {
+    $installed = @(Get-AppxPackage -AllUsers -PackageTypeFilter @('Main', 'Bundle') -ErrorAction Stop | ForEach-Object {
             [ordered]@{
                 name = "$($_.Name)"
                 full_name = "$($_.PackageFullName)"
@@ -99,12 +101,12 @@ $appx = Get-Fact {
                     })
             }
         })
-    $provisioned = @(Get-AppxProvisionedPackage -Online | ForEach-Object { [ordered]@{ name = "$($_.DisplayName)"; package_name = "$($_.PackageName)" } })
+    $provisioned = @(Get-AppxProvisionedPackage -Online -ErrorAction Stop | ForEach-Object { [ordered]@{ name = "$($_.DisplayName)"; package_name = "$($_.PackageName)" } })
     [ordered]@{ installed = $installed; provisioned = $provisioned }
 }
 
 $listeners = Get-Fact {
-    [ordered]@{ listeners = @(Get-WSManInstance -ResourceURI winrm/config/listener -Enumerate | ForEach-Object {
+    [ordered]@{ listeners = @(Get-WSManInstance -ResourceURI winrm/config/listener -Enumerate -ErrorAction Stop | ForEach-Object {
                 [ordered]@{ transport = "$($_.Transport)"; port = "$($_.Port)"; enabled = ("$($_.Enabled)" -eq 'true'); address = "$($_.Address)" }
             })
     }
@@ -115,13 +117,13 @@ $listeners = Get-Fact {
 # display names, which are translated. Filters are read once and joined on InstanceID.
 $firewall = Get-Fact {
     $ports = @{}
-    Get-NetFirewallPortFilter -All -PolicyStore ActiveStore | ForEach-Object { $ports["$($_.InstanceID)"] = $_ }
+    Get-NetFirewallPortFilter -All -PolicyStore ActiveStore -ErrorAction Stop | ForEach-Object { $ports["$($_.InstanceID)"] = $_ }
     $addresses = @{}
-    Get-NetFirewallAddressFilter -All -PolicyStore ActiveStore | ForEach-Object { $addresses["$($_.InstanceID)"] = $_ }
-    $profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object {
+    Get-NetFirewallAddressFilter -All -PolicyStore ActiveStore -ErrorAction Stop | ForEach-Object { $addresses["$($_.InstanceID)"] = $_ }
+    $profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore -ErrorAction Stop | ForEach-Object {
             [ordered]@{ name = "$($_.Name)"; enabled = ("$($_.Enabled)" -eq 'True'); default_inbound = "$($_.DefaultInboundAction)"; default_outbound = "$($_.DefaultOutboundAction)" }
         })
-    $rules = @(Get-NetFirewallRule -PolicyStore ActiveStore | ForEach-Object {
+    $rules = @(Get-NetFirewallRule -PolicyStore ActiveStore -ErrorAction Stop | ForEach-Object {
             $port = $ports["$($_.InstanceID)"]
             $address = $addresses["$($_.InstanceID)"]
             $localPorts = @($port.LocalPort | ForEach-Object { "$_" })
@@ -142,7 +144,7 @@ $firewall = Get-Fact {
 
 $winhttp = Get-Fact {
     $path = 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Internet Settings\Connections'
-    $value = if (Test-Path -LiteralPath $path) { (Get-ItemProperty -LiteralPath $path).WinHttpSettings } else { $null }
+    $value = if (Test-Path -LiteralPath $path) { (Get-ItemProperty -LiteralPath $path -ErrorAction Stop).WinHttpSettings } else { $null }
     [ordered]@{ settings_base64 = if ($null -ne $value) { [Convert]::ToBase64String([byte[]] $value) } else { $null } }
 }
 
@@ -154,7 +156,7 @@ foreach ($name in $ServiceNames) {
 
 # Every service and driver by name, to find other hypervisors' guest tools and drivers.
 $allServices = Get-Fact {
-    [ordered]@{ services = @(Get-CimInstance -ClassName Win32_BaseService | ForEach-Object { [ordered]@{ name = "$($_.Name)"; start_mode = "$($_.StartMode)" } }) }
+    [ordered]@{ services = @(Get-CimInstance -ClassName Win32_BaseService -ErrorAction Stop | ForEach-Object { [ordered]@{ name = "$($_.Name)"; start_mode = "$($_.StartMode)" } }) }
 }
 
 $programs = Get-Fact {
@@ -164,7 +166,7 @@ $programs = Get-Fact {
 
 # TEMP/TMP as stored (REG_EXPAND_SZ), before expansion.
 $temp = Get-Fact {
-    $key = Get-Item -LiteralPath "$sessionManager\Environment"
+    $key = Get-Item -LiteralPath "$sessionManager\Environment" -ErrorAction Stop
     [ordered]@{ temp = $key.GetValue('TEMP', $null, 'DoNotExpandEnvironmentNames'); tmp = $key.GetValue('TMP', $null, 'DoNotExpandEnvironmentNames') }
 }
 
@@ -179,7 +181,7 @@ $routes = Get-Fact {
 
 $scriptBlocking = Get-Fact {
     if (-not (Get-Command -Name Get-MpPreference -ErrorAction SilentlyContinue)) { return [ordered]@{ available = $false } }
-    $preference = Get-MpPreference
+    $preference = Get-MpPreference -ErrorAction Stop
     [ordered]@{
         available = $true
         asr_rule_ids = @($preference.AttackSurfaceReductionRules_Ids | ForEach-Object { "$_" })
@@ -187,10 +189,10 @@ $scriptBlocking = Get-Fact {
     }
 }
 
-$storage = Get-Fact { [ordered]@{ new_disk_policy = "$((Get-StorageSetting).NewDiskPolicy)" } }
+$storage = Get-Fact { [ordered]@{ new_disk_policy = "$((Get-StorageSetting -ErrorAction Stop).NewDiskPolicy)" } }
 
 $rearm = Get-Fact {
-    $licensing = Get-CimInstance -ClassName SoftwareLicensingService
+    $licensing = Get-CimInstance -ClassName SoftwareLicensingService -ErrorAction Stop
     [ordered]@{
         remaining = [int] $licensing.RemainingWindowsReArmCount
         skip_rearm = Get-RegValue 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion\SoftwareProtectionPlatform' 'SkipRearm'
@@ -201,7 +203,7 @@ $rearm = Get-Fact {
 $pagefile = Get-Fact {
     [ordered]@{
         paging_files = @(Get-RegValue $memory 'PagingFiles' | Where-Object { $_ })
-        automatic = [bool] (Get-CimInstance -ClassName Win32_ComputerSystem).AutomaticManagedPagefile
+        automatic = [bool] (Get-CimInstance -ClassName Win32_ComputerSystem -ErrorAction Stop).AutomaticManagedPagefile
     }
 }
 
