@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import re
+from importlib import resources
 
 import tree_sitter
 import tree_sitter_powershell
 
-from prep.windows import script
+CHECK_PS1 = resources.files("prep.windows").joinpath("check.ps1").read_text("utf-8")
 
 # Commands that cannot fail in a way that hides a fact, and the script's own functions.
 CANNOT_HIDE_A_FAILURE = {
@@ -34,7 +35,7 @@ def test_every_cmdlet_says_what_to_do_on_error() -> None:
     # $ErrorActionPreference does not reach functions of script and CDXML modules
     # (Get-NetFirewallRule, Get-AppxPackage, Get-BitLockerVolume, Get-StorageSetting), so a
     # failure there would be a silent empty answer unless the call says -ErrorAction.
-    cmdlets = [(name, text) for name, text in commands(script("check"))
+    cmdlets = [(name, text) for name, text in commands(CHECK_PS1)
                if re.fullmatch(r"[A-Z][a-z]+-[A-Za-z]+", name)
                and name not in CANNOT_HIDE_A_FAILURE]
     assert len(cmdlets) > 15
@@ -44,8 +45,7 @@ def test_every_cmdlet_says_what_to_do_on_error() -> None:
 def test_every_failing_query_reports_its_reason() -> None:
     # Get-Fact's catch is the only catch that does not name what went wrong in the facts:
     # each catch either returns an error section or records into read_errors.
-    text = script("check")
-    catches = re.findall(r"catch \{([^}]*)\}", text)
+    catches = re.findall(r"catch \{([^}]*)\}", CHECK_PS1)
     assert catches
     for body in catches:
         assert ("error = " in body or "$ReadErrors[" in body or "whoami.exe" in body
