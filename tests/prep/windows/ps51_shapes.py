@@ -18,13 +18,25 @@ from pathlib import Path
 from typing import Any
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# check.ps1's documents as 5.1 prints them (compressed, escaped, CRLF):
+# a Server 2022 guest that passes every check;
 READY_SERVER_2022 = FIXTURES / "check_ps51_server2022_ready.json"
+# a Server 2019 guest lifted from VMware: German display names, VMware Tools and drivers,
+# a static IP with a persistent default route, a corporate WinHTTP proxy without the
+# platform bypass, no Azure platform rules, no guest agent, pending renames from the tools;
+FROM_VMWARE_SERVER_2019 = FIXTURES / "check_ps51_server2019_from_vmware.json"
+# a Server 2016 guest whose BitLocker, AppX, WS-Management and Defender queries fail inside
+# the WinRM session, and one registry value it may not read.
+QUERIES_FAILED_SERVER_2016 = FIXTURES / "check_ps51_server2016_queries_failed.json"
+
+
+def load(fixture: Path) -> dict[str, Any]:
+    return json.loads(fixture.read_text("utf-8"))
 
 
 def ready_facts() -> dict[str, Any]:
-    """check.ps1's document from a Server 2022 guest that passes every check, byte for
-    byte as 5.1 prints it (compressed, escaped, CRLF)."""
-    return json.loads(READY_SERVER_2022.read_text("utf-8"))
+    """The ready Server 2022 guest's facts."""
+    return load(READY_SERVER_2022)
 
 
 def get_content_string(text: str, path: str) -> dict[str, Any]:

@@ -20,10 +20,13 @@ from prep.windows.findings import (
     updated_appx,
 )
 from tests.prep.windows.ps51_shapes import (
+    FROM_VMWARE_SERVER_2019,
+    QUERIES_FAILED_SERVER_2016,
     collapsed,
     failed_query,
     get_content_string,
     in_51_shapes,
+    load,
     ready_facts,
 )
 from tests.support.fake_wsman import BCD_DEFAULT_GOOD, BCD_EMSSETTINGS_GOOD
@@ -93,6 +96,40 @@ def test_the_ready_fixture_has_every_section_check_ps1_prints() -> None:
     body = text[text.index("$facts = [ordered]@{"):text.index("$facts | ConvertTo-Json")]
     keys = re.findall(r"^    (\w+) = ", body, re.MULTILINE)
     assert keys == list(ready_facts())
+
+
+def not_ok(facts: dict[str, Any]) -> dict[str, Severity]:
+    return {f.code.removeprefix("windows."): f.severity for f in findings_from_facts(facts)
+            if f.severity is not Severity.OK}
+
+
+def test_a_guest_lifted_from_vmware_gets_the_pages_findings_and_no_blocker() -> None:
+    facts = load(FROM_VMWARE_SERVER_2019)
+    assert not_ok(facts) == {
+        "pending_file_renames": Severity.WARNING, "rdp_keep_alive": Severity.INFO,
+        "firewall_icmp": Severity.INFO, "firewall_azure_platform": Severity.WARNING,
+        "winhttp_proxy": Severity.WARNING, "virtualization_tools": Severity.WARNING,
+        "persistent_routes": Severity.WARNING, "pagefile": Severity.INFO,
+        "guest_agent": Severity.WARNING}
+    found = by_code(facts)
+    assert "C:\\Windows\\Temp\\vmware-Ärger.log" in found["pending_file_renames"].message
+    assert "proxy.contoso.local:8080" in found["winhttp_proxy"].message
+    assert "VMware Tools, VMTools (vmware), VGAuthService (vmware)" \
+        in found["virtualization_tools"].message
+
+
+def test_a_guest_whose_queries_fail_is_told_what_could_not_be_checked() -> None:
+    facts = load(QUERIES_FAILED_SERVER_2016)
+    assert not_ok(facts) == {
+        "script_blocking": Severity.INFO, "bitlocker": Severity.WARNING,
+        "appx": Severity.WARNING, "winrm_listener": Severity.INFO,
+        "pagefile": Severity.INFO, "registry_reads": Severity.WARNING}
+    found = by_code(facts)
+    assert found["appx"].message == (
+        "could not check AppX packages (Sysprep fails on packages installed or updated for "
+        "one user only) (Get-AppxPackage: A specified logon session does not exist. It may "
+        "already have been terminated. (Exception from HRESULT: 0x80070520))")
+    assert "RemovableStorageDevices\\Deny_All" in found["registry_reads"].message
 
 
 CASES: list[tuple[str, Severity, Change]] = [
