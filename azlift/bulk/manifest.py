@@ -1,0 +1,584 @@
+"""The bulk manifest (TOML, schema ``azlift.bulk/1``): parse, validate, resolve defaults.
+
+Everything is checked before any work starts, and every problem names the file, the key
+path (``vm[3].disk[1].lun``, indexes from 0) and what was expected against what was found.
+Secrets are refused: a manifest names environment variables, never holds a SAS or a key.
+Paths are not opened here: in a scale-out run only the workers can read them.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from vhd.detect import FORMAT_ALIASES
+
+from .errors import ManifestError, SecretInManifestError
+
+SCHEMA = "azlift.bulk/1"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+VERSION_PATTERN = re.compile(r"^\d{1,10}\.\d{1,10}\.\d{1,10}$")
+REGISTER_KINDS = ("none", "image", "gallery-version", "disk")
+OS_TYPES = ("linux", "windows")
+GENERATIONS = ("V1", "V2")
+ROLES = ("os", "data")
+MAX_LUN = 63
+# In-flight Put Page requests per storage account, cluster-wide. At ~100 ms per 4 MiB put
+# 128 requests are ~1,300 req/s (under 10 % of a standard account's 20,000 req/s target)
+# and ~5 GiB/s, above the 25-60 Gbps ingress targets: the cap guards the request rate
+# without becoming the bottleneck.
+DEFAULT_ACCOUNT_REQUESTS = 128
+DEFAULT_ARM_WRITES = 8  # ARM refills 10 writes/s per principal; stay under it
+SECRET_KEYS = frozenset({"sas", "sas_token", "account_key", "key", "connection_string",
+                         "password", "secret", "client_secret", "token", "storage_key"})
+SECRET_VALUE = re.compile(r"(?i)(AccountKey=|SharedAccessSignature=|[?&]sig=)")
+SECRET_ADVICE = ("a manifest names no secrets: set AZURE_STORAGE_CONNECTION_STRING, "
+                 "AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN on the workers, or use "
+                 "auth_mode = \"login\"")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-VM settings: ``[defaults]`` overridden by the VM's own keys."""
+
+    destination: str | None = None  # container URL, or a container name with emulator
+    emulator: bool = False
+    auth_mode: str = "key"  # key (from the worker's environment) | login
+    threads: int = 8
+    register: str = "none"
+    overwrite: bool = False  # replace a blob that another source started
+    resource_group: str | None = None
+    location: str | None = None
+    subscription: str | None = None
+    cloud: str = "AzureCloud"
+    arm_endpoint: str | None = None
+    os_type: str | None = None
+    hyper_v_generation: str | None = None
+    specialized: bool = False
+    zone_resilient: bool = False
+    image_name: str | None = None
+    gallery: str | None = None
+    gallery_image: str | None = None
+    gallery_version: str | None = None
+    storage_account_id: str | None = None
+    publisher: str | None = None
+    offer: str | None = None
+    sku: str | None = None
+    disk_sku: str | None = None
+    target_regions: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+SETTING_NAMES = tuple(f.name for f in fields(Settings))
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """One disk of a VM: where it is read and which blob it becomes."""
+
+    path: str
+    role: str  # "os" | "data"
+    lun: int | None
+    blob: str
+    format: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``os`` or ``lunN``: the disk's name inside its VM."""
+        return "os" if self.role == "os" else f"lun{self.lun}"
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """One VM: a stable id, the source its disks are read from, its disks and settings."""
+
+    id: str
+    source: str
+    disks: tuple[DiskSpec, ...]
+    settings: Settings
+
+    def target_url(self, disk: DiskSpec) -> str:
+        """The blob URL (no query) or, with the emulator, CONTAINER/BLOB."""
+        destination = (self.settings.destination or "").rstrip("/")
+        return f"{destination}/{disk.blob}"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A place disks are read from; workers serve it with ``--source NAME``."""
+
+    name: str
+    max_disks: int = 2
+
+    @property
+    def resource(self) -> str:
+        """The Dask worker resource that stands for this source."""
+        return f"src-{self.name}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Run-wide caps that protect Azure's shared limits."""
+
+    account_requests: int = DEFAULT_ACCOUNT_REQUESTS
+    arm_writes: int = DEFAULT_ARM_WRITES
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest."""
+
+    path: str
+    digest: str
+    sources: tuple[SourceSpec, ...]
+    vms: tuple[VmSpec, ...]
+    limits: Limits = field(default_factory=Limits)
+
+    def source(self, name: str) -> SourceSpec:
+        return next(source for source in self.sources if source.name == name)
+
+    def vm(self, vm_id: str) -> VmSpec:
+        return next(vm for vm in self.vms if vm.id == vm_id)
+
+
+# ---- checking helpers -------------------------------------------------------------------------
+
+class _Problems:
+    """Collects every problem of one manifest, each with its key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: list[str] = []
+        self.secret = False
+
+    def add(self, path: str, message: str) -> None:
+        self.lines.append(f"{self.file}: {path}: {message}")
+
+    def raise_if_any(self) -> None:
+        if not self.lines:
+            return
+        error_class = SecretInManifestError if self.secret else ManifestError
+        raise error_class(self.lines)
+
+
+def _found(value: Any) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    if isinstance(value, (dict, list)):
+        return kind
+    return f"{kind} ({value!r})" if not isinstance(value, str) or len(value) < 80 else kind
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _check_secrets(table: Any, path: str, problems: _Problems) -> None:
+    """Refuse any key or value that carries a secret, anywhere in the document."""
+    if isinstance(table, dict):
+        for key, value in table.items():
+            where = _join(path, key)
+            if key.lower() in SECRET_KEYS:
+                problems.add(where, f"refused: {SECRET_ADVICE}")
+                problems.secret = True
+            else:
+                _check_secrets(value, where, problems)
+    elif isinstance(table, list):
+        for index, value in enumerate(table):
+            _check_secrets(value, f"{path}[{index}]", problems)
+    elif isinstance(table, str) and SECRET_VALUE.search(table):
+        problems.add(path, f"refused: the value carries a key or SAS signature; {SECRET_ADVICE}")
+        problems.secret = True
+
+
+def _unknown_keys(table: dict, allowed: tuple[str, ...] | frozenset[str], path: str,
+                  problems: _Problems) -> None:
+    for key in table:
+        if key not in allowed and key.lower() not in SECRET_KEYS:
+            problems.add(_join(path, key), f"unknown key; expected one of {', '.join(sorted(allowed))}")
+
+
+def _text(value: Any, path: str, problems: _Problems, *, pattern: re.Pattern | None = None,
+          choices: tuple[str, ...] | None = None, what: str = "a string") -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        problems.add(path, f"expected {what}, found {_found(value) if value != '' else 'an empty string'}")
+        return None
+    if choices is not None:
+        for choice in choices:
+            if choice.lower() == value.lower():
+                return choice
+        problems.add(path, f"expected one of {', '.join(choices)}, found {value!r}")
+        return None
+    if pattern is not None and not pattern.match(value):
+        problems.add(path, f"expected {what}, found {value!r}")
+        return None
+    return value
+
+
+def _integer(value: Any, path: str, problems: _Problems, low: int, high: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.add(path, f"expected an integer {low}..{high}, found {_found(value)}")
+        return None
+    if not low <= value <= high:
+        problems.add(path, f"expected an integer {low}..{high}, found {value}")
+        return None
+    return value
+
+
+def _boolean(value: Any, path: str, problems: _Problems) -> bool | None:
+    if not isinstance(value, bool):
+        problems.add(path, f"expected true or false, found {_found(value)}")
+        return None
+    return value
+
+
+def _string_list(value: Any, path: str, problems: _Problems) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        problems.add(path, f"expected an array of strings, found {_found(value)}")
+        return None
+    return tuple(value)
+
+
+def _tags(value: Any, path: str, problems: _Problems) -> tuple[tuple[str, str], ...] | None:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        problems.add(path, f"expected a table of string values, found {_found(value)}")
+        return None
+    return tuple(sorted(value.items()))
+
+
+def _destination(value: Any, path: str, problems: _Problems) -> str | None:
+    text = _text(value, path, problems, what="a container URL")
+    if text is None:
+        return None
+    if text == "managed-disk":
+        problems.add(path, "direct upload to managed disks is not available in bulk runs yet; "
+                           "give a container URL and register = \"disk\"")
+        return None
+    if text.startswith(("http://", "https://")):
+        parts = urlsplit(text)
+        # A query (a SAS) was refused by the secret check; judge the rest without it.
+        text = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        segments = [segment for segment in parts.path.split("/") if segment]
+        if not parts.hostname or not segments:
+            problems.add(path, f"expected a container URL like https://ACCOUNT.blob.core."
+                               f"windows.net/CONTAINER/, found {text!r}")
+            return None
+    return text
+
+
+SETTING_CHECKS: dict[str, Callable[[Any, str, _Problems], Any]] = {
+    "destination": _destination,
+    "emulator": _boolean,
+    "auth_mode": lambda v, p, pr: _text(v, p, pr, choices=("key", "login")),
+    "threads": lambda v, p, pr: _integer(v, p, pr, 1, 64),
+    "register": lambda v, p, pr: _text(v, p, pr, choices=REGISTER_KINDS),
+    "overwrite": _boolean,
+    "resource_group": _text,
+    "location": _text,
+    "subscription": _text,
+    "cloud": lambda v, p, pr: _text(v, p, pr, choices=("AzureCloud", "AzureChinaCloud",
+                                                        "AzureUSGovernment")),
+    "arm_endpoint": lambda v, p, pr: _text(v, p, pr, pattern=re.compile(r"^https://\S+$"),
+                                           what="an https:// URL"),
+    "os_type": lambda v, p, pr: _text(v, p, pr, choices=OS_TYPES),
+    "hyper_v_generation": lambda v, p, pr: _text(v, p, pr, choices=GENERATIONS),
+    "specialized": _boolean,
+    "zone_resilient": _boolean,
+    "image_name": lambda v, p, pr: _text(v, p, pr, pattern=NAME_PATTERN,
+                                         what="a name of letters, digits, '.', '_', '-'"),
+    "gallery": _text,
+    "gallery_image": _text,
+    "gallery_version": lambda v, p, pr: _text(v, p, pr, pattern=VERSION_PATTERN,
+                                              what="MAJOR.MINOR.PATCH"),
+    "storage_account_id": lambda v, p, pr: _text(
+        v, p, pr, pattern=re.compile(r"(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                                     r"Microsoft\.Storage/storageAccounts/[^/]+$"),
+        what="a storage account resource id"),
+    "publisher": _text,
+    "offer": _text,
+    "sku": _text,
+    "disk_sku": _text,
+    "target_regions": _string_list,
+    "tags": _tags,
+}
+
+
+def _settings(table: dict, path: str, base: Settings, problems: _Problems) -> Settings:
+    changes: dict[str, Any] = {}
+    for name in SETTING_NAMES:
+        if name in table:
+            value = SETTING_CHECKS[name](table[name], _join(path, name), problems)
+            if value is not None:
+                changes[name] = value
+    return replace(base, **changes)
+
+
+# ---- the document ---------------------------------------------------------------------------
+
+TOP_KEYS = ("schema", "defaults", "limits", "source", "vm")
+SOURCE_KEYS = ("name", "max_disks")
+VM_KEYS = ("id", "source", "disk", *SETTING_NAMES)
+DISK_KEYS = ("path", "role", "lun", "blob", "format")
+LIMIT_KEYS = ("account_requests", "arm_writes")
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate ``path``; ManifestError lists every problem found."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ManifestError([f"{shown}: cannot read the manifest: {error.strerror or error}"]) from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ManifestError([f"{shown}: expected UTF-8 TOML, found undecodable bytes"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ManifestError([f"{shown}: not valid TOML: {error}"]) from None
+    return parse_manifest(document, shown, base_dir=path.resolve().parent,
+                          digest=hashlib.sha256(raw).hexdigest())
+
+
+def parse_manifest(document: dict, file: str, *, base_dir: Path | None = None,
+                   digest: str = "") -> Manifest:
+    """Validate a parsed TOML document (see module docstring)."""
+    problems = _Problems(file)
+    _check_secrets(document, "", problems)
+    _unknown_keys(document, TOP_KEYS, "", problems)
+    if document.get("schema") != SCHEMA:
+        problems.add("schema", f"expected \"{SCHEMA}\", found "
+                     f"{_found(document['schema']) if 'schema' in document else 'nothing'}")
+    defaults_table = document.get("defaults", {})
+    defaults = Settings()
+    if not isinstance(defaults_table, dict):
+        problems.add("defaults", f"expected a table, found {_found(defaults_table)}")
+    else:
+        _unknown_keys(defaults_table, SETTING_NAMES, "defaults", problems)
+        defaults = _settings(defaults_table, "defaults", defaults, problems)
+    limits = _limits(document.get("limits", {}), problems)
+    sources = _sources(document.get("source", []), problems)
+    vms = _vms(document.get("vm"), defaults, {s.name for s in sources}, base_dir, problems)
+    problems.raise_if_any()
+    return Manifest(path=file, digest=digest, sources=tuple(sources), vms=tuple(vms),
+                    limits=limits)
+
+
+def _limits(table: Any, problems: _Problems) -> Limits:
+    if not isinstance(table, dict):
+        problems.add("limits", f"expected a table, found {_found(table)}")
+        return Limits()
+    _unknown_keys(table, LIMIT_KEYS, "limits", problems)
+    values = {}
+    for key, high in (("account_requests", 4096), ("arm_writes", 200)):
+        if key in table:
+            value = _integer(table[key], f"limits.{key}", problems, 1, high)
+            if value is not None:
+                values[key] = value
+    return Limits(**values)
+
+
+def _array_of_tables(value: Any, path: str, problems: _Problems) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        problems.add(path, f"expected an array of tables ([[{path}]]), found {_found(value)}")
+        return []
+    return value
+
+
+def _sources(value: Any, problems: _Problems) -> list[SourceSpec]:
+    sources: list[SourceSpec] = []
+    seen: set[str] = set()
+    for index, table in enumerate(_array_of_tables(value, "source", problems)):
+        where = f"source[{index}]"
+        _unknown_keys(table, SOURCE_KEYS, where, problems)
+        name = _text(table.get("name"), f"{where}.name", problems, pattern=NAME_PATTERN,
+                     what="a name of letters, digits, '.', '_', '-' (no ',' or '=')")
+        max_disks = 2
+        if "max_disks" in table:
+            max_disks = _integer(table["max_disks"], f"{where}.max_disks", problems, 1, 256) or 2
+        if name is None:
+            continue
+        if name in seen:
+            problems.add(f"{where}.name", f"source {name!r} is declared twice")
+            continue
+        seen.add(name)
+        sources.append(SourceSpec(name, max_disks))
+    return sources
+
+
+def _vms(value: Any, defaults: Settings, source_names: set[str], base_dir: Path | None,
+         problems: _Problems) -> list[VmSpec]:
+    if value is None:
+        problems.add("vm", "expected at least one [[vm]], found none")
+        return []
+    vms: list[VmSpec] = []
+    ids: set[str] = set()
+    blobs: dict[str, str] = {}
+    paths: dict[str, str] = {}
+    for index, table in enumerate(_array_of_tables(value, "vm", problems)):
+        vm = _vm(table, f"vm[{index}]", defaults, source_names, base_dir, problems)
+        if vm is None:
+            continue
+        if vm.id in ids:
+            problems.add(f"vm[{index}].id", f"duplicate id {vm.id!r}: every VM needs its own id")
+            continue
+        ids.add(vm.id)
+        for number, disk in enumerate(vm.disks):
+            where = f"vm[{index}].disk[{number}]"
+            target = vm.target_url(disk)
+            if target in blobs:
+                problems.add(f"{where}.blob", f"blob {target!r} is also the target of "
+                             f"{blobs[target]}")
+            blobs.setdefault(target, where)
+            if disk.path in paths:
+                problems.add(f"{where}.path", f"{disk.path!r} is also listed at {paths[disk.path]}")
+            paths.setdefault(disk.path, where)
+        vms.append(vm)
+    return vms
+
+
+def _vm(table: dict, where: str, defaults: Settings, source_names: set[str],
+        base_dir: Path | None, problems: _Problems) -> VmSpec | None:
+    before = len(problems.lines)
+    _unknown_keys(table, VM_KEYS, where, problems)
+    vm_id = _text(table.get("id"), f"{where}.id", problems, pattern=NAME_PATTERN,
+                  what="an id of letters, digits, '.', '_', '-' (1-63 characters)")
+    source = table.get("source")
+    if source is None and len(source_names) == 1:
+        source = next(iter(source_names))
+    source = _text(source, f"{where}.source", problems, what="the name of a [[source]]")
+    if source is not None and source not in source_names:
+        declared = ", ".join(sorted(source_names)) or "none"
+        problems.add(f"{where}.source", f"no [[source]] named {source!r} (declared: {declared})")
+    settings = _settings(table, where, defaults, problems)
+    _check_settings(settings, where, problems)
+    disks = _disks(table.get("disk"), f"{where}.disk", vm_id or "vm", base_dir, problems)
+    if disks and settings.register in ("image", "gallery-version") and \
+            not any(disk.role == "os" for disk in disks):
+        problems.add(f"{where}.disk", f"register = \"{settings.register}\" needs one disk with "
+                     "role = \"os\", found none")
+    if len(problems.lines) > before or vm_id is None or source is None:
+        return None
+    return VmSpec(vm_id, source, tuple(disks), settings)
+
+
+def _check_settings(settings: Settings, where: str, problems: _Problems) -> None:
+    """Settings that only make sense together (after defaults were applied)."""
+    if settings.destination is None:
+        problems.add(f"{where}.destination", "expected a container URL (here or in "
+                     "[defaults]), found none")
+    elif not settings.emulator and not settings.destination.startswith(("http://", "https://")):
+        problems.add(f"{where}.destination", f"expected a container URL (or emulator = true "
+                     f"with a container name), found {settings.destination!r}")
+    needs = {"image": ("resource_group", "location"),
+             "gallery-version": ("resource_group", "location", "gallery", "gallery_image",
+                                 "gallery_version", "storage_account_id"),
+             "disk": ("resource_group", "location", "storage_account_id")}
+    for name in needs.get(settings.register, ()):
+        if getattr(settings, name) is None:
+            problems.add(f"{where}.{name}", f"register = \"{settings.register}\" needs {name} "
+                         "(here or in [defaults]), found none")
+
+
+def _disks(value: Any, where: str, vm_id: str, base_dir: Path | None,
+           problems: _Problems) -> list[DiskSpec]:
+    if value is None:
+        problems.add(where, "expected at least one [[vm.disk]], found none")
+        return []
+    disks: list[DiskSpec] = []
+    luns: dict[int, int] = {}
+    os_at: int | None = None
+    for number, table in enumerate(_array_of_tables(value, where, problems)):
+        here = f"{where}[{number}]"
+        _unknown_keys(table, DISK_KEYS, here, problems)
+        path = _text(table.get("path"), f"{here}.path", problems, what="a file path")
+        role = table.get("role")
+        lun = table.get("lun")
+        if role is None:
+            role = "data" if lun is not None else None
+        if role is None:
+            problems.add(f"{here}.role", "expected role = \"os\" or a data disk's lun, found neither")
+            continue
+        role = _text(role, f"{here}.role", problems, choices=ROLES)
+        if role == "os":
+            if lun is not None:
+                problems.add(f"{here}.lun", "an OS disk has no LUN; remove lun or set role = \"data\"")
+            if os_at is not None:
+                problems.add(f"{here}.role", f"a VM has one OS disk; disk[{os_at}] is already "
+                             "role = \"os\"")
+            os_at = number
+        elif role == "data":
+            if lun is None:
+                problems.add(f"{here}.lun", f"expected a LUN 0..{MAX_LUN} for a data disk, found none")
+            else:
+                lun = _integer(lun, f"{here}.lun", problems, 0, MAX_LUN)
+                if lun is not None and lun in luns:
+                    problems.add(f"{here}.lun", f"LUN {lun} is also used by disk[{luns[lun]}]")
+                elif lun is not None:
+                    luns[lun] = number
+        blob = None
+        if "blob" in table:
+            blob = _text(table["blob"], f"{here}.blob", problems,
+                         pattern=re.compile(r"^[^/\\?#][^\\?#]{0,1023}$"),
+                         what="a blob name (no '?', '#' or leading '/')")
+        fmt = None
+        if "format" in table:
+            fmt = _text(table["format"], f"{here}.format", problems, choices=tuple(FORMAT_ALIASES))
+        if path is None or role is None:
+            continue
+        if base_dir is not None and not Path(path).is_absolute():
+            path = str(base_dir / path)
+        label = "os" if role == "os" else f"lun{lun}"
+        disks.append(DiskSpec(path=path, role=role, lun=lun if role == "data" else None,
+                              blob=blob or f"{vm_id}-{label}.vhd", format=fmt))
+    return disks
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
+                                for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else _toml_value(key)
+
+
+def to_toml(document: dict[str, Any]) -> str:
+    """A manifest document (plain values, tables, arrays of tables) as TOML text."""
+    lines: list[str] = []
+
+    def table(values: dict[str, Any], prefix: str) -> None:
+        for key, value in values.items():
+            if not isinstance(value, dict) and not (
+                    isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
+                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        for key, value in values.items():
+            name = f"{prefix}{_toml_key(key)}"
+            if isinstance(value, dict):
+                lines.extend(["", f"[{name}]"])
+                table(value, f"{name}.")
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                for item in value:
+                    lines.extend(["", f"[[{name}]]"])
+                    table(item, f"{name}.")
+
+    table(document, "")
+    return "\n".join(lines).lstrip("\n") + "\n"
