@@ -8,7 +8,7 @@ import pytest
 import azlift
 
 
-@pytest.mark.parametrize("package", ["vhd", "upload", "prep", "azlift"])
+@pytest.mark.parametrize("package", ["vhd", "upload", "prep", "azlift", "azlift.bulk"])
 def test_all_names_resolve(package: str) -> None:
     module = importlib.import_module(package)
     assert module.__all__, f"{package} has an empty __all__"
@@ -17,7 +17,7 @@ def test_all_names_resolve(package: str) -> None:
         assert hasattr(module, name), f"{package}.__all__ names missing {name}"
 
 
-@pytest.mark.parametrize("package", ["vhd", "upload", "prep"])
+@pytest.mark.parametrize("package", ["vhd", "upload", "prep", "azlift.bulk"])
 def test_library_packages_do_not_import_the_cli(package: str) -> None:
     import pathlib
     root = pathlib.Path(importlib.import_module(package).__file__).parent

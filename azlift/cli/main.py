@@ -30,15 +30,20 @@ SUB_APPS: dict[str, tuple[str, str]] = {
     "register": ("azlift.cli.register",
                  "Turn an uploaded VHD into a managed image, gallery version or disk."),
     "prep": ("azlift.cli.prep", "Generalize a guest remotely (Linux over SSH, Windows over WinRM)."),
+    "bulk": ("azlift.cli.bulk", "Run many VMs' disks from a manifest (Dask), resumable, with a "
+                                "report."),
 }
 
 # The library packages whose errors carry ``code`` and ``exit_code`` (checked by module,
 # so the boundary does not import every package up front).
-LIBRARY_PACKAGES = frozenset({"vhd", "upload", "prep"})
+LIBRARY_PACKAGES = frozenset({"vhd", "upload", "prep", "azlift.bulk"})
 
 
 def _is_library_error(error: BaseException) -> bool:
-    package = type(error).__module__.partition(".")[0]
+    module = type(error).__module__
+    package = module.partition(".")[0]
+    if module.startswith("azlift.bulk."):
+        package = "azlift.bulk"
     return (package in LIBRARY_PACKAGES and isinstance(getattr(error, "exit_code", None), int)
             and isinstance(getattr(error, "code", None), str))
 

@@ -1,0 +1,67 @@
+"""Bulk runs: many VMs' disks from a manifest, on Dask, resumable, with a report.
+
+The orchestration layer above ``upload`` and ``vhd``: manifest schema, state store, the
+engine seam, the tasks workers run, Azure throttling and the report. No typer or tqdm
+here: progress reaches the CLI through callbacks. Dask is imported only when an engine
+is built.
+"""
+from __future__ import annotations
+
+from .errors import (
+    BulkError,
+    ClusterError,
+    InsecureListenError,
+    ManifestError,
+    RunInterrupted,
+    SecretInManifestError,
+    StateError,
+)
+from .manifest import (
+    SCHEMA,
+    DiskSpec,
+    Limits,
+    Manifest,
+    Settings,
+    SourceSpec,
+    VmSpec,
+    load_manifest,
+    parse_manifest,
+)
+from .state import StateStore, default_state_path
+from .report import build_report, report_csv
+from .engine import DaskEngine, InProcessEngine, TaskContext
+from .throttle import LeasedWindow, ThrottledTarget
+from .runner import Coordinator, check_all, new_run_id, plan, source_resources
+
+__all__ = [
+    "BulkError",
+    "ClusterError",
+    "Coordinator",
+    "DaskEngine",
+    "DiskSpec",
+    "InProcessEngine",
+    "InsecureListenError",
+    "LeasedWindow",
+    "Limits",
+    "Manifest",
+    "ManifestError",
+    "RunInterrupted",
+    "SCHEMA",
+    "SecretInManifestError",
+    "Settings",
+    "SourceSpec",
+    "StateError",
+    "StateStore",
+    "TaskContext",
+    "ThrottledTarget",
+    "VmSpec",
+    "build_report",
+    "check_all",
+    "default_state_path",
+    "load_manifest",
+    "new_run_id",
+    "parse_manifest",
+    "plan",
+    "report_csv",
+    "source_resources",
+]

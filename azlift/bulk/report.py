@@ -1,0 +1,70 @@
+"""The run report (schema ``azlift.bulk.report/1``) from the state, as JSON or CSV."""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from .state import DONE, FAILED, StateStore, VmRow
+
+SCHEMA = "azlift.bulk.report/1"
+CSV_COLUMNS = ("vm", "status", "phase", "attempts", "worker", "disk", "path", "target",
+               "bytes_sent", "zero_bytes_skipped", "seconds", "throttled", "resources",
+               "error_code", "error_message")
+
+
+def _vm_status(row: VmRow) -> str:
+    return row.status if row.status in (DONE, FAILED) else "pending"
+
+
+def vm_entry(row: VmRow) -> dict[str, Any]:
+    return {
+        "id": row.id, "status": _vm_status(row), "phase": row.phase, "attempts": row.attempts,
+        "worker": row.worker,
+        "disks": [{"path": disk.path, "target": disk.target, "bytes_sent": disk.bytes_sent,
+                   "zero_bytes_skipped": disk.zero_bytes_skipped,
+                   "seconds": round(disk.seconds, 3), "throttled": disk.throttled,
+                   "worker": disk.worker}
+                  for disk in row.disks],
+        "resources": row.resources,
+        "error": row.error,
+    }
+
+
+def build_report(store: StateStore, manifest_path: str) -> dict[str, Any]:
+    """Every VM with its disks, resources and last error, and the run's totals."""
+    vms = [vm_entry(row) for row in store.vms()]
+    disks = [disk for vm in vms for disk in vm["disks"]]
+    totals = {
+        "vms": len(vms),
+        "done": sum(vm["status"] == DONE for vm in vms),
+        "failed": sum(vm["status"] == FAILED for vm in vms),
+        "pending": sum(vm["status"] == "pending" for vm in vms),
+        "bytes_sent": sum(disk["bytes_sent"] for disk in disks),
+        "zero_bytes_skipped": sum(disk["zero_bytes_skipped"] for disk in disks),
+        "throttled": sum(disk["throttled"] for disk in disks),
+        "seconds": round(store.run_seconds(), 3),
+    }
+    return {"schema": SCHEMA, "manifest": manifest_path, "totals": totals, "vms": vms}
+
+
+def report_csv(report: dict[str, Any]) -> str:
+    """One row per disk (a VM without disks gets one row), for spreadsheets."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for vm in report["vms"]:
+        error = vm["error"] or {}
+        common = {"vm": vm["id"], "status": vm["status"], "phase": vm["phase"],
+                  "attempts": vm["attempts"], "worker": vm["worker"] or "",
+                  "resources": " ".join(r["id"] for r in vm["resources"]),
+                  "error_code": error.get("code", ""), "error_message": error.get("message", "")}
+        for index, disk in enumerate(vm["disks"] or [None]):
+            row = dict(common)
+            if disk is not None:
+                row.update(disk=index, path=disk["path"], target=disk["target"] or "",
+                           bytes_sent=disk["bytes_sent"],
+                           zero_bytes_skipped=disk["zero_bytes_skipped"],
+                           seconds=disk["seconds"], throttled=disk["throttled"])
+            writer.writerow(row)
+    return out.getvalue()

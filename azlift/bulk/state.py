@@ -1,0 +1,226 @@
+"""The run state: one SQLite file, written only by the coordinator.
+
+One row per VM and per disk (status, phase, attempts, bytes, resource ids, last error),
+an append-only events table and one row per run. Workers never open it: they report
+through task results and progress events, so the file never sits on a network share.
+A rerun trusts this file and Azure (blob metadata and page ranges), nothing else.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import StateError
+from .manifest import Manifest, VmSpec
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vms (
+    id TEXT PRIMARY KEY, position INTEGER NOT NULL, spec TEXT NOT NULL,
+    status TEXT NOT NULL, phase TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT, error_code TEXT, error_message TEXT, resources TEXT NOT NULL DEFAULT '[]',
+    hints TEXT, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS disks (
+    vm_id TEXT NOT NULL, label TEXT NOT NULL, position INTEGER NOT NULL, path TEXT NOT NULL,
+    target TEXT, status TEXT NOT NULL, bytes_sent INTEGER NOT NULL DEFAULT 0,
+    zero_bytes_skipped INTEGER NOT NULL DEFAULT 0, resumed_bytes INTEGER NOT NULL DEFAULT 0,
+    seconds REAL NOT NULL DEFAULT 0, throttled INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0, worker TEXT, PRIMARY KEY (vm_id, label));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, run_id TEXT, vm_id TEXT,
+    disk TEXT, kind TEXT NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, started REAL NOT NULL, ended REAL, status TEXT NOT NULL,
+    scheduler TEXT);
+"""
+
+
+def default_state_path(manifest_path: str | Path, state_root: Path | None = None) -> Path:
+    """``<state dir>/bulk/<manifest name>-<hash of its absolute path>.sqlite``."""
+    from upload.journal import state_dir
+
+    path = Path(manifest_path).resolve()
+    tag = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    return (state_root or state_dir()) / "bulk" / f"{path.stem}-{tag}.sqlite"
+
+
+def vm_spec_digest(vm: VmSpec) -> str:
+    """What a VM's row was made from: a changed spec starts the VM over."""
+    return hashlib.sha256(json.dumps(asdict(vm), sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DiskRow:
+    vm_id: str
+    label: str
+    path: str
+    target: str | None
+    status: str
+    bytes_sent: int
+    zero_bytes_skipped: int
+    resumed_bytes: int
+    seconds: float
+    throttled: int
+    retries: int
+    worker: str | None
+
+
+@dataclass(frozen=True)
+class VmRow:
+    id: str
+    status: str
+    phase: str
+    attempts: int
+    worker: str | None
+    error_code: str | None
+    error_message: str | None
+    resources: list[dict[str, str]]
+    hints: dict[str, Any] | None
+    disks: tuple[DiskRow, ...]
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        if self.error_code is None:
+            return None
+        return {"code": self.error_code, "message": self.error_message or ""}
+
+
+class StateStore:
+    """The SQLite file of one manifest's runs."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise StateError(f"cannot open the state file {self.path}: {error}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ---- the manifest's rows ------------------------------------------------------------
+    def sync(self, manifest: Manifest) -> list[str]:
+        """Add rows for new VMs, start over the VMs whose spec changed; return those ids."""
+        now = time.time()
+        changed = []
+        with self.transaction() as db:
+            known = {row[0]: row[1] for row in db.execute("SELECT id, spec FROM vms")}
+            for position, vm in enumerate(manifest.vms):
+                spec = vm_spec_digest(vm)
+                if known.get(vm.id) == spec:
+                    db.execute("UPDATE vms SET position=? WHERE id=?", (position, vm.id))
+                    continue
+                if vm.id in known:
+                    changed.append(vm.id)
+                    db.execute("DELETE FROM disks WHERE vm_id=?", (vm.id,))
+                    db.execute("DELETE FROM vms WHERE id=?", (vm.id,))
+                db.execute("INSERT INTO vms (id, position, spec, status, phase, updated) "
+                           "VALUES (?, ?, ?, ?, 'check', ?)", (vm.id, position, spec, PENDING, now))
+                for number, disk in enumerate(vm.disks):
+                    db.execute("INSERT INTO disks (vm_id, label, position, path, status) "
+                               "VALUES (?, ?, ?, ?, ?)", (vm.id, disk.label, number, disk.path,
+                                                          PENDING))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (manifest.path,))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        return changed
+
+    # ---- reading ------------------------------------------------------------------------
+    def vms(self, ids: list[str] | None = None) -> list[VmRow]:
+        rows = self.db.execute(
+            "SELECT id, status, phase, attempts, worker, error_code, error_message, resources, "
+            "hints FROM vms ORDER BY position").fetchall()
+        disks: dict[str, list[DiskRow]] = {}
+        for row in self.db.execute(
+                "SELECT vm_id, label, path, target, status, bytes_sent, zero_bytes_skipped, "
+                "resumed_bytes, seconds, throttled, retries, worker FROM disks "
+                "ORDER BY vm_id, position"):
+            disks.setdefault(row[0], []).append(DiskRow(*row))
+        wanted = set(ids) if ids is not None else None
+        return [VmRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]),
+                      json.loads(r[8]) if r[8] else None, tuple(disks.get(r[0], ())))
+                for r in rows if wanted is None or r[0] in wanted]
+
+    def vm(self, vm_id: str) -> VmRow:
+        [row] = self.vms([vm_id])
+        return row
+
+    def run_seconds(self) -> float:
+        [(total,)] = self.db.execute(
+            "SELECT COALESCE(SUM(COALESCE(ended, started) - started), 0) FROM runs").fetchall()
+        return float(total)
+
+    def events(self, vm_id: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT ts, run_id, vm_id, disk, kind, detail FROM events"
+        args: tuple[Any, ...] = ()
+        if vm_id is not None:
+            query += " WHERE vm_id=?"
+            args = (vm_id,)
+        return [{"ts": r[0], "run": r[1], "vm": r[2], "disk": r[3], "kind": r[4],
+                 "detail": json.loads(r[5]) if r[5] else None}
+                for r in self.db.execute(query + " ORDER BY id", args)]
+
+    # ---- writing ------------------------------------------------------------------------
+    def start_run(self, run_id: str, scheduler: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO runs VALUES (?, ?, NULL, 'running', ?)",
+                       (run_id, time.time(), scheduler))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET ended=?, status=? WHERE run_id=?",
+                       (time.time(), status, run_id))
+            db.execute("UPDATE vms SET status=? WHERE status=?", (PENDING, RUNNING))
+
+    def event(self, run_id: str, vm_id: str | None, disk: str | None, kind: str,
+              detail: dict[str, Any] | None = None) -> None:
+        self.db.execute("INSERT INTO events (ts, run_id, vm_id, disk, kind, detail) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (time.time(), run_id, vm_id, disk, kind,
+                         json.dumps(detail, default=str) if detail is not None else None))
+
+    def set_vm(self, vm_id: str, **fields: Any) -> None:
+        if "resources" in fields:
+            fields["resources"] = json.dumps(fields["resources"])
+        if "hints" in fields:
+            fields["hints"] = json.dumps(fields["hints"])
+        if "error" in fields:
+            error = fields.pop("error")
+            fields["error_code"] = error["code"] if error else None
+            fields["error_message"] = error["message"] if error else None
+        fields["updated"] = time.time()
+        assignments = ", ".join(f"{name}=?" for name in fields)
+        self.db.execute(f"UPDATE vms SET {assignments} WHERE id=?", (*fields.values(), vm_id))
+
+    def add_attempt(self, vm_id: str) -> None:
+        self.db.execute("UPDATE vms SET attempts=attempts+1 WHERE id=?", (vm_id,))
+
+    def set_disk(self, vm_id: str, label: str, **fields: Any) -> None:
+        """Set disk fields; bytes sent, seconds, throttled and retries are added to what
+        earlier attempts recorded (the zeros skipped are the last attempt's)."""
+        added = ("bytes_sent", "seconds", "throttled", "retries")
+        parts = [f"{name}={name}+?" if name in added else f"{name}=?" for name in fields]
+        self.db.execute(f"UPDATE disks SET {', '.join(parts)} WHERE vm_id=? AND label=?",
+                        (*fields.values(), vm_id, label))

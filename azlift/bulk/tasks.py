@@ -1,0 +1,321 @@
+"""What runs on the workers: check a disk, upload it, register a VM.
+
+Each task calls the same library functions as the single commands (``vhd.check_path``,
+``upload.upload_image``, ``upload.register``) and returns a plain dict: the outcome, or
+the error's stable code and one-line message. Arguments and results carry no secret:
+credentials come from the worker's own environment or sign-in, as for `azlift upload`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .engine import TaskContext
+from .manifest import Settings
+
+PROGRESS_INTERVAL_S = 1.0
+MAX_FINDINGS = 5
+
+
+@dataclass(frozen=True)
+class DiskJob:
+    """One disk to check or upload (no secret: the target URL carries no query)."""
+
+    vm_id: str
+    label: str
+    path: str
+    format: str | None
+    role: str
+    target: str  # blob URL, or CONTAINER/BLOB with the emulator
+    emulator: bool = False
+    auth_mode: str = "key"
+    threads: int = 8
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class RegisterJob:
+    """One VM to register from its uploaded blobs."""
+
+    vm_id: str
+    settings: Settings
+    disks: tuple[tuple[str, str, int | None, str], ...]  # (label, role, lun, blob URL)
+    os_type_hint: str | None = None
+    generation_hint: str | None = None
+    reasons: tuple[str, ...] = ()
+
+
+def error_result(error: BaseException) -> dict[str, str]:
+    """The stable code and the first line of the message (secrets masked)."""
+    from ..redact import redact_text
+
+    code = getattr(error, "code", None)
+    if not isinstance(code, str):
+        code = "os_error" if isinstance(error, OSError) else "internal_error"
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    if code == "internal_error":
+        message = f"{type(error).__name__}: {message}"
+    return {"code": code, "message": redact_text(message)}
+
+
+def _base(kind: str, job: Any, ctx: TaskContext) -> dict[str, Any]:
+    return {"kind": kind, "vm": job.vm_id, "disk": getattr(job, "label", None),
+            "worker": ctx.worker_name(), "ok": False, "error": None}
+
+
+# ---- check ------------------------------------------------------------------------------
+
+def check_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
+    """Read the disk and judge it against every Azure rule; nothing is sent."""
+    import vhd
+
+    result = _base("check", job, ctx)
+    try:
+        report = vhd.check_path(job.path, job.role, job.format)
+    except Exception as error:  # noqa: BLE001 - a task reports, the coordinator decides
+        result["error"] = error_result(error)
+        return result
+    errors = [f for f in report.findings if f.severity == "error"]
+    layout = report.layout
+    result.update(
+        ok=report.ready, format=report.format, virtual_size=report.virtual_size,
+        findings=[{"code": f.code, "severity": f.severity, "message": f.message}
+                  for f in report.findings if f.severity in ("error", "warning")][:MAX_FINDINGS],
+        os_type_hint=layout.os_type_hint if layout else None,
+        generation_hint=layout.generation_hint if layout else None,
+        reasons=list(layout.reasons) if layout else [])
+    blocking = [f for f in errors if not converted_on_the_fly(f.code, report.format)]
+    result["ok"] = not blocking
+    if blocking:
+        first = blocking[0]
+        result["error"] = {"code": "not_ready", "message": f"{job.path}: {first.code}: "
+                                                          f"{first.message}"}
+    return result
+
+
+def converted_on_the_fly(code: str, image_format: str) -> bool:
+    """A finding `azlift upload` answers itself: any format but a fixed VHD is converted
+    while it is sent, its size rounded up to a whole MiB."""
+    return code == "size_not_whole_mib" and image_format != "vhd-fixed"
+
+
+# ---- upload -----------------------------------------------------------------------------
+
+def _target(job: DiskJob, ctx: TaskContext) -> Any:
+    from upload.auth import AuthOptions, account_from_url, resolve_blob
+    from upload.target import BlobPageTarget
+
+    from .throttle import ThrottledTarget
+
+    resolved = resolve_blob(job.target, AuthOptions(login=job.auth_mode == "login",
+                                                    emulator=job.emulator))
+    target = BlobPageTarget(resolved.url, resolved.credential,
+                            connections=max(job.threads + 2, 10))
+    return ThrottledTarget(target, ctx.account_window(account_from_url(resolved.url),
+                                                      job.threads))
+
+
+def _progress(job: DiskJob, ctx: TaskContext) -> Any:
+    last = 0.0
+
+    def report(event: Any) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_INTERVAL_S and event.done_bytes < event.total_bytes:
+            return
+        last = now
+        ctx.emit({"kind": "progress", "vm": job.vm_id, "disk": job.label,
+                  "done": event.done_bytes, "total": event.total_bytes,
+                  "sent": event.sent_bytes, "worker": ctx.worker_name()})
+    return report
+
+
+def _already_complete(image: Any, target: Any) -> Any | None:
+    """The blob's properties when it already holds this source, completely."""
+    from upload.journal import fingerprint
+    from upload.stream import fixed_vhd_layout
+    from upload.uploader import META_FINGERPRINT, META_STATE
+
+    if not target.exists():
+        return None
+    state = target.properties()
+    layout = fixed_vhd_layout(image)
+    digest = fingerprint(image, layout, target.identity).digest()
+    if state.metadata.get(META_STATE) == "complete" and \
+            state.metadata.get(META_FINGERPRINT) == digest and state.length == layout.blob_length:
+        return layout
+    return None
+
+
+def verify_blob(image: Any, target: Any) -> None:
+    """After the upload: the blob has the fixed VHD's length, is marked complete and ends
+    with this source's footer (the data itself was checked by Content-MD5 on every put)."""
+    from upload.errors import ServiceError
+    from upload.stream import fixed_vhd_layout
+    from upload.uploader import META_STATE
+
+    layout = fixed_vhd_layout(image)
+    state = target.properties()
+    if state.length != layout.blob_length or state.metadata.get(META_STATE) != "complete":
+        raise ServiceError(f"{target.identity}: expected a complete blob of "
+                           f"{layout.blob_length} bytes, found {state.length} bytes marked "
+                           f"{state.metadata.get(META_STATE)!r}")
+    if target.read(layout.footer_offset, len(layout.footer)) != layout.footer:
+        raise ServiceError(f"{target.identity}: the footer in the blob is not this source's")
+
+
+def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
+    """Upload one disk (sparse, resumable from what the blob holds), then verify it."""
+    import vhd
+    from upload.errors import ResumeMismatchError
+    from upload.uploader import upload_image
+
+    result = _base("upload", job, ctx)
+    started = time.monotonic()
+    target = None
+    try:
+        target = _target(job, ctx)
+        result["target"] = target.identity
+        with vhd.open_image(job.path, job.format) as image:
+            done = _already_complete(image, target)
+            if done is not None:
+                result.update(ok=True, bytes_sent=0, zero_bytes_skipped=0, resumed_bytes=
+                              done.blob_length, already=True, throttled=0, retries=0,
+                              seconds=round(time.monotonic() - started, 3))
+                return result
+            options: dict[str, Any] = {"resume": target.exists()}
+            common = dict(threads=job.threads, progress=_progress(job, ctx),
+                          cancel=ctx.cancel_flag(), role=job.role)
+            try:
+                summary = upload_image(image, target, **options, **common)
+            except ResumeMismatchError:
+                if not job.overwrite:
+                    raise
+                summary = upload_image(image, target, overwrite=True, **common)
+            verify_blob(image, target)
+        result.update(ok=True, bytes_sent=summary.data_bytes_sent,
+                      zero_bytes_skipped=summary.zero_bytes_skipped,
+                      resumed_bytes=summary.resumed_bytes, retries=summary.retries,
+                      throttled=target.throttled, already=False)
+    except Exception as error:  # noqa: BLE001 - a task reports, the coordinator decides
+        result["error"] = error_result(error)
+        if target is not None:
+            result["throttled"] = target.throttled
+    finally:
+        if target is not None:
+            target.close()
+        result["seconds"] = round(time.monotonic() - started, 3)
+    return result
+
+
+# ---- register ---------------------------------------------------------------------------
+
+class _Hints:
+    """The OS disk's partition hints, shaped as register.reconcile_with_hints reads them."""
+
+    def __init__(self, job: RegisterJob) -> None:
+        self.os_type_hint = job.os_type_hint
+        self.generation_hint = job.generation_hint
+        self.reasons = job.reasons
+
+
+def register_vm(job: RegisterJob, ctx: TaskContext) -> dict[str, Any]:
+    """Create the VM's image, gallery version or disks (idempotent create-or-update)."""
+    result = _base("register", job, ctx)
+    lease = ctx.arm_lease()
+    try:
+        outcomes = _register(job, lease)
+        result.update(ok=True, resources=[{"kind": o.kind, "id": o.id} for o in outcomes])
+    except Exception as error:  # noqa: BLE001 - a task reports, the coordinator decides
+        result["error"] = error_result(error)
+    return result
+
+
+def _register(job: RegisterJob, lease: Any) -> list[Any]:
+    from upload import register as reg
+    from upload.arm import ArmTarget, compute_client
+
+    settings = job.settings
+    client = compute_client(ArmTarget.resolve(settings.subscription, settings.cloud,
+                                              settings.arm_endpoint))
+    registrar = reg.Registrar(client, wait=True)
+    os_disk = next((d for d in job.disks if d[1] == "os"), None)
+    data = [reg.DataDiskSpec(lun=lun, url=url) for _, role, lun, url in job.disks
+            if role == "data" and lun is not None]
+    decided = reg.reconcile_with_hints(
+        reg.normalize_os_type(settings.os_type), reg.normalize_generation(
+            settings.hyper_v_generation), _Hints(job) if os_disk else None,
+        advice="set os_type / hyper_v_generation in the manifest to what the disk holds")
+    rg, location = settings.resource_group or "", settings.location or ""
+
+    def locked(call: Any) -> Any:
+        lease.acquire()
+        try:
+            return call()
+        finally:
+            lease.release()
+
+    if settings.register == "image":
+        model = reg.image_model(location=location, os_blob=os_disk[3] if os_disk else "",
+                                os_type=_required(decided.os_type, "os_type"),
+                                specialized=settings.specialized, generation=decided.generation,
+                                data_disks=data, zone_resilient=settings.zone_resilient)
+        return [locked(lambda: registrar.create_image(rg, settings.image_name or job.vm_id,
+                                                      model))]
+    if settings.register == "gallery-version":
+        return _gallery_version(job, registrar, decided, data, locked)
+    if settings.register == "disk":
+        outcomes = []
+        for label, role, _, url in job.disks:
+            model = reg.import_disk_model(
+                location=location, blob=url, storage_account_id=settings.storage_account_id or "",
+                sku=reg.normalize_sku(settings.disk_sku),
+                os_type=decided.os_type if role == "os" else None,
+                generation=decided.generation if role == "os" else None)
+            name = f"{job.vm_id}-{label}"
+            outcomes.append(locked(lambda: registrar.create_disk(rg, name, model)))
+        return outcomes
+    return []
+
+
+def _gallery_version(job: RegisterJob, registrar: Any, decided: Any, data: list[Any],
+                     locked: Any) -> list[Any]:
+    from upload import register as reg
+    from upload.errors import UsageError
+
+    settings = job.settings
+    rg, location = settings.resource_group or "", settings.location or ""
+    gallery, definition = settings.gallery or "", settings.gallery_image or ""
+    os_disk = next(d for d in job.disks if d[1] == "os")
+    outcomes = []
+    existing = registrar.get_definition(rg, gallery, definition)
+    if existing is None:
+        if not (settings.publisher and settings.offer and settings.sku):
+            raise UsageError(f"image definition {definition} not found in gallery {gallery}; "
+                             "set publisher, offer and sku in the manifest to create it")
+        model = reg.gallery_definition_model(
+            location=location, os_type=_required(decided.os_type, "os_type"),
+            specialized=settings.specialized, generation=decided.generation,
+            publisher=settings.publisher, offer=settings.offer, sku=settings.sku)
+        outcomes.append(locked(lambda: registrar.create_definition(rg, gallery, definition,
+                                                                   model)))
+    else:
+        reg.check_definition_matches(existing, decided, specialized=settings.specialized)
+    regions = reg.with_source_region(location, [reg.parse_target_region(text)
+                                                for text in settings.target_regions])
+    version = reg.gallery_version_model(location=location, os_blob=os_disk[3],
+                                        storage_account_id=settings.storage_account_id or "",
+                                        data_disks=data, target_regions=regions)
+    outcomes.append(locked(lambda: registrar.create_gallery_version(
+        rg, gallery, definition, settings.gallery_version or "", version)))
+    return outcomes
+
+
+def _required(value: str | None, name: str) -> str:
+    from upload.errors import UsageError
+
+    if not value:
+        raise UsageError(f"cannot tell the {name} from the disk; set {name} in the manifest")
+    return value
