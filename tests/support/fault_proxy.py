@@ -12,6 +12,9 @@ upload half-way. With ``on_request`` a test sees each request twice, when it has
 received whole ("received", not yet forwarded) and when the upstream has answered it
 ("answered", the answer not yet passed on): the two instants a client can die at. When
 the hook returns False the request is dropped there (not forwarded, or not answered).
+With ``max_concurrent_put_pages`` N it behaves like an account over its request limit: a
+Put Page arriving while N are already in flight gets ``503 ServerBusy``;
+``stats.peak_put_pages_in_flight`` is the most it ever had at once (rejected ones included).
 """
 from __future__ import annotations
 
@@ -38,6 +41,9 @@ class FaultStats:
     busy_injected: int = 0
     resets_injected: int = 0
     requests: int = 0
+    put_pages_in_flight: int = 0
+    peak_put_pages_in_flight: int = 0
+    busy_over_limit: int = 0
 
 
 @dataclass
@@ -54,6 +60,7 @@ class FaultProxy:
     # on_request(moment, index, method, target) -> False to drop the request there;
     # moment "received" or "answered"; index counts requests from 1 in arrival order.
     on_request: Callable[[str, int, str, str], bool | None] | None = None
+    max_concurrent_put_pages: int | None = None  # 503 ServerBusy above this many at once
     port: int = field(default_factory=free_port)
     stats: FaultStats = field(default_factory=FaultStats)
 
@@ -103,29 +110,40 @@ class FaultProxy:
             is_put_page = (method == "PUT" and "comp=page" in target
                            and b"x-ms-page-write: update" in head.lower())
             fault, index = self._choose_fault(is_put_page)
-            if fault == "reset":
-                _read_exactly(client, rest, max(0, length // 2 - len(rest)))
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                return
-            body = _read_exactly(client, rest, length - len(rest))
-            if fault == "busy":
-                client.sendall(b"HTTP/1.1 503 The server is busy.\r\n"
-                               b"x-ms-error-code: ServerBusy\r\nContent-Type: application/xml\r\n"
-                               + f"Content-Length: {len(SERVER_BUSY_BODY)}\r\n".encode()
-                               + b"Connection: close\r\n\r\n" + SERVER_BUSY_BODY)
-                return
-            if is_put_page:
-                if self.put_page_delay_s:
-                    time.sleep(self.put_page_delay_s)
-                with self._lock:
-                    self.stats.put_pages_forwarded += 1
-                    self.stats.put_page_bytes_forwarded += length
-            hook = self.on_request
-            if hook is not None and hook("received", index, method, target) is False:
-                return
-            answered = None if hook is None else (
-                lambda: hook("answered", index, method, target) is not False)
-            self._forward(client, _with_connection_close(head), body, answered)
+            try:
+                self._serve_request(client, head, rest, length, method, target, is_put_page,
+                                    fault, index)
+            finally:
+                if is_put_page:
+                    with self._lock:
+                        self.stats.put_pages_in_flight -= 1
+
+    def _serve_request(self, client: socket.socket, head: bytes, rest: bytes, length: int,
+                       method: str, target: str, is_put_page: bool, fault: str | None,
+                       index: int) -> None:
+        if fault == "reset":
+            _read_exactly(client, rest, max(0, length // 2 - len(rest)))
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        body = _read_exactly(client, rest, length - len(rest))
+        if fault == "busy":
+            client.sendall(b"HTTP/1.1 503 The server is busy.\r\n"
+                           b"x-ms-error-code: ServerBusy\r\nContent-Type: application/xml\r\n"
+                           + f"Content-Length: {len(SERVER_BUSY_BODY)}\r\n".encode()
+                           + b"Connection: close\r\n\r\n" + SERVER_BUSY_BODY)
+            return
+        if is_put_page:
+            if self.put_page_delay_s:
+                time.sleep(self.put_page_delay_s)
+            with self._lock:
+                self.stats.put_pages_forwarded += 1
+                self.stats.put_page_bytes_forwarded += length
+        hook = self.on_request
+        if hook is not None and hook("received", index, method, target) is False:
+            return
+        answered = None if hook is None else (
+            lambda: hook("answered", index, method, target) is not False)
+        self._forward(client, _with_connection_close(head), body, answered)
 
     def _choose_fault(self, is_put_page: bool) -> tuple[str | None, int]:
         """The fault to inject (None: forward it) and the request's arrival number."""
@@ -135,6 +153,13 @@ class FaultProxy:
             if not is_put_page:
                 return None, index
             self.stats.put_pages_seen += 1
+            self.stats.put_pages_in_flight += 1
+            self.stats.peak_put_pages_in_flight = max(self.stats.peak_put_pages_in_flight,
+                                                      self.stats.put_pages_in_flight)
+            if (self.max_concurrent_put_pages is not None
+                    and self.stats.put_pages_in_flight > self.max_concurrent_put_pages):
+                self.stats.busy_over_limit += 1
+                return "busy", index
             draw = self._random.random()
             if draw < self.reset_share and self.stats.resets_injected < self.max_resets:
                 self.stats.resets_injected += 1

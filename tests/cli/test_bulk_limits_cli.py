@@ -1,0 +1,84 @@
+"""`azlift bulk run` under an account that throttles, and under Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from tests.cli.conftest import installed_azlift
+from tests.support.azurite import azurite  # noqa: F401
+from tests.support.bulk_plans import KINDS, blob_bytes, converted, make_disk, manifest
+from tests.support.fault_proxy import FaultProxy
+
+
+def plan_of(tmp_path, container, count, sources=("hv01", "nas1"), **defaults):
+    disks, vms, expected = tmp_path / "disks", [], {}
+    for n in range(count):
+        path = make_disk(disks, f"d{n}", KINDS[n % 4], seed=300 + n, count=60)
+        vms.append({"id": f"vm{n}", "source": sources[n % len(sources)],
+                    "disk": [{"path": str(path), "lun": 0}]})
+        expected[f"vm{n}-lun0.vhd"] = path
+    return manifest(tmp_path / "plan.toml", vms, sources={s: 2 for s in sources},
+                    destination=container, emulator=True, **defaults), expected
+
+
+def azlift(*args, env, **kwargs):
+    return subprocess.Popen([installed_azlift(), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+
+
+def test_throttled_account_backs_off_under_the_cap_and_completes(tmp_path, azurite) -> None:  # noqa: F811
+    container = azurite.new_container_name()
+    plan, expected = plan_of(tmp_path, container, 6, threads=4)
+    plan.write_text(plan.read_text().replace("[[source]]", "[limits]\naccount_requests = 8\n\n"
+                                             "[[source]]", 1))
+    with FaultProxy(upstream=(azurite.host, azurite.port), max_concurrent_put_pages=4,
+                    put_page_delay_s=0.01) as proxy:
+        env = {**os.environ, "AZLIFT_EMULATOR_ENDPOINT": proxy.url_for(azurite.endpoint),
+               "AZLIFT_STATE_DIR": str(tmp_path / "state")}
+        run = azlift("bulk", "run", plan, "--json", "-q", env=env)
+        out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    report = json.loads(out)
+    assert report["totals"]["done"] == 6 and report["totals"]["failed"] == 0
+    assert proxy.stats.busy_over_limit > 0  # the account did push back
+    assert report["totals"]["throttled"] >= proxy.stats.busy_over_limit
+    assert proxy.stats.peak_put_pages_in_flight <= 8  # never above the account cap
+    for name, source in expected.items():
+        assert blob_bytes(azurite, container, name) == converted(source, tmp_path), name
+
+
+def test_ctrl_c_stops_cooperatively_keeps_state_and_a_rerun_finishes(tmp_path, azurite) -> None:  # noqa: F811
+    container = azurite.new_container_name()
+    plan, expected = plan_of(tmp_path, container, 4, sources=("hv01",), threads=2)
+    with FaultProxy(upstream=(azurite.host, azurite.port), put_page_delay_s=0.1) as proxy:
+        env = {**os.environ, "AZLIFT_EMULATOR_ENDPOINT": proxy.url_for(azurite.endpoint),
+               "AZLIFT_STATE_DIR": str(tmp_path / "state")}
+        run = azlift("bulk", "run", plan, "--json", "-q", env=env)
+        deadline = time.monotonic() + 120
+        while proxy.stats.put_pages_forwarded < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run.poll() is None
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 130, err
+        assert "interrupted" in err and "Traceback" not in err
+        assert json.loads(out)["error"]["code"] == "interrupted"
+        status = azlift("bulk", "status", plan, "--json", env=env)
+        document = json.loads(status.communicate(timeout=60)[0])
+        assert document["totals"]["failed"] == 0 and document["totals"]["pending"] >= 1
+        sent_before = proxy.stats.put_page_bytes_forwarded
+        proxy.put_page_delay_s = 0.0
+        rerun = azlift("bulk", "run", plan, "--json", "-q", env=env)
+        out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert json.loads(out)["totals"]["done"] == 4
+    data = sum(disk["bytes_sent"] for vm in json.loads(out)["vms"] for disk in vm["disks"])
+    # What was sent before Ctrl-C counts once; re-sent bytes stay within the window that
+    # was in flight (2 disks x 2 threads x 4 MiB).
+    assert sent_before > 0
+    assert data <= proxy.stats.put_page_bytes_forwarded <= data + 2 * 2 * 4 * 1024 * 1024
+    for name, source in expected.items():
+        assert blob_bytes(azurite, container, name) == converted(source, tmp_path), name
