@@ -117,11 +117,14 @@ def _target(job: DiskJob, ctx: TaskContext) -> Any:
                                                       job.threads))
 
 
-def _progress(job: DiskJob, ctx: TaskContext) -> Any:
+def _progress(job: DiskJob, ctx: TaskContext, seen: dict[str, int]) -> Any:
+    """Progress events for the coordinator, at most one a second per disk; ``seen`` keeps
+    the bytes sent so far (a failed or interrupted upload still reports them)."""
     last = 0.0
 
     def report(event: Any) -> None:
         nonlocal last
+        seen["sent"] = event.sent_bytes
         now = time.monotonic()
         if now - last < PROGRESS_INTERVAL_S and event.done_bytes < event.total_bytes:
             return
@@ -149,6 +152,15 @@ def _already_complete(image: Any, target: Any) -> Any | None:
     return None
 
 
+def _unclaimed_and_empty(target: Any) -> bool:
+    """A blob created by an upload that died before it marked the blob or wrote a page
+    (a worker killed right after create): starting over loses nothing."""
+    from upload.uploader import META_FINGERPRINT
+
+    return (META_FINGERPRINT not in target.properties().metadata
+            and not target.list_page_ranges())
+
+
 def verify_blob(image: Any, target: Any) -> None:
     """After the upload: the blob has the fixed VHD's length, is marked complete and ends
     with this source's footer (the data itself was checked by Content-MD5 on every put)."""
@@ -174,6 +186,7 @@ def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
 
     result = _base("upload", job, ctx)
     started = time.monotonic()
+    seen = {"sent": 0}
     target = None
     try:
         target = _target(job, ctx)
@@ -186,12 +199,12 @@ def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
                               seconds=round(time.monotonic() - started, 3))
                 return result
             options: dict[str, Any] = {"resume": target.exists()}
-            common = dict(threads=job.threads, progress=_progress(job, ctx),
+            common = dict(threads=job.threads, progress=_progress(job, ctx, seen),
                           cancel=ctx.cancel_flag(), role=job.role)
             try:
                 summary = upload_image(image, target, **options, **common)
             except ResumeMismatchError:
-                if not job.overwrite:
+                if not (job.overwrite or _unclaimed_and_empty(target)):
                     raise
                 summary = upload_image(image, target, overwrite=True, **common)
             verify_blob(image, target)
@@ -201,6 +214,7 @@ def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
                       throttled=target.throttled, already=False)
     except Exception as error:  # noqa: BLE001 - a task reports, the coordinator decides
         result["error"] = error_result(error)
+        result["bytes_sent"] = seen["sent"]
         if target is not None:
             result["throttled"] = target.throttled
     finally:
