@@ -271,11 +271,14 @@ def _register(job: RegisterJob, lease: Any) -> list[Any]:
         finally:
             lease.release()
 
+    tags = dict(settings.tags) or None
+
     if settings.register == "image":
         model = reg.image_model(location=location, os_blob=os_disk[3] if os_disk else "",
                                 os_type=_required(decided.os_type, "os_type"),
                                 specialized=settings.specialized, generation=decided.generation,
                                 data_disks=data, zone_resilient=settings.zone_resilient)
+        model.tags = tags
         return [locked(lambda: registrar.create_image(rg, settings.image_name or job.vm_id,
                                                       model))]
     if settings.register == "gallery-version":
@@ -288,6 +291,7 @@ def _register(job: RegisterJob, lease: Any) -> list[Any]:
                 sku=reg.normalize_sku(settings.disk_sku),
                 os_type=decided.os_type if role == "os" else None,
                 generation=decided.generation if role == "os" else None)
+            model.tags = tags
             name = f"{job.vm_id}-{label}"
             outcomes.append(locked(lambda: registrar.create_disk(rg, name, model)))
         return outcomes
@@ -322,6 +326,7 @@ def _gallery_version(job: RegisterJob, registrar: Any, decided: Any, data: list[
     version = reg.gallery_version_model(location=location, os_blob=os_disk[3],
                                         storage_account_id=settings.storage_account_id or "",
                                         data_disks=data, target_regions=regions)
+    version.tags = dict(settings.tags) or None
     outcomes.append(locked(lambda: registrar.create_gallery_version(
         rg, gallery, definition, settings.gallery_version or "", version)))
     return outcomes

@@ -188,3 +188,13 @@ def test_scheduler_refuses_to_listen_beyond_loopback_without_tls(tmp_path) -> No
     assert done.returncode == 5
     assert "refusing to listen on 0.0.0.0 without TLS" in done.stderr
     assert "--insecure" in done.stderr
+
+
+def test_insecure_scheduler_warns_before_it_listens(tmp_path) -> None:
+    """--insecure is allowed but said out loud (an address of TEST-NET-3 that this machine
+    does not own, so nothing ends up listening)."""
+    done = subprocess.run([installed_azlift(), "bulk", "scheduler", "--host", "203.0.113.7",
+                           "--port", "0", "--insecure"], capture_output=True, text=True,
+                          timeout=60)
+    assert "listening on 203.0.113.7 WITHOUT TLS" in done.stderr
+    assert done.returncode != 0  # the address cannot be bound here
