@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from azlift.bulk import Coordinator, InProcessEngine, StateStore, build_report, load_manifest
-from azlift.bulk.runner import source_resources
+from azlift.bulk import InProcessEngine, StateStore, build_report, load_manifest
 from tests.support.azurite import azurite  # noqa: F401
-from tests.support.bulk_plans import blob_bytes, converted, make_disk, manifest
+from tests.support.bulk_plans import blob_bytes, converted, make_disk, manifest, run_in_process
 from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
 
 SECRET = "s3cr3t-storage-key-value-do-not-leak"
@@ -53,12 +52,7 @@ def test_plan_runs_without_dask_and_no_secret_travels(tmp_path: Path, azurite, f
         storage_account_id="/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/"
                            "storageAccounts/acct", threads=2)
     loaded = load_manifest(plan)
-    store = StateStore(tmp_path / "state.sqlite")
-    engine = RecordingEngine("run1", threads=4, resources=source_resources(loaded))
-    try:
-        Coordinator(loaded, store, engine, "run1", wait_for_workers=0).run()
-    finally:
-        engine.close()
+    store, engine = run_in_process(loaded, tmp_path / "state.sqlite", "run1", RecordingEngine)
     report = build_report(store, str(plan))
     [vm] = report["vms"]
     assert (vm["status"], vm["error"]) == ("done", None), vm

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from azlift.bulk import Coordinator, InProcessEngine, StateStore, build_report, load_manifest
-from azlift.bulk.runner import source_resources
+from azlift.bulk import build_report, load_manifest
 from tests.support.azurite import azurite  # noqa: F401
-from tests.support.bulk_plans import make_disk, manifest
+from tests.support.bulk_plans import make_disk, manifest, run_in_process
 from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
 
 SA = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct"
@@ -28,12 +27,7 @@ def test_gallery_version_with_its_definition_and_tags(tmp_path: Path, azurite, f
         arm_endpoint=fake_arm.base_url, gallery="gal", gallery_image="web",
         storage_account_id=SA, publisher="contoso", offer="web", sku="22",
         target_regions=["northeurope=2"], tags={"wave": "3", "owner": "migration"}))
-    store = StateStore(tmp_path / "state.sqlite")
-    engine = InProcessEngine("g1", threads=4, resources=source_resources(plan))
-    try:
-        Coordinator(plan, store, engine, "g1", wait_for_workers=0).run()
-    finally:
-        engine.close()
+    store, _ = run_in_process(plan, tmp_path / "state.sqlite", "g1")
     [vm] = build_report(store, "plan.toml")["vms"]
     store.close()
     assert (vm["status"], vm["error"]) == ("done", None), vm

@@ -64,3 +64,17 @@ def manifest(path: Path, vms: Iterable[dict[str, Any]], *, sources: dict[str, in
 
 def blob_bytes(azurite: Any, container: str, name: str) -> bytes:
     return azurite.service_client().get_blob_client(container, name).download_blob().readall()
+
+
+def run_in_process(plan: Any, state: Path, run_id: str, engine_class: Any = None) -> tuple[Any, Any]:
+    """Run a loaded manifest on the in-process engine (no Dask); return (store, engine)."""
+    from azlift.bulk import Coordinator, InProcessEngine, StateStore, source_resources
+
+    store = StateStore(state)
+    engine = (engine_class or InProcessEngine)(run_id, threads=4,
+                                               resources=source_resources(plan))
+    try:
+        Coordinator(plan, store, engine, run_id, wait_for_workers=0).run()
+    finally:
+        engine.close()
+    return store, engine
