@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import blob_target
 from tests.vhd.images import MIB, SECTOR, qemu_img, scattered_chunks, write_raw
+from tests.vhd.vmdk_corpus import CASES
 from tests.vhd.vmdk_images import make_ova, make_vmdk, make_vmware_stream
 
 SIZE = 21 * MIB + 3 * SECTOR  # above Azure's 20 MiB floor, not a whole MiB
@@ -90,26 +90,16 @@ def test_disk_out_of_range_on_a_single_disk(run_main, tmp_path: Path) -> None:
     assert result.code == 2 and "no disk 2" in result.err
 
 
-def test_a_failing_read_leaves_no_output(run_main, tmp_path: Path) -> None:
-    source = make_vmdk(raw_disk(tmp_path, 5), tmp_path / "d.vmdk", "streamOptimized")
-    data = bytearray(source.read_bytes())
-    header = struct.unpack_from("<Q", data, 56)[0]  # GD offset (qemu: GD and GTs up front)
-    table = struct.unpack_from("<I", data, header * SECTOR)[0]
-    grain = max(struct.unpack_from("<512I", data, table * SECTOR))
-    struct.pack_into("<I", data, grain * SECTOR + 8, 0x7FFFFFF)  # absurd compressed size
-    source.write_bytes(bytes(data))
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_malformed_file_is_one_line_exit_3_and_no_output(run_main, tmp_path: Path,
+                                                               name: str) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    source = CASES[name].build(folder)
     result = run_main("vhd", "convert", source, tmp_path / "out.vhd")
     assert result.code == 3 and len(result.err_lines) == 1, result.err
-    assert "grain marker" in result.err and "Traceback" not in result.err
-    assert sorted(os.listdir(tmp_path)) == ["d.vmdk", "raw5.img"]
-
-
-def test_a_snapshot_is_refused_with_exit_3(run_main, tmp_path: Path) -> None:
-    base = make_vmdk(raw_disk(tmp_path, 6), tmp_path / "base.vmdk", "monolithicSparse")
-    qemu_img("create", "-f", "vmdk", "-b", base, "-F", "vmdk", tmp_path / "snap.vmdk")
-    result = run_main("vhd", "inspect", tmp_path / "snap.vmdk")
-    assert result.code == 3 and len(result.err_lines) == 1
-    assert "consolidate the snapshots" in result.err
+    assert CASES[name].words in result.err and "Traceback" not in result.err
+    assert os.listdir(tmp_path) == ["in"]  # neither DEST nor a temporary file
 
 
 @pytest.fixture

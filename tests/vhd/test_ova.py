@@ -12,8 +12,7 @@ from tests.vhd.images import MIB, SECTOR, Chunk, covered, expected_bytes, scatte
     write_raw
 from tests.vhd.vmdk_images import SPARSE_FORMAT, make_ova, make_vmdk, make_vmware_stream, \
     ovf_text
-from vhd.errors import ChecksumError, DiskSelectionError, ImageFormatError, \
-    TruncatedImageError, UnsupportedImageError
+from vhd.errors import DiskSelectionError, ImageFormatError, UnsupportedImageError
 from vhd.ova import OvaImage, list_disks
 
 SIZES = [5 * MIB + 3 * SECTOR, 3 * MIB, 2 * MIB + SECTOR]
@@ -106,37 +105,9 @@ def test_a_descriptor_with_its_extent_in_another_member(tmp_path: Path) -> None:
 
 
 # --- refusals ---------------------------------------------------------------------------
-def test_a_manifest_mismatch_is_refused(tmp_path: Path) -> None:
-    path, _, size = disk(tmp_path, 1)
-    ova = make_ova(tmp_path / "vm.ova", [(path, size)])
-    with tarfile.open(ova) as archive:
-        member = archive.getmember("vm-disk1.vmdk")
-    with open(ova, "r+b") as handle:
-        handle.seek(member.offset_data + 600)
-        handle.write(b"\x00\x01")
-    with pytest.raises(ChecksumError, match="manifest says"):
-        OvaImage(ova)
-
-
-def test_a_member_cut_short_is_refused(tmp_path: Path) -> None:
-    path, _, size = disk(tmp_path, 1)
-    ova = make_ova(tmp_path / "vm.ova", [(path, size)], manifest=None)
-    with tarfile.open(ova) as archive:
-        member = archive.getmember("vm-disk1.vmdk")
-    with open(ova, "r+b") as handle:
-        handle.truncate(member.offset_data + member.size // 2)
-    with pytest.raises((TruncatedImageError, ImageFormatError)) as caught:
-        OvaImage(ova)
-    assert "vm.ova" in str(caught.value)
-
-
 @pytest.mark.parametrize("ovf, error, words", [
     ("<Envelope><References>", ImageFormatError, "not well-formed"),
     ("<Other/>", ImageFormatError, "expected 'Envelope'"),
-    (ovf_text([("missing.vmdk", MIB, SPARSE_FORMAT)]), ImageFormatError, "not in the OVA"),
-    (ovf_text([("vm-disk1.vmdk", MIB, SPARSE_FORMAT)]).replace('ovf:capacity="1048576"',
-                                                              'ovf:capacity="big"'),
-     ImageFormatError, "whole number"),
     (ovf_text([]), ImageFormatError, "lists no disks"),
     (ovf_text([("vm-disk1.vmdk", MIB, SPARSE_FORMAT)]).replace('<File ', '<File ovf:chunkSize="1000" '),
      UnsupportedImageError, "chunks"),

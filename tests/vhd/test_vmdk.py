@@ -14,8 +14,10 @@ import pytest
 from tests.vhd.images import MIB, SECTOR, Chunk, covered, expected_bytes, qemu_img, \
     scattered_chunks, write_raw
 from tests.vhd.vmdk_images import inside, make_vmdk, make_vmware_stream, qemu_io, qemu_map
-from vhd.errors import ImageFormatError, ImageIOError, TruncatedImageError, \
-    UnsupportedImageError
+import vhd
+from tests.vhd.corpus import patch
+from tests.vhd.vmdk_corpus import CASES
+from vhd.errors import UnsupportedImageError, VhdError
 from vhd.vmdk import VmdkImage
 
 SIZE = 9 * MIB + 3 * SECTOR  # a whole MiB count plus three sectors
@@ -149,19 +151,21 @@ def test_a_cowd_redo_log_is_refused(tmp_path: Path) -> None:
 
 
 # --- malformed files -----------------------------------------------------------------
-def patch(path: Path, offset: int, data: bytes) -> Path:
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(data)
-    return path
+def test_the_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 15
 
 
-def test_a_grain_directory_past_the_end_is_refused(tmp_path: Path, raw: Path) -> None:
-    path = make_vmdk(raw, tmp_path / "s.vmdk", "monolithicSparse")
-    patch(path, 48, struct.pack("<Q", 1 << 30))  # the redundant copy too
-    patch(path, 56, struct.pack("<Q", 1 << 30))
-    with pytest.raises(TruncatedImageError, match="grain directory"):
-        VmdkImage(path)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_malformed_files_raise_their_typed_error(tmp_path: Path, name: str) -> None:
+    case = CASES[name]
+    path = case.build(tmp_path)
+    with pytest.raises(VhdError) as caught:
+        with vhd.open_image(path) as image:
+            image.read(0, image.virtual_size)  # some damage shows only when read
+    assert isinstance(caught.value, case.error), f"{type(caught.value).__name__}: {caught.value}"
+    message = str(caught.value)
+    assert case.words in message and "\n" not in message
+    assert caught.value.exit_code == 3
 
 
 def test_the_redundant_directory_stands_in_for_a_lost_one(tmp_path: Path, raw: Path,
@@ -173,79 +177,3 @@ def test_the_redundant_directory_stands_in_for_a_lost_one(tmp_path: Path, raw: P
         assert bytes(image.read(0, SIZE)) == expected_bytes(SIZE, chunks)
 
 
-def test_a_truncated_compressed_grain_fails_the_read(tmp_path: Path, raw: Path) -> None:
-    path = make_vmdk(raw, tmp_path / "s.vmdk", "streamOptimized")
-    with VmdkImage(path) as image:
-        extent = image.extent_list[0]
-        last = max(int(t.max()) for t in extent.tables.values())
-    with open(path, "r+b") as handle:
-        handle.truncate(last * SECTOR + 14)  # the marker and 2 bytes of data
-    with VmdkImage(path) as image, pytest.raises(TruncatedImageError):
-        image.read(0, SIZE)
-
-
-def test_a_bad_footer_marker_is_refused(tmp_path: Path, raw: Path) -> None:
-    path = make_vmware_stream(raw, tmp_path / "v.vmdk")
-    size = path.stat().st_size
-    patch(path, size - 1536 + 12, struct.pack("<I", 2))  # footer marker -> GD marker type
-    with pytest.raises(ImageFormatError, match="footer marker"):
-        VmdkImage(path)
-
-
-def test_corrupt_compressed_data_is_refused_on_read(tmp_path: Path, raw: Path) -> None:
-    path = make_vmdk(raw, tmp_path / "s.vmdk", "streamOptimized")
-    with VmdkImage(path) as image:
-        first = int(image.extent_list[0].tables[0][0])
-    patch(path, first * SECTOR + 12, b"\xff\xff\xff\xff")
-    with VmdkImage(path) as image, pytest.raises(ImageFormatError, match="inflate"):
-        image.read(0, 65536)
-
-
-def test_a_grain_marker_for_another_sector_is_refused(tmp_path: Path, raw: Path) -> None:
-    path = make_vmdk(raw, tmp_path / "s.vmdk", "streamOptimized")
-    with VmdkImage(path) as image:
-        first = int(image.extent_list[0].tables[0][0])
-    patch(path, first * SECTOR, struct.pack("<Q", 999 * 128))
-    with VmdkImage(path) as image, pytest.raises(ImageFormatError, match="grain marker"):
-        image.read(0, 512)
-
-
-@pytest.mark.parametrize("offset, value, words", [
-    (4, struct.pack("<I", 9), "version 9"),
-    (20, struct.pack("<Q", 3), "grain size 3"),
-    (44, struct.pack("<I", 0), "entries per grain table"),
-    (12, struct.pack("<Q", 1 << 50), "capacity"),
-])
-def test_impossible_header_fields_are_refused(tmp_path: Path, raw: Path, offset: int,
-                                              value: bytes, words: str) -> None:
-    path = patch(make_vmdk(raw, tmp_path / "s.vmdk", "monolithicSparse"), offset, value)
-    with pytest.raises(ImageFormatError, match=words):
-        VmdkImage(path)
-
-
-def test_a_flat_extent_shorter_than_the_descriptor_says(tmp_path: Path, raw: Path) -> None:
-    flat = make_vmdk(raw, tmp_path / "f.vmdk", "monolithicFlat")
-    with open(tmp_path / "f-flat.vmdk", "r+b") as handle:
-        handle.truncate(MIB)
-    with pytest.raises(TruncatedImageError, match="holds only"):
-        VmdkImage(flat)
-
-
-def test_a_missing_extent_file_is_named(tmp_path: Path, raw: Path) -> None:
-    flat = make_vmdk(raw, tmp_path / "f.vmdk", "monolithicFlat")
-    (tmp_path / "f-flat.vmdk").unlink()
-    with pytest.raises(ImageIOError, match="f-flat.vmdk not found"):
-        VmdkImage(flat)
-
-
-def test_a_garbled_extent_line_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "bad.vmdk"
-    path.write_text('# Disk DescriptorFile\ncreateType="monolithicFlat"\nRW lots FLAT "x" 0\n')
-    with pytest.raises(ImageFormatError, match="not an extent line"):
-        VmdkImage(path)
-
-
-def test_one_extent_of_a_split_disk_is_refused(tmp_path: Path, raw: Path) -> None:
-    make_vmdk(raw, tmp_path / "split.vmdk", "twoGbMaxExtentSparse")
-    with pytest.raises(UnsupportedImageError, match="open the descriptor"):
-        VmdkImage(tmp_path / "split-s001.vmdk")
