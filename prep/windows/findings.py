@@ -132,8 +132,11 @@ def _section(facts: Facts, key: str) -> tuple[dict[str, Any], str | None]:
 def _reason(error: dict[str, Any]) -> str:
     message = " ".join(_text(error.get("error")).split()) or "unknown error"
     command = _text(error.get("command"))
-    if _text(error.get("error_id")).startswith("CommandNotFoundException"):
+    error_id = _text(error.get("error_id"))
+    if error_id.startswith("CommandNotFoundException"):
         return f"{command or 'a cmdlet it needs'} is not available on this Windows"
+    if "ConstrainedLanguage" in error_id:
+        message = f"blocked by PowerShell's Constrained Language Mode: {message}"
     return f"{command}: {message}" if command and command not in message else message
 
 

@@ -242,7 +242,8 @@ FAILED_QUERIES = [
         "GetCimInstanceCommand", "Get-CimInstance"), "Invalid class"),
     ("temp", "temp", Severity.WARNING, failed_query(
         "Method invocation is supported only on core types in this language mode.",
-        "MethodInvocationNotSupportedInConstrainedLanguage", ""), "core types"),
+        "MethodInvocationNotSupportedInConstrainedLanguage", ""),
+     "blocked by PowerShell's Constrained Language Mode: Method invocation is supported only"),
     ("persistent_routes", "persistent_routes", Severity.WARNING, failed_query(
         "Invalid namespace", "HRESULT 0x8004100e,Get-NetRoute", "Get-NetRoute"),
      "Invalid namespace"),
