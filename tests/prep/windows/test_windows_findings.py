@@ -96,6 +96,13 @@ def test_the_ready_fixture_has_every_section_check_ps1_prints() -> None:
     body = text[text.index("$facts = [ordered]@{"):text.index("$facts | ConvertTo-Json")]
     keys = re.findall(r"^    (\w+) = ", body, re.MULTILINE)
     assert keys == list(ready_facts())
+    # The sections written out in the literal itself have the fixture's keys, too.
+    for section in ("pending_reboot", "rdp", "removable_storage"):
+        block = re.search(rf"^    {section} = \[ordered\]@{{\n(.*?)^    }}", body,
+                          re.MULTILINE | re.DOTALL)
+        assert block, section
+        assert re.findall(r"^        (\w+) = ", block.group(1), re.MULTILINE) == \
+            list(ready_facts()[section]), section
 
 
 def not_ok(facts: dict[str, Any]) -> dict[str, Severity]:
