@@ -278,6 +278,7 @@ class SparseExtent:
     def read_into(self, offset: int, buffer: memoryview) -> None:
         grain_size, done, length = self.grain, 0, len(buffer)
         pending: tuple[int, int, int] | None = None  # (buffer start, file offset, length)
+        compressed: list[tuple[int, int, int, int, int]] = []
         while done < length:
             position = offset + done
             grain, within = divmod(position, grain_size)
@@ -285,7 +286,7 @@ class SparseExtent:
             entry = self._entry(grain)
             if entry > self._zero_marker():
                 if self.header.compressed:
-                    buffer[done:done + count] = memoryview(self._inflate(grain, entry))[within:within + count]
+                    compressed.append((done, grain, entry, within, count))
                 else:
                     source = entry * SECTOR + within
                     if pending and pending[1] + pending[2] == source and pending[0] + pending[2] == done:
@@ -297,22 +298,44 @@ class SparseExtent:
             done += count
         if pending:
             self._flush(buffer, pending)
+        if compressed:
+            self._inflate_into(buffer, compressed)
+
+    def _inflate_into(self, buffer: memoryview,
+                      grains: list[tuple[int, int, int, int, int]]) -> None:
+        """Inflate ``(buffer start, grain, entry, within, count)`` grains into ``buffer``;
+        grains stored close together (a stream file's usual case) come in one read."""
+        entries = [entry for _, _, entry, _, _ in grains]
+        low = min(entries) * SECTOR
+        high = max(entries) * SECTOR + GRAIN_MARKER_SIZE + self.grain + SECTOR
+        span = None
+        if len(grains) > 1 and high - low <= 2 * len(grains) * (self.grain + SECTOR):
+            span = (low, memoryview(self.window.pread_upto(low, high - low)))
+        for done, grain, entry, within, count in grains:
+            out = memoryview(self._inflate(grain, entry, span))
+            buffer[done:done + count] = out[within:within + count]
 
     def _flush(self, buffer: memoryview, run: tuple[int, int, int]) -> None:
         start, source, count = run
         self.window.pread_into(source, buffer[start:start + count])
 
-    def _inflate(self, grain: int, entry: int) -> bytes:
-        """The guest bytes of compressed ``grain`` stored at sector ``entry``."""
+    def _inflate(self, grain: int, entry: int,
+                 span: tuple[int, memoryview] | None = None) -> bytes:
+        """The guest bytes of compressed ``grain`` stored at sector ``entry`` (from
+        ``span``, file bytes already read from its offset on, when it holds them)."""
         window, path = self.window, self.window.path
         where = entry * SECTOR
         expected = min(self.grain, self.size - grain * self.grain)
-        head = window.pread_upto(where, GRAIN_MARKER_SIZE + self.grain + SECTOR)
+        reach = GRAIN_MARKER_SIZE + self.grain + SECTOR
+        if span is not None and span[0] <= where:
+            head: bytes | memoryview = span[1][where - span[0]:where - span[0] + reach]
+        else:
+            head = window.pread_upto(where, reach)
         if self.header.markers:
             if len(head) < GRAIN_MARKER_SIZE:
                 raise TruncatedImageError(
                     f"{path}: grain {grain} at offset {where} is cut off by the end of the file")
-            lba, size, _ = MARKER_STRUCT.unpack(head[:GRAIN_MARKER_SIZE] + bytes(4))
+            lba, size, _ = MARKER_STRUCT.unpack(bytes(head[:GRAIN_MARKER_SIZE]) + bytes(4))
             sector = grain * self.header.grain_size
             if lba != sector:
                 raise ImageFormatError(
