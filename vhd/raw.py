@@ -244,8 +244,16 @@ class FileImage:
             done += got
 
     def parent_read(self, offset: int, length: int) -> bytes:
-        """Bytes a differencing disk inherits; formats without parents read zeros."""
-        return bytes(length)
+        """Bytes a child disk inherits from ``self.parent`` (zeros without one); a parent
+        smaller than the child reads as zeros beyond its end."""
+        parent = getattr(self, "parent", None)
+        if parent is None:
+            return bytes(length)
+        available = max(0, min(length, parent.virtual_size - offset))
+        if available == length:
+            return parent.read(offset, length)
+        data = parent.read(offset, available) if available else b""
+        return bytes(data) + bytes(length - available)
 
     def check_range(self, offset: int, length: int) -> None:
         """Refuse a read that does not lie inside ``[0, virtual_size]``."""

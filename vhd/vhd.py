@@ -112,16 +112,6 @@ class VhdImage(FileImage):
         self.check_range(offset, length)
         return self.read_runs(offset, length, self.layout.runs(offset, length))
 
-    def parent_read(self, offset: int, length: int) -> bytes:
-        """The parent's bytes; a parent smaller than the child reads as zeros beyond its end."""
-        if self.parent is None:
-            return bytes(length)
-        available = max(0, min(length, self.parent.virtual_size - offset))
-        if available == length:
-            return self.parent.read(offset, length)
-        data = self.parent.read(offset, available) if available else b""
-        return bytes(data) + bytes(length - available)
-
     def extents(self) -> Iterator[tuple[int, int]]:
         return self.layout.extents()
 
