@@ -1,4 +1,5 @@
-"""Disk images: read raw/VHD/VHDX/VMDK/OVA, check them against Azure's rules, convert and fix.
+"""Disk images: read raw/VHD/VHDX/qcow2/VMDK/OVA, check them against Azure's rules, convert and
+fix.
 
 No network, no Azure SDK, no other azlift package.
 """
@@ -39,6 +40,7 @@ from .check import (
 from .convert import ConvertResult, convert, footer_for
 from .fix import FixPlan, FixResult, fix, plan_fix
 from .ova import OvaImage
+from .qcow2 import Qcow2Image
 from .raw import RawImage
 from .vhd import VhdImage
 from .vhdx import VhdxImage
@@ -83,6 +85,7 @@ __all__ = [
     "ParentChainError",
     "ParentMismatchError",
     "ParentNotFoundError",
+    "Qcow2Image",
     "RawImage",
     "ReadRangeError",
     "TruncatedImageError",

@@ -259,11 +259,14 @@ class Qcow2Image(FileImage):
         if has_protocol(name):
             raise self._fail(UnsupportedImageError, f"external data file {name!r} is not a "
                              f"local file name")
-        path = resolve_relative(self.path, name)
-        if not os.path.isfile(path):
-            raise self._fail(ImageIOError, f"external data file {name!r} not found (looked "
-                             f"at {path})")
-        return FileImage(path)
+        # Beside the image first, as for backing files; qemu itself (7.2) takes a relative
+        # data file name from the working directory, so that comes second.
+        tried = list(dict.fromkeys([resolve_relative(self.path, name), name]))
+        for path in tried:
+            if os.path.isfile(path):
+                return FileImage(path)
+        raise self._fail(ImageIOError, f"external data file {name!r} not found (looked at "
+                         f"{', '.join(tried)})")
 
     # -- the map ------------------------------------------------------------------------
     @property
