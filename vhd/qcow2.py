@@ -502,20 +502,21 @@ class Qcow2Image(FileImage):
 
     def _extent_parts(self) -> Iterator[tuple[int, int]]:
         backing = RangeCursor(self.parent.extents()) if self.parent is not None else None
-        for l1_index in range(len(self.l1)):
+        done = 0  # guest bytes before this point are mapped
+        for l1_index in np.flatnonzero(self.l1).tolist():  # L2 tables, skipping empty L1
             start = l1_index * self.l2_span
-            if start >= self._virtual_size:
-                break
             stop = min(self._virtual_size, start + self.l2_span)
+            if backing is not None:
+                yield from backing.take(done, start)
+            done = stop
             table = self._l2_table(l1_index)
-            if table is None:
-                if backing is not None:
-                    yield from backing.take(start, stop)
-                continue
+            assert table is not None  # its L1 entry is non-zero
             own, unallocated = self._table_map(table, start, stop)
             inherited = [] if backing is None else [
                 part for low, count in unallocated for part in backing.take(low, low + count)]
             yield from heapq.merge(own, inherited)
+        if backing is not None:
+            yield from backing.take(done, self._virtual_size)
 
     def _table_map(self, table: tuple[np.ndarray, np.ndarray | None], start: int,
                    stop: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
