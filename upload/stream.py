@@ -26,7 +26,7 @@ ZERO_BLOCK = bytes(4 * 1024 * 1024)
 
 # DiskImage.format -> the family name vhd.open_image(format=...) accepts.
 FORMAT_FAMILY = {"raw": "raw", "vhd-fixed": "vhd", "vhd-dynamic": "vhd",
-                 "vhd-differencing": "vhd", "vhdx": "vhdx"}
+                 "vhd-differencing": "vhd", "vhdx": "vhdx", "qcow2": "qcow2"}
 
 
 def footer_bytes(image: DiskImage, virtual_size: int) -> bytes:

@@ -248,7 +248,7 @@ def layout_findings(layout: DiskLayout, role: Role | None, virtual_size: int) ->
 def conversion_finding(image: DiskImage) -> Finding:
     kind = {"raw": "a raw disk without a VHD footer",
             "vhd-dynamic": "a dynamic VHD", "vhd-differencing": "a differencing VHD",
-            "vhdx": "a VHDX"}.get(image.format, image.format)
+            "vhdx": "a VHDX", "qcow2": "a qcow2 image"}.get(image.format, image.format)
     fix_hint = ("`azlift vhd fix` appends a footer in place, " if image.format == "raw" else "")
     return Finding(
         "needs_conversion", WARNING,

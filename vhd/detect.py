@@ -31,20 +31,21 @@ from .errors import (
     UnknownFormatError,
 )
 from .image import DiskImage
+from .qcow2 import Qcow2Image
 from .raw import FileImage, RawImage
 from .vhd import VhdImage
 from .vhdx import VhdxImage
 from .ova import OvaImage
 from .vmdk import VmdkImage
 
-FORMATS = ("raw", "vhd", "vhdx", "vmdk", "ova")
+FORMATS = ("raw", "vhd", "vhdx", "qcow2", "vmdk", "ova")
 FORMAT_ALIASES = {"raw": "raw", "img": "raw", "vhd": "vhd", "vpc": "vhd", "vhdx": "vhdx",
-                  "vmdk": "vmdk", "vmdk-stream": "vmdk", "ova": "ova"}
+                  "qcow2": "qcow2", "vmdk": "vmdk", "vmdk-stream": "vmdk", "ova": "ova"}
 IMAGE_EXTENSIONS = {".vhd": "vhd", ".avhd": "vhd", ".vhdx": "vhdx", ".avhdx": "vhdx",
                     **EXTENSION_FORMATS}
 # Detected format -> reader. A detected container without an entry here is refused.
 READERS: dict[str, type] = {"raw": RawImage, "vhd": VhdImage, "vhdx": VhdxImage,
-                            "vmdk": VmdkImage, "ova": OvaImage}
+                            "qcow2": Qcow2Image, "vmdk": VmdkImage, "ova": OvaImage}
 # Readers of packages that hold several disks: they take the disk number.
 MULTI_DISK = {"ova"}
 NATIVE_SIGNATURES = {
@@ -110,8 +111,8 @@ def container_error(path: str, detection: Detection) -> ContainerFormatError:
 
 def open_image(path: str | os.PathLike[str], format: str | None = None,  # noqa: A002
                disk: int | None = None) -> DiskImage:
-    """Open ``path`` as a DiskImage; ``format`` forces "raw", "vhd", "vhdx", "vmdk" or
-    "ova"; ``disk`` picks one disk (1-based) of a package that holds several (an OVA).
+    """Open ``path`` as a DiskImage; ``format`` forces "raw", "vhd", "vhdx", "qcow2", "vmdk"
+    or "ova"; ``disk`` picks one disk (1-based) of a package that holds several (an OVA).
 
     Without ``format`` the content decides: a known container opens with its reader or is
     refused (ContainerFormatError), and a file whose name promises another format but

@@ -732,15 +732,10 @@ def resolve_relative(image_path: str, name: str) -> str:
     return os.path.join(os.path.dirname(image_path), name)
 
 
-def has_qcow2_magic(path: str) -> bool:
-    with FileImage(path) as probe:
-        return probe.pread_upto(0, 4) == MAGIC
-
-
 def open_backing(image: Qcow2Image, name: str, fmt: str | None, depth: int,
                  seen: frozenset[str]) -> DiskImage:
     """Open the backing file ``name`` of ``image`` (format ``fmt``, or from content)."""
-    from .detect import open_image  # detect registers this reader: import at call time
+    from .detect import detect_format, open_image  # detect imports this module
 
     seen = seen | {os.path.realpath(image.path)}
     if depth + 1 > MAX_CHAIN_DEPTH:
@@ -756,7 +751,7 @@ def open_backing(image: Qcow2Image, name: str, fmt: str | None, depth: int,
             f"{image.path}: backing file {name!r} not found (looked at {path})")
     if os.path.realpath(path) in seen:
         raise ParentChainError(f"{image.path}: the backing chain loops back to {path}")
-    if (fmt or "").lower() == "qcow2" or (not fmt and has_qcow2_magic(path)):
+    if (fmt or detect_format(path).format).lower() == "qcow2":
         return Qcow2Image(path, _depth=depth + 1, _seen=seen)
     try:
         return open_image(path, format=fmt)

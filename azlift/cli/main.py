@@ -25,7 +25,7 @@ from .common import STATE, emit_json
 # Sub-apps load only when their command runs, so `azlift vhd check` never pays for the
 # Azure SDK or paramiko: (module, one-line help shown by `azlift --help`).
 SUB_APPS: dict[str, tuple[str, str]] = {
-    "vhd": ("azlift.cli.vhd", "Read, check, convert and fix disk images (raw, VHD, VHDX)."),
+    "vhd": ("azlift.cli.vhd", "Read, check, convert and fix disk images (raw, VHD, VHDX, qcow2)."),
     "upload": ("azlift.cli.upload", "Upload an image to a page blob or managed disk; verify it."),
     "register": ("azlift.cli.register",
                  "Turn an uploaded VHD into a managed image, gallery version or disk."),

@@ -39,10 +39,10 @@ app = typer.Typer(
 )
 
 SourceArg = Annotated[Path, typer.Argument(
-    metavar="SOURCE", help="Disk image: raw, VHD (fixed, dynamic, differencing), VHDX, VMDK or "
-    "OVA.", show_default=False)]
+    metavar="SOURCE", help="Disk image: raw, VHD (fixed, dynamic, differencing), VHDX, qcow2, "
+    "VMDK or OVA.", show_default=False)]
 FormatOption = Annotated[str | None, typer.Option(
-    "--format", help="Read SOURCE as this format (raw, vhd, vhdx, vmdk, ova) instead of "
+    "--format", help="Read SOURCE as this format (raw, vhd, vhdx, qcow2, vmdk, ova) instead of "
     "detecting it.")]
 ConnectionStringOption = Annotated[str | None, typer.Option(
     "--connection-string", help="Storage connection string (else $AZURE_STORAGE_CONNECTION_STRING).",

@@ -17,7 +17,7 @@ from .common import DiskOption, ForceOption, JsonOption, QuietOption, STATE, emi
 
 app = typer.Typer(
     help=(
-        "Read, check and convert disk images (raw, VHD, VHDX, VMDK, OVA) for Azure.\n\n"
+        "Read, check and convert disk images (raw, VHD, VHDX, qcow2, VMDK, OVA) for Azure.\n\n"
         "Examples:\n\n"
         "  azlift vhd inspect disk.vhdx\n\n"
         "  azlift vhd check disk.vhd --os-disk --json\n\n"
@@ -33,6 +33,7 @@ class ImageFormat(str, Enum):
     raw = "raw"
     vhd = "vhd"
     vhdx = "vhdx"
+    qcow2 = "qcow2"
     vmdk = "vmdk"
     ova = "ova"
 
@@ -44,8 +45,8 @@ FormatOption = Annotated[
                       "(e.g. a raw disk named .vhd)."),
 ]
 ImageArgument = Annotated[str, typer.Argument(metavar="IMAGE",
-                                              help="Disk image file (raw, VHD, VHDX, VMDK or "
-                                                   "OVA).",
+                                              help="Disk image file (raw, VHD, VHDX, qcow2, "
+                                                   "VMDK or OVA).",
                                               show_default=False)]
 
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}

@@ -61,12 +61,12 @@ def test_upload_refuses_the_container_and_sends_nothing(run_main, emulator,
 
 
 def test_json_error_names_the_format(run_main, containers: dict[str, Path]) -> None:
-    run = run_main("vhd", "check", containers["qcow2-v3"], "--json")
+    run = run_main("vhd", "check", containers["vdi"], "--json")
     assert run.code == 3
     document = json.loads(run.out)
     assert document["ok"] is False
     assert document["error"]["code"] == "unsupported_format"
-    assert "qcow2" in document["error"]["message"]
+    assert "VDI" in document["error"]["message"]
 
 
 def test_fix_with_format_raw_still_refuses_a_container(run_main,
@@ -80,10 +80,10 @@ def test_fix_with_format_raw_still_refuses_a_container(run_main,
 
 def test_installed_command_refuses_fix_and_keeps_the_file(run_azlift,
                                                           containers: dict[str, Path]) -> None:
-    path = containers["qcow2-v2"]
+    path = containers["vdi"]
     before = fingerprint(path)
     run = run_azlift("vhd", "fix", path)
-    refusal(run, "qcow2")
+    refusal(run, "VDI")
     assert fingerprint(path) == before
 
 

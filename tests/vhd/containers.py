@@ -167,6 +167,9 @@ REFUSED_CASES = [name for name in CONTAINERS if name not in READ_BY_A_READER]
 # Containers whose content is recognised whatever the name (not the .vhds case, which only
 # its name gives away).
 CONTENT_CASES = [name for name in CONTAINERS if name != "vhds"]
+# Containers azlift has a reader for (detection opens them); every other case is refused.
+READABLE_CASES = ("qcow2-v3", "qcow2-v2", "qcow2-named-img")
+REFUSED_CASES = [name for name in CONTAINERS if name not in READABLE_CASES]
 
 
 def _rename(path: Path, name: str) -> Path:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import vhd
+from tests.vhd.corpus import patch, truncate
 from tests.vhd.images import MIB, qemu_img, write_raw
 from tests.vhd.qcow2_images import create_overlay, qemu_io
 
@@ -23,6 +24,7 @@ CHUNKS = [(0, b"\xeb" + b"a" * 65535), (MIB + 17, b"x" * 5000), (3 * MIB + 4096,
 class Case:
     build: Callable[[Path], Path]
     expected: type[vhd.VhdError]
+    says: str  # words the one-line message must hold: the fault found is the one made
 
 
 # --- valid bases ----------------------------------------------------------------------------
@@ -67,19 +69,6 @@ def valid_images(folder: Path) -> dict[str, Path]:
 
 
 # --- editing helpers ------------------------------------------------------------------------
-def patch(path: Path, offset: int, data: bytes) -> Path:
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(data)
-    return path
-
-
-def truncate(path: Path, length: int) -> Path:
-    with open(path, "r+b") as handle:
-        handle.truncate(length)
-    return path
-
-
 def field(path: Path, fmt: str, offset: int) -> int:
     with open(path, "rb") as handle:
         handle.seek(offset)
@@ -99,8 +88,10 @@ def set_incompatible(path: Path, bits: int) -> Path:
 
 
 def compressed_entry(path: Path, index: int) -> tuple[int, int]:
-    """(L2 entry, host offset) of compressed cluster ``index`` (64 KiB clusters)."""
-    entry = field(path, ">Q", l2_offset(path) + 8 * index)
+    """(L2 entry, host offset) of the ``index``-th compressed cluster (64 KiB clusters)."""
+    table = l2_offset(path)
+    entries = [field(path, ">Q", table + 8 * n) for n in range(64)]
+    entry = [e for e in entries if e & 1 << 62][index]
     return entry, entry & ((1 << 54) - 1)
 
 
@@ -150,61 +141,69 @@ def version(number: int) -> Callable[[Path], Path]:
 
 
 CASES: dict[str, Case] = {
-    "qcow2-truncated-header": Case(lambda f: truncate(plain(f), 50), vhd.TruncatedImageError),
+    "qcow2-truncated-header": Case(lambda f: truncate(plain(f), 50), vhd.TruncatedImageError,
+                                   "ends inside the qcow2"),
     "qcow2-truncated-before-l1": Case(lambda f: truncate(plain(f), 128 * 1024),
-                                      vhd.TruncatedImageError),
+                                      vhd.TruncatedImageError, "the L1 table"),
     "qcow2-truncated-data": Case(lambda f: truncate(plain(f), 400 * 1024),
-                                 vhd.TruncatedImageError),
+                                 vhd.TruncatedImageError, "past the end of"),
     "qcow2-l1-entry-past-eof": Case(
         lambda f: patch(p := plain(f), l1_offset(p), struct.pack(">Q", 1 << 40 | 1 << 63)),
-        vhd.TruncatedImageError),
+        vhd.TruncatedImageError, "L1 entry 0 points to an L2 table"),
     "qcow2-l1-entry-unaligned": Case(
         lambda f: patch(p := plain(f), l1_offset(p), struct.pack(">Q", 0x40200 | 1 << 63)),
-        vhd.ImageFormatError),
+        vhd.ImageFormatError, "not aligned"),
     "qcow2-l1-offset-past-eof": Case(
-        lambda f: patch(plain(f), 40, struct.pack(">Q", 1 << 40)), vhd.TruncatedImageError),
+        lambda f: patch(plain(f), 40, struct.pack(">Q", 1 << 40)), vhd.TruncatedImageError,
+        "the L1 table"),
     "qcow2-l2-entry-past-eof": Case(
         lambda f: patch(p := plain(f), l2_offset(p) + 8, struct.pack(">Q", 1 << 63 | 1 << 40)),
-        vhd.TruncatedImageError),
+        vhd.TruncatedImageError, "points to a cluster at offset 1099511627776"),
     "qcow2-l2-entry-unaligned": Case(
         lambda f: patch(p := plain(f), l2_offset(p) + 8, struct.pack(">Q", 1 << 63 | 0x50200)),
-        vhd.ImageFormatError),
+        vhd.ImageFormatError, "not aligned"),
     "qcow2-compressed-cluster-past-eof": Case(
         lambda f: patch(p := compressed(f), l2_offset(p) + 8,
                         struct.pack(">Q", 1 << 62 | 1 << 40)),
-        vhd.TruncatedImageError),
+        vhd.TruncatedImageError, "compressed cluster at offset 1099511627776"),
     "qcow2-compressed-cluster-cut-off": Case(
         lambda f: truncate(p := compressed(f), compressed_entry(p, 2)[1] + 10),
-        vhd.TruncatedImageError),
+        vhd.TruncatedImageError, "cut off by the end of the file"),
     "qcow2-compressed-cluster-garbage": Case(
         lambda f: patch(p := compressed(f), compressed_entry(p, 1)[1], b"\xff\xfe" * 20),
-        vhd.ImageFormatError),
+        vhd.ImageFormatError, "compressed cluster at offset"),
     "qcow2-absurd-size": Case(lambda f: patch(plain(f), 24, struct.pack(">Q", 1 << 62)),
-                              vhd.ImageFormatError),
+                              vhd.ImageFormatError, "L1 table has 1 entries"),
     "qcow2-absurd-l1-size": Case(lambda f: patch(plain(f), 36, struct.pack(">I", 1 << 31)),
-                                 vhd.ImageFormatError),
+                                 vhd.ImageFormatError, "larger than the 32 MiB"),
     "qcow2-cluster-bits-30": Case(lambda f: patch(plain(f), 20, struct.pack(">I", 30)),
-                                  vhd.ImageFormatError),
+                                  vhd.ImageFormatError, "cluster_bits is 30"),
     "qcow2-header-length-odd": Case(lambda f: patch(plain(f), 100, struct.pack(">I", 107)),
-                                    vhd.ImageFormatError),
+                                    vhd.ImageFormatError, "header length is 107"),
     "qcow2-extension-overruns": Case(
         lambda f: patch(plain(f), 112, struct.pack(">II", 0x6803F857, 1 << 30)),
-        vhd.ImageFormatError),
+        vhd.ImageFormatError, "runs past the extension area"),
     "qcow2-backing-name-too-long": Case(
-        lambda f: patch(overlay(f), 8, struct.pack(">QI", 512, 5000)), vhd.ImageFormatError),
-    "qcow2-backing-loop": Case(loop, vhd.ParentChainError),
-    "qcow2-backing-is-itself": Case(self_backing, vhd.ParentChainError),
-    "qcow2-backing-missing": Case(missing_backing, vhd.ParentNotFoundError),
-    "qcow2-data-file-missing": Case(missing_data_file, vhd.ImageIOError),
-    "qcow2-subcluster-both-allocated-and-zero": Case(bad_subclusters, vhd.ImageFormatError),
-    "qcow2-compression-type-without-its-bit": Case(zstd_without_bit, vhd.ImageFormatError),
-    "qcow2-marked-corrupt": Case(lambda f: set_incompatible(plain(f), 2), vhd.ImageFormatError),
+        lambda f: patch(overlay(f), 8, struct.pack(">QI", 512, 5000)), vhd.ImageFormatError,
+        "backing file name of 5000 bytes"),
+    "qcow2-backing-loop": Case(loop, vhd.ParentChainError, "loops back"),
+    "qcow2-backing-is-itself": Case(self_backing, vhd.ParentChainError, "loops back"),
+    "qcow2-backing-missing": Case(missing_backing, vhd.ParentNotFoundError,
+                                  "backing file 'base.qcow2' not found"),
+    "qcow2-data-file-missing": Case(missing_data_file, vhd.ImageIOError,
+                                    "external data file"),
+    "qcow2-subcluster-both-allocated-and-zero": Case(bad_subclusters, vhd.ImageFormatError,
+                                                     "invalid subcluster bitmap"),
+    "qcow2-compression-type-without-its-bit": Case(zstd_without_bit, vhd.ImageFormatError,
+                                                   "compression type is zstd"),
+    "qcow2-marked-corrupt": Case(lambda f: set_incompatible(plain(f), 2), vhd.ImageFormatError,
+                                 "marked corrupt"),
     "qcow2-unknown-incompatible-bit": Case(lambda f: set_incompatible(plain(f), 1 << 9),
-                                           vhd.UnsupportedImageError),
+                                           vhd.UnsupportedImageError, "bit 9"),
     "qcow2-encrypted-aes": Case(lambda f: patch(plain(f), 32, struct.pack(">I", 1)),
-                                vhd.UnsupportedImageError),
-    "qcow2-version-4": Case(version(4), vhd.UnsupportedImageError),
-    "qcow-version-1": Case(version(1), vhd.UnsupportedImageError),
+                                vhd.UnsupportedImageError, "encrypted (AES)"),
+    "qcow2-version-4": Case(version(4), vhd.UnsupportedImageError, "qcow2 version 4"),
+    "qcow-version-1": Case(version(1), vhd.UnsupportedImageError, "qcow version 1"),
 }
 
 

@@ -93,7 +93,8 @@ def make_chain(folder: Path, raw: Path) -> Path:
     mid = create_overlay(home / "mid.qcow2", "base.qcow2", "qcow2")
     qemu_io(mid, "write -P 0x55 2M 1M", "write -z 0 64k", "write -z 5000k 100k",
             "write -P 0x56 8M 1k")
-    top = create_overlay(home / "top.qcow2", "mid.qcow2", "qcow2", size=ODD_SIZE + 2 * MIB,
+    top = create_overlay(home / "top.qcow2", "mid.qcow2", "qcow2",
+                         size=raw.stat().st_size + 2 * MIB,
                          options={"extended_l2": "on"})
     qemu_io(top, "write -P 0x66 6M 8k", "write -z 2M 4k", "write -P 0x67 9M 12k",
             "write -z 1M 12k")
@@ -116,7 +117,8 @@ def map_ranges(entries: list[dict[str, object]], *, data: bool = True,
             if bool(e["data"]) == data and not (nonzero and e["zero"])]
 
 
-def qemu_compare(image: Path, fmt: str, other: Path, other_fmt: str) -> subprocess.CompletedProcess[str]:
+def qemu_compare(image: Path, fmt: str, other: Path,
+                 other_fmt: str) -> subprocess.CompletedProcess[str]:
     """``qemu-img compare`` (exit 0: identical guest bytes; extra size must read zero)."""
     exe = require_executable("qemu-img")
     return subprocess.run([exe, "compare", "-f", fmt, "-F", other_fmt, str(image.resolve()),

@@ -42,13 +42,13 @@ def test_open_refuses_each_container_with_its_name_and_a_way_forward(
     assert caught.value.exit_code == 3 and caught.value.code == "unsupported_format"
 
 
-@pytest.mark.parametrize("case", ["qcow2-v3", "vdi", "gzip", "iso"])
+@pytest.mark.parametrize("case", ["qed", "vdi", "gzip", "iso"])
 def test_qemu_readable_formats_point_at_the_conversion(containers: dict[str, Path],
                                                        case: str) -> None:
     with pytest.raises(ContainerFormatError) as caught:
         vhd.open_image(containers[case])
     message = str(caught.value)
-    if case in ("qcow2-v3", "vdi"):
+    if case in ("qed", "vdi"):
         assert "cannot read" in message and "yet" in message
         assert f"qemu-img convert -f {caught.value.format} -O raw" in message
     elif case == "gzip":
@@ -137,15 +137,20 @@ def test_a_flat_vmdk_extent_is_raw_and_the_refusal_says_so(containers: dict[str,
 
 def test_a_container_wrapped_in_a_vhd_footer_is_named_for_its_data(
         containers: dict[str, Path], tmp_path: Path) -> None:
-    """What the old `fix` made of a qcow2: the container plus a fixed-VHD footer."""
+    """What the old `fix` made of a container: the container plus a fixed-VHD footer."""
     wrapped = tmp_path / "wrapped.vhd"
-    make_fixed_vhd(containers["qcow2-v3"], wrapped)
+    make_fixed_vhd(containers["vdi"], wrapped)
     with pytest.raises(ContainerFormatError) as caught:
         vhd.open_image(wrapped)
-    assert "qcow2" in str(caught.value) and "fixed-VHD footer" in str(caught.value)
+    assert "VDI" in str(caught.value) and "fixed-VHD footer" in str(caught.value)
     with vhd.open_image(wrapped, "vhd") as image:
         assert image.format == "vhd-fixed"
         assert image.signature_ignored is not None
+    # a qcow2 so wrapped is still a valid qcow2 (bytes after its clusters are ignored)
+    wrapped_qcow2 = tmp_path / "wrapped-qcow2.vhd"
+    make_fixed_vhd(containers["qcow2-v3"], wrapped_qcow2)
+    with vhd.open_image(wrapped_qcow2) as image:
+        assert image.format == "qcow2"
 
 
 def test_real_disks_are_not_mistaken_for_containers(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ import pytest
 
 import vhd
 from vhd.qcow2 import Qcow2Image
+from tests.vhd.corpus import patch
 from tests.vhd.images import MIB, make_dynamic_vhd, qemu_img
+from tests.vhd.qcow2_corpus import set_incompatible
 from tests.vhd.qcow2_images import (
     ODD_SIZE,
     VARIANTS,
@@ -215,22 +217,6 @@ def test_vhd_and_raw_backing_files(tmp_path: Path, source) -> None:
             parent = image.describe()["parents"][0]
         assert parent["format"] == ("vhd-dynamic" if overlay is over_vhd else "raw")
     assert base_vhd.exists()
-
-
-def patch(path: Path, offset: int, data: bytes) -> Path:
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(data)
-    return path
-
-
-def set_incompatible(path: Path, bits: int) -> Path:
-    with open(path, "r+b") as handle:
-        handle.seek(72)
-        (value,) = struct.unpack(">Q", handle.read(8))
-        handle.seek(72)
-        handle.write(struct.pack(">Q", value | bits))
-    return path
 
 
 def extension_offset(path: Path, kind: int) -> int:

@@ -6,7 +6,6 @@ qemu-img with bytes overwritten in their header, extensions, L1 and L2 tables an
 """
 from __future__ import annotations
 
-import itertools
 import struct
 from collections import Counter
 from pathlib import Path
@@ -15,33 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import vhd
 from tests.vhd.images import KIB, MIB
 from tests.vhd.qcow2_corpus import valid_images
+from tests.vhd.test_fuzz import exercise  # open (by content), describe, map, read
 
 # Where the structures of the bases live: header, extensions, L1, L2, first data.
 HOT_SPOTS = [(0, 112), (112, 400), (192 * KIB, 16), (256 * KIB, 128), (320 * KIB, 512)]
 EXAMPLES = 150  # per base
-
-
-def exercise(path: Path) -> str:
-    """Open, describe, map and read; "opened" or the name of the VhdError raised."""
-    try:
-        with vhd.Qcow2Image(path) as image:
-            image.describe()
-            size = image.virtual_size
-            extents = list(itertools.islice(image.extents(), 10_000))
-            assert all(0 <= o and 0 < n and o + n <= size for o, n in extents)
-            for offset, length in extents[:3]:
-                assert len(image.read(offset, min(length, 64 * KIB))) == min(length, 64 * KIB)
-            for offset in (0, size // 2, max(size - 4096, 0)):
-                length = min(4096, size - offset)
-                assert len(image.read(offset, length)) == length
-    except vhd.VhdError as error:
-        message = str(error)
-        assert message and "\n" not in message
-        return type(error).__name__
-    return "opened"
 
 
 headers = st.fixed_dictionaries({

@@ -25,6 +25,7 @@ def test_malformed_qcow2_raises_a_typed_error(tmp_path: Path, name: str) -> None
     message = str(error)
     assert "\n" not in message and len(message) < 600
     assert path.name in message, message
+    assert case.says in message, message
     assert error.exit_code == 3 and error.code
 
 
