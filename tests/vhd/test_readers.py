@@ -147,8 +147,8 @@ def test_io_errors_name_the_path(tmp_path: Path, kind: str) -> None:
 
 
 def test_unknown_forced_format(raw_disk: Path) -> None:
-    with pytest.raises(vhd.UnknownFormatError, match="raw, vhd, vhdx"):
-        vhd.open_image(raw_disk, format="qcow2")
+    with pytest.raises(vhd.UnknownFormatError, match="raw, vhd, vhdx, qcow2"):
+        vhd.open_image(raw_disk, format="qed")
 
 
 # --- dynamic VHD ----------------------------------------------------------------------
