@@ -2,6 +2,7 @@
 """Benchmark: VMware and KVM formats to Azure, azlift against qemu-img in the same run.
 
     .venv/bin/python scripts/bench_formats.py [--runs 3] [--workdir .bench-formats] [--keep]
+                                              [--only vmdk|qcow2]
 
 streamOptimized VMDK → fixed VHD:
 1. Builds a raw disk of 8 GiB virtual size holding 1 GiB of data in 2048 pieces of 512 KiB
@@ -11,9 +12,24 @@ streamOptimized VMDK → fixed VHD:
    `qemu-img convert -O vpc -o subformat=fixed,force_size=on`, alternating who goes first,
    --runs times; prints the median wall time of each and their ratio (goal: ≤ 1.0), and
    the library call without interpreter start-up.
-Both outputs are compared with `qemu-img compare` against the VMDK once. Not a test:
-run it by hand; the numbers depend on the machine's cores (azlift inflates grains in
-worker threads, qemu-img convert in one).
+Both outputs are compared with `qemu-img compare` against the VMDK once.
+
+qcow2 → page blob (Azurite):
+1. Builds a raw disk of 16 GiB virtual size holding 1 GiB of data in 2048 pieces of
+   512 KiB scattered over the whole disk, and qemu-img's qcow2 of it (64 KiB clusters).
+2. Uploads it to a fresh in-memory Azurite per measurement, two ways, alternating who goes
+   first, --runs times:
+   - azlift: the installed `azlift upload SOURCE.qcow2 ...` (no scratch space);
+   - qemu-img: `qemu-img convert -O vpc -o subformat=fixed,force_size=on` to a temporary
+     fixed VHD, then `azlift upload` of that file (the path users take today).
+   Prints the median wall time of each and their ratio (goal: azlift ≤ 0.6 × qemu-img's),
+   and the scratch space each needed (the temporary VHD's allocated bytes).
+3. Peak RSS of `azlift upload` from the 16 GiB qcow2 and from a 64 GiB qcow2 overlay on it
+   (the same data, read through the backing chain): goal flat in virtual size, ≤ 200 MiB.
+The azlift blob is checked with `azlift upload verify` against the qcow2 once.
+
+Not a test: run it by hand; the numbers depend on the machine's cores (azlift inflates
+grains in worker threads, qemu-img convert in one).
 """
 from __future__ import annotations
 
@@ -23,8 +39,11 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_convert import bench_convert  # noqa: E402
+from bench_upload import AZLIFT, fresh_azurite  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -60,11 +80,100 @@ def build_stream_vmdk(workdir: Path, raw: Path) -> Path:
     return source
 
 
+def qemu_img(*args: str | Path) -> None:
+    subprocess.run(["qemu-img", *map(str, args)], check=True, capture_output=True)
+
+
+def build_qcow2(workdir: Path, raw: Path) -> tuple[Path, Path]:
+    """The qcow2 of ``raw``, and a 64 GiB overlay on it that adds nothing."""
+    source = workdir / "source.qcow2"
+    if not source.exists():
+        qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, source)
+    overlay = workdir / "overlay-64g.qcow2"
+    if not overlay.exists():
+        qemu_img("create", "-f", "qcow2", "-b", source.name, "-F", "qcow2", overlay, "64G")
+    return source, overlay
+
+
+def timed_upload(source: Path, endpoint: str, blob: str) -> tuple[float, int, dict]:
+    """Wall seconds, peak RSS bytes (wait4) and the JSON summary of one installed
+    `azlift upload` to the "bench" container."""
+    env = {**os.environ, "AZLIFT_STATE_DIR": tempfile.mkdtemp()}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [str(AZLIFT), "upload", str(source), f"bench/{blob}", "--emulator",
+         "--emulator-endpoint", endpoint, "--json", "--overwrite"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    out, err = process.stdout.read(), process.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"azlift upload failed: {err.decode(errors='replace')}")
+    return wall, usage.ru_maxrss * 1024, json.loads(out)
+
+
+def via_qemu_img(source: Path, workdir: Path, endpoint: str) -> tuple[float, int]:
+    """qemu-img convert to a temporary fixed VHD, then azlift upload of it: wall, scratch."""
+    scratch = workdir / "scratch-fixed.vhd"
+    scratch.unlink(missing_ok=True)
+    started = time.perf_counter()
+    qemu_img("convert", "-f", "qcow2", "-O", "vpc", "-o", "subformat=fixed,force_size=on",
+             source, scratch)
+    timed_upload(scratch, endpoint, "qemu.vhd")
+    wall = time.perf_counter() - started
+    allocated = scratch.stat().st_blocks * 512
+    scratch.unlink()
+    return wall, allocated
+
+
+def bench_qcow2_upload(workdir: Path, source: Path, overlay: Path, runs: int) -> dict:
+    azlift_walls, qemu_walls, scratch = [], [], 0
+    rss: dict[str, int] = {}
+    for run in range(runs):
+        order = ("azlift", "qemu") if run % 2 == 0 else ("qemu", "azlift")
+        for who in order:
+            with fresh_azurite(workdir) as (endpoint, _):
+                if who == "azlift":
+                    wall, peak, summary = timed_upload(source, endpoint, "azlift.vhd")
+                    azlift_walls.append(wall)
+                    rss["16GiB_qcow2"] = max(rss.get("16GiB_qcow2", 0), peak)
+                    if run == 0:
+                        verify = subprocess.run(
+                            [str(AZLIFT), "upload", "verify", str(source), "bench/azlift.vhd",
+                             "--emulator", "--emulator-endpoint", endpoint],
+                            capture_output=True, text=True)
+                        if verify.returncode != 0:
+                            raise SystemExit(f"verify failed: {verify.stdout}{verify.stderr}")
+                        sent = summary["data_bytes_sent"]
+                else:
+                    wall, scratch = via_qemu_img(source, workdir, endpoint)
+                    qemu_walls.append(wall)
+    with fresh_azurite(workdir) as (endpoint, _):
+        _, rss["64GiB_qcow2_overlay"], _ = timed_upload(overlay, endpoint, "overlay.vhd")
+    azlift_median, qemu_median = statistics.median(azlift_walls), statistics.median(qemu_walls)
+    return {
+        "source_bytes": source.stat().st_size,
+        "azlift_upload_wall_s": azlift_walls,
+        "qemu_img_convert_plus_upload_wall_s": qemu_walls,
+        "azlift_median_s": round(azlift_median, 2),
+        "qemu_img_median_s": round(qemu_median, 2),
+        "ratio_azlift_over_qemu_img": round(azlift_median / qemu_median, 3),
+        "goal_ratio_at_most": 0.6,
+        "azlift_scratch_bytes": 0,
+        "qemu_img_scratch_bytes": scratch,
+        "azlift_data_bytes_sent": sent,
+        "azlift_peak_rss_bytes": rss,
+        "verified": True,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=ROOT / ".bench-formats")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--virtual-gib", type=int, default=8)
+    parser.add_argument("--only", choices=["vmdk", "qcow2"], default=None)
+    parser.add_argument("--virtual-gib", type=int, default=8, help="VMDK case")
+    parser.add_argument("--qcow2-virtual-gib", type=int, default=16)
     parser.add_argument("--data-mib", type=int, default=1024)
     parser.add_argument("--piece-kib", type=int, default=512)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -72,16 +181,29 @@ def main() -> int:
     if shutil.which("qemu-img") is None:
         print("bench: qemu-img is missing (run scripts/setup.sh)", file=sys.stderr)
         return 2
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    result: dict = {"cpus": os.cpu_count(), "data_bytes": args.data_mib * MIB}
     try:
-        raw = build_raw(args.workdir, args.virtual_gib * GIB, args.data_mib * MIB,
-                        args.piece_kib * 1024)
-        stream = build_stream_vmdk(args.workdir, raw)
-        result = {"vmdk_stream_to_fixed_vhd": {
-                      "source_bytes": stream.stat().st_size,
-                      **bench_convert(args.workdir, args.runs, args.data_mib * MIB, stream,
-                                      "vmdk")},
-                  "virtual_size": args.virtual_gib * GIB, "cpus": os.cpu_count()}
+        if args.only in (None, "vmdk"):
+            workdir = args.workdir / "vmdk"
+            workdir.mkdir(parents=True, exist_ok=True)
+            raw = build_raw(workdir, args.virtual_gib * GIB, args.data_mib * MIB,
+                            args.piece_kib * 1024)
+            stream = build_stream_vmdk(workdir, raw)
+            result["vmdk_stream_to_fixed_vhd"] = {
+                "virtual_size": args.virtual_gib * GIB, "source_bytes": stream.stat().st_size,
+                **bench_convert(workdir, args.runs, args.data_mib * MIB, stream, "vmdk")}
+        if args.only in (None, "qcow2"):
+            workdir = args.workdir / "qcow2"
+            workdir.mkdir(parents=True, exist_ok=True)
+            raw = workdir / "source.raw"
+            if not (workdir / "source.qcow2").exists():
+                build_raw(workdir, args.qcow2_virtual_gib * GIB, args.data_mib * MIB,
+                          args.piece_kib * 1024)
+            source, overlay = build_qcow2(workdir, raw)
+            raw.unlink(missing_ok=True)  # the comparison starts from the qcow2
+            result["qcow2_upload"] = {
+                "virtual_size": args.qcow2_virtual_gib * GIB,
+                **bench_qcow2_upload(workdir, source, overlay, args.runs)}
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
