@@ -158,19 +158,16 @@ CONTAINERS: dict[str, tuple[Maker, str]] = {
 
 # Cases a reader of azlift's own opens (or refuses for what is inside: an OVA without a
 # VMDK disk, one extent of a split VMDK): the refusal of unreadable containers is tested
-# on the others; tests/vhd/test_vmdk.py and test_ova.py cover these.
+# on the others; tests/vhd/test_vmdk.py, test_ova.py and test_qcow2.py cover these.
 READ_BY_A_READER = {"vmdk-monolithicSparse", "vmdk-streamOptimized",
                     "vmdk-twoGbMaxExtentSparse", "vmdk-twoGbMaxExtentSparse-extent",
-                    "vmdk-monolithicFlat", "vmdk-twoGbMaxExtentFlat", "ova-ustar", "ova-pax"}
+                    "vmdk-monolithicFlat", "vmdk-twoGbMaxExtentFlat", "ova-ustar", "ova-pax",
+                    "qcow2-v3", "qcow2-v2", "qcow2-named-img"}
 REFUSED_CASES = [name for name in CONTAINERS if name not in READ_BY_A_READER]
 
 # Containers whose content is recognised whatever the name (not the .vhds case, which only
 # its name gives away).
 CONTENT_CASES = [name for name in CONTAINERS if name != "vhds"]
-# Containers azlift has a reader for (detection opens them); every other case is refused.
-READABLE_CASES = ("qcow2-v3", "qcow2-v2", "qcow2-named-img")
-REFUSED_CASES = [name for name in CONTAINERS if name not in READABLE_CASES]
-
 
 def _rename(path: Path, name: str) -> Path:
     return path.rename(path.with_name(name))

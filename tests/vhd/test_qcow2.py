@@ -200,23 +200,26 @@ def test_backing_names_resolve_against_the_image_that_names_them(
         assert image.read(0, image.virtual_size) == expected
 
 
-def test_vhd_and_raw_backing_files(tmp_path: Path, source) -> None:
+def test_vhd_vmdk_and_raw_backing_files(tmp_path: Path, source) -> None:
     raw, data = source
-    base_vhd = make_dynamic_vhd(raw, tmp_path / "base.vhd")
-    over_vhd = create_overlay(tmp_path / "over-vhd.qcow2", "base.vhd", "vpc")
-    over_raw = create_overlay(tmp_path / "over-raw.qcow2", str(raw), "raw")
-    for overlay in (over_vhd, over_raw):
+    make_dynamic_vhd(raw, tmp_path / "base.vhd")
+    qemu_img("convert", "-f", "raw", "-O", "vmdk", raw, tmp_path / "base.vmdk")
+    overlays = {  # overlay -> the format its backing file opens as
+        create_overlay(tmp_path / "over-vhd.qcow2", "base.vhd", "vpc"): "vhd-dynamic",
+        create_overlay(tmp_path / "over-vmdk.qcow2", "base.vmdk", "vmdk"): "vmdk-monolithicSparse",
+        create_overlay(tmp_path / "over-raw.qcow2", str(raw), "raw"): "raw",
+    }
+    for overlay, backing_format in overlays.items():
         qemu_io(overlay, "write -P 0x42 3M 5k", "write -z 0 1M")
         expected = reference_raw(overlay, tmp_path / "ref.raw")
         assert expected[:MIB] == bytes(MIB) and expected[3 * MIB:3 * MIB + 5] == b"B" * 5
         with vhd.Qcow2Image(overlay) as image:
             assert_reads_like(image, expected)
-            # qemu maps whole VHD blocks as data; azlift leaves out their holes
+            # qemu maps whole VHD blocks and VMDK grains as data; azlift leaves out holes
             assert_extents_agree_with_qemu(image, overlay, expected,
-                                           exact=overlay is over_raw)
+                                           exact=backing_format == "raw")
             parent = image.describe()["parents"][0]
-        assert parent["format"] == ("vhd-dynamic" if overlay is over_vhd else "raw")
-    assert base_vhd.exists()
+        assert parent["format"] == backing_format
 
 
 def extension_offset(path: Path, kind: int) -> int:
