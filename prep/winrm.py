@@ -9,6 +9,11 @@ spends about 2.7 characters per script character, so scripts past a few KB canno
 the command line (pywinrm's ``run_ps`` breaks there). Longer scripts are sent through the
 command's stdin stream instead: a short loader on the command line reads base64 text
 from stdin to its end, decodes it and runs it.
+
+What comes back is made readable here: the shell is opened with code page 65001 (UTF-8)
+instead of pywinrm's default 437, so non-ASCII user names, package names and log lines
+survive, and stderr, which PowerShell writes as CLIXML for an encoded command, is decoded
+into the plain error lines (see ``clixml``).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
+from .clixml import decode_clixml
 from .errors import (
     ConnectError,
     HostKeyError,
@@ -47,9 +53,19 @@ COMMAND_LINE_LIMIT = 8000
 STDIN_CHUNK = 48 * 1024
 
 POWERSHELL = "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass"
+# The shell's code page: UTF-8, so that what PowerShell prints arrives as UTF-8.
+UTF8_CODEPAGE = 65001
+# Every script sent starts with these lines. Progress records (module autoload's "Preparing
+# modules for first use.", Remove-Item's bars) would otherwise fill stderr as CLIXML; the
+# output encoding is set again from inside in case the code page did not take.
+POWERSHELL_PREAMBLE = (
+    "$ProgressPreference = 'SilentlyContinue'\n"
+    "try { [Console]::OutputEncoding = New-Object System.Text.UTF8Encoding $false } catch { }\n"
+)
 STDIN_LOADER_MARKER = "# azlift-stdin-loader"
 STDIN_LOADER = (
     STDIN_LOADER_MARKER + "\n"
+    + POWERSHELL_PREAMBLE +
     "$ErrorActionPreference = 'Stop'\n"
     "$payload = [Console]::In.ReadToEnd()\n"
     "$text = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($payload.Trim()))\n"
@@ -186,7 +202,7 @@ class WinRMRemote:
     def _run_in_shell(self, command_line: str, payload: bytes | None,
                       timeout: float | None) -> RunResult:
         protocol = self._protocol
-        shell_id = protocol.open_shell()
+        shell_id = protocol.open_shell(codepage=UTF8_CODEPAGE)
         try:
             # Console-mode stdin would hand the payload to the console line by line;
             # a plain pipe lets the loader read it to its end.
@@ -203,7 +219,7 @@ class WinRMRemote:
             raise
         protocol.close_shell(shell_id, close_session=False)
         return RunResult(exit_code, stdout.decode("utf-8", "replace"),
-                         stderr.decode("utf-8", "replace"))
+                         decode_clixml(stderr.decode("utf-8", "replace")))
 
     def _send_stdin(self, shell_id: str, command_id: str, payload: bytes) -> None:
         chunks = [payload[i:i + STDIN_CHUNK] for i in range(0, len(payload), STDIN_CHUNK)] or [b""]

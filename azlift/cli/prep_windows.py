@@ -40,7 +40,7 @@ def _transport(value: str) -> str:
 
 
 HELP = (
-    "Check a Windows VM over WinRM, generalize it with Sysprep and power it off.\n\n"
+    "Check a Windows VM over WinRM, generalize it with Sysprep and shut it down.\n\n"
     "Blocking findings (BitLocker, pending reboot, per-user AppX packages, ...) stop the plan "
     "unless --force. Without --yes the plan and a backup reminder are shown and confirmation "
     "is asked on the terminal; without a terminal the command refuses (exit 5)."
@@ -124,8 +124,8 @@ def prep_windows(
         emit_json({"ok": True, "host": host, "findings": [f.to_dict() for f in findings],
                    "plan": plan.to_dict(), "result": result.to_dict()})
     else:
-        say(f"{host} is generalized ({result.image_state}) and powered off: capture its disk.",
-            err=False)
+        say(f"{host} is generalized ({result.image_state}), shut down and stopped answering; "
+            "confirm the VM is Off in the hypervisor before capturing its disk.", err=False)
 
 
 def _password(variable: str | None, user: str, host: str) -> str:
@@ -142,7 +142,7 @@ def _password(variable: str | None, user: str, host: str) -> str:
 def _confirm(host: str, plan: Plan) -> None:
     _render_plan(plan)
     common.require_confirmation("generalize", host,
-                                f"Generalize {host} with Sysprep and power it off?")
+                                f"Generalize {host} with Sysprep and shut it down?")
 
 
 def _report_checks(host: str, findings: list[Finding], plan: Plan | None = None) -> None:

@@ -11,6 +11,19 @@ _APPX_PACKAGE = re.compile(r"Package\s+(\S+?)\s+was installed for a user", re.IG
 _WHITESPACE = re.compile(r"\s+")
 
 
+def log_text(value: object) -> str | None:
+    """A log as fetch_logs.ps1 reported it, as text. Windows PowerShell 5.1 serializes a
+    string read by Get-Content with its note properties, as ``{"value": ..., "PSPath": ...}``;
+    the script avoids that, and this accepts it anyway (and a list of lines)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return log_text(value.get("value"))
+    if isinstance(value, list):
+        return "\n".join(text for item in value if (text := log_text(item)) is not None)
+    return str(value)
+
+
 def error_lines(*logs: str | None, limit: int = 12) -> list[str]:
     """The distinct error lines of the given logs, in order, whitespace folded."""
     found: list[str] = []
@@ -33,8 +46,10 @@ def appx_packages(*logs: str | None) -> list[str]:
     return names
 
 
-def failure_summary(setuperr: str | None, setupact_tail: str | None) -> str:
-    """One line for the error message: AppX packages first, then the error lines."""
+def failure_summary(setuperr: object, setupact_tail: object) -> str:
+    """One line for the error message: AppX packages first, then the error lines. The logs
+    may come in any shape ``log_text`` reads."""
+    setuperr, setupact_tail = log_text(setuperr), log_text(setupact_tail)
     parts = []
     packages = appx_packages(setuperr, setupact_tail)
     if packages:

@@ -1,4 +1,4 @@
-"""Plan, then act, for a Windows guest: checks → plan → Sysprep → power off → host gone."""
+"""Plan, then act, for a Windows guest: checks → plan → Sysprep → shutdown → host gone."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..clixml import error_summary
 from ..errors import GuestNotReadyError, RemoteCommandError
 from ..plan import Finding, Plan, Step, blocking
 from ..transport import Remote
@@ -16,7 +17,9 @@ from .shutdown import shut_down, wait_until_unreachable
 from .sysprep import (
     GENERALIZED,
     IMAGE_STATE_KEY,
+    SYSPREP_PATH,
     ImageStatePoll,
+    start_sysprep,
     sysprep_arguments,
     wait_for_generalized,
 )
@@ -46,9 +49,12 @@ class WindowsPrepResult:
     shutdown: str
     host_gone_after: float
     steps_done: tuple[str, ...] = field(default_factory=tuple)
+    sysprep_account: str = ""
+    image_state_before: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image_state": self.image_state, "polls": self.polls,
+        return {"image_state": self.image_state, "image_state_before": self.image_state_before,
+                "sysprep_account": self.sysprep_account, "polls": self.polls,
                 "sysprep_seconds": round(self.sysprep_seconds, 1), "shutdown": self.shutdown,
                 "host_gone_after_seconds": round(self.host_gone_after, 1),
                 "steps_done": list(self.steps_done)}
@@ -59,7 +65,7 @@ def gather_facts(remote: Remote) -> dict[str, Any]:
     result = remote.run(script("check"), timeout=300)
     if not result.ok:
         raise RemoteCommandError(f"the readiness script failed on {remote.host} (exit "
-                                 f"{result.exit_code}): {result.stderr.strip()[:300]}")
+                                 f"{result.exit_code}): {error_summary(result.stderr)}")
     text = result.stdout.strip()
     try:
         facts = json.loads(text[text.index("{"):]) if "{" in text else None
@@ -88,17 +94,19 @@ def build_plan(host: str, options: WindowsPrepOptions, findings: list[Finding] |
              "$env:WINDIR\\System32\\Sysprep\\Panther\\setuperr.log, "
              "$env:WINDIR\\System32\\Sysprep\\Panther\\setupact.log",
              destructive=True, source=PAGE),
-        Step("Generalize with Sysprep, run as a one-off scheduled task so it outlives the "
-             "WinRM shell (no WinRM call is held open)",
-             f"%WINDIR%\\System32\\Sysprep\\Sysprep.exe {arguments}", destructive=True,
-             source=PAGE),
-        Step(f"Poll ImageState every {options.poll_interval:g} s until {GENERALIZED} (give up "
-             f"after {options.timeout:g} s and show setuperr.log and the tail of setupact.log)",
+        Step("Generalize with Sysprep, run as the connecting administrator (not SYSTEM, which "
+             "Microsoft does not support) through Win32_Process.Create, so it outlives the "
+             "WinRM shell and no WinRM call is held open",
+             f"{SYSPREP_PATH} {arguments}", destructive=True, source=PAGE),
+        Step(f"Poll ImageState every {options.poll_interval:g} s until this run's Sysprep has "
+             f"exited with the image at {GENERALIZED} (give up after {options.timeout:g} s and "
+             "show setuperr.log and the tail of setupact.log)",
              f"Get-ItemProperty {IMAGE_STATE_KEY} -Name ImageState"),
-        Step("Power off for capture; the WinRM connection dropping here is expected",
+        Step("Shut down for capture; the WinRM connection dropping here is expected",
              "shutdown.exe /s /t 0 /f", destructive=True, source=PAGE),
-        Step(f"Confirm {host}:{options.port} stopped answering (at most "
-             f"{options.shutdown_wait:g} s)", f"TCP connect to {host}:{options.port}"),
+        Step(f"Wait until {host}:{options.port} stops answering (at most "
+             f"{options.shutdown_wait:g} s); that the VM is Off is then yours to confirm in "
+             "the hypervisor", f"TCP connect to {host}:{options.port}"),
     )
     warnings = []
     if options.mode_vm:
@@ -131,10 +139,15 @@ def execute(remote: Remote, options: WindowsPrepOptions, progress: Progress | No
     done.append("clean-panther")
     say("Panther folder deleted")
 
-    _run_ok(remote, script("start-sysprep", SysprepArguments=sysprep_arguments(options.mode_vm)),
-            "starting Sysprep")
+    start = start_sysprep(remote, sysprep_arguments(options.mode_vm))
     done.append("start-sysprep")
-    say("Sysprep started: " + " ".join(sysprep_arguments(options.mode_vm)))
+    if start.removed_task:
+        say("removed the leftover scheduled task azlift-sysprep (it ran Sysprep as SYSTEM)")
+    if start.already_generalized:
+        say(f"the image was already at {GENERALIZED} before this run (an earlier Sysprep); "
+            "that state counts only after this run's Sysprep has run")
+    say(f"Sysprep started as {start.account or 'the connecting user'} (process "
+        f"{start.process_id}): " + " ".join(sysprep_arguments(options.mode_vm)))
 
     polls: list[ImageStatePoll] = []
 
@@ -145,7 +158,8 @@ def execute(remote: Remote, options: WindowsPrepOptions, progress: Progress | No
 
     started = clock()
     final = wait_for_generalized(remote, options.timeout, options.poll_interval, on_poll,
-                                 clock=clock, sleep=sleep, tail_lines=options.log_tail_lines)
+                                 clock=clock, sleep=sleep, tail_lines=options.log_tail_lines,
+                                 start=start)
     sysprep_seconds = clock() - started
     done.append("wait-generalized")
 
@@ -160,11 +174,12 @@ def execute(remote: Remote, options: WindowsPrepOptions, progress: Progress | No
     done.append("host-gone")
     say(f"{remote.host}:{options.port} stopped answering after {gone_after:.1f} s")
     return WindowsPrepResult(final.image_state, len(polls), sysprep_seconds, shutdown,
-                             gone_after, tuple(done))
+                             gone_after, tuple(done), sysprep_account=start.account,
+                             image_state_before=start.image_state_before)
 
 
 def _run_ok(remote: Remote, text: str, what: str) -> None:
     result = remote.run(text, timeout=300)
     if not result.ok:
         raise RemoteCommandError(f"{what} on {remote.host} failed (exit {result.exit_code}): "
-                                 f"{(result.stderr or result.stdout).strip()[:300]}")
+                                 f"{error_summary(result.stderr or result.stdout)}")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from ..winrm import POWERSHELL_PREAMBLE
+
 SCRIPT_FILES = {
     "check": "check.ps1",
     "image-state": "image_state.ps1",
@@ -25,9 +27,10 @@ def ps_literal(value: object) -> str:
 
 
 def script(name: str, **params: object) -> str:
-    """The text of script ``name``; each parameter becomes ``$Name = literal`` after the
-    marker line, so the script body stays a plain file that can be read and reviewed."""
+    """The text of script ``name`` as it is sent: the marker line, then each parameter as
+    ``$Name = literal``, then the transport's preamble (no progress records, UTF-8 output),
+    then the body, so the script file itself stays plain and reviewable."""
     text = resources.files(__package__).joinpath(SCRIPT_FILES[name]).read_text("utf-8")
     marker, _, body = text.partition("\n")
     assignments = "".join(f"${key} = {ps_literal(value)}\n" for key, value in params.items())
-    return f"{marker}\n{assignments}{body}"
+    return f"{marker}\n{assignments}{POWERSHELL_PREAMBLE}{body}"

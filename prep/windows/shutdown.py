@@ -1,9 +1,15 @@
-"""Powering the generalized guest off: a dropped connection is the expected answer."""
+"""Shutting the generalized guest down: a dropped connection is the expected answer.
+
+The WinRM port closing proves only that the guest stopped answering, not that the VM is
+off: WinRM and HTTP.sys stop early in a shutdown, before Windows has finished and before
+the hypervisor shows the VM Off. The wording says so.
+"""
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
+from ..clixml import error_summary
 from ..errors import (
     ConnectError,
     HostKeyError,
@@ -14,6 +20,10 @@ from ..errors import (
 from ..reachability import port_answers, wait_until_gone
 from ..transport import Remote
 from .scripts import script
+
+# shutdown.exe's exit code when a shutdown is already in progress (ERROR_SHUTDOWN_IN_PROGRESS).
+SHUTDOWN_IN_PROGRESS = 1115
+STOPPED_ANSWERING_ADVICE = "confirm the VM is Off in the hypervisor before capturing its disk"
 
 
 def shut_down(remote: Remote, call_timeout: float = 60.0) -> str:
@@ -28,9 +38,12 @@ def shut_down(remote: Remote, call_timeout: float = 60.0) -> str:
         # The WinRM service stops with the machine and may answer with a SOAP fault instead
         # of dropping the connection; whether the host went down is checked next.
         return f"WinRM failed as Windows shut down (expected): {error}"
+    if result.exit_code == SHUTDOWN_IN_PROGRESS:
+        return "a shutdown was already in progress"
     if not result.ok:
         raise RemoteCommandError(f"shutdown on {remote.host} was refused (exit "
-                                 f"{result.exit_code}): {result.stderr.strip()[:200]}")
+                                 f"{result.exit_code}): "
+                                 f"{error_summary(result.stderr or result.stdout, 200)}")
     return "shutdown accepted"
 
 
@@ -49,4 +62,4 @@ def wait_until_unreachable(
 ) -> float:
     """Seconds until ``host:port`` stopped answering; PrepTimeoutError past ``timeout``."""
     return wait_until_gone(host, port, timeout, interval=interval, clock=clock, sleep=sleep,
-                           advice="make sure the VM is powered off before capturing its disk")
+                           advice=STOPPED_ANSWERING_ADVICE)

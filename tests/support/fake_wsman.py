@@ -11,6 +11,18 @@ azlift's scripts by their ``# azlift-script: NAME`` marker and answers from a
 facts (registry values, service start types, AppX lists), never findings. Sysprep moves the
 image state through a scripted sequence; the shutdown drops the connection and stops
 listening. A command line longer than Windows' 8191 characters fails as on Windows.
+
+What comes back is shaped the way Windows PowerShell 5.1 (powershell.exe over WinRM on
+Server 2016-2025) really emits it, each as a named fixture below:
+- stdout in the shell's code page: code page 437 (pywinrm's default) when the shell was not
+  opened with 65001, so characters outside it arrive as "?" (``console_bytes``);
+- stderr as CLIXML with progress records and escaped error records (``clixml_stderr``);
+  module autoload's progress record appears unless the script silenced progress first;
+- ``Get-Content`` strings passed straight to ConvertTo-Json serialized with their note
+  properties (``ps51_get_content_json``);
+- Sysprep started as whatever account the script asks for (the scheduled-task principal, or
+  the connecting user through Win32_Process.Create), its process showing up late in some
+  scenarios, and the faults a shutting-down WinRM service answers with.
 """
 from __future__ import annotations
 
@@ -121,6 +133,91 @@ def stuck_logs() -> tuple[str, str]:
     return "", act
 
 
+def upgrade_block_logs() -> tuple[str, str]:
+    """The logs of a Sysprep that refuses to run at all and exits at once, image untouched."""
+    t = datetime(2026, 11, 26, 10, 0, 0, tzinfo=timezone.utc)
+    err = _log_line("Error", "[0x0f0036] SYSPRP spopk.dll:: Sysprep will not run on an "
+                    "upgraded OS. You can only run Sysprep on a custom (clean) install "
+                    "version of Windows.", t) + "\n"
+    return err, err
+
+
+# Windows PowerShell 5.1 writes these for an encoded command with redirected stderr
+# (ConsoleHost: not interactive, stderr redirected, command encoded): a CLIXML document.
+CLIXML_NS = "http://schemas.microsoft.com/powershell/2004/04"
+CLIXML_MODULE_PROGRESS = (
+    '<Obj S="progress" RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject'
+    "</T><T>System.Object</T></TN><MS><I64 N=\"SourceId\">1</I64><PR N=\"Record\">"
+    "<AV>Preparing modules for first use.</AV><AI>0</AI><Nil /><PI>-1</PI><PC>-1</PC>"
+    "<T>Completed</T><SR>-1</SR><SD> </SD></PR></MS></Obj>")
+# Cmdlets whose first use in a session autoloads a module and reports progress doing so.
+AUTOLOADING_CMDLETS = ("ScheduledTask", "CimInstance", "CimMethod", "CimClass", "Appx",
+                       "NetFirewall", "StorageSetting", "BitLocker", "WSManInstance")
+
+
+def clixml_escape(text: str) -> str:
+    """PowerShell's CLIXML string escaping: XML entities, control characters as _xHHHH_."""
+    text = (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("_x", "_x005F_x"))
+    return "".join(f"_x{ord(c):04X}_" if ord(c) < 32 else c for c in text)
+
+
+def clixml_stderr(error_record: str = "", progress: bool = True) -> str:
+    """stderr as 5.1 writes it: ``#< CLIXML``, then progress records, then one ``<S S="Error">``
+    element per line of the error record (each line ending in an escaped CR LF)."""
+    parts = [CLIXML_MODULE_PROGRESS] if progress else []
+    for line in error_record.splitlines():
+        parts.append(f'<S S="Error">{clixml_escape(line + chr(13) + chr(10))}</S>')
+    return f'#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="{CLIXML_NS}">{"".join(parts)}</Objs>'
+
+
+def error_record(command: str, message: str, category: str, error_id: str,
+                 line: str) -> str:
+    """How 5.1 formats a terminating error for the console: message, position, category."""
+    return (f"{command} : {message}\n"
+            f"At line:12 char:5\n"
+            f"+     {line}\n"
+            f"+     {'~' * len(line)}\n"
+            f"    + CategoryInfo          : {category}\n"
+            f"    + FullyQualifiedErrorId : {error_id}\n")
+
+
+LOCKED_PANTHER_ERROR = error_record(
+    "Remove-Item", "Cannot remove item C:\\Windows\\Panther\\setupact.log: The process cannot "
+    "access the file 'C:\\Windows\\Panther\\setupact.log' because it is being used by another "
+    "process.", "WriteError: (setupact.log:FileInfo) [Remove-Item], IOException",
+    "RemoveFileSystemItemIOError,Microsoft.PowerShell.Commands.RemoveItemCommand",
+    "Remove-Item -LiteralPath $panther -Recurse -Force")
+
+
+def ps51_get_content_json(text: str, path: str) -> dict[str, Any]:
+    """How 5.1's ConvertTo-Json writes a string that came straight from Get-Content: an
+    object carrying the provider's note properties, the text under "value"."""
+    parent, _, child = path.rpartition("\\")
+    provider = "Microsoft.PowerShell.Core\\FileSystem"
+    return {"value": text, "PSPath": f"{provider}::{path}", "PSParentPath": f"{provider}::{parent}",
+            "PSChildName": child,
+            "PSDrive": {"CurrentLocation": "Users\\azureadmin\\Documents", "Name": "C",
+                        "Provider": provider, "Root": "C:\\", "Description": "",
+                        "MaximumSize": None, "Credential": "System.Management.Automation.PSCredential",
+                        "DisplayRoot": None},
+            "PSProvider": {"ImplementingType": "Microsoft.PowerShell.Commands.FileSystemProvider",
+                           "HelpFile": "System.Management.Automation.dll-Help.xml",
+                           "Name": "FileSystem", "PSSnapIn": "Microsoft.PowerShell.Core",
+                           "ModuleName": "Microsoft.PowerShell.Core", "Module": None,
+                           "Description": "", "Capabilities": 52, "Home": "C:\\Users\\azureadmin",
+                           "Drives": "C A D"},
+            "ReadCount": 1}
+
+
+def console_bytes(text: str, codepage: int) -> bytes:
+    """What a console program's output becomes in the shell's code page: UTF-8 under 65001,
+    else the OEM code page, where characters it lacks turn into "?"."""
+    if codepage == 65001:
+        return text.encode("utf-8")
+    return text.encode(f"cp{codepage}", "replace")
+
+
 @dataclass
 class WindowsMachine:
     """The modelled guest: raw state, as the Windows APIs would report it."""
@@ -177,13 +274,21 @@ class WindowsMachine:
     bcd_emssettings: str = BCD_EMSSETTINGS_GOOD
     automatic_pagefile: bool = False
     remaining_rearm: int | None = 1001
-    sysprep_scenario: str = "success"  # success | stuck | appx_failure | late_start
-    shutdown_answer: str = "drop"  # drop: the connection dies | fault: WinRM answers a fault
+    # success | stuck | appx_failure | late_start | already_generalized | never_starts
+    sysprep_scenario: str = "success"
+    # drop: the connection dies | fault: WinRM answers a SOAP fault | in_progress:
+    # shutdown.exe says a shutdown is already under way (exit 1115)
+    shutdown_answer: str = "drop"
     setuperr_log: str | None = None
     setupact_log: str | None = None
+    computer_name: str = "WIN"
+    panther_locked: bool = False  # a file under C:\Windows\Panther is open elsewhere
+    process_create_return: int = 0  # Win32_Process.Create's ReturnValue
+    scheduled_tasks: set[str] = field(default_factory=set)
     # what happened to the machine
     panther_deleted: bool = False
     sysprep_arguments: list[str] | None = None
+    sysprep_account: str | None = None
     image_state_polls: int = 0
     powered_off: bool = False
 
@@ -232,15 +337,25 @@ class WindowsMachine:
         if self.sysprep_scenario == "success":
             state, running = (("IMAGE_STATE_UNDEPLOYABLE", True) if n < 3 else
                               ("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", False))
-        elif self.sysprep_scenario == "stuck":
-            state, running = (("IMAGE_STATE_UNDEPLOYABLE", True) if n < 2 else
-                              ("IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE", False))
+        elif self.sysprep_scenario == "stuck":  # Sysprep hangs and never ends
+            state, running = "IMAGE_STATE_UNDEPLOYABLE", True
             if n == 2:
                 self._append_logs(*stuck_logs())
         elif self.sysprep_scenario == "late_start":
             # A failed earlier run left the image undeployable; sysprep.exe shows up late.
             state, running = (("IMAGE_STATE_UNDEPLOYABLE", n == 4) if n < 5 else
                               ("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", False))
+        elif self.sysprep_scenario == "already_generalized":
+            # An earlier /quit run left the image generalized and was never shut down; this
+            # run's sysprep.exe shows up two polls late, then generalizes it again.
+            state, running = (("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", False) if n < 3 else
+                              ("IMAGE_STATE_UNDEPLOYABLE", True) if n < 5 else
+                              ("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", False))
+        elif self.sysprep_scenario == "never_starts":
+            # Sysprep refuses at once and leaves the image as it was.
+            state, running = self.registry["ImageState"], False
+            if n == 1:
+                self._append_logs(*upgrade_block_logs())
         elif self.sysprep_scenario == "appx_failure":
             state, running = ("IMAGE_STATE_UNDEPLOYABLE", n < 2)
             if n == 2:
@@ -249,6 +364,10 @@ class WindowsMachine:
             raise ValueError(self.sysprep_scenario)
         self.registry["ImageState"] = state
         return state, running
+
+    def sysprep_visible_at_start(self) -> bool:
+        """Whether sysprep.exe is already in the process list right after it was created."""
+        return self.sysprep_scenario in ("success", "stuck", "appx_failure")
 
     def _append_logs(self, setuperr: str, setupact: str) -> None:
         """Sysprep appends to setuperr.log / setupact.log; earlier runs' lines stay."""
@@ -262,8 +381,14 @@ class _Command:
     script: str | None = None
     stdin: bytearray = field(default_factory=bytearray)
     stdin_done: bool = False
-    result: tuple[bytes, bytes, int] | None = None
+    result: tuple[str, str, int] | None = None
     name: str = ""
+
+
+@dataclass
+class _Shell:
+    codepage: int
+    commands: dict[str, _Command] = field(default_factory=dict)
 
 
 def _params(script_text: str) -> dict[str, Any]:
@@ -300,8 +425,11 @@ class FakeWSMan:
         self.script_texts: list[str] = []
         self.command_lines: list[str] = []
         self.console_mode_stdin: list[bool] = []  # WINRS_CONSOLEMODE_STDIN per command
+        self.codepages: list[int] = []  # WINRS_CODEPAGE of each shell opened
+        self.progress_records_sent = 0  # CLIXML progress records written to stderr
         self.auth_failures = 0
-        self._shells: dict[str, dict[str, _Command]] = {}
+        self._power_off_when_closed = False
+        self._shells: dict[str, _Shell] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -356,7 +484,12 @@ class FakeWSMan:
             if verb == "Create":
                 self.actions.append("Create")
                 shell_id = str(uuid.uuid4()).upper()
-                self._shells[shell_id] = {}
+                codepage = 437  # winrs' default when the client names none
+                for option in root.iterfind("s:Header/w:OptionSet/w:Option", NS):
+                    if option.get("Name") == "WINRS_CODEPAGE":
+                        codepage = int(option.text or 437)
+                self.codepages.append(codepage)
+                self._shells[shell_id] = _Shell(codepage)
                 return 200, _envelope(action + "Response", message_id, _created(shell_id))
             shell = self._shells.get(shell_id or "")
             if shell is None:
@@ -375,10 +508,12 @@ class FakeWSMan:
             if verb == "Delete":
                 self.actions.append("Delete")
                 self._shells.pop(shell_id or "", None)
+                if self._power_off_when_closed:
+                    self.power_off()
                 return 200, _envelope(action + "Response", message_id, "")
         return 500, _fault(message_id, f"unsupported action {action}")
 
-    def _command(self, shell: dict[str, _Command], root: ET.Element, action: str,
+    def _command(self, shell: _Shell, root: ET.Element, action: str,
                  message_id: str) -> tuple[int, bytes]:
         line = (root.findtext("s:Body/rsp:CommandLine/rsp:Command", namespaces=NS) or "").strip()
         arguments = root.findtext("s:Body/rsp:CommandLine/rsp:Arguments", namespaces=NS)
@@ -390,9 +525,9 @@ class FakeWSMan:
                 self.console_mode_stdin.append((option.text or "").upper() == "TRUE")
         self.command_lines.append(line)
         command_id = str(uuid.uuid4()).upper()
-        shell[command_id] = command
+        shell.commands[command_id] = command
         if len(line) > WINDOWS_COMMAND_LINE_LIMIT:
-            command.result = (b"", b"The command line is too long.\r\n", 1)
+            command.result = ("", "The command line is too long.\r\n", 1)
             command.name = "too-long"
         else:
             match = re.search(r"-EncodedCommand\s+(\S+)", line, re.IGNORECASE)
@@ -407,11 +542,11 @@ class FakeWSMan:
                               f'<rsp:CommandResponse xmlns:rsp="{SHELL_NS}">'
                               f"<rsp:CommandId>{command_id}</rsp:CommandId></rsp:CommandResponse>")
 
-    def _send(self, shell: dict[str, _Command], root: ET.Element, action: str,
+    def _send(self, shell: _Shell, root: ET.Element, action: str,
               message_id: str) -> tuple[int, bytes]:
         self.actions.append("Send")
         stream = root.find("s:Body/rsp:Send/rsp:Stream", NS)
-        command = shell.get(stream.get("CommandId", "")) if stream is not None else None
+        command = shell.commands.get(stream.get("CommandId", "")) if stream is not None else None
         if command is None or stream is None:
             return 500, _fault(message_id, "unknown CommandId")
         command.stdin += base64.b64decode(stream.text or "")
@@ -422,12 +557,12 @@ class FakeWSMan:
         return 200, _envelope(action + "Response", message_id,
                               f'<rsp:SendResponse xmlns:rsp="{SHELL_NS}"/>')
 
-    def _receive(self, shell: dict[str, _Command], root: ET.Element, action: str,
+    def _receive(self, shell: _Shell, root: ET.Element, action: str,
                  message_id: str) -> tuple[int, bytes | None]:
         self.actions.append("Receive")
         desired = root.find("s:Body/rsp:Receive/rsp:DesiredStream", NS)
         command_id = desired.get("CommandId", "") if desired is not None else ""
-        command = shell.get(command_id)
+        command = shell.commands.get(command_id)
         if command is None:
             return 500, _fault(message_id, "unknown CommandId")
         if command.result is None and not command.stdin_done:
@@ -437,18 +572,39 @@ class FakeWSMan:
             if _script_name(command.script or "") == "shutdown":
                 self.scripts.append("shutdown")
                 self.script_texts.append(command.script or "")
-                self.power_off()
-                if self.machine.shutdown_answer == "fault":
-                    return 500, _fault(message_id, "The WS-Management service cannot process "
-                                       "the request because the service is shutting down.")
-                return 0, None  # the connection drops: no reply at all
-            command.result = self._run_script(command.script or "")
+                if self.machine.shutdown_answer == "in_progress":
+                    # An earlier shutdown is under way: this one is answered, the host goes
+                    # down once the shell is closed.
+                    command.result = ("", "A system shutdown is in progress.(1115)\r\n", 1115)
+                    self._power_off_when_closed = True
+                else:
+                    self.power_off()
+                    if self.machine.shutdown_answer == "fault":
+                        return 500, _fault(message_id, "The WS-Management service cannot "
+                                           "process the request because the service is "
+                                           "shutting down.")
+                    return 0, None  # the connection drops: no reply at all
+            else:
+                command.result = self._run_script(command.script or "")
+                command.result = self._with_progress(command.script or "", *command.result)
         out, err, code = command.result
-        return 200, _envelope(action + "Response", message_id,
-                              _receive_body(command_id, out, err, code))
+        return 200, _envelope(action + "Response", message_id, _receive_body(
+            command_id, console_bytes(out, shell.codepage), console_bytes(err, shell.codepage),
+            code))
+
+    def _with_progress(self, text: str, out: str, err: str, code: int) -> tuple[str, str, int]:
+        """Module autoload reports progress unless the script silenced it before."""
+        silenced = re.search(r"^\$ProgressPreference = 'SilentlyContinue'", text, re.MULTILINE)
+        autoloads = any(name in text for name in AUTOLOADING_CMDLETS)
+        if silenced or not autoloads:
+            return out, err, code
+        self.progress_records_sent += 1
+        if err.startswith("#< CLIXML"):
+            return out, err.replace("\">", "\">" + CLIXML_MODULE_PROGRESS, 1), code
+        return out, clixml_stderr(err) if not err else err, code
 
     # -- the modelled Windows machine ------------------------------------------------
-    def _run_script(self, text: str) -> tuple[bytes, bytes, int]:
+    def _run_script(self, text: str) -> tuple[str, str, int]:
         name = _script_name(text)
         self.scripts.append(name)
         self.script_texts.append(text)
@@ -459,27 +615,60 @@ class FakeWSMan:
                                   params.get("UnattendCandidates", []))
             return _json_out(facts)
         if name == "clean-panther":
+            if machine.panther_locked:
+                return "", clixml_stderr(LOCKED_PANTHER_ERROR, progress=False), 1
             machine.panther_deleted = True
             machine.setuperr_log = machine.setupact_log = None  # System32\Sysprep\Panther
             machine.files = {f for f in machine.files
                              if not f.lower().startswith("c:\\windows\\panther\\")}
-            return b"removed C:\\Windows\\Panther\r\n", b"", 0
+            return "removed C:\\Windows\\Panther\r\n", "", 0
         if name == "start-sysprep":
-            machine.sysprep_arguments = list(params.get("SysprepArguments", []))
-            return b"started Sysprep.exe as process 4242\r\n", b"", 0
+            return self._start_sysprep(text, params)
         if name == "image-state":
             state, running = machine.next_image_state()
             return _json_out({"image_state": state, "sysprep_running": running})
         if name == "fetch-logs":
             tail = int(params.get("TailLines", 50))
             act = machine.setupact_log
-            return _json_out({"setuperr": machine.setuperr_log,
+            path = "C:\\Windows\\System32\\Sysprep\\Panther\\setuperr.log"
+            setuperr: Any = machine.setuperr_log
+            # A string straight from Get-Content keeps its note properties in 5.1; one the
+            # script built anew (-join) is a plain string.
+            raw_line = re.search(r"^\s*setuperr = (.*)$", text, re.MULTILINE)
+            if setuperr is not None and raw_line and "-join" not in raw_line.group(1):
+                setuperr = ps51_get_content_json(setuperr, path)
+            return _json_out({"setuperr": setuperr,
                               "setupact_tail": None if act is None
                               else "\n".join(act.splitlines()[-tail:])})
         if name == "probe":
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
             return _json_out({"sha256": digest, "chars": len(text)})
-        return b"", f"unknown script {name!r}\r\n".encode(), 1
+        if name == "echo":  # prints its $Text parameter, as Write-Output would
+            return str(params.get("Text", "")) + "\r\n", "", 0
+        return "", f"unknown script {name!r}\r\n", 1
+
+    def _start_sysprep(self, text: str, params: dict[str, Any]) -> tuple[str, str, int]:
+        """Sysprep runs as the account the script starts it under: the principal of a
+        scheduled task, or the connecting user when WMI's Win32_Process.Create starts it."""
+        machine = self.machine
+        arguments = list(params.get("SysprepArguments", []))
+        if re.search(r"New-ScheduledTaskPrincipal\s+-UserId\s+'SYSTEM'", text):
+            machine.sysprep_arguments, machine.sysprep_account = arguments, "NT AUTHORITY\\SYSTEM"
+            return "started Sysprep.exe as scheduled task azlift-sysprep\r\n", "", 0
+        if "Invoke-CimMethod -ClassName Win32_Process -MethodName Create" not in text:
+            return "", "start-sysprep: no way of starting Sysprep the fake knows\r\n", 1
+        account = f"{machine.computer_name}\\{self.user}"
+        removed = "azlift-sysprep" in machine.scheduled_tasks
+        machine.scheduled_tasks.discard("azlift-sysprep")
+        document = {"image_state_before": machine.registry["ImageState"], "account": account,
+                    "return_value": machine.process_create_return, "process_id": None,
+                    "breakaway": False, "running": False, "already_running": False,
+                    "removed_task": removed}
+        if machine.process_create_return == 0:
+            machine.sysprep_arguments, machine.sysprep_account = arguments, account
+            document.update(process_id=4242, breakaway=True,
+                            running=machine.sysprep_visible_at_start())
+        return _json_out(document)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -535,8 +724,9 @@ def _script_name(text: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-def _json_out(document: Any) -> tuple[bytes, bytes, int]:
-    return (json.dumps(document) + "\r\n").encode("utf-8"), b"", 0
+def _json_out(document: Any) -> tuple[str, str, int]:
+    """ConvertTo-Json -Compress output: non-ASCII characters written as they are."""
+    return json.dumps(document, ensure_ascii=False) + "\r\n", "", 0
 
 
 def _envelope(action: str, relates_to: str, body: str) -> bytes:

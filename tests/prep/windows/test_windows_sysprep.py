@@ -14,12 +14,13 @@ from prep.windows import (
     ps_literal,
     script,
     shut_down,
+    start_sysprep,
     sysprep_arguments,
     wait_for_generalized,
     wait_until_unreachable,
 )
 from prep.windows.preparer import WindowsPrepOptions
-from prep.windows.sysprep import STARTUP_GRACE_SECONDS
+from prep.windows.sysprep import STARTUP_GRACE_SECONDS, SysprepStart
 from prep.winrm import WinRMRemote
 from tests.support.fake_wsman import APPX_FAILURE_PACKAGE, FakeWSMan, appx_failure_logs
 
@@ -81,17 +82,17 @@ def test_log_reading_finds_error_lines_and_the_appx_package() -> None:
     assert error_lines("2026-01-01 10:00:00, Info  fine\n") == []
 
 
-def _start_sysprep(remote: WinRMRemote) -> None:
-    assert remote.run(script("start-sysprep", SysprepArguments=sysprep_arguments())).ok
+def _start_sysprep(remote: WinRMRemote) -> SysprepStart:
+    return start_sysprep(remote, sysprep_arguments())
 
 
 def _sysprep_and_poll(remote: WinRMRemote, timeout: float) -> tuple[list, FakeClock]:
     """Start Sysprep, poll every 5 virtual seconds until generalized: (polls, clock)."""
     clock = FakeClock()
-    _start_sysprep(remote)
+    start = _start_sysprep(remote)
     seen: list = []
     final = wait_for_generalized(remote, timeout=timeout, interval=5, on_poll=seen.append,
-                                 clock=clock, sleep=clock.sleep)
+                                 clock=clock, sleep=clock.sleep, start=start)
     assert final.image_state == GENERALIZED
     return seen, clock
 
@@ -106,9 +107,10 @@ def test_polling_fails_fast_on_undeployable_and_names_the_package(
         remote: WinRMRemote, wsman: FakeWSMan) -> None:
     wsman.machine.sysprep_scenario = "appx_failure"
     clock = FakeClock()
-    _start_sysprep(remote)
+    start = _start_sysprep(remote)
     with pytest.raises(GeneralizeFailedError) as caught:
-        wait_for_generalized(remote, timeout=600, interval=5, clock=clock, sleep=clock.sleep)
+        wait_for_generalized(remote, timeout=600, interval=5, clock=clock, sleep=clock.sleep,
+                             start=start)
     assert APPX_FAILURE_PACKAGE in str(caught.value)
     assert clock.now < 600
     assert wsman.scripts[-1] == "fetch-logs"
@@ -117,11 +119,13 @@ def test_polling_fails_fast_on_undeployable_and_names_the_package(
 def test_polling_stops_at_the_timeout_when_stuck(remote: WinRMRemote, wsman: FakeWSMan) -> None:
     wsman.machine.sysprep_scenario = "stuck"
     clock = FakeClock()
-    _start_sysprep(remote)
+    start = _start_sysprep(remote)
     with pytest.raises(PrepTimeoutError) as caught:
-        wait_for_generalized(remote, timeout=30, interval=10, clock=clock, sleep=clock.sleep)
+        wait_for_generalized(remote, timeout=30, interval=10, clock=clock, sleep=clock.sleep,
+                             start=start)
     message = str(caught.value)
-    assert "IMAGE_STATE_SPECIALIZE_RESEAL_TO_OOBE" in message and "within 30 s" in message
+    assert "still IMAGE_STATE_UNDEPLOYABLE" in message and "within 30 s" in message
+    assert "Sysprep.exe (process 4242) is still running" in message
     assert "did not reach the generalize state" in message  # from setupact.log
     assert clock.now == 30 and wsman.scripts.count("image-state") == 4
 
@@ -160,9 +164,10 @@ def test_sysprep_that_never_shows_up_fails_after_the_startup_grace(
     wsman.machine.sysprep_scenario = "late_start"
     wsman.machine.image_state_polls = -1000  # sysprep.exe never appears
     clock = FakeClock()
-    _start_sysprep(remote)
-    with pytest.raises(GeneralizeFailedError, match="IMAGE_STATE_UNDEPLOYABLE"):
-        wait_for_generalized(remote, timeout=600, interval=10, clock=clock, sleep=clock.sleep)
+    start = _start_sysprep(remote)
+    with pytest.raises(GeneralizeFailedError, match="not seen running.*IMAGE_STATE_UNDEPLOYABLE"):
+        wait_for_generalized(remote, timeout=600, interval=10, clock=clock, sleep=clock.sleep,
+                             start=start)
     assert STARTUP_GRACE_SECONDS <= clock.now < 600
 
 
