@@ -17,9 +17,11 @@ from tests.support.fake_wsman import (
     TEST_USER,
     FakeWSMan,
     WindowsMachine,
+    ntlm_user_file,  # noqa: F401  (fixture)
     windows_machine,  # noqa: F401  (fixture)
     wsman,  # noqa: F401  (fixture)
     wsman_certificate,  # noqa: F401  (fixture)
+    wsman_ntlm,  # noqa: F401  (fixture)
 )
 
 PASSWORD_VAR = "AZLIFT_TEST_WINRM_PASSWORD"
@@ -338,17 +340,31 @@ def test_force_goes_ahead_despite_blockers_and_says_so(wsman, certificate, machi
     assert "powered off" not in out
 
 
-def test_plain_http_is_warned_about_on_the_command_line(windows_machine, capsys) -> None:  # noqa: F811
-    fake = FakeWSMan(windows_machine, user=TEST_USER, password=TEST_PASSWORD).start()
-    try:
-        code = main(["prep", "windows", "127.0.0.1", "--http", "--port", str(fake.port),
-                     "--user", TEST_USER, "--password-env", PASSWORD_VAR, "--check-only"])
-    finally:
-        fake.stop()
+def test_plain_http_with_the_default_ntlm_runs_sealed_and_is_warned_about(
+        wsman_ntlm, capsys) -> None:  # noqa: F811
+    # No --transport: the default, NTLM, against a real acceptor, messages sealed over HTTP.
+    code = main(["prep", "windows", "127.0.0.1", "--http", "--port", str(wsman_ntlm.port),
+                 "--user", TEST_USER, "--password-env", PASSWORD_VAR, "--check-only"])
     err = capsys.readouterr().err
+    assert code == 0, err
     assert "--http: talking to 127.0.0.1 over plain HTTP" in err
-    assert code == 4 and "refused the credentials" in err  # the fake speaks basic only
+    assert wsman_ntlm.scripts == ["check"] and wsman_ntlm.ntlm_logins == [TEST_USER]
+    assert wsman_ntlm.sealed_requests == len(wsman_ntlm.actions)
     assert TEST_PASSWORD not in err
+
+
+@pytest.mark.parametrize("transport, flag", [("kerberos", "HAVE_KERBEROS"),
+                                             ("credssp", "HAVE_CREDSSP")])
+def test_kerberos_or_credssp_without_its_package_exits_2(transport, flag, capsys,
+                                                         monkeypatch) -> None:
+    from winrm import transport as winrm_transport
+    monkeypatch.setattr(winrm_transport, flag, False)
+    code = main(["prep", "windows", "127.0.0.1", "--transport", transport,
+                 "--password-env", PASSWORD_VAR, "--check-only"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--transport {transport} needs the Python package" in err
+    assert f"pywinrm[{transport}]" in err
 
 
 @pytest.mark.parametrize("argv", [["127.0.0.1", "--port", "99999"], ["bad host name"]])

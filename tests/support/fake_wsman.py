@@ -1,11 +1,14 @@
 """A WS-Management endpoint that models a Windows machine, for the real pywinrm client.
 
 Fixtures (import them into a test module or conftest): ``wsman_certificate``,
-``windows_machine`` and ``wsman`` (the endpoint over HTTPS, started and stopped per test).
+``windows_machine``, ``wsman`` (the endpoint over HTTPS with basic auth) and ``wsman_ntlm``
+(over plain HTTP with NTLM and message encryption, the default transport's path), each
+started and stopped per test.
 
 It speaks the SOAP protocol pywinrm uses (transfer/Create, shell/Command, shell/Send,
 shell/Receive until CommandState Done, shell/Signal, transfer/Delete, RelatesTo on every
-reply) over HTTP or HTTPS with basic auth. It cannot run PowerShell, so it recognizes
+reply) over HTTP or HTTPS, with basic auth or with a real NTLM acceptor (``wsman_ntlm``).
+It cannot run PowerShell, so it recognizes
 azlift's scripts by their ``# azlift-script: NAME`` marker and answers from a
 ``WindowsMachine`` state the way the script would on Windows: the check script gets raw
 facts (registry values, service start types, AppX lists), never findings. Sysprep moves the
@@ -43,6 +46,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# 5.1's JSON shape of a Get-Content string: one fixture, shared with the findings tests.
+from tests.prep.windows.ps51_shapes import get_content_string as ps51_get_content_json
+from tests.support import wsman_ntlm as ntlm
+from tests.support.wsman_ntlm import NtlmConnection
 
 # One self-signed certificate maker for the suite's HTTPS fakes (CA flag, SAN 127.0.0.1).
 from tests.support.fake_arm import _self_signed as make_certificate  # noqa: F401
@@ -188,26 +196,6 @@ LOCKED_PANTHER_ERROR = error_record(
     "process.", "WriteError: (setupact.log:FileInfo) [Remove-Item], IOException",
     "RemoveFileSystemItemIOError,Microsoft.PowerShell.Commands.RemoveItemCommand",
     "Remove-Item -LiteralPath $panther -Recurse -Force")
-
-
-def ps51_get_content_json(text: str, path: str) -> dict[str, Any]:
-    """How 5.1's ConvertTo-Json writes a string that came straight from Get-Content: an
-    object carrying the provider's note properties, the text under "value"."""
-    parent, _, child = path.rpartition("\\")
-    provider = "Microsoft.PowerShell.Core\\FileSystem"
-    return {"value": text, "PSPath": f"{provider}::{path}", "PSParentPath": f"{provider}::{parent}",
-            "PSChildName": child,
-            "PSDrive": {"CurrentLocation": "Users\\azureadmin\\Documents", "Name": "C",
-                        "Provider": provider, "Root": "C:\\", "Description": "",
-                        "MaximumSize": None, "Credential": "System.Management.Automation.PSCredential",
-                        "DisplayRoot": None},
-            "PSProvider": {"ImplementingType": "Microsoft.PowerShell.Commands.FileSystemProvider",
-                           "HelpFile": "System.Management.Automation.dll-Help.xml",
-                           "Name": "FileSystem", "PSSnapIn": "Microsoft.PowerShell.Core",
-                           "ModuleName": "Microsoft.PowerShell.Core", "Module": None,
-                           "Description": "", "Capabilities": 52, "Home": "C:\\Users\\azureadmin",
-                           "Drives": "C A D"},
-            "ReadCount": 1}
 
 
 def console_bytes(text: str, codepage: int) -> bytes:
@@ -416,9 +404,16 @@ class FakeWSMan:
     """The endpoint: start() in a thread, url, the requests it saw, the machine it models."""
 
     def __init__(self, machine: WindowsMachine | None = None, *, user: str = "azureadmin",
-                 password: str = "", certfile: Path | None = None, keyfile: Path | None = None) -> None:
+                 password: str = "", certfile: Path | None = None, keyfile: Path | None = None,
+                 auth: str = "basic") -> None:
         self.machine = machine or WindowsMachine()
         self.user, self.password = user, password
+        # basic: the Authorization header on every request | ntlm: a real NTLM acceptor
+        # (tests.support.wsman_ntlm) against NTLM_USER_FILE, messages sealed over plain HTTP
+        self.auth = auth
+        self.ntlm_logins: list[str] = []  # the client principal of each NTLM handshake
+        self.sealed_requests = 0  # requests that arrived encrypted
+        self.plaintext_refused = 0  # unencrypted SOAP over HTTP after NTLM, refused
         self.certfile, self.keyfile = certfile, keyfile
         self.actions: list[str] = []  # "Create", "Command:NAME", "Send", "Receive", ...
         self.scripts: list[str] = []  # script names in the order they ran
@@ -678,28 +673,80 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *_args: Any) -> None:  # keep test output clean
         return
 
+    ntlm: NtlmConnection | None = None  # per connection: this handler serves one
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         if self.fake.machine.powered_off:  # kept-alive connections die with the host
             self._drop()
             return
-        if not self._authorized():
+        sealed = False
+        if self.fake.auth == "ntlm":
+            accepted = self._ntlm_accept(body)
+            if accepted is None:
+                return
+            body, sealed = accepted
+        elif not self._authorized():
             self.fake.auth_failures += 1
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="WSMAN"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self._unauthorized('Basic realm="WSMAN"')
+            return
+        if not body:  # pywinrm's empty POST that sets up message encryption
+            self._reply(200, b"", "application/soap+xml;charset=UTF-8")
             return
         status, reply = self.fake.handle(body)
         if reply is None:  # the host went down mid-request
             self._drop()
             return
+        if sealed:
+            assert self.ntlm is not None
+            self._reply(status, self.ntlm.seal(reply), ntlm.CONTENT_TYPE)
+        else:
+            self._reply(status, reply, "application/soap+xml;charset=UTF-8")
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/soap+xml;charset=UTF-8")
-        self.send_header("Content-Length", str(len(reply)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(reply)
+        self.wfile.write(body)
+
+    def _unauthorized(self, challenge: str) -> None:
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", challenge)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _ntlm_accept(self, body: bytes) -> tuple[bytes, bool] | None:
+        """The request's SOAP body and whether it came sealed, once this connection is
+        authenticated; None when a 401 (challenge or refusal) was sent instead."""
+        if self.ntlm is None:
+            self.ntlm = NtlmConnection()
+        header = self.headers.get("Authorization")
+        if header:
+            try:
+                token = self.ntlm.step(header)
+            except ntlm.NtlmRefused:
+                self.fake.auth_failures += 1
+                self._unauthorized(ntlm.CHALLENGE_HEADER)
+                return None
+            if token is not None:
+                self._unauthorized(f"{ntlm.CHALLENGE_HEADER} {token}")
+                return None
+            self.fake.ntlm_logins.append(self.ntlm.user)
+        if not self.ntlm.authenticated:
+            self._unauthorized(ntlm.CHALLENGE_HEADER)
+            return None
+        if ntlm.is_encrypted(self.headers.get("Content-Type", "")):
+            self.fake.sealed_requests += 1
+            return self.ntlm.unseal(body), True
+        if body and self.fake.scheme == "http":
+            # The WinRM service's default (AllowUnencrypted false): plain SOAP over HTTP is
+            # refused even on an authenticated connection.
+            self.fake.plaintext_refused += 1
+            self._reply(400, b"", "text/plain")
+            return None
+        return body, False
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -725,8 +772,12 @@ def _script_name(text: str) -> str:
 
 
 def _json_out(document: Any) -> tuple[str, str, int]:
-    """ConvertTo-Json -Compress output: non-ASCII characters written as they are."""
-    return json.dumps(document, ensure_ascii=False) + "\r\n", "", 0
+    """5.1's ConvertTo-Json -Compress output: non-ASCII characters written as they are (so
+    the code page decides what arrives), ' < > & as \\u escapes, CRLF at the end."""
+    text = json.dumps(document, ensure_ascii=False)
+    for char in "'<>&":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text + "\r\n", "", 0
 
 
 def _envelope(action: str, relates_to: str, body: str) -> bytes:
@@ -798,5 +849,23 @@ def wsman(windows_machine: WindowsMachine,
     cert, key = wsman_certificate
     fake = FakeWSMan(windows_machine, user=TEST_USER, password=TEST_PASSWORD,
                      certfile=cert, keyfile=key).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def ntlm_user_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The NTLM acceptor's credential store, named by NTLM_USER_FILE as pyspnego reads it."""
+    path = ntlm.write_user_file(tmp_path / "ntlm-users", TEST_USER, TEST_PASSWORD)
+    monkeypatch.setenv("NTLM_USER_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+def wsman_ntlm(windows_machine: WindowsMachine, ntlm_user_file: Path) -> Iterator[FakeWSMan]:
+    """The endpoint over plain HTTP with NTLM for TEST_USER / TEST_PASSWORD: messages must
+    come sealed, as the WinRM service's default (AllowUnencrypted false) demands."""
+    fake = FakeWSMan(windows_machine, user=TEST_USER, password=TEST_PASSWORD,
+                     auth="ntlm").start()
     yield fake
     fake.stop()
