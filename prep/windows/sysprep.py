@@ -152,6 +152,7 @@ def wait_for_generalized(
     deadline = started + timeout
     before = start.image_state_before if start is not None else None
     seen_running = start.running if start is not None else False
+    left_generalized = False  # a state other than GENERALIZED was seen during this run
     exited_polls = 0
     last: ImageStatePoll | None = None
     last_error: Exception | None = None
@@ -165,15 +166,16 @@ def wait_for_generalized(
             if on_poll is not None:
                 on_poll(last)
             seen_running = seen_running or last.sysprep_running
-            changed_here = before is not None and before != GENERALIZED
-            if not last.sysprep_running and last.image_state == GENERALIZED and (
-                    seen_running or changed_here):
+            left_generalized = left_generalized or last.image_state != GENERALIZED
+            if not last.sysprep_running and last.image_state == GENERALIZED and \
+                    _this_run_generalized(before, seen_running, left_generalized):
                 return last
             may_be_starting = not seen_running and clock() - started < STARTUP_GRACE_SECONDS
             exited_polls = 0 if last.sysprep_running or may_be_starting else exited_polls + 1
             if exited_polls >= EXITED_POLLS_FOR_FAILURE:
                 raise GeneralizeFailedError(
-                    _exit_reason(remote.host, last.image_state, seen_running, before)
+                    _exit_reason(remote.host, last.image_state, seen_running, before,
+                                 left_generalized)
                     + ": " + fetch_failure_detail(remote, tail_lines))
         if clock() >= deadline:
             state = last.image_state if last is not None else "unknown"
@@ -190,13 +192,30 @@ def wait_for_generalized(
         sleep(interval)
 
 
-def _exit_reason(host: str, state: str, seen_running: bool, before: str | None) -> str:
+def _this_run_generalized(before: str | None, seen_running: bool,
+                          left_generalized: bool) -> bool:
+    """Whether GENERALIZED, read with Sysprep gone, is this run's doing. When the image was
+    generalized before, Sysprep must have been seen and the state seen to leave GENERALIZED
+    (Sysprep resets it while it works): a Sysprep that refused at once leaves it untouched."""
+    if before == GENERALIZED:
+        return seen_running and left_generalized
+    if before is None:  # unknown: only a Sysprep seen running counts
+        return seen_running
+    return True  # the state changed to GENERALIZED during this run
+
+
+def _exit_reason(host: str, state: str, seen_running: bool, before: str | None,
+                 left_generalized: bool = False) -> str:
     """Why the wait stopped when Sysprep is gone without having generalized the image."""
+    already = (", as it already was before this run (an earlier Sysprep generalized the "
+               "image), which says nothing about this run")
     if seen_running:
-        return f"Sysprep on {host} exited and left the image at {state or '(unset)'}"
+        reason = f"Sysprep on {host} exited and left the image at {state or '(unset)'}"
+        if state == GENERALIZED and before == GENERALIZED and not left_generalized:
+            reason += " without the state ever changing" + already
+        return reason
     reason = (f"Sysprep.exe was not seen running on {host} within {STARTUP_GRACE_SECONDS:g} s "
               f"of its start, and the image state is {state or '(unset)'}")
     if state == GENERALIZED and before == GENERALIZED:
-        reason += (", as it already was before this run (an earlier Sysprep generalized the "
-                   "image), which says nothing about this run")
+        reason += already
     return reason

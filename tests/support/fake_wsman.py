@@ -262,7 +262,8 @@ class WindowsMachine:
     bcd_emssettings: str = BCD_EMSSETTINGS_GOOD
     automatic_pagefile: bool = False
     remaining_rearm: int | None = 1001
-    # success | stuck | appx_failure | late_start | already_generalized | never_starts
+    # success | stuck | appx_failure | late_start | already_generalized | never_starts |
+    # exits_at_once
     sysprep_scenario: str = "success"
     # drop: the connection dies | fault: WinRM answers a SOAP fault | in_progress:
     # shutdown.exe says a shutdown is already under way (exit 1115)
@@ -339,6 +340,11 @@ class WindowsMachine:
             state, running = (("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", False) if n < 3 else
                               ("IMAGE_STATE_UNDEPLOYABLE", True) if n < 5 else
                               ("IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE", False))
+        elif self.sysprep_scenario == "exits_at_once":
+            # Sysprep starts, refuses within seconds and leaves the image as it was.
+            state, running = self.registry["ImageState"], False
+            if n == 1:
+                self._append_logs(*upgrade_block_logs())
         elif self.sysprep_scenario == "never_starts":
             # Sysprep refuses at once and leaves the image as it was.
             state, running = self.registry["ImageState"], False
@@ -355,7 +361,7 @@ class WindowsMachine:
 
     def sysprep_visible_at_start(self) -> bool:
         """Whether sysprep.exe is already in the process list right after it was created."""
-        return self.sysprep_scenario in ("success", "stuck", "appx_failure")
+        return self.sysprep_scenario in ("success", "stuck", "appx_failure", "exits_at_once")
 
     def _append_logs(self, setuperr: str, setupact: str) -> None:
         """Sysprep appends to setuperr.log / setupact.log; earlier runs' lines stay."""

@@ -171,6 +171,20 @@ def test_an_already_generalized_image_without_sysprep_running_is_a_failure(
     assert not wsman.machine.powered_off
 
 
+def test_an_already_generalized_image_that_sysprep_left_untouched_is_a_failure(
+        remote: WinRMRemote, wsman: FakeWSMan) -> None:
+    # This run's Sysprep was seen (right after it was created) but refused at once: the
+    # image still reads GENERALIZED from the earlier run, which proves nothing.
+    wsman.machine.registry["ImageState"] = GENERALIZED
+    wsman.machine.sysprep_scenario = "exits_at_once"
+    with pytest.raises(GeneralizeFailedError) as caught:
+        run(remote, wsman)
+    message = str(caught.value)
+    assert "exited" in message and "without the state ever changing" in message
+    assert "Sysprep will not run on an upgraded OS" in message
+    assert not wsman.machine.powered_off
+
+
 # -- 9. Text: PowerShell paths, and what a closed port proves --------------------------------
 def test_plan_commands_are_powershell_that_would_run() -> None:
     commands = [step.command for step in build_plan("vm1", WindowsPrepOptions()).steps]
