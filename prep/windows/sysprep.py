@@ -143,10 +143,11 @@ def wait_for_generalized(
     exited (or never showed up) without that, give up at ``timeout`` seconds. Failures carry
     Sysprep's error lines.
 
-    GENERALIZE_RESEAL_TO_OOBE counts only once this run's Sysprep was seen running and then
-    gone, or when the state changed to it during this run: an image an earlier Sysprep left
-    generalized reads the same before this one has done anything. ``start`` says what the
-    state was and whether the process was already seen; without it, both are unknown.
+    GENERALIZE_RESEAL_TO_OOBE, read with Sysprep gone, counts when the state changed to it
+    during this run; when it already read so before, only once this run's Sysprep was seen
+    running and the state seen to leave it (an earlier Sysprep's state reads the same before
+    this one has done anything). ``start`` says what the state was and whether the process
+    was already seen; without it, both are unknown and a Sysprep seen running is required.
     """
     started = clock()
     deadline = started + timeout
