@@ -25,6 +25,7 @@ from .errors import ClusterError
 from .throttle import LeasedWindow
 
 EventSink = Callable[[dict[str, Any]], None]
+LOOPBACK_ANY_PORT = "127.0.0.1:0"
 CANCEL_POLL_S = 0.5
 
 # Process-local stand-ins, keyed by run id (the in-process engine) or by account.
@@ -235,10 +236,11 @@ class DaskEngine:
             if address is None:
                 # Threads talk in process; worker processes over loopback TCP only.
                 network = {"host": "127.0.0.1", "scheduler_port": 0} if processes else {}
+                # Dask's HTTP servers (health, metrics) listen on loopback only.
                 self.cluster = LocalCluster(
                     n_workers=1, threads_per_worker=threads, processes=processes,
-                    resources=resources or {}, dashboard_address=None, silence_logs=40,
-                    **network)
+                    resources=resources or {}, dashboard_address=LOOPBACK_ANY_PORT,
+                    worker_dashboard_address=LOOPBACK_ANY_PORT, silence_logs=40, **network)
                 self.client = Client(self.cluster, set_as_default=False)
             else:
                 self.client = Client(address, security=security, set_as_default=False,

@@ -16,6 +16,7 @@ import typer
 
 from .. import exit_codes
 from ..bulk import errors as bulk_errors
+from ..bulk.engine import LOOPBACK_ANY_PORT
 from .common import STATE, JsonOption, QuietOption, emit_json, say, warn
 
 app = typer.Typer(
@@ -392,7 +393,8 @@ def scheduler(
 
 def _scheduler_args(host: str, port: int, scheduler_file: Path | None, ca: Path | None,
                     cert: Path | None, key: Path | None) -> list[str]:
-    args = ["--host", host, "--port", str(port), "--no-dashboard"]
+    args = ["--host", host, "--port", str(port), "--no-dashboard",
+            "--dashboard-address", LOOPBACK_ANY_PORT]
     if scheduler_file:
         args += ["--scheduler-file", str(scheduler_file)]
     if ca:
@@ -439,7 +441,7 @@ def worker(
     slots = sum(count for _, count in sources)
     args = [address, "--name", name or socket.gethostname(), "--nthreads",
             str(threads or slots + 2), "--nworkers", "1", "--no-nanny", "--resources", resources,
-            "--no-dashboard"]
+            "--no-dashboard", "--dashboard-address", LOOPBACK_ANY_PORT]
     if local_directory:
         args += ["--local-directory", str(local_directory)]
     if tls_ca_file or tls_cert or tls_key:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import threading
 
+import psutil
+
 from azlift.bulk import Coordinator, DaskEngine, StateStore, load_manifest, source_resources
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.bulk_plans import make_disk, manifest
@@ -26,6 +28,9 @@ def test_progress_events_arrive_from_the_workers(tmp_path, azurite, monkeypatch)
 
     store = StateStore(tmp_path / "state.sqlite")
     engine = DaskEngine("r1", threads=4, resources=source_resources(plan), on_event=notify)
+    listening = {c.laddr.ip for c in psutil.Process().net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening <= {"127.0.0.1"}, listening  # the embedded cluster opens no other port
     try:
         Coordinator(plan, store, engine, "r1", notify=notify, wait_for_workers=5).run()
     finally:
