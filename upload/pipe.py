@@ -19,6 +19,7 @@ from typing import Any
 from vhd import azure_virtual_size
 from vhd.vmdk_stream import Grain, VmdkStream
 
+from .checksum import DEFAULT_CHECKSUM, check_checksum, page_checksum
 from .errors import TargetExistsError
 from .ranges import MAX_PUT_PAGE, nonzero_pieces, total_length
 from .stream import footer_bytes, nonzero_sector_flags
@@ -43,7 +44,8 @@ def batches(grains: Iterable[Grain], limit: int = MAX_PUT_PAGE) -> Iterator[Batc
         yield batch
 
 
-def _send_batch(target: PageTarget, batch: Batch) -> tuple[int, int, int, int]:
+def _send_batch(target: PageTarget, batch: Batch,
+                checksum: str = DEFAULT_CHECKSUM) -> tuple[int, int, int, int]:
     """Inflate, trim zero sectors, put: (bytes sent, zero bytes, requests, retries)."""
     data = b"".join(grain.inflate() for grain in batch)
     offset = batch[0].offset
@@ -52,8 +54,9 @@ def _send_batch(target: PageTarget, batch: Batch) -> tuple[int, int, int, int]:
     requests = retries = 0
     for piece_offset, piece_length in pieces:
         start = piece_offset - offset
-        made, retried = _put_with_reput(target, piece_offset,
-                                        view[start:start + piece_length], None)
+        chunk = view[start:start + piece_length]
+        made, retried = _put_with_reput(target, piece_offset, chunk,
+                                        page_checksum(checksum, chunk))
         requests += made
         retries += retried
     sent = total_length(pieces)
@@ -63,8 +66,11 @@ def _send_batch(target: PageTarget, batch: Batch) -> tuple[int, int, int, int]:
 def upload_stream(source: VmdkStream, target: PageTarget, *, threads: int = 8,
                   overwrite: bool = False, role: str | None = None,
                   progress: Callable[[ProgressEvent], None] | None = None,
-                  cancel: threading.Event | None = None) -> UploadSummary:
-    """Upload ``source`` (read once, front to back) to ``target`` as a fixed VHD."""
+                  cancel: threading.Event | None = None,
+                  checksum: str = DEFAULT_CHECKSUM) -> UploadSummary:
+    """Upload ``source`` (read once, front to back) to ``target`` as a fixed VHD; each Put
+    Page carries ``checksum`` ("crc64", "md5" or "none")."""
+    check_checksum(checksum)
     started = time.monotonic()
     cancel = cancel or threading.Event()
     virtual_size = azure_virtual_size(source.virtual_size)
@@ -95,7 +101,7 @@ def upload_stream(source: VmdkStream, target: PageTarget, *, threads: int = 8,
                     for future in finished:
                         record(future)
                 done = max(done, batch[-1].offset + batch[-1].length)
-                in_flight.add(pool.submit(_send_batch, target, batch))
+                in_flight.add(pool.submit(_send_batch, target, batch, checksum))
             for future in list(in_flight):
                 in_flight.discard(future)
                 record(future)
@@ -104,7 +110,8 @@ def upload_stream(source: VmdkStream, target: PageTarget, *, threads: int = 8,
             for future in in_flight:
                 future.cancel()
             raise
-    made, retried = _put_with_reput(target, virtual_size, footer, None)
+    made, retried = _put_with_reput(target, virtual_size, footer,
+                                    page_checksum(checksum, footer))
     target.set_metadata({META_STATE: "complete"})
     duration = time.monotonic() - started
     sent = totals[0] + len(footer)

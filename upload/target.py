@@ -67,8 +67,10 @@ class PageTarget(Protocol):
         """Create the target with ``metadata`` in the same request (no window without it)."""
         ...
 
-    def put_pages(self, offset: int, data: bytes | memoryview, md5: bytes | None) -> int:
-        """Write ``data`` at ``offset``; return the HTTP attempts it took (1 = no retry)."""
+    def put_pages(self, offset: int, data: bytes | memoryview, md5: bytes | None, *,
+                  crc64: bytes | None = None) -> int:
+        """Write ``data`` at ``offset`` with the checksum given (Content-MD5 or
+        x-ms-content-crc64, none if both are None); return the HTTP attempts it took."""
         ...
 
     def list_page_ranges(self) -> list[Range]: ...
@@ -307,15 +309,16 @@ class BlobPageTarget:
                 "account key, connection string or account SAS that may create containers",
                 service_code=error.service_code, status=error.status) from error
 
-    def put_pages(self, offset: int, data: bytes | memoryview, md5: bytes | None) -> int:
-        """Put ``data`` (a memoryview is sent without a copy) with its Content-MD5."""
+    def put_pages(self, offset: int, data: bytes | memoryview, md5: bytes | None, *,
+                  crc64: bytes | None = None) -> int:
+        """Put ``data`` (a memoryview is sent without a copy) with the checksum given:
+        ``md5`` as Content-MD5, ``crc64`` (8 bytes, little-endian) as x-ms-content-crc64."""
         self._local.attempts = 0
         options: dict[str, Any] = {}
-        if md5 is None:
-            data = bytes(data)  # the SDK hashes only bytes itself
-            options["validate_content"] = True
-        else:
+        if md5 is not None:
             options["transactional_content_md5"] = md5
+        if crc64 is not None:
+            options["transactional_content_crc64"] = crc64
         try:
             with self._errors():
                 self._client.upload_page(data, offset=offset, length=len(data), **options)

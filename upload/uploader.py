@@ -5,12 +5,11 @@ Shape (a bounded window, like the storage SDK's uploader without its flaws): the
 thread submits at most ``threads`` work units (≤ 4 MiB cells of the image's extents),
 waits for the first to finish, records it and submits the next. A worker reads its unit
 with its own handle, drops zero sectors (vectorised scan), and puts each remaining run
-with its Content-MD5; it returns an immutable ``UnitResult``. Only the main thread
-touches the journal, the counters and the progress callback.
+with its transactional checksum (CRC64 by default, see checksum.py); it returns an
+immutable ``UnitResult``. Only the main thread touches the journal, the counters and the progress callback.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from typing import Any
 from vhd import DiskImage
 from vhd.check import check_output_rules
 
+from .checksum import DEFAULT_CHECKSUM, PageChecksum, check_checksum, page_checksum
 from .errors import (
     NotReadyError,
     ResumeMismatchError,
@@ -106,12 +106,14 @@ def check_rules(virtual_size: int, role: str | None) -> None:
 
 
 def _put_with_reput(target: PageTarget, offset: int, data: bytes | memoryview,
-                    md5: bytes | None) -> tuple[int, int]:
+                    checksum: PageChecksum) -> tuple[int, int]:
     """Put one range, re-putting it on transient failures; return (requests, retries)."""
+    # crc64 is passed only when set, so a PageTarget written before it still works with md5.
+    extra = {"crc64": checksum.crc64} if checksum.crc64 is not None else {}
     retries = 0
     for attempt in range(1, REPUT_ATTEMPTS + 1):
         try:
-            attempts = target.put_pages(offset, data, md5)
+            attempts = target.put_pages(offset, data, checksum.md5, **extra)
             return 1, retries + attempts - 1
         except TransientServiceError as error:
             if attempt == REPUT_ATTEMPTS:
@@ -123,7 +125,7 @@ def _put_with_reput(target: PageTarget, offset: int, data: bytes | memoryview,
 
 def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: FixedVhdLayout,
                send: bool, keep: bool, written: list[Range] | None,
-               cancel: threading.Event) -> UnitResult:
+               cancel: threading.Event, checksum: str = DEFAULT_CHECKSUM) -> UnitResult:
     """Read one unit, drop zero sectors, put the rest. Runs in a worker thread."""
     offset, length = unit
     if offset == layout.footer_offset:
@@ -144,8 +146,8 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
                 raise UploadInterrupted("upload interrupted")
             start = piece_offset - offset
             chunk = view[start:start + piece_length]
-            md5 = hashlib.md5(chunk).digest()
-            made, retried = _put_with_reput(target, piece_offset, chunk, md5)
+            made, retried = _put_with_reput(target, piece_offset, chunk,
+                                            page_checksum(checksum, chunk))
             requests += made
             retries += retried
             sent += piece_length
@@ -267,18 +269,21 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
                  create: bool = True,
                  progress: Callable[[ProgressEvent], None] | None = None,
                  cancel: threading.Event | None = None, role: str | None = None,
-                 journal_dir: Path | None = None) -> UploadSummary:
+                 journal_dir: Path | None = None,
+                 checksum: str = DEFAULT_CHECKSUM) -> UploadSummary:
     """Upload ``image`` to ``target`` as a fixed VHD; see the module docstring.
 
     ``role`` ("os" or "data") selects Azure's size rules checked before anything is sent.
     ``create`` is False for a managed disk's write SAS (it exists with the exact size).
-    Raises this package's errors; on ``cancel`` or Ctrl-C the acknowledged units stay
+    ``checksum`` ("crc64", "md5" or "none") is what each Put Page carries for the service
+    to check its body against. Raises this package's errors; on ``cancel`` or Ctrl-C the acknowledged units stay
     recorded for ``resume`` and UploadInterrupted / KeyboardInterrupt propagates.
     """
     if threads < 1:
         raise ValueError("threads must be at least 1")
     if resume and overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
+    check_checksum(checksum)
     started = time.monotonic()
     cancel = cancel or threading.Event()
     layout = fixed_vhd_layout(image)
@@ -292,7 +297,8 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
     run = _Run(layout, progress, journal, md5)
     reader = SourceReader(image)
     try:
-        _run_window(run, reader, target, acknowledged, written, threads, content_md5, cancel)
+        _run_window(run, reader, target, acknowledged, written, threads, content_md5, cancel,
+                    checksum)
         digest = md5.finish() if md5 is not None else None
         if digest is not None:
             target.set_content_md5(digest)
@@ -323,7 +329,8 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
 
 def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
                 acknowledged: set[int], written: list[Range] | None, threads: int,
-                keep_data: bool, cancel: threading.Event) -> None:
+                keep_data: bool, cancel: threading.Event,
+                checksum: str = DEFAULT_CHECKSUM) -> None:
     """The bounded window: ≤ ``threads`` units in flight (plus those the MD5 holds).
 
     Units already acknowledged are skipped, or only read and hashed with ``keep_data``.
@@ -348,7 +355,7 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
                    and not cancel.is_set()):
                 unit, send = next_unit
                 future = executor.submit(_send_unit, reader, target, unit, run.layout, send,
-                                         keep_data, written, cancel)
+                                         keep_data, written, cancel, checksum)
                 in_flight[future] = send
                 next_unit = next(pending, None)
             if cancel.is_set() and not in_flight:

@@ -59,7 +59,7 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
                          threads: int, resume: bool, keep_open: bool, json_output: bool,
                          quiet: bool, source_format: str | None, retries: int | None = None,
                          timeout: float | None = None, dry_run: bool = False,
-                         disk: int | None = None) -> int:
+                         disk: int | None = None, checksum: str = "crc64") -> int:
     """Create the disk (create option Upload), upload SOURCE through its write SAS, revoke.
 
     ``retries``/``timeout`` are the upload command's --retries/--timeout (the page engine's
@@ -94,7 +94,8 @@ def send_to_managed_disk(*, source: str, resource_id: str, location: str | None,
             target = DiskPageTarget(BlobPageTarget.from_sas_url(sas_url, retry=retry), resource_id)
             try:
                 return upload_image(image, target, threads=threads, resume=already_started,
-                                    create=False, progress=_progress(quiet))
+                                    create=False, progress=_progress(quiet),
+                                    checksum=checksum)
             finally:
                 target.close()
 

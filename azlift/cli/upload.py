@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from upload.auth import AuthOptions, resolve_blob
+from upload.checksum import check_checksum
 from upload.errors import UploadInterrupted, UsageError
 from upload.target import BlobPageTarget, RetrySettings
 from upload.uploader import ProgressEvent, UploadSummary, upload_image
@@ -66,6 +67,10 @@ ThreadsOption = Annotated[int, typer.Option(
     "--threads", min=1, max=64, help="Put Page requests in flight (memory ≈ threads × 4 MiB).")]
 RetriesOption = Annotated[int, typer.Option(
     "--retries", min=0, max=20, help="Retries per request on 5xx, timeouts and resets.")]
+ChecksumOption = Annotated[str, typer.Option(
+    "--checksum", help="What each Put Page carries for the service to check its body: "
+    "crc64 (x-ms-content-crc64), md5 (Content-MD5, for endpoints without CRC64 such as an "
+    "older Azure Stack Hub) or none.")]
 TimeoutOption = Annotated[float, typer.Option(
     "--timeout", min=0.1, help="Seconds to wait for the service to accept a connection or "
     "to answer a request (each attempt).")]
@@ -186,6 +191,7 @@ def send(
         "--resume", help="Continue an interrupted upload of this source to this blob.")] = False,
     content_md5: Annotated[bool, typer.Option(
         "--content-md5", help="Also set the blob's Content-MD5 (whole-file MD5, same pass).")] = False,
+    checksum: ChecksumOption = "crc64",
     os_disk: Annotated[bool, typer.Option(
         "--os-disk", help="Apply the OS-disk size rules (≤ 4095 GiB).")] = False,
     data_disk: Annotated[bool, typer.Option(
@@ -228,6 +234,7 @@ def send(
         raise UsageError("--overwrite and --resume exclude each other")
     if os_disk and data_disk:
         raise UsageError("--os-disk and --data-disk exclude each other")
+    check_checksum(checksum)
     if str(source) == "-":
         _refuse_for_a_pipe(source_format, resume, content_md5, managed_disk)
     if managed_disk:
@@ -240,7 +247,7 @@ def send(
             cloud=cloud, arm_endpoint=arm_endpoint, threads=threads, resume=resume,
             keep_open=keep_open, json_output=json_output, quiet=quiet,
             source_format=source_format, retries=retries, timeout=timeout, dry_run=dry_run,
-            disk=disk)
+            disk=disk, checksum=checksum)
         raise typer.Exit(code)
     if dry_run:
         raise UsageError("--dry-run goes with --managed-disk (it prints the ARM requests); "
@@ -255,14 +262,14 @@ def send(
         _run_upload(target, source, quiet, "interrupted; a disk read from stdin cannot be "
                     "resumed: send it again with --overwrite",
                     lambda progress: _send_pipe(source_format, disk, target, threads,
-                                                overwrite, role, progress))
+                                                overwrite, role, progress, checksum))
         return
 
     def send_file(progress: Any) -> UploadSummary:
         with open_source_image(str(source), source_format, disk) as image:
             return upload_image(image, target, threads=threads, resume=resume,
                                 overwrite=overwrite, content_md5=content_md5,
-                                progress=progress, role=role)
+                                progress=progress, role=role, checksum=checksum)
     _run_upload(target, source, quiet, "interrupted; what was sent is recorded: rerun the "
                 "same command with --resume to continue", send_file)
 
@@ -295,7 +302,8 @@ def _refuse_for_a_pipe(source_format: str | None, resume: bool, content_md5: boo
 
 
 def _send_pipe(source_format: str | None, disk: int | None, target: Any, threads: int,
-               overwrite: bool, role: str | None, progress: Any) -> UploadSummary:
+               overwrite: bool, role: str | None, progress: Any,
+               checksum: str = "crc64") -> UploadSummary:
     """Upload the streamOptimized VMDK (or OVA) arriving on stdin, in one pass."""
     from upload.pipe import upload_stream
     from vhd.vmdk_stream import open_ova_stream, open_vmdk_stream
@@ -304,7 +312,7 @@ def _send_pipe(source_format: str | None, disk: int | None, target: Any, threads
     source = open_ova_stream(stdin, disk) if source_format == "ova" else open_vmdk_stream(stdin)
     try:
         return upload_stream(source, target, threads=threads, overwrite=overwrite, role=role,
-                             progress=progress)
+                             progress=progress, checksum=checksum)
     finally:
         source.close()
 

@@ -108,6 +108,14 @@ def test_contradicting_options_are_usage_errors(env, tmp_path, capsys, args, mes
     assert message in capsys.readouterr().err
 
 
+def test_unknown_checksum_is_a_usage_error(env, tmp_path, capsys) -> None:
+    source = make_source("raw", tmp_path, count=1)
+    assert main(["upload", str(source.path), "vhds/d.vhd", "--emulator", "--checksum",
+                 "sha1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "crc64, md5, none" in err and "'sha1'" in err
+
+
 def test_no_credential_is_a_usage_error(env, tmp_path, capsys) -> None:
     source = make_source("raw", tmp_path, count=1)
     url = "https://acct.blob.core.windows.net/vhds/d.vhd"

@@ -67,7 +67,7 @@ class WireCounter:
 
     put_pages: int = 0
     put_page_bytes: int = 0
-    missing_md5: int = 0
+    missing_checksum: int = 0  # neither x-ms-content-crc64 nor Content-MD5
     lengths: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -82,8 +82,8 @@ class WireCounter:
             self.put_pages += 1
             self.put_page_bytes += length
             self.lengths.append(length)
-            if not http.headers.get("Content-MD5"):
-                self.missing_md5 += 1
+            if not (http.headers.get("x-ms-content-crc64") or http.headers.get("Content-MD5")):
+                self.missing_checksum += 1
 
 
 def blob_target(azurite: Azurite, container: str | None = None, name: str = "disk.vhd",

@@ -1,5 +1,6 @@
 """Every source format lands in Azurite as exactly the fixed VHD `vhd convert` writes,
-and only non-zero sectors (plus the footer) travel, each Put Page with its Content-MD5."""
+and only non-zero sectors (plus the footer) travel, each Put Page with its
+transactional checksum."""
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +35,7 @@ def test_blob_equals_converted_fixed_vhd(kind, azurite, tmp_path) -> None:  # no
     assert counter.put_page_bytes == summary.data_bytes_sent
     assert counter.put_page_bytes <= 1.01 * nonzero_sectors * 512 + 512
     assert counter.put_page_bytes >= nonzero_sectors * 512 + 512
-    assert counter.missing_md5 == 0
+    assert counter.missing_checksum == 0
     assert max(counter.lengths) <= MAX_PUT_PAGE
     assert all(length % 512 == 0 for length in counter.lengths)
     assert summary.requests == counter.put_pages and summary.retries == 0
