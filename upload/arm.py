@@ -38,6 +38,8 @@ TOKEN_ENV = "AZLIFT_ARM_TOKEN"
 # A PEM bundle that verifies the ARM endpoint's TLS certificate (private Azure Stack Hub CAs).
 CA_BUNDLE_ENV = "AZLIFT_ARM_CA_BUNDLE"
 TOKEN_LIFETIME_S = 3600
+ARM_CONNECT_RETRIES = 1
+ARM_CONNECT_TIMEOUT_S = 5.0
 # Seconds between polls of a long-running operation when ARM sends no Retry-After.
 POLL_SECONDS_ENV = "AZLIFT_ARM_POLL_SECONDS"
 DEFAULT_POLL_SECONDS = 5.0
@@ -178,6 +180,10 @@ def compute_client(target: ArmTarget, *, recorder: RecordingTransport | None = N
         kwargs["base_url"] = target.arm_endpoint
         kwargs["credential_scopes"] = [f"{target.arm_endpoint}/.default"]
     kwargs["polling_interval"] = poll_seconds()
+    # An ARM endpoint that refuses or black-holes connections fails in seconds, not after
+    # azure-core's default three connect retries of up to 300 s each.
+    kwargs["retry_connect"] = ARM_CONNECT_RETRIES
+    kwargs["connection_timeout"] = ARM_CONNECT_TIMEOUT_S
     ca_bundle = os.environ.get(CA_BUNDLE_ENV)
     if ca_bundle:
         kwargs["connection_verify"] = ca_bundle

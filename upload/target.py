@@ -84,6 +84,13 @@ class PageTarget(Protocol):
     def close(self) -> None: ...
 
 
+# The first requests to an endpoint: one retry, connect within 4 s, answer within 6 s,
+# so an unreachable endpoint fails in well under 20 s (two attempts and one backoff).
+FIRST_CONTACT_RETRIES = 1
+FIRST_CONTACT_CONNECT_S = 4.0
+FIRST_CONTACT_READ_S = 6.0
+
+
 @dataclass(frozen=True)
 class RetrySettings:
     """azure-core retry policy knobs (exponential backoff with jitter) plus timeouts."""
@@ -94,6 +101,15 @@ class RetrySettings:
     jitter: float = 0.5
     connection_timeout: float = 20.0
     read_timeout: float = 120.0
+
+    def first_contact(self) -> dict[str, Any]:
+        """Per-call options for the requests that first reach the service (exists,
+        properties, create): an endpoint that is down, refuses or black-holes connections
+        fails in seconds (one retry, short timeouts) instead of after minutes of backoff.
+        Put Page keeps the full policy: a service that answered once is worth waiting for."""
+        return {"retry_connect": FIRST_CONTACT_RETRIES, "retry_read": FIRST_CONTACT_RETRIES,
+                "connection_timeout": min(self.connection_timeout, FIRST_CONTACT_CONNECT_S),
+                "read_timeout": min(self.read_timeout, FIRST_CONTACT_READ_S)}
 
     def policy(self) -> ExponentialRetry:
         return ExponentialRetry(initial_backoff=self.initial_backoff,  # type: ignore[arg-type]
@@ -258,11 +274,11 @@ class BlobPageTarget:
     # -- PageTarget ------------------------------------------------------------------
     def exists(self) -> bool:
         with self._errors():
-            return bool(self._client.exists())
+            return bool(self._client.exists(**self._retry.first_contact()))
 
     def properties(self) -> BlobState:
         with self._errors():
-            props = self._client.get_blob_properties()
+            props = self._client.get_blob_properties(**self._retry.first_contact())
         settings = props.content_settings
         md5 = bytes(settings.content_md5) if settings and settings.content_md5 else None
         blob_type = getattr(props.blob_type, "value", props.blob_type)  # enum or str
@@ -274,6 +290,7 @@ class BlobPageTarget:
         """Create an empty page blob of ``size`` bytes carrying ``metadata`` (and its
         container if allowed): one request, so a kill never leaves a blob without it."""
         conditions: dict[str, Any] = {} if overwrite else {"if_none_match": "*"}
+        conditions.update(self._retry.first_contact())
         if metadata and self._supports_metadata:
             conditions["metadata"] = metadata
         for attempt in (1, 2):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +14,7 @@ import pytest
 from azlift.cli.main import main
 from tests.support import disk_layouts as layouts
 from tests.support.azurite import azurite  # noqa: F401
+from tests.support.tools import black_hole
 from tests.support.fake_arm import fake_arm, fake_arm_server, upload_vhd_blob  # noqa: F401
 
 SA = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct"
@@ -141,6 +143,21 @@ def test_dry_run_disk_import(capsys, fake_arm, disks):  # noqa: F811
 
 
 # ---- against the ARM fake -----------------------------------------------------------------
+
+def test_unreachable_arm_endpoint_fails_fast_in_one_line(capsys, fake_arm, disks):  # noqa: F811
+    """ARM black-holing connections: exit 4 in seconds (the bound only rules out minutes
+    of default connect retries), one line."""
+    with black_hole() as port:
+        started = time.monotonic()
+        code = main(["register", "image", "web", "-g", "rg", "-l", "westeurope", "--os-blob",
+                     disks["linux_gpt"], "--arm-endpoint", f"https://127.0.0.1:{port}", "-q"])
+        took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 4, err
+    [error] = [line for line in err.splitlines() if line.startswith("azlift: error:")]
+    assert "ARM could not be reached" in error and "Traceback" not in err
+    assert took < 45
+
 
 def test_image_is_created_and_printed_as_one_document(capsys, fake_arm, disks):  # noqa: F811
     fake_arm.polls_before_done = 2

@@ -2,6 +2,7 @@
 main(), and as the installed executable for kill -9, Ctrl-C, wrong keys and dead ends."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import pytest
 from azlift.cli.main import main
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.support.fault_proxy import FaultProxy
+from tests.support.tools import black_hole, free_port
 from tests.upload.helpers import blob_target, converted_bytes, make_source
 from upload.journal import Journal
 
@@ -174,6 +176,24 @@ def test_unreachable_endpoint_fails_in_bounded_time(env, tmp_path) -> None:
     assert done.returncode == 4, done.stderr
     assert done.stderr.count("\n") == 1
     assert took < 30
+
+
+@pytest.mark.parametrize("how", ["refused", "black-hole"])
+def test_unreachable_endpoint_fails_fast_with_default_retries(env, tmp_path, how) -> None:
+    """With the default --retries/--timeout (6, 60 s), the first request fails in seconds:
+    not after minutes of backoff (the bound only tells the two apart)."""
+    source = make_source("raw", tmp_path, count=2)
+    with contextlib.ExitStack() as stack:
+        if how == "refused":
+            port = free_port()
+        else:
+            port = stack.enter_context(black_hole())
+        done, took = _run("upload", str(source.path), "vhds/d.vhd", "--emulator",
+                          "--emulator-endpoint", f"http://127.0.0.1:{port}/devstoreaccount1")
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.count("\n") == 1 and "cannot reach" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert took < 45
 
 
 def _start_slow_upload(azurite, proxy, source, container, state, *extra):  # noqa: F811

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,29 @@ def require_executable(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} not installed (run scripts/setup.sh)")
     return path
+
+
+@contextmanager
+def black_hole() -> Iterator[int]:
+    """A port on 127.0.0.1 whose connections are never accepted: the listen queue (of
+    length 0) is filled by connections nobody accepts, so new SYNs are dropped and a client
+    waits for its connect timeout, as with a firewall that drops packets."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
