@@ -1,6 +1,9 @@
 """Upload disk images to Azure page blobs or managed disks, then register them."""
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from .errors import (
     ArmError,
     AuthError,
@@ -20,16 +23,40 @@ from .errors import (
     UploadInterrupted,
     UsageError,
 )
-from .auth import AuthOptions, ResolvedBlob, resolve_blob
-from .journal import Fingerprint, Journal, state_dir
-from .stream import FixedVhdLayout, fixed_vhd_layout
-from .target import BlobPageTarget, BlobState, PageTarget, RetrySettings
-from .uploader import ProgressEvent, UploadSummary, upload_image
-from .pipe import upload_stream
-from .verify import Difference, VerifyReport, verify_upload
-from .arm import ArmTarget, RecordingTransport, compute_client
-from .blob_source import BlobDiskImage, BlobFacts, inspect_blob
-from .register import Outcome, Reconciled, Registrar, reconcile_with_hints
+
+# Everything but the errors loads on first use (PEP 562): `azlift upload` must not pay
+# for the ARM SDK (azure-mgmt-compute), which only registration and managed disks need.
+_LAZY = {
+    "AuthOptions": "auth",
+    "ResolvedBlob": "auth",
+    "resolve_blob": "auth",
+    "Fingerprint": "journal",
+    "Journal": "journal",
+    "state_dir": "journal",
+    "FixedVhdLayout": "stream",
+    "fixed_vhd_layout": "stream",
+    "BlobPageTarget": "target",
+    "BlobState": "target",
+    "PageTarget": "target",
+    "RetrySettings": "target",
+    "ProgressEvent": "uploader",
+    "UploadSummary": "uploader",
+    "upload_image": "uploader",
+    "upload_stream": "pipe",
+    "Difference": "verify",
+    "VerifyReport": "verify",
+    "verify_upload": "verify",
+    "ArmTarget": "arm",
+    "RecordingTransport": "arm",
+    "compute_client": "arm",
+    "BlobDiskImage": "blob_source",
+    "BlobFacts": "blob_source",
+    "inspect_blob": "blob_source",
+    "Outcome": "register",
+    "Reconciled": "register",
+    "Registrar": "register",
+    "reconcile_with_hints": "register",
+}
 
 __all__ = [
     "AuthError",
@@ -79,3 +106,16 @@ __all__ = [
     "inspect_blob",
     "reconcile_with_hints",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'upload' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

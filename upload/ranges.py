@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 SECTOR = 512
 MAX_PUT_PAGE = 4 * 1024 * 1024
@@ -107,6 +110,7 @@ def coalesce(ranges: Iterable[Range], max_length: int = MAX_PUT_PAGE,
 
 def true_runs(flags: Sequence[bool] | np.ndarray) -> list[Range]:
     """``(first_index, count)`` of every run of consecutive true values, in order."""
+    import numpy as np
     mask = np.asarray(flags, dtype=bool)
     if mask.size == 0:
         return []

@@ -13,14 +13,16 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from vhd import DiskImage, azure_virtual_size, open_image
 from vhd._vhd_structs import FOOTER_SIZE
 from vhd.convert import footer_for
 
 from .ranges import SECTOR, Range, align_up, normalize, work_units
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ZERO_BLOCK = bytes(4 * 1024 * 1024)
 
@@ -78,6 +80,7 @@ def fixed_vhd_layout(image: DiskImage) -> FixedVhdLayout:
 
 def nonzero_sector_flags(data: bytes | memoryview) -> np.ndarray:
     """One flag per 512-byte sector: True where any byte is non-zero (vectorised)."""
+    import numpy as np
     if len(data) % SECTOR:
         raise ValueError(f"buffer of {len(data)} bytes is not whole sectors")
     words = np.frombuffer(data, dtype=np.uint64)

@@ -16,9 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ._vhd_structs import (
     FOOTER_SIZE,
@@ -41,6 +39,9 @@ from .errors import (
     SameFileError,
 )
 from .image import DiskImage
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Progress = Callable[[int, int], None]
 CHUNK = 4 * MIB  # read size: a whole number of VHD (2 MiB) and VHDX (1+ MiB) blocks
@@ -303,6 +304,7 @@ def nonzero_runs(data: bytes, offset: int = 0) -> list[tuple[int, int]]:
     Blocks are aligned to the absolute position ``offset`` of ``data[0]``, so a hole left
     by skipping one is a hole the filesystem can keep.
     """
+    import numpy as np
     lead = offset % ZERO_BLOCK
     padded_len = -(-(lead + len(data)) // ZERO_BLOCK) * ZERO_BLOCK
     if lead == 0 and padded_len == len(data):

@@ -13,12 +13,11 @@ import stat
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-
 from ._vhd_structs import SECTOR, round_up
 from .errors import ImageIOError, ReadRangeError, TruncatedImageError
 
 if TYPE_CHECKING:
+    import numpy as np
     from ._signatures import Signature
 
 
@@ -81,6 +80,7 @@ def block_extents(allocated: "np.ndarray", block_size: int,
                   limit: int) -> Iterator[tuple[int, int]]:
     """Guest ranges of the blocks flagged in the boolean array ``allocated``, merged and
     clipped to ``limit``; vectorised, so a BAT of millions of entries takes milliseconds."""
+    import numpy as np
     indices = np.flatnonzero(allocated)
     if not indices.size:
         return
@@ -145,6 +145,7 @@ def stored_block_extents(fd: int, file_size: int, blocks: "np.ndarray", offsets:
     as zeros: nothing downstream needs to read or send it. A file without holes costs
     one lseek; otherwise two per stored block.
     """
+    import numpy as np
     if not blocks.size:
         return iter(())
     if not has_holes(fd, file_size):

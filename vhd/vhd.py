@@ -11,9 +11,7 @@ import heapq
 import os
 import uuid
 from collections.abc import Iterator
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._vhd_structs import (
     DISK_TYPE_DIFFERENCING,
@@ -56,6 +54,9 @@ from .raw import (
     merge_extents,
     stored_block_extents,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # How many parents a differencing chain may have before azlift refuses it.
 MAX_CHAIN_DEPTH = 32
@@ -232,6 +233,7 @@ class SparseLayout:
         self._bitmap_cache: dict[int, np.ndarray] = {}
 
     def _read_bat(self) -> np.ndarray:
+        import numpy as np
         image, header = self.image, self.header
         table_end = header.table_offset + 4 * self.block_count
         if table_end > image.data_size:
@@ -262,6 +264,7 @@ class SparseLayout:
                              for run in self._block_runs(*span))
 
     def _block_runs(self, block: int, block_start: int, start: int, stop: int) -> Iterator[Run]:
+        import numpy as np
         entry = int(self.bat[block])
         if entry == UNALLOCATED:
             yield Run(start, stop - start, FROM_PARENT if self.differencing else FROM_ZERO)
@@ -282,6 +285,7 @@ class SparseLayout:
             yield Run(run_start, run_stop - run_start, source)
 
     def _bitmap(self, block: int, entry: int) -> np.ndarray:
+        import numpy as np
         bits = self._bitmap_cache.get(block)
         if bits is None:
             raw = self.image.pread(entry * SECTOR, self.bitmap_size)
@@ -292,9 +296,11 @@ class SparseLayout:
         return bits
 
     def allocated_blocks(self) -> int:
+        import numpy as np
         return int(np.count_nonzero(self.bat != UNALLOCATED))
 
     def extents(self) -> Iterator[tuple[int, int]]:
+        import numpy as np
         image = self.image
         blocks = np.flatnonzero(self.bat != UNALLOCATED)
         offsets = self.bat[blocks].astype(np.int64) * SECTOR + self.bitmap_size

@@ -11,9 +11,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ._vhdx_structs import (
     BAT_OFFSET_SHIFT,
@@ -64,6 +62,9 @@ from ._vhdx_structs import (
 )
 from .errors import ChecksumError, ImageFormatError, TruncatedImageError, UnsupportedImageError
 from .raw import FROM_ZERO, FileImage, Run, block_spans, coalesce_runs, stored_block_extents
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NULL_GUID = bytes(16)
 # Metadata items azlift needs, with the exact length MS-VHDX gives each.
@@ -284,6 +285,7 @@ class VhdxImage(FileImage):
                              "first (Hyper-V Merge-VHD, or `qemu-img convert -O vhdx`)")
 
     def _read_bat(self, region: Region) -> None:
+        import numpy as np
         ratio = chunk_ratio(self.logical_sector_size, self.block_size)
         self.chunk_ratio = ratio
         self.block_count = -(-self._virtual_size // self.block_size)
@@ -342,11 +344,13 @@ class VhdxImage(FileImage):
         return self.read_runs(offset, length, self.runs(offset, length))
 
     def extents(self) -> Iterator[tuple[int, int]]:
+        import numpy as np
         blocks = np.flatnonzero(self.states == PAYLOAD_FULLY_PRESENT)
         return stored_block_extents(self.fd, self.file_size, blocks, self.offsets[blocks],
                                     self.block_size, self._virtual_size)
 
     def describe(self) -> dict[str, Any]:
+        import numpy as np
         counts = np.bincount(self.states, minlength=8)
         present = int(counts[PAYLOAD_FULLY_PRESENT])
         return {

@@ -1,177 +1,34 @@
-"""The `azlift` app: wires the sub-apps and holds the one error boundary.
-
-Library errors become one line on stderr (and, with --json, an error document on
-stdout) plus the exit code their class declares; tracebacks only with --debug.
-"""
+"""Console entry point. ``azlift --version`` is answered before typer and the app load
+(they are most of a command's start-up); everything else goes to ``root.run``."""
 from __future__ import annotations
 
-import importlib
-import signal
 import sys
-import threading
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-import typer.main
-from typer.core import TyperGroup
-
-from .. import __version__, exit_codes
-from ..redact import redact_text
-from .common import STATE, emit_json
-
-# Sub-apps load only when their command runs, so `azlift vhd check` never pays for the
-# Azure SDK or paramiko: (module, one-line help shown by `azlift --help`).
-SUB_APPS: dict[str, tuple[str, str]] = {
-    "vhd": ("azlift.cli.vhd", "Read, check, convert and fix disk images (raw, VHD, VHDX, qcow2)."),
-    "upload": ("azlift.cli.upload", "Upload an image to a page blob or managed disk; verify it."),
-    "register": ("azlift.cli.register",
-                 "Turn an uploaded VHD into a managed image, gallery version or disk."),
-    "prep": ("azlift.cli.prep", "Generalize a guest remotely (Linux over SSH, Windows over WinRM)."),
-    "bulk": ("azlift.cli.bulk", "Run many VMs' disks from a manifest (Dask), resumable, with a "
-                                "report."),
-}
-
-# The library packages whose errors carry ``code`` and ``exit_code`` (checked by module,
-# so the boundary does not import every package up front).
-LIBRARY_PACKAGES = frozenset({"vhd", "upload", "prep", "azlift.bulk"})
-
-
-def _is_library_error(error: BaseException) -> bool:
-    module = type(error).__module__
-    package = module.partition(".")[0]
-    if module.startswith("azlift.bulk."):
-        package = "azlift.bulk"
-    return (package in LIBRARY_PACKAGES and isinstance(getattr(error, "exit_code", None), int)
-            and isinstance(getattr(error, "code", None), str))
-
-
-def _fail(code: str, message: str, exit_code: int) -> typer.Exit:
-    message = redact_text(message.strip().splitlines()[0] if message.strip() else code)
-    if STATE.json:
-        emit_json({"ok": False, "error": {"code": code, "message": message,
-                                          "exit_code": exit_code}})
-    sys.stderr.write(f"azlift: error: {message}\n")
-    sys.stderr.flush()
-    return typer.Exit(exit_code)
-
-
-class AzliftGroup(TyperGroup):
-    """Root group: loads sub-apps on demand; every command runs inside the error boundary."""
-
-    def list_commands(self, ctx: typer.Context) -> list[str]:
-        return [*super().list_commands(ctx), *SUB_APPS]
-
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
-        if cmd_name not in SUB_APPS or cmd_name in self.commands:
-            return super().get_command(ctx, cmd_name)
-        module = importlib.import_module(SUB_APPS[cmd_name][0])
-        command = typer.main.get_command(module.app)
-        command.name = cmd_name
-        self.commands[cmd_name] = command
-        return command
-
-    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, help_text) for name, (_, help_text) in SUB_APPS.items()])
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):
-            raise
-        except KeyboardInterrupt:
-            sys.stderr.write("azlift: interrupted\n")
-            raise typer.Exit(exit_codes.INTERRUPTED) from None
-        except BrokenPipeError:
-            raise typer.Exit(exit_codes.OK) from None
-        except Exception as error:  # noqa: BLE001 - the boundary: one line, an exit code
-            if STATE.debug:
-                traceback.print_exc()
-            if _is_library_error(error):
-                raise _fail(error.code, str(error), error.exit_code) from None  # type: ignore[attr-defined]
-            raise _fail("internal_error",
-                        f"internal error: {type(error).__name__}: {error} "
-                        "(rerun with --debug for the traceback)",
-                        exit_codes.INTERNAL) from None
-
-
-app = typer.Typer(
-    name="azlift",
-    cls=AzliftGroup,
-    help=(
-        "Take an on-premises VM disk all the way to an Azure image.\n\n"
-        "Examples:\n\n"
-        "  azlift vhd inspect disk.vhdx\n\n"
-        "  azlift vhd check disk.vhd --os-disk --json\n\n"
-        "  azlift vhd convert disk.vhdx disk-azure.vhd\n\n"
-        "  azlift upload disk.vhdx https://ACCOUNT.blob.core.windows.net/vhds/disk.vhd "
-        "--auth-mode login\n\n"
-        "  azlift prep linux 10.0.0.5 --user admin --check-only"
-    ),
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"azlift {__version__}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-) -> None:
-    """Take an on-premises VM disk all the way to an Azure image."""
-    STATE.debug = debug
-
-
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (kill, a CI job's time-out, a service manager stopping it) like
-    Ctrl-C in every command: the same clean-up runs (temporary output removed, upload
-    state kept, managed disk access revoked) and the exit code is 130."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+from .. import __version__
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point. With ``argv`` (tests), return the exit code instead of exiting."""
-    STATE.debug = STATE.json = STATE.quiet = False
     args = sys.argv[1:] if argv is None else list(argv)
-    if "--debug" in args:
-        STATE.debug = True
-    try:
-        with terminate_as_interrupt():
-            app(args=args, prog_name="azlift")
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    else:
-        code = exit_codes.OK
-    if argv is None:
-        sys.exit(code)
-    return code
+    if args == ["--version"]:
+        sys.stdout.write(f"azlift {__version__}\n")
+        sys.stdout.flush()
+        if argv is None:
+            sys.exit(0)
+        return 0
+    from .root import run
+
+    return run(args, exit_process=argv is None)
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` and the rest of the app's names, for callers that import them from here."""
+    if name.startswith("__"):  # the import system probes __path__ and the like
+        raise AttributeError(name)
+    from . import root
+
+    return getattr(root, name)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""Each command imports only what it uses: the Azure SDK, numpy, paramiko, pywinrm and
+dask load on demand, so a quick command does not pay for them at start-up."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.azurite import azurite  # noqa: F401  (fixture)
+from vhd.convert import convert
+
+# Runs the real entry point in a fresh interpreter, then reports which top-level modules
+# (and which azure.* packages) were imported.
+PROBE = """
+import json, sys
+from azlift.cli.main import main
+code = main(sys.argv[1:])
+names = set(sys.modules)
+print(json.dumps({"code": code,
+                  "top": sorted({name.split(".")[0] for name in names}),
+                  "azure": sorted({".".join(name.split(".")[:2]) for name in names
+                                   if name.startswith("azure.")})}))
+"""
+HEAVY = {"numpy", "azure", "paramiko", "winrm", "dask", "distributed", "tqdm"}
+
+
+def imported(*args: str, env: dict[str, str] | None = None) -> dict:
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def small_fixed_vhd(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("startup") / "small.raw"
+    raw.write_bytes(b"\x01" * 4096 + bytes(24 * 1024 * 1024 - 4096))
+    dest = raw.with_suffix(".vhd")
+    convert(str(raw), str(dest))
+    return dest
+
+
+def test_version_loads_neither_typer_nor_any_library() -> None:
+    result = imported("--version")
+    assert result["code"] == 0
+    assert not set(result["top"]) & (HEAVY | {"typer", "pydantic", "vhd", "upload", "prep"})
+
+
+def test_vhd_check_of_a_fixed_vhd_loads_no_sdk_numpy_or_remote_clients(small_fixed_vhd) -> None:
+    result = imported("vhd", "check", str(small_fixed_vhd), "--json")
+    assert result["code"] == 0
+    assert not set(result["top"]) & (HEAVY | {"upload", "prep"})
+
+
+def test_upload_loads_the_storage_sdk_but_not_arm_or_remote_clients(
+        small_fixed_vhd, azurite, tmp_path) -> None:  # noqa: F811
+    import os
+    env = {**os.environ, "AZLIFT_STATE_DIR": str(tmp_path / "state"),
+           "AZLIFT_EMULATOR_ENDPOINT": azurite.endpoint}
+    result = imported("upload", str(small_fixed_vhd), f"{azurite.new_container()}/s.vhd",
+                      "--emulator", "-q", env=env)
+    assert result["code"] == 0
+    assert "azure.storage" in result["azure"]
+    assert "azure.mgmt" not in result["azure"] and "azure.identity" not in result["azure"]
+    assert not set(result["top"]) & {"paramiko", "winrm", "dask", "distributed", "prep"}
