@@ -1,13 +1,19 @@
 """Write an Azure-ready fixed VHD into a new file (``fix`` in fix.py works in place).
 
-``convert`` reads only the source's allocated extents, skips zero blocks inside them at
-memory speed (numpy), and writes the rest with ``os.pwrite`` at its own offset into a file
-truncated to full size, so zeros stay holes. It writes to a hidden temporary name beside
+``convert`` touches only the source's allocated extents and writes them at their own
+offset into a file truncated to full size, so zeros stay holes. Where the source file
+marks its zeros as holes (a sparse raw file, a qemu-made dynamic VHD or VHDX: the extents
+already leave them out) and says where each guest byte lives (``runs``), the stored bytes
+are moved kernel-side with ``os.copy_file_range``, never entering Python. Otherwise (a
+fully allocated file, a differencing parent's sectors, a format without ``runs``) chunks
+are read, their zero blocks skipped at memory speed (numpy), the rest written with
+``os.pwrite``: zero detection where it is what keeps the output sparse. It writes to a hidden temporary name beside
 DEST and renames at the end: DEST appears complete or not at all. ``footer_for`` is the
 footer both write, and the one ``upload`` synthesizes.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -39,6 +45,7 @@ from .errors import (
     SameFileError,
 )
 from .image import DiskImage
+from .raw import FROM_ZERO, has_holes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -259,8 +266,12 @@ def _copy_extents(image: DiskImage, fd: int, limit: int,
     if progress:
         progress(0, total)
 
+    kernel = KernelCopy.for_image(image, fd)
+
     def copy(job: tuple[int, int]) -> int:
         position, count = job
+        if kernel is not None:
+            return kernel.copy(position, count)
         return _write_nonzero(fd, position, image.read(position, count))
 
     pending: deque[tuple[Future[int], int]] = deque()
@@ -277,6 +288,92 @@ def _copy_extents(image: DiskImage, fd: int, limit: int,
                 future.cancel()
             raise
     return done, written
+
+
+# Formats whose runs() give offsets into the image's own file, stored verbatim.
+KERNEL_COPY_FORMATS = frozenset({"raw", "vhd-fixed", "vhd-dynamic", "vhd-differencing", "vhdx"})
+
+
+class KernelCopy:
+    """Copies guest ranges from the source file to DEST with ``os.copy_file_range``.
+
+    Used only when the source file has holes: its writer left zeros out, so the extents
+    hold data and copying them as stored keeps DEST as sparse as the source. Ranges that
+    are not in the file (the parent's sectors of a differencing disk) are read and
+    written with zero detection; a filesystem that refuses copy_file_range turns the
+    rest of the copy into pread/pwrite.
+    """
+
+    def __init__(self, image: DiskImage, source_fd: int, dest_fd: int) -> None:
+        self.image = image
+        self.source_fd = source_fd
+        self.dest_fd = dest_fd
+        self.enabled = True
+
+    @classmethod
+    def for_image(cls, image: DiskImage, dest_fd: int) -> "KernelCopy | None":
+        source_fd = getattr(image, "fd", None)
+        size = getattr(image, "file_size", None)
+        if (not hasattr(os, "copy_file_range") or not callable(getattr(image, "runs", None))
+                or getattr(image, "format", None) not in KERNEL_COPY_FORMATS
+                or not isinstance(source_fd, int) or not isinstance(size, int)
+                or not has_holes(source_fd, size)):
+            return None
+        return cls(image, source_fd, dest_fd)
+
+    def copy(self, offset: int, length: int) -> int:
+        """Copy guest ``[offset, offset + length)``; the bytes written to DEST."""
+        written = 0
+        for run in self.image.runs(offset, length):  # type: ignore[attr-defined]
+            if run.source >= 0:
+                written += self._copy_run(run.source, run.offset, run.length)
+            elif run.source != FROM_ZERO:  # a parent's, or stored other than verbatim
+                written += _write_nonzero(self.dest_fd, run.offset,
+                                          self.image.read(run.offset, run.length))
+        return written
+
+    def _copy_run(self, source: int, dest: int, length: int) -> int:
+        """A stored run: its whole ZERO_BLOCKs of DEST kernel-side, the partial blocks at
+        either end read and written only if non-zero. (A file hole is a whole filesystem
+        block, so the data a VHD stores 512 bytes off that grid brings zero sectors at
+        both ends; copied as they are, they would allocate a block each in DEST.)"""
+        head = min(-dest % ZERO_BLOCK, length)
+        tail = (length - head) % ZERO_BLOCK
+        written = 0
+        for start, count, kernel in ((0, head, False), (head, length - head - tail, True),
+                                     (length - tail, tail, False)):
+            if not count:
+                continue
+            if kernel:
+                written += self._copy_stored(source + start, dest + start, count)
+            else:
+                data = self.image.read(dest + start, count)
+                written += _write_nonzero(self.dest_fd, dest + start, data)
+        return written
+
+    def _copy_stored(self, source: int, dest: int, length: int) -> int:
+        done = 0
+        while done < length and self.enabled:
+            try:
+                count = os.copy_file_range(self.source_fd, self.dest_fd, length - done,
+                                           source + done, dest + done)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                       errno.EOPNOTSUPP):
+                    raise
+                self.enabled = False
+                break
+            if count == 0:
+                raise ImageIOError(f"{getattr(self.image, 'path', 'source')}: ends before "
+                                   f"offset {source + done}, expected data there")
+            done += count
+        if done < length:  # copy_file_range refused: the same bytes through user space
+            data = os.pread(self.source_fd, length - done, source + done)
+            if len(data) < length - done:
+                raise ImageIOError(f"{getattr(self.image, 'path', 'source')}: ends before "
+                                   f"offset {source + done + len(data)}, expected data there")
+            pwrite_all(self.dest_fd, data, dest + done)
+        return length
 
 
 def _collect(pending: deque[tuple[Future[int], int]], done: int, written: int, total: int,

@@ -352,6 +352,14 @@ class RawImage(FileImage):
             data += bytes(length - len(data))
         return data
 
+    def runs(self, offset: int, length: int) -> Iterator[Run]:
+        """Guest byte N is file byte N; the padded tail past the file's end is zeros."""
+        stored = max(0, min(length, self.file_size - offset))
+        if stored:
+            yield Run(offset, stored, offset)
+        if stored < length:
+            yield Run(offset + stored, length - stored, FROM_ZERO)
+
     def extents(self) -> Iterator[tuple[int, int]]:
         return align_extents(file_data_extents(self.fd, 0, self.file_size), self.virtual_size)
 

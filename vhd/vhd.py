@@ -113,6 +113,10 @@ class VhdImage(FileImage):
         self.check_range(offset, length)
         return self.read_runs(offset, length, self.layout.runs(offset, length))
 
+    def runs(self, offset: int, length: int) -> Iterator[Run]:
+        """Where each part of a guest range lives: this file, zeros, or the parent."""
+        return self.layout.runs(offset, length)
+
     def extents(self) -> Iterator[tuple[int, int]]:
         return self.layout.extents()
 

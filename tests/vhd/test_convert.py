@@ -1,6 +1,7 @@
 """convert: every source kind → fixed VHD, checked against qemu-img as the reference peer."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tracemalloc
@@ -94,6 +95,61 @@ def test_qemu_dynamic_vhd(tmp_path: Path, raw_disk: Path, disk_chunks: list[Chun
     assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
     # only the data qemu stored is read, not the holes of its 2 MiB blocks
     assert result.data_bytes <= touched_blocks(disk_chunks) + 4 * ZERO_BLOCK * len(disk_chunks)
+
+
+class CopySpy:
+    """Wraps os.copy_file_range: counts the bytes the kernel moved (or refuses them all)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, refuse: bool = False) -> None:
+        self.real = os.copy_file_range
+        self.refuse = refuse
+        self.bytes = 0
+        monkeypatch.setattr(os, "copy_file_range", self)
+
+    def __call__(self, *args: int) -> int:
+        if self.refuse:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        count = self.real(*args)
+        self.bytes += count
+        return count
+
+
+@pytest.mark.parametrize("kind", ["raw", "vpc", "vhdx"])
+def test_stored_data_moves_kernel_side(tmp_path: Path, raw_disk: Path,
+                                       disk_chunks: list[Chunk], monkeypatch, kind) -> None:
+    src = {"raw": lambda: raw_disk,
+           "vpc": lambda: make_dynamic_vhd(raw_disk, tmp_path / "src.vhd"),
+           "vhdx": lambda: make_vhdx(raw_disk, tmp_path / "src.vhdx")}[kind]()
+    spy = CopySpy(monkeypatch)
+    out = tmp_path / "out.vhd"
+    convert(str(src), str(out))
+    assert_same_guest_bytes(src, kind, out)
+    assert spy.bytes > 0  # the source marks zeros as holes: its data went kernel-side
+    assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
+
+
+def test_refused_kernel_copy_falls_back_to_user_space(tmp_path: Path, raw_disk: Path,
+                                                      disk_chunks: list[Chunk],
+                                                      monkeypatch) -> None:
+    src = make_dynamic_vhd(raw_disk, tmp_path / "src.vhd")
+    CopySpy(monkeypatch, refuse=True)  # as on a filesystem pair without copy_file_range
+    out = tmp_path / "out.vhd"
+    convert(str(src), str(out))
+    assert_same_guest_bytes(src, "vpc", out)
+    assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
+
+
+def test_a_source_without_holes_is_scanned_for_zeros(tmp_path: Path, raw_disk: Path,
+                                                     disk_chunks: list[Chunk],
+                                                     monkeypatch) -> None:
+    dense = tmp_path / "dense.raw"
+    dense.write_bytes(raw_disk.read_bytes())  # every zero written out: no hole to trust
+    spy = CopySpy(monkeypatch)
+    out = tmp_path / "out.vhd"
+    convert(str(dense), str(out))
+    assert_same_guest_bytes(dense, "raw", out)
+    assert spy.bytes == 0
+    assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
 
 
 @pytest.mark.parametrize("block_size", [MIB, 8 * MIB, 32 * MIB])
