@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 SECTOR = 512
 MAX_PUT_PAGE = 4 * 1024 * 1024
 GRID = MAX_PUT_PAGE  # work units never straddle a multiple of this
+MAX_MERGED_GAP = 64 * 1024  # zeros sent to save a request: well below one request's cost
+GAP_BUDGET = 0.01  # at most this share of a unit's data travels as bridged zeros
 
 Range = tuple[int, int]
 
@@ -130,6 +132,35 @@ def nonzero_pieces(offset: int, sector_flags: Sequence[bool] | np.ndarray,
         raise ValueError(f"offset {offset} is not a multiple of {sector}")
     runs = ((offset + first * sector, count * sector) for first, count in true_runs(sector_flags))
     return coalesce(runs, max_length)
+
+
+def merge_small_gaps(ranges: Sequence[Range], budget: int, max_gap: int = MAX_MERGED_GAP,
+                     max_length: int = MAX_PUT_PAGE) -> list[Range]:
+    """Join neighbours across their smallest zero gaps, spending at most ``budget`` bytes.
+
+    One request fewer costs a round trip and the pipeline's CPU; sending a small run of
+    zeros costs only its bytes. Gaps of at most ``max_gap`` are bridged, smallest first,
+    while their total stays within ``budget`` and no range grows past ``max_length``.
+    ``ranges`` must be sorted, disjoint and sector-aligned.
+    """
+    if len(ranges) < 2 or budget <= 0:
+        return list(ranges)
+    gaps = sorted((ranges[i + 1][0] - ranges[i][0] - ranges[i][1], i)
+                  for i in range(len(ranges) - 1))
+    bridged: set[int] = set()
+    spent = 0
+    for gap, index in gaps:
+        if gap > max_gap or spent + gap > budget:
+            break
+        bridged.add(index)
+        spent += gap
+    result: list[Range] = []
+    for index, (offset, length) in enumerate(ranges):
+        if index - 1 in bridged and offset + length - result[-1][0] <= max_length:
+            result[-1] = (result[-1][0], offset + length - result[-1][0])
+        else:
+            result.append((offset, length))
+    return result
 
 
 def total_length(ranges: Iterable[Range]) -> int:

@@ -84,11 +84,11 @@ class PageTarget(Protocol):
     def close(self) -> None: ...
 
 
-# The first requests to an endpoint: one retry, connect within 4 s, answer within 6 s,
+# The first requests to an endpoint: one retry, connect within 4 s, answer within 10 s,
 # so an unreachable endpoint fails in well under 20 s (two attempts and one backoff).
 FIRST_CONTACT_RETRIES = 1
 FIRST_CONTACT_CONNECT_S = 4.0
-FIRST_CONTACT_READ_S = 6.0
+FIRST_CONTACT_READ_S = 10.0
 
 
 @dataclass(frozen=True)

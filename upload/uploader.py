@@ -33,7 +33,15 @@ from .errors import (
     UsageError,
 )
 from .journal import Fingerprint, Journal, fingerprint
-from .ranges import Range, nonzero_pieces, subtract, total_length
+from .ranges import (
+    GAP_BUDGET,
+    SECTOR,
+    Range,
+    merge_small_gaps,
+    nonzero_pieces,
+    subtract,
+    total_length,
+)
 from .stream import FixedVhdLayout, OrderedMd5, SourceReader, fixed_vhd_layout, nonzero_sector_flags
 from .target import PageTarget
 
@@ -135,11 +143,14 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
     sent = zeros = requests = retries = already = 0
     if send and not cancel.is_set():
         pieces = nonzero_pieces(offset, nonzero_sector_flags(data))
-        zeros = length - total_length(pieces)
         if written:
             wanted = total_length(pieces)
             pieces = subtract(pieces, written)
             already = wanted - total_length(pieces)
+        else:  # a few small zero gaps travel when that saves requests (≤ 1 % more bytes)
+            budget = int(total_length(pieces) * GAP_BUDGET) // SECTOR * SECTOR
+            pieces = merge_small_gaps(pieces, budget)
+        zeros = length - total_length(pieces) - already
         view = memoryview(data)  # slices share the buffer: no piece is copied to be sent
         for piece_offset, piece_length in pieces:
             if cancel.is_set():

@@ -51,7 +51,7 @@ def test_crc64_is_the_check_value_little_endian() -> None:
     assert crc64(b"123456789") == bytes.fromhex("8898790a86148bae")
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(st.binary(max_size=3000), st.integers(0, 100))
 def test_crc64_of_any_bytes_and_views_matches_the_reference(data: bytes, cut: int) -> None:
     view = memoryview(data)[min(cut, len(data)):]

@@ -40,7 +40,9 @@ def test_blob_equals_converted_fixed_vhd(kind, azurite, tmp_path) -> None:  # no
     assert all(length % 512 == 0 for length in counter.lengths)
     assert summary.requests == counter.put_pages and summary.retries == 0
     # every byte not sent is counted as skipped, split into unread holes and trimmed zeros
-    assert summary.data_bytes_sent == nonzero_sectors * 512 + 512
+    # small zero gaps may travel to save requests: at most 1 % more than the data
+    assert nonzero_sectors * 512 + 512 <= summary.data_bytes_sent
+    assert summary.data_bytes_sent <= 1.01 * nonzero_sectors * 512 + 512
     assert summary.zero_bytes_skipped == len(expected) - summary.data_bytes_sent
     assert (summary.unallocated_bytes_skipped + summary.zero_sector_bytes_trimmed
             == summary.zero_bytes_skipped)
@@ -83,3 +85,22 @@ def test_skipped_counts_the_holes_of_a_mostly_empty_disk(azurite, tmp_path) -> N
     assert summary.zero_bytes_skipped == summary.blob_length - summary.data_bytes_sent
     assert summary.unallocated_bytes_skipped > 100 * 1024 * 1024 - 64 * 1024
     assert summary.zero_sector_bytes_trimmed >= 2 * 4096
+
+
+def test_small_zero_gaps_travel_to_save_requests(azurite, tmp_path) -> None:  # noqa: F811
+    """Runs of 127 data sectors split by single zero sectors: bridging every gap costs
+    0.8 % more bytes and turns 16 requests per MiB into one per 4 MiB cell."""
+    path = tmp_path / "striped.raw"
+    block = bytearray(hashlib.sha256(b"striped").digest() * (1024 * 1024 // 32))
+    for sector in range(127, 2048, 128):
+        block[sector * 512:(sector + 1) * 512] = bytes(512)
+    path.write_bytes(bytes(block) * 8 + bytes(13 * 1024 * 1024))  # 8 MiB data, 21 MiB disk
+    counter = WireCounter()
+    target = blob_target(azurite, request_hook=counter)
+    with vhd.open_image(str(path)) as image:
+        summary = upload_image(image, target, threads=2, journal_dir=tmp_path / "state")
+    data = 8 * 1024 * 1024 - 8 * 16 * 512
+    assert target.client.download_blob(offset=0, length=8 * 1024 * 1024).readall() \
+        == bytes(block) * 8
+    assert counter.put_pages == summary.requests == 2 + 1  # two 4 MiB cells, the footer
+    assert counter.put_page_bytes <= 1.01 * data + 512

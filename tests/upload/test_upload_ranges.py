@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from upload.ranges import (
+    merge_small_gaps,
     GRID,
     MAX_PUT_PAGE,
     SECTOR,
@@ -151,3 +152,32 @@ def test_work_units_stay_inside_one_grid_cell(raw) -> None:
     for offset, length in units:
         assert offset // GRID == (offset + length - 1) // GRID
         assert length <= MAX_PUT_PAGE
+
+
+def test_merge_small_gaps_bridges_the_smallest_gaps_within_the_budget() -> None:
+    ranges = [(0, 4096), (4608, 4096), (12800, 4096), (20992, 512)]  # gaps 512, 4096, 4096
+    assert merge_small_gaps(ranges, budget=512) == [(0, 8704), (12800, 4096), (20992, 512)]
+    assert merge_small_gaps(ranges, budget=4608) == [(0, 16896), (20992, 512)]
+    assert merge_small_gaps(ranges, budget=0) == ranges
+    assert merge_small_gaps(ranges, budget=10**9, max_gap=1024) == \
+        [(0, 8704), (12800, 4096), (20992, 512)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 64), st.integers(1, 64)), min_size=1, max_size=30),
+       st.integers(0, 200))
+def test_merge_small_gaps_covers_everything_and_spends_at_most_the_budget(
+        pieces: list[tuple[int, int]], budget_sectors: int) -> None:
+    ranges, position = [], 0
+    for gap, length in pieces:  # sorted, disjoint, sector-aligned, within one 4 MiB cell
+        position += gap * 512
+        ranges.append((position, length * 512))
+        position += length * 512 + 512
+    budget = budget_sectors * 512
+    merged = merge_small_gaps(ranges, budget)
+    assert sum(length for _, length in merged) - sum(length for _, length in ranges) <= budget
+    assert len(merged) <= len(ranges)
+    for offset, length in ranges:  # every data byte is inside one merged range
+        assert any(start <= offset and offset + length <= start + size for start, size in merged)
+    assert all(b[0] > a[0] + a[1] for a, b in zip(merged, merged[1:]))  # still disjoint
+    assert all(length <= 4 * 1024 * 1024 for _, length in merged)
