@@ -11,9 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vhd import DiskImage
 from vhd._vhd_structs import Footer
@@ -22,6 +20,9 @@ from .ranges import Range, coalesce, nonzero_pieces, subtract, total_length
 from .errors import AuthError, ServiceError
 from .stream import FixedVhdLayout, SourceReader, fixed_vhd_layout, nonzero_sector_flags
 from .target import PageTarget
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -74,6 +75,7 @@ def footer_differences(found: bytes, expected: bytes) -> list[Difference]:
 
 def _first_difference(found: bytes, expected: bytes) -> int:
     """Index of the first differing byte (vectorised; the buffers may be 4 MiB)."""
+    import numpy as np
     size = min(len(found), len(expected))
     unequal = np.flatnonzero(np.frombuffer(found, np.uint8, size) !=
                              np.frombuffer(expected, np.uint8, size))

@@ -21,9 +21,7 @@ import stat
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ._vmdk_structs import (
     COWD_MAGIC,
@@ -63,6 +61,9 @@ from .errors import (
     UnsupportedImageError,
 )
 from .raw import FileImage, block_extents, file_data_extents, merge_extents, stored_block_extents
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CONSOLIDATE = "consolidate the snapshots first (or clone the VM to a single disk)"
 
@@ -223,6 +224,7 @@ class SparseExtent:
 
     # -- the map ------------------------------------------------------------------------
     def _read_tables(self, gd_sector: int) -> dict[int, np.ndarray]:
+        import numpy as np
         header, window, path = self.header, self.window, self.window.path
         count = header.gd_entries
         gd_offset = gd_sector * SECTOR
@@ -250,6 +252,7 @@ class SparseExtent:
 
     def _check_grains(self, tables: dict[int, np.ndarray]) -> None:
         """Refuse a grain table entry pointing past the end of the file."""
+        import numpy as np
         window, header = self.window, self.header
         least = GRAIN_MARKER_SIZE if header.compressed else self.grain
         limit = window.size
@@ -363,6 +366,7 @@ class SparseExtent:
         return out
 
     def extents(self) -> Iterator[tuple[int, int]]:
+        import numpy as np
         grains: list[np.ndarray] = []
         offsets: list[np.ndarray] = []
         floor = self._zero_marker()
@@ -387,6 +391,7 @@ class SparseExtent:
                                     self.grain, self.size)
 
     def allocated_grains(self) -> int:
+        import numpy as np
         floor = self._zero_marker()
         return sum(int(np.count_nonzero(t > floor)) for t in self.tables.values())
 
