@@ -123,11 +123,14 @@ class ThrottledTarget:
     def throttled(self) -> int:
         return self.window.throttled
 
-    def put_pages(self, offset: int, data: bytes | memoryview, md5: bytes | None) -> int:
+    def put_pages(self, offset: int, data: bytes | memoryview, md5: bytes | None, *,
+                  crc64: bytes | None = None) -> int:
         self.window.acquire()
         throttled = 0
         try:
-            attempts = self._target.put_pages(offset, data, md5)
+            # crc64 only when set, as the uploader does: a target may predate it
+            extra = {"crc64": crc64} if crc64 is not None else {}
+            attempts = self._target.put_pages(offset, data, md5, **extra)
             throttled = attempts - 1
             return attempts
         except TransientServiceError as error:
