@@ -18,9 +18,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ._qcow2_structs import (
     AUTOCLEAR_DATA_FILE_RAW,
@@ -83,6 +81,9 @@ from .raw import (
     merge_extents,
 )
 from .vhd import MAX_CHAIN_DEPTH
+
+if TYPE_CHECKING:
+    import numpy as np
 
 COMPRESSED = -3  # Run.source of compressed clusters: inflated on read
 L2_CACHE_BYTES = 8 * 1024 * 1024  # per open image; each reading thread opens its own
@@ -206,6 +207,7 @@ class Qcow2Image(FileImage):
                              f"{'clear' if kind != COMPRESSION_ZLIB else 'set'}")
 
     def _read_l1(self, header: Header) -> np.ndarray:
+        import numpy as np
         count = l1_entries_needed(header.size, self.cluster_bits, self.extended)
         offset = header.l1_table_offset
         if offset + count * 8 > self.file_size:
@@ -286,6 +288,7 @@ class Qcow2Image(FileImage):
 
     def _l2_table(self, l1_index: int) -> tuple[np.ndarray, np.ndarray | None] | None:
         """(entries, subcluster bitmaps or None) of one L2 table; None when unallocated."""
+        import numpy as np
         cached = self._l2_cache.get(l1_index)
         if cached is not None:
             return cached
@@ -305,6 +308,7 @@ class Qcow2Image(FileImage):
 
     def _check_l2(self, l1_index: int, entries: np.ndarray, bitmaps: np.ndarray | None) -> None:
         """Refuse an L2 table whose entries point outside the file or contradict themselves."""
+        import numpy as np
         first = l1_index * self.l2_span
         count = min(len(entries), -(-(self._virtual_size - first) // self.cluster_size))
         entries = entries[:count]
@@ -361,6 +365,7 @@ class Qcow2Image(FileImage):
 
     def _copied(self, entries: np.ndarray) -> np.ndarray:
         """Entries whose offset 0 means "allocated at 0" (only with an external data file)."""
+        import numpy as np
         if self.data_file is None:
             return np.zeros(len(entries), dtype=bool)
         return (entries & np.uint64(OFLAG_COPIED)) != 0
@@ -501,6 +506,7 @@ class Qcow2Image(FileImage):
         return merge_extents(self._extent_parts())
 
     def _extent_parts(self) -> Iterator[tuple[int, int]]:
+        import numpy as np
         backing = RangeCursor(self.parent.extents()) if self.parent is not None else None
         done = 0  # guest bytes before this point are mapped
         for l1_index in np.flatnonzero(self.l1).tolist():  # L2 tables, skipping empty L1
@@ -522,6 +528,7 @@ class Qcow2Image(FileImage):
                    stop: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """(data ranges, unallocated ranges) of the guest range ``[start, stop)`` one L2
         table maps, both ascending."""
+        import numpy as np
         count = -(-(stop - start) // self.cluster_size)
         entries = table[0][:count]
         compressed = (entries & np.uint64(OFLAG_COMPRESSED)) != 0
@@ -553,6 +560,7 @@ class Qcow2Image(FileImage):
         """Guest ranges of the stored (sub)clusters ``units`` (their data at ``hosts``),
         less the holes of the file that stores them: a hole reads as zeros, so a
         preallocated image or a raw data file sends only what it really holds."""
+        import numpy as np
         if not units.size:
             return iter(())
         size, store = self.subcluster_size, self.store
@@ -573,6 +581,7 @@ class Qcow2Image(FileImage):
 
     # -- describing -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
+        import numpy as np
         header = self.header
         info: dict[str, Any] = {
             **self.describe_file(),
@@ -683,6 +692,7 @@ def compressed_batches(clusters: Iterable[tuple[int, int, int]],
 
 def subcluster_flags(words: np.ndarray) -> np.ndarray:
     """``(n, 32)`` booleans from ``n`` 32-bit bitmaps held in uint64 (bit i = subcluster i)."""
+    import numpy as np
     little = words.astype("<u4").view(np.uint8)
     return np.unpackbits(little, bitorder="little").reshape(-1, SUBCLUSTERS).astype(bool)
 
