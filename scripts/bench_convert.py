@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import vhd  # noqa: E402
+from azlift import vhd  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

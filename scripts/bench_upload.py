@@ -46,12 +46,12 @@ sys.path.insert(0, str(ROOT))
 
 from azure.storage.blob import BlobClient, BlobServiceClient  # noqa: E402
 
-import vhd  # noqa: E402
-from upload.auth import EMULATOR_ACCOUNT, EMULATOR_KEY  # noqa: E402
-from upload.stream import nonzero_sector_flags  # noqa: E402
-from upload.target import BlobPageTarget  # noqa: E402
-from upload.uploader import upload_image  # noqa: E402
-from vhd.convert import convert  # noqa: E402
+from azlift import vhd  # noqa: E402
+from azlift.upload.auth import EMULATOR_ACCOUNT, EMULATOR_KEY  # noqa: E402
+from azlift.upload.stream import nonzero_sector_flags  # noqa: E402
+from azlift.upload.target import BlobPageTarget  # noqa: E402
+from azlift.upload.uploader import upload_image  # noqa: E402
+from azlift.vhd.convert import convert  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

@@ -19,8 +19,8 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from vhd import MIB, Footer
-from vhd._vhd_structs import DISK_TYPE_FIXED, FIXED_DATA_OFFSET, FOOTER_COOKIE, FOOTER_SIZE
+from azlift.vhd import MIB, Footer
+from azlift.vhd._vhd_structs import DISK_TYPE_FIXED, FIXED_DATA_OFFSET, FOOTER_COOKIE, FOOTER_SIZE
 
 from .auth import AuthOptions, blob_path, resolve_blob, signed_in_credential, url_without_query
 from .errors import AuthError, BlobCheckError, ServiceError, UnreachableError, UsageError
@@ -156,7 +156,7 @@ def inspect_blob(url: str, *, client: Any = None, option: str = "blob URL") -> B
 
     Raises BlobCheckError (exit 1) naming what was expected and what was found.
     """
-    from vhd.partitions import analyze
+    from azlift.vhd.partitions import analyze
 
     client = client or open_blob(url, option=option)
     shown = url.split("?", 1)[0]

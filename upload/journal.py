@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vhd import DiskImage
+from azlift.vhd import DiskImage
 
 from .errors import JournalError, ResumeMismatchError
 from .stream import FixedVhdLayout

@@ -13,8 +13,8 @@ from typing import Any
 
 from azure.mgmt.compute import models
 
-from vhd import MIB
-from vhd._vhd_structs import FOOTER_SIZE
+from azlift.vhd import MIB
+from azlift.vhd._vhd_structs import FOOTER_SIZE
 
 from .arm import ResourceId, arm_errors, read_or_none
 from .errors import (

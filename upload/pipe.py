@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from vhd import azure_virtual_size
-from vhd.vmdk_stream import Grain, VmdkStream
+from azlift.vhd import azure_virtual_size
+from azlift.vhd.vmdk_stream import Grain, VmdkStream
 
 from .checksum import DEFAULT_CHECKSUM, check_checksum, page_checksum
 from .errors import TargetExistsError

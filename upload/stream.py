@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vhd import DiskImage, azure_virtual_size, open_image
-from vhd._vhd_structs import FOOTER_SIZE
-from vhd.convert import footer_for
+from azlift.vhd import DiskImage, azure_virtual_size, open_image
+from azlift.vhd._vhd_structs import FOOTER_SIZE
+from azlift.vhd.convert import footer_for
 
 from .ranges import SECTOR, Range, align_up, normalize, work_units
 

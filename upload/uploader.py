@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vhd import DiskImage
-from vhd.check import check_output_rules
+from azlift.vhd import DiskImage
+from azlift.vhd.check import check_output_rules
 
 from .checksum import DEFAULT_CHECKSUM, PageChecksum, check_checksum, page_checksum
 from .errors import (

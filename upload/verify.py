@@ -13,8 +13,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from vhd import DiskImage
-from vhd._vhd_structs import Footer
+from azlift.vhd import DiskImage
+from azlift.vhd._vhd_structs import Footer
 
 from .ranges import Range, coalesce, nonzero_pieces, subtract, total_length
 from .errors import AuthError, ServiceError

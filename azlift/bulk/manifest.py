@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from vhd.detect import FORMAT_ALIASES
+from azlift.vhd.detect import FORMAT_ALIASES
 
 from .errors import ManifestError, SecretInManifestError
 

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS runs (
 
 def default_state_path(manifest_path: str | Path, state_root: Path | None = None) -> Path:
     """``<state dir>/bulk/<manifest name>-<hash of its absolute path>.sqlite``."""
-    from upload.journal import state_dir
+    from azlift.upload.journal import state_dir
 
     path = Path(manifest_path).resolve()
     tag = hashlib.sha256(str(path).encode()).hexdigest()[:12]

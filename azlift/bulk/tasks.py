@@ -69,7 +69,7 @@ def _base(kind: str, job: Any, ctx: TaskContext) -> dict[str, Any]:
 
 def check_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
     """Read the disk and judge it against every Azure rule; nothing is sent."""
-    import vhd
+    from azlift import vhd
 
     result = _base("check", job, ctx)
     try:
@@ -104,8 +104,8 @@ def converted_on_the_fly(code: str, image_format: str) -> bool:
 # ---- upload -----------------------------------------------------------------------------
 
 def _target(job: DiskJob, ctx: TaskContext) -> Any:
-    from upload.auth import AuthOptions, account_from_url, resolve_blob
-    from upload.target import BlobPageTarget
+    from azlift.upload.auth import AuthOptions, account_from_url, resolve_blob
+    from azlift.upload.target import BlobPageTarget
 
     from .throttle import ThrottledTarget
 
@@ -137,9 +137,9 @@ def _progress(job: DiskJob, ctx: TaskContext, seen: dict[str, int]) -> Any:
 
 def _already_complete(image: Any, target: Any) -> Any | None:
     """The blob's properties when it already holds this source, completely."""
-    from upload.journal import fingerprint
-    from upload.stream import fixed_vhd_layout
-    from upload.uploader import META_FINGERPRINT, META_STATE
+    from azlift.upload.journal import fingerprint
+    from azlift.upload.stream import fixed_vhd_layout
+    from azlift.upload.uploader import META_FINGERPRINT, META_STATE
 
     if not target.exists():
         return None
@@ -155,7 +155,7 @@ def _already_complete(image: Any, target: Any) -> Any | None:
 def _unclaimed_and_empty(target: Any) -> bool:
     """A blob created by an upload that died before it marked the blob or wrote a page
     (a worker killed right after create): starting over loses nothing."""
-    from upload.uploader import META_FINGERPRINT
+    from azlift.upload.uploader import META_FINGERPRINT
 
     return (META_FINGERPRINT not in target.properties().metadata
             and not target.list_page_ranges())
@@ -164,9 +164,9 @@ def _unclaimed_and_empty(target: Any) -> bool:
 def verify_blob(image: Any, target: Any) -> None:
     """After the upload: the blob has the fixed VHD's length, is marked complete and ends
     with this source's footer (the data itself was checked by Content-MD5 on every put)."""
-    from upload.errors import ServiceError
-    from upload.stream import fixed_vhd_layout
-    from upload.uploader import META_STATE
+    from azlift.upload.errors import ServiceError
+    from azlift.upload.stream import fixed_vhd_layout
+    from azlift.upload.uploader import META_STATE
 
     layout = fixed_vhd_layout(image)
     state = target.properties()
@@ -180,9 +180,9 @@ def verify_blob(image: Any, target: Any) -> None:
 
 def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
     """Upload one disk (sparse, resumable from what the blob holds), then verify it."""
-    import vhd
-    from upload.errors import ResumeMismatchError
-    from upload.uploader import upload_image
+    from azlift import vhd
+    from azlift.upload.errors import ResumeMismatchError
+    from azlift.upload.uploader import upload_image
 
     result = _base("upload", job, ctx)
     started = time.monotonic()
@@ -248,8 +248,8 @@ def register_vm(job: RegisterJob, ctx: TaskContext) -> dict[str, Any]:
 
 
 def _register(job: RegisterJob, lease: Any) -> list[Any]:
-    from upload import register as reg
-    from upload.arm import ArmTarget, compute_client
+    from azlift.upload import register as reg
+    from azlift.upload.arm import ArmTarget, compute_client
 
     settings = job.settings
     client = compute_client(ArmTarget.resolve(settings.subscription, settings.cloud,
@@ -300,8 +300,8 @@ def _register(job: RegisterJob, lease: Any) -> list[Any]:
 
 def _gallery_version(job: RegisterJob, registrar: Any, decided: Any, data: list[Any],
                      locked: Any) -> list[Any]:
-    from upload import register as reg
-    from upload.errors import UsageError
+    from azlift.upload import register as reg
+    from azlift.upload.errors import UsageError
 
     settings = job.settings
     rg, location = settings.resource_group or "", settings.location or ""
@@ -333,7 +333,7 @@ def _gallery_version(job: RegisterJob, registrar: Any, decided: Any, data: list[
 
 
 def _required(value: str | None, name: str) -> str:
-    from upload.errors import UsageError
+    from azlift.upload.errors import UsageError
 
     if not value:
         raise UsageError(f"cannot tell the {name} from the disk; set {name} in the manifest")

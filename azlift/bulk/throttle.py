@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from upload.errors import TransientServiceError
+from azlift.upload.errors import TransientServiceError
 
 GROW_WAIT_S = 0.05  # how long a growing upload waits for one more lease
 GROW_RETRY_S = 0.5  # after a miss, how long before it asks again

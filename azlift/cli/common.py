@@ -90,8 +90,8 @@ def open_source_image(path: str, format: str | None,  # noqa: A002
                       disk: int | None = None) -> Any:
     """``vhd.open_image`` for commands that send an image on: a --format that overrode a
     container signature gets its warning before any byte goes anywhere."""
-    import vhd
-    from vhd.check import source_findings
+    from azlift import vhd
+    from azlift.vhd.check import source_findings
 
     image = vhd.open_image(path, format, disk)
     for finding in source_findings(image):
@@ -105,7 +105,7 @@ def secret_from_env(variable: str | None, option: str) -> str | None:
         return None
     value = os.environ.get(variable)
     if not value:
-        from prep.errors import PrepUsageError
+        from azlift.prep.errors import PrepUsageError
 
         raise PrepUsageError(f"{option} {variable}: expected the password in that environment "
                              "variable, found it unset or empty")
@@ -193,8 +193,8 @@ def require_confirmation(action: str, host: str, question: str) -> None:
 
     ``action`` is the verb for the refusal ("generalize", "deprovision").
     """
-    from prep.errors import NotConfirmedError
-    from prep.plan import BACKUP_REMINDER
+    from azlift.prep.errors import NotConfirmedError
+    from azlift.prep.plan import BACKUP_REMINDER
 
     say(BACKUP_REMINDER)
     if not stdin_is_terminal():

@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from upload import register as reg
-from upload.arm import ResourceId
-from upload.errors import UsageError
-from upload.managed_disk import DirectUpload, upload_disk_model
-from upload.stream import fixed_vhd_layout
-from upload.target import BlobPageTarget, RetrySettings
-from upload.uploader import check_rules, upload_image
+from azlift.upload import register as reg
+from azlift.upload.arm import ResourceId
+from azlift.upload.errors import UsageError
+from azlift.upload.managed_disk import DirectUpload, upload_disk_model
+from azlift.upload.stream import fixed_vhd_layout
+from azlift.upload.target import BlobPageTarget, RetrySettings
+from azlift.upload.uploader import check_rules, upload_image
 
 from .common import emit_json, open_source_image, say
 from .register import ArmOptions, ArmSession
@@ -40,7 +40,7 @@ class DiskPageTarget:
 
 def _hints(image: Any, os_type: str | None, generation: str | None,
            session: ArmSession) -> reg.Reconciled:
-    from vhd.partitions import analyze
+    from azlift.vhd.partitions import analyze
 
     layout = analyze(image)
     decided = reg.reconcile_with_hints(reg.normalize_os_type(os_type),

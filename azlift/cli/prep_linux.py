@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from prep.errors import GuestNotReadyError, PrepUsageError, PrivilegeError, RemoteAuthError
-from prep.linux import (
+from azlift.prep.errors import GuestNotReadyError, PrepUsageError, PrivilegeError, RemoteAuthError
+from azlift.prep.linux import (
     DeprovisionPlan,
     Inspection,
     build_plan,
@@ -17,10 +17,10 @@ from prep.linux import (
     deprovision,
     inspect,
 )
-from prep.plan import Step, blocking
-from prep.shell import RootShell
-from prep.reachability import wait_until_gone
-from prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget
+from azlift.prep.plan import Step, blocking
+from azlift.prep.shell import RootShell
+from azlift.prep.reachability import wait_until_gone
+from azlift.prep.ssh import DEFAULT_KNOWN_HOSTS, SshRemote, SshTarget
 
 from . import common
 from .common import STATE, CheckOnlyOption, DryRunOption, JsonOption, YesOption, emit_json

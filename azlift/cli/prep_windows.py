@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from prep.errors import PrepUsageError
-from prep.plan import Finding, Plan, blocking
-from prep.windows import (
+from azlift.prep.errors import PrepUsageError
+from azlift.prep.plan import Finding, Plan, blocking
+from azlift.prep.windows import (
     MODE_VM_HELP,
     WindowsPrepOptions,
     build_plan,
@@ -16,7 +16,7 @@ from prep.windows import (
     refuse_if_blocked,
     run_checks,
 )
-from prep.winrm import AUTH_TRANSPORTS, HTTP_PORT, HTTPS_PORT, WinRMRemote, WinRMSettings
+from azlift.prep.winrm import AUTH_TRANSPORTS, HTTP_PORT, HTTPS_PORT, WinRMRemote, WinRMSettings
 
 from . import common
 from .common import (

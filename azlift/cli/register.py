@@ -16,11 +16,11 @@ from typing import Annotated, Any
 
 import typer
 
-from upload import register as reg
-from upload.arm import ArmTarget, RecordingTransport, compute_client
-from upload.blob_source import BlobFacts, inspect_blob
-from upload.errors import UsageError
-from upload.uploader import check_rules
+from azlift.upload import register as reg
+from azlift.upload.arm import ArmTarget, RecordingTransport, compute_client
+from azlift.upload.blob_source import BlobFacts, inspect_blob
+from azlift.upload.errors import UsageError
+from azlift.upload.uploader import check_rules
 
 from .common import ForceOption, JsonOption, QuietOption, emit_json, say, warn
 

@@ -37,14 +37,11 @@ SUB_APPS: dict[str, tuple[str, str]] = {
 
 # The library packages whose errors carry ``code`` and ``exit_code`` (checked by module,
 # so the boundary does not import every package up front).
-LIBRARY_PACKAGES = frozenset({"vhd", "upload", "prep", "azlift.bulk"})
+LIBRARY_PACKAGES = frozenset({"azlift.vhd", "azlift.upload", "azlift.prep", "azlift.bulk"})
 
 
 def _is_library_error(error: BaseException) -> bool:
-    module = type(error).__module__
-    package = module.partition(".")[0]
-    if module.startswith("azlift.bulk."):
-        package = "azlift.bulk"
+    package = ".".join(type(error).__module__.split(".")[:2])
     return (package in LIBRARY_PACKAGES and isinstance(getattr(error, "exit_code", None), int)
             and isinstance(getattr(error, "code", None), str))
 

@@ -15,12 +15,12 @@ from typing import Annotated, Any
 
 import typer
 
-from upload.auth import AuthOptions, resolve_blob
-from upload.checksum import check_checksum
-from upload.errors import UploadInterrupted, UsageError
-from upload.target import BlobPageTarget, RetrySettings
-from upload.uploader import ProgressEvent, UploadSummary, upload_image
-from upload.verify import VerifyReport, verify_upload
+from azlift.upload.auth import AuthOptions, resolve_blob
+from azlift.upload.checksum import check_checksum
+from azlift.upload.errors import UploadInterrupted, UsageError
+from azlift.upload.target import BlobPageTarget, RetrySettings
+from azlift.upload.uploader import ProgressEvent, UploadSummary, upload_image
+from azlift.upload.verify import VerifyReport, verify_upload
 
 from ..redact import redact_text, redact_url
 from .common import (STATE, DefaultCommandGroup, DiskOption, JsonOption, QuietOption,
@@ -305,8 +305,8 @@ def _send_pipe(source_format: str | None, disk: int | None, target: Any, threads
                overwrite: bool, role: str | None, progress: Any,
                checksum: str = "crc64") -> UploadSummary:
     """Upload the streamOptimized VMDK (or OVA) arriving on stdin, in one pass."""
-    from upload.pipe import upload_stream
-    from vhd.vmdk_stream import open_ova_stream, open_vmdk_stream
+    from azlift.upload.pipe import upload_stream
+    from azlift.vhd.vmdk_stream import open_ova_stream, open_vmdk_stream
 
     stdin = sys.stdin.buffer
     source = open_ova_stream(stdin, disk) if source_format == "ova" else open_vmdk_stream(stdin)

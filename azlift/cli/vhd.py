@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-import vhd
-from vhd.check import CheckReport
-from vhd.partitions import DiskLayout
+from azlift import vhd
+from azlift.vhd.check import CheckReport
+from azlift.vhd.partitions import DiskLayout
 
 from .. import exit_codes
 from .common import DiskOption, ForceOption, JsonOption, QuietOption, STATE, emit_json, say, warn

@@ -65,9 +65,9 @@ def data_disk(path: Path, pieces: int) -> Path:
 
 def journal_header_size(source: Path, target: str) -> int:
     """Bytes of the first line of the journal an upload of ``source`` to ``target`` writes."""
-    import vhd
-    from upload.journal import JOURNAL_VERSION, fingerprint
-    from upload.stream import fixed_vhd_layout
+    from azlift import vhd
+    from azlift.upload.journal import JOURNAL_VERSION, fingerprint
+    from azlift.upload.stream import fixed_vhd_layout
 
     with vhd.open_image(source) as image:
         header = fingerprint(image, fixed_vhd_layout(image), target)

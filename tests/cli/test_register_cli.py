@@ -548,7 +548,7 @@ def _blob_ending_in(azurite, footer: bytes, size: int = 24 * layouts.MIB) -> str
 ])
 def test_blob_without_a_valid_fixed_footer_is_refused(capsys, fake_arm, azurite, make_footer,
                                                       expected):  # noqa: F811
-    from vhd import fixed_footer
+    from azlift.vhd import fixed_footer
 
     url = _blob_ending_in(azurite, make_footer(fixed_footer(24 * layouts.MIB)))
     code, _, err = run(capsys, fake_arm, "image", "x", "-g", "rg", "-l", "westeurope",
@@ -561,7 +561,7 @@ def test_blob_without_a_valid_fixed_footer_is_refused(capsys, fake_arm, azurite,
 
 def test_os_disk_above_4095_gib_is_refused_but_a_data_disk_is_not(capsys, fake_arm,
                                                                  azurite):  # noqa: F811
-    from vhd import fixed_footer
+    from azlift.vhd import fixed_footer
 
     size = 4096 * 1024 * layouts.MIB  # sparse in the emulator: only the footer is written
     url = _blob_ending_in(azurite, fixed_footer(size).pack(), size)

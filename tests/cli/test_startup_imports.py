@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
-from vhd.convert import convert
+from azlift.vhd.convert import convert
 
 # Runs the real entry point in a fresh interpreter, then reports which top-level modules
 # (and which azure.* packages) were imported.
@@ -19,7 +19,8 @@ from azlift.cli.main import main
 code = main(sys.argv[1:])
 names = set(sys.modules)
 print(json.dumps({"code": code,
-                  "top": sorted({name.split(".")[0] for name in names}),
+                  "top": sorted({".".join(name.split(".")[:2]) if name.startswith("azlift.")
+                          else name.split(".")[0] for name in names}),
                   "azure": sorted({".".join(name.split(".")[:2]) for name in names
                                    if name.startswith("azure.")})}))
 """
@@ -44,13 +45,14 @@ def small_fixed_vhd(tmp_path_factory):
 def test_version_loads_neither_typer_nor_any_library() -> None:
     result = imported("--version")
     assert result["code"] == 0
-    assert not set(result["top"]) & (HEAVY | {"typer", "pydantic", "vhd", "upload", "prep"})
+    assert not set(result["top"]) & (HEAVY | {"typer", "pydantic", "azlift.vhd",
+                                               "azlift.upload", "azlift.prep"})
 
 
 def test_vhd_check_of_a_fixed_vhd_loads_no_sdk_numpy_or_remote_clients(small_fixed_vhd) -> None:
     result = imported("vhd", "check", str(small_fixed_vhd), "--json")
     assert result["code"] == 0
-    assert not set(result["top"]) & (HEAVY | {"upload", "prep"})
+    assert not set(result["top"]) & (HEAVY | {"azlift.upload", "azlift.prep"})
 
 
 def test_upload_loads_the_storage_sdk_but_not_arm_or_remote_clients(
@@ -63,4 +65,4 @@ def test_upload_loads_the_storage_sdk_but_not_arm_or_remote_clients(
     assert result["code"] == 0
     assert "azure.storage" in result["azure"]
     assert "azure.mgmt" not in result["azure"] and "azure.identity" not in result["azure"]
-    assert not set(result["top"]) & {"paramiko", "winrm", "dask", "distributed", "prep"}
+    assert not set(result["top"]) & {"paramiko", "winrm", "dask", "distributed", "azlift.prep"}

@@ -20,7 +20,7 @@ from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.support.fault_proxy import FaultProxy
 from tests.support.tools import black_hole, free_port
 from tests.upload.helpers import blob_target, converted_bytes, make_source
-from upload.journal import Journal
+from azlift.upload.journal import Journal
 
 AZLIFT = str(Path(sys.executable).parent / "azlift")
 MIB = 1024 * 1024

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from prep.errors import ConnectionLostError
-from prep.ssh import _drain
+from azlift.prep.errors import ConnectionLostError
+from azlift.prep.ssh import _drain
 
 
 class _Transport:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from upload.auth import EMULATOR_ACCOUNT, EMULATOR_KEY
+from azlift.upload.auth import EMULATOR_ACCOUNT, EMULATOR_KEY
 
 from .tools import TOOLS_DIR, free_port, require_executable
 

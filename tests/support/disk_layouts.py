@@ -189,7 +189,7 @@ def append_footer(path: str | os.PathLike[str], **changes: object) -> str:
     """
     from dataclasses import replace
 
-    from vhd import fixed_footer
+    from azlift.vhd import fixed_footer
 
     size = os.path.getsize(path)
     footer = fixed_footer(size, unique_id=uuid.uuid4().bytes, timestamp=0)

@@ -7,7 +7,7 @@ from azure.mgmt.compute import models
 
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
-from upload.arm import ArmTarget, compute_client
+from azlift.upload.arm import ArmTarget, compute_client
 
 MIB = 1024 * 1024
 
@@ -177,8 +177,8 @@ def test_no_sign_in_is_one_short_line(fake_arm):  # noqa: F811
     """A credential that finds no sign-in fails before ARM is asked, and says what to do."""
     from azure.core.exceptions import ClientAuthenticationError
 
-    from upload.arm import arm_errors
-    from upload.errors import AuthError
+    from azlift.upload.arm import arm_errors
+    from azlift.upload.errors import AuthError
 
     class NobodySignedIn:
         def get_token(self, *scopes, **kwargs):

@@ -12,8 +12,8 @@ from tests.support import disk_layouts as layouts
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
 from tests.support.tools import require_executable
-from upload.errors import NotReadyError
-from upload.managed_disk import check_upload_size, upload_disk_model
+from azlift.upload.errors import NotReadyError
+from azlift.upload.managed_disk import check_upload_size, upload_disk_model
 
 MIB = 1024 * 1024
 SIZE = 24 * MIB
@@ -163,9 +163,9 @@ def test_upload_size_rule(size, ok):
 
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
 def test_revoke_runs_on_interrupt_and_on_any_error(arm, failure):
-    from upload.arm import ArmTarget, compute_client
-    from upload.managed_disk import DirectUpload
-    from upload.register import Registrar
+    from azlift.upload.arm import ArmTarget, compute_client
+    from azlift.upload.managed_disk import DirectUpload
+    from azlift.upload.register import Registrar
 
     client = compute_client(ArmTarget.resolve(None, arm_endpoint=arm.base_url))
     notes: list[str] = []
@@ -207,10 +207,10 @@ def test_subscription_must_match_the_disk_id(capsys, arm, source):
 
 def test_failed_grant_still_revokes(arm):
     """ARM may open the disk and then fail the grant operation: revoke runs after that too."""
-    from upload.arm import ArmTarget, compute_client
-    from upload.errors import ArmError
-    from upload.managed_disk import DirectUpload
-    from upload.register import Registrar
+    from azlift.upload.arm import ArmTarget, compute_client
+    from azlift.upload.errors import ArmError
+    from azlift.upload.managed_disk import DirectUpload
+    from azlift.upload.register import Registrar
 
     def fail_the_grant(what: str, state: str) -> None:
         if (what, state) == ("d8", "Succeeded"):  # the disk exists; the next operation fails
@@ -233,7 +233,7 @@ def test_failed_grant_still_revokes(arm):
 
 def test_direct_upload_takes_the_upload_commands_retry_settings():
     from azlift.cli.managed_disk import _retry_settings
-    from upload.target import RetrySettings
+    from azlift.upload.target import RetrySettings
 
     assert _retry_settings(None, None) == RetrySettings()
     chosen = _retry_settings(2, 7.5)
@@ -266,10 +266,10 @@ def test_dry_run_prints_create_grant_and_revoke_and_sends_nothing(capsys, arm, s
 
 
 def test_failed_revoke_after_success_says_how_to_close_the_disk(arm):
-    from upload.arm import ArmTarget, compute_client
-    from upload.errors import ArmError
-    from upload.managed_disk import DirectUpload
-    from upload.register import Registrar
+    from azlift.upload.arm import ArmTarget, compute_client
+    from azlift.upload.errors import ArmError
+    from azlift.upload.managed_disk import DirectUpload
+    from azlift.upload.register import Registrar
 
     def send(sas_url: str, resume: bool) -> str:
         arm.fail_next_operation = ("InternalError", "revoke failed")  # the next one: revoke
@@ -307,9 +307,9 @@ def test_ctrl_c_during_the_revoke_says_the_disk_may_be_open(arm, first):
     import os
     import signal
 
-    from upload.arm import ArmTarget, compute_client
-    from upload.managed_disk import DirectUpload
-    from upload.register import Registrar
+    from azlift.upload.arm import ArmTarget, compute_client
+    from azlift.upload.managed_disk import DirectUpload
+    from azlift.upload.register import Registrar
 
     client = compute_client(ArmTarget.resolve(None, arm_endpoint=arm.base_url))
     notes: list[str] = []

@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.azurite import azurite  # noqa: F401
-from upload import register as reg
-from upload.arm import ArmTarget, RecordingTransport, compute_client
-from upload.blob_source import footer_problems
-from upload.errors import HintConflictError, UsageError
-from vhd import Footer, fixed_footer
+from azlift.upload import register as reg
+from azlift.upload.arm import ArmTarget, RecordingTransport, compute_client
+from azlift.upload.blob_source import footer_problems
+from azlift.upload.errors import HintConflictError, UsageError
+from azlift.vhd import Footer, fixed_footer
 
 MIB = 1024 * 1024
 
@@ -180,7 +180,7 @@ def test_footer_problems_name_each_fault():
 def test_blob_disk_image_reads_across_blocks(azurite):  # noqa: F811
     import random
 
-    from upload.blob_source import READ_BLOCK, BlobDiskImage, open_blob
+    from azlift.upload.blob_source import READ_BLOCK, BlobDiskImage, open_blob
 
     data = random.Random(3).randbytes(3 * READ_BLOCK)
     footer = fixed_footer(3 * READ_BLOCK).with_checksum().pack()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from azure.core.credentials import AzureSasCredential
 
-from upload.auth import (
+from azlift.upload.auth import (
     EMULATOR_ACCOUNT,
     EMULATOR_KEY,
     AuthOptions,
@@ -12,7 +12,7 @@ from upload.auth import (
     parse_connection_string,
     resolve_blob,
 )
-from upload.errors import UsageError
+from azlift.upload.errors import UsageError
 
 URL = "https://acct.blob.core.windows.net/vhds/disk.vhd"
 KEY = "c2VjcmV0LWtleS12YWx1ZQ=="

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import vhd
+from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import blob_target, make_source
-from upload.checksum import crc64, page_checksum
-from upload.errors import UsageError
-from upload.uploader import upload_image
+from azlift.upload.checksum import crc64, page_checksum
+from azlift.upload.errors import UsageError
+from azlift.upload.uploader import upload_image
 
 # CRC-64/NVME: reflected polynomial 0x9A6C9329AC4BC9B5, initial value and final xor all ones.
 POLY_REFLECTED = 0x9A6C9329AC4BC9B5

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 
-import vhd
+from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import blob_target, converted_bytes, make_source
-from upload.uploader import upload_image
+from azlift.upload.uploader import upload_image
 
 
 def test_sixteen_threads_reuse_their_connections(azurite, tmp_path, caplog) -> None:  # noqa: F811

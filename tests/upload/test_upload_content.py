@@ -7,12 +7,12 @@ import hashlib
 
 import pytest
 
-import vhd
+from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import SOURCE_KINDS, WireCounter, blob_target, converted_bytes, make_source
-from upload.ranges import MAX_PUT_PAGE
-from upload.uploader import upload_image
-from vhd._vhd_structs import Footer
+from azlift.upload.ranges import MAX_PUT_PAGE
+from azlift.upload.uploader import upload_image
+from azlift.vhd._vhd_structs import Footer
 
 
 @pytest.mark.parametrize("kind", SOURCE_KINDS)

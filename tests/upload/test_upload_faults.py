@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-import vhd
+from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.support.fault_proxy import FaultProxy
 from tests.upload.helpers import FAST_RETRY, WireCounter, blob_target, converted_bytes, make_source
-from upload.errors import TransientServiceError
-from upload.target import BlobPageTarget, RetrySettings
-from upload.uploader import upload_image
+from azlift.upload.errors import TransientServiceError
+from azlift.upload.target import BlobPageTarget, RetrySettings
+from azlift.upload.uploader import upload_image
 
 
 def _proxied_target(azurite, proxy: FaultProxy, container: str, retry: RetrySettings,  # noqa: F811

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from upload.ranges import (
+from azlift.upload.ranges import (
     merge_small_gaps,
     GRID,
     MAX_PUT_PAGE,

@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
-import vhd
+from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import WireCounter, blob_target, converted_bytes, make_source
-from upload.errors import ResumeMismatchError, TargetExistsError, TargetSizeError, UploadInterrupted
-from upload.journal import Journal
-from upload.ranges import MAX_PUT_PAGE
-from upload.uploader import upload_image
+from azlift.upload.errors import ResumeMismatchError, TargetExistsError, TargetSizeError, UploadInterrupted
+from azlift.upload.journal import Journal
+from azlift.upload.ranges import MAX_PUT_PAGE
+from azlift.upload.uploader import upload_image
 
 THREADS = 3
 

@@ -9,13 +9,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-import vhd
+from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import FAST_RETRY, blob_target, converted_bytes, make_source
-from upload.errors import UploadInterrupted
-from upload.stream import fixed_vhd_layout
-from upload.target import BlobPageTarget
-from upload.uploader import upload_image
+from azlift.upload.errors import UploadInterrupted
+from azlift.upload.stream import fixed_vhd_layout
+from azlift.upload.target import BlobPageTarget
+from azlift.upload.uploader import upload_image
 
 
 def _write_sas_url(azurite, container: str, name: str) -> str:  # noqa: F811
@@ -56,7 +56,7 @@ def test_upload_and_resume_through_a_write_sas(azurite, tmp_path) -> None:  # no
 
 
 def test_environment_is_read_per_request_only_when_it_configures_a_proxy(azurite, monkeypatch) -> None:  # noqa: F811
-    from upload.target import transport_settings
+    from azlift.upload.target import transport_settings
     assert transport_settings({"PATH": "/bin"}) == {"use_env_settings": False}
     assert transport_settings({"HTTPS_PROXY": "http://proxy:3128"}) == {}
     assert transport_settings({"no_proxy": "localhost", "REQUESTS_CA_BUNDLE": "/a.pem"}) == {}

@@ -8,12 +8,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import vhd
+from azlift import vhd
 from tests.upload.helpers import make_source
-from upload.journal import Journal, fingerprint, state_dir
-from upload.ranges import GRID
-from upload.stream import OrderedMd5, SourceReader, fixed_vhd_layout, nonzero_sector_flags
-from vhd.convert import footer_for
+from azlift.upload.journal import Journal, fingerprint, state_dir
+from azlift.upload.ranges import GRID
+from azlift.upload.stream import OrderedMd5, SourceReader, fixed_vhd_layout, nonzero_sector_flags
+from azlift.vhd.convert import footer_for
 
 
 @settings(max_examples=60)
@@ -90,8 +90,8 @@ def test_state_dir_precedence(tmp_path) -> None:
 
 def test_progress_events_are_monotonic_and_complete(tmp_path) -> None:
     """Checked through a fake target that only records (no network)."""
-    from upload.target import BlobState
-    from upload.uploader import upload_image
+    from azlift.upload.target import BlobState
+    from azlift.upload.uploader import upload_image
 
     class Recorder:
         identity = "memory://disk"

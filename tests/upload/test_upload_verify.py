@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-import vhd
+from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import blob_target, make_source
-from upload.uploader import upload_image
-from upload.verify import verify_upload
+from azlift.upload.uploader import upload_image
+from azlift.upload.verify import verify_upload
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_a_missing_blob_or_container_is_a_difference(azurite, tmp_path) -> None:
 def test_window_map_keeps_order_and_bounds_what_is_submitted() -> None:
     import threading
 
-    from upload.verify import _window_map
+    from azlift.upload.verify import _window_map
     running = {"now": 0, "most": 0, "submitted": 0}
     lock = threading.Lock()
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import vhd
+from azlift import vhd
 from tests.vhd.images import (
     KIB,
     MIB,

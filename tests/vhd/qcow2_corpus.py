@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import vhd
+from azlift import vhd
 from tests.vhd.corpus import patch, truncate
 from tests.vhd.images import MIB, qemu_img, write_raw
 from tests.vhd.qcow2_images import create_overlay, qemu_io

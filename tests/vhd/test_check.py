@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import vhd
+from azlift import vhd
 from tests.support import disk_layouts as dl
 from tests.vhd.images import build_fixed_vhd, make_dynamic_vhd, make_fixed_vhd
-from vhd.check import (
+from azlift.vhd.check import (
     GIB,
     MAX_DATA_DISK_SIZE,
     MAX_OS_DISK_SIZE,
@@ -22,7 +22,7 @@ from vhd.check import (
     check_path,
     footer_rules,
 )
-from vhd.errors import ImageFormatError
+from azlift.vhd.errors import ImageFormatError
 
 MIB = dl.MIB
 

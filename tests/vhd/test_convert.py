@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import vhd
+from azlift import vhd
 from tests.vhd.images import (
     MIB,
     VHDX_BAT_AT,
@@ -29,9 +29,9 @@ from tests.vhd.images import (
     scattered_chunks,
     write_raw,
 )
-from vhd.check import check_path
-from vhd.convert import ZERO_BLOCK, convert, footer_for, nonzero_runs, target_size
-from vhd.errors import InvalidSizeError, OutputExistsError, SameFileError
+from azlift.vhd.check import check_path
+from azlift.vhd.convert import ZERO_BLOCK, convert, footer_for, nonzero_runs, target_size
+from azlift.vhd.errors import InvalidSizeError, OutputExistsError, SameFileError
 
 
 def assert_same_guest_bytes(source: Path | str, source_format: str, out: Path | str) -> None:

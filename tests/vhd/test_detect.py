@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import vhd
-from vhd._signatures import HEAD_SIZE, SIGNATURES, match_head
-from vhd.detect import RAW_BECAUSE, detect_format
-from vhd.errors import ContainerFormatError, FixUnsupportedError, FormatMismatchError
+from azlift import vhd
+from azlift.vhd._signatures import HEAD_SIZE, SIGNATURES, match_head
+from azlift.vhd.detect import RAW_BECAUSE, detect_format
+from azlift.vhd.errors import ContainerFormatError, FixUnsupportedError, FormatMismatchError
 from tests.vhd.containers import (CONTAINERS, CONTENT_CASES, PAYLOAD, REFUSED_CASES,
                                   fingerprint, make_container)
 from tests.vhd.images import MIB, make_fixed_vhd, write_raw

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import vhd
+from azlift import vhd
 from tests.vhd.images import (
     MIB,
     build_fixed_vhd,
@@ -21,9 +21,9 @@ from tests.vhd.images import (
     scattered_chunks,
     write_raw,
 )
-from vhd.check import check_path
-from vhd.fix import apply_fix, fix, plan_fix
-from vhd.errors import FixUnsupportedError, FormatMismatchError
+from azlift.vhd.check import check_path
+from azlift.vhd.fix import apply_fix, fix, plan_fix
+from azlift.vhd.errors import FixUnsupportedError, FormatMismatchError
 
 
 def odd_raw(tmp_path: Path, size: int = 20 * MIB + 1000, name: str = "disk.raw") -> Path:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import vhd
+from azlift import vhd
 from tests.vhd.corpus import refresh_checksums, valid_images
 from tests.vhd.images import KIB, MIB
 

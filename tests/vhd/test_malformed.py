@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import vhd
+from azlift import vhd
 from tests.vhd.corpus import CASES, valid_images
 
 

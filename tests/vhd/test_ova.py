@@ -12,8 +12,8 @@ from tests.vhd.images import MIB, SECTOR, Chunk, covered, expected_bytes, scatte
     write_raw
 from tests.vhd.vmdk_images import SPARSE_FORMAT, make_ova, make_vmdk, make_vmware_stream, \
     ovf_text
-from vhd.errors import DiskSelectionError, ImageFormatError, UnsupportedImageError
-from vhd.ova import OvaImage, list_disks
+from azlift.vhd.errors import DiskSelectionError, ImageFormatError, UnsupportedImageError
+from azlift.vhd.ova import OvaImage, list_disks
 
 SIZES = [5 * MIB + 3 * SECTOR, 3 * MIB, 2 * MIB + SECTOR]
 

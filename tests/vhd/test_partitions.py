@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import vhd
+from azlift import vhd
 from tests.support import disk_layouts as dl
-from vhd.partitions import analyze
+from azlift.vhd.partitions import analyze
 
 MIB = dl.MIB
 

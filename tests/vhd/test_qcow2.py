@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import vhd
-from vhd.qcow2 import Qcow2Image
+from azlift import vhd
+from azlift.vhd.qcow2 import Qcow2Image
 from tests.vhd.corpus import patch
 from tests.vhd.images import MIB, make_dynamic_vhd, qemu_img
 from tests.vhd.qcow2_corpus import set_incompatible

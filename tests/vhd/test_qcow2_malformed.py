@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import vhd
+from azlift import vhd
 from tests.vhd.qcow2_corpus import CASES, open_fully, valid_images
 
 

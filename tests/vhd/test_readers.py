@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import vhd
+from azlift import vhd
 from tests.vhd.corpus import valid_images
 from tests.vhd.images import (
     MIB,

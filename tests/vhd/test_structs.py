@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.vhd.images import build_differencing_vhd, build_dynamic_vhd, qemu_img, with_crc32c
-from vhd import _vhd_structs as S
-from vhd import _vhdx_structs as X
-from vhd.raw import FROM_PARENT, FROM_ZERO, Run, align_extents, coalesce_runs, merge_extents
+from azlift.vhd import _vhd_structs as S
+from azlift.vhd import _vhdx_structs as X
+from azlift.vhd.raw import FROM_PARENT, FROM_ZERO, Run, align_extents, coalesce_runs, merge_extents
 
 MIB = 1024 * 1024
 
@@ -231,7 +231,7 @@ def test_coalesce_runs_keeps_every_byte_in_place(parts: list[tuple[int, int]]) -
 
 def test_crc32c_loads_only_when_a_vhdx_needs_it() -> None:
     """Start-up of `vhd check` on a VHD pays for no VHDX checksum module."""
-    probe = ("import sys, vhd; before = 'crc32c' in sys.modules; "
+    probe = ("import sys; from azlift import vhd; before = 'crc32c' in sys.modules; "
              "vhd._vhdx_structs.crc32c(b'123456789'); print(before, 'crc32c' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True)

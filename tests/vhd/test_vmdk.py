@@ -14,11 +14,11 @@ import pytest
 from tests.vhd.images import MIB, SECTOR, Chunk, covered, expected_bytes, qemu_img, \
     scattered_chunks, write_raw
 from tests.vhd.vmdk_images import inside, make_vmdk, make_vmware_stream, qemu_io, qemu_map
-import vhd
+from azlift import vhd
 from tests.vhd.corpus import patch
 from tests.vhd.vmdk_corpus import CASES
-from vhd.errors import UnsupportedImageError, VhdError
-from vhd.vmdk import VmdkImage
+from azlift.vhd.errors import UnsupportedImageError, VhdError
+from azlift.vhd.vmdk import VmdkImage
 
 SIZE = 9 * MIB + 3 * SECTOR  # a whole MiB count plus three sectors
 SUBFORMATS = ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse",

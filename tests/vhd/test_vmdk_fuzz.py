@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from tests.vhd.images import MIB, write_raw
 from tests.vhd.vmdk_images import make_ova, make_vmdk, make_vmware_stream
-from vhd._ovf_structs import OvfError, parse_manifest, parse_ovf
-from vhd._vmdk_structs import DescriptorError, parse_descriptor
-from vhd.errors import VhdError
-from vhd.ova import OvaImage
-from vhd.vmdk import VmdkImage
+from azlift.vhd._ovf_structs import OvfError, parse_manifest, parse_ovf
+from azlift.vhd._vmdk_structs import DescriptorError, parse_descriptor
+from azlift.vhd.errors import VhdError
+from azlift.vhd.ova import OvaImage
+from azlift.vhd.vmdk import VmdkImage
 
 SIZE = 2 * MIB
 # (offset, length) of the structures; negative offsets count from the end

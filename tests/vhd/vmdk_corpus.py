@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.vhd.corpus import named, patch, truncate
 from tests.vhd.images import MIB, SECTOR, qemu_img, scattered_chunks, write_raw
 from tests.vhd.vmdk_images import make_ova, make_vmdk, make_vmware_stream, ovf_text
-from vhd.errors import (ChecksumError, ImageFormatError, ImageIOError, TruncatedImageError,
+from azlift.vhd.errors import (ChecksumError, ImageFormatError, ImageIOError, TruncatedImageError,
                         UnsupportedImageError, VhdError)
 
 SIZE = 3 * MIB + 3 * SECTOR

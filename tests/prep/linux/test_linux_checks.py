@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 
-from prep.linux import Facts, evaluate
-from prep.linux.facts import choose_initramfs
-from prep.linux.families import FAMILIES_BY_ID, Family
-from prep.plan import Severity, blocking
+from azlift.prep.linux import Facts, evaluate
+from azlift.prep.linux.facts import choose_initramfs
+from azlift.prep.linux.families import FAMILIES_BY_ID, Family
+from azlift.prep.plan import Severity, blocking
 
 UBUNTU = FAMILIES_BY_ID["ubuntu"]()
 RHEL = FAMILIES_BY_ID["rhel"]()

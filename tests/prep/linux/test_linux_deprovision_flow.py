@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from prep.errors import ConnectionLostError, PrepTimeoutError, RemoteCommandError
-from prep.linux import Facts, build_plan, deprovision
-from prep.linux.families import FAMILIES_BY_ID
-from prep.shell import Privilege, RootShell
-from prep.transport import RunResult
+from azlift.prep.errors import ConnectionLostError, PrepTimeoutError, RemoteCommandError
+from azlift.prep.linux import Facts, build_plan, deprovision
+from azlift.prep.linux.families import FAMILIES_BY_ID
+from azlift.prep.shell import Privilege, RootShell
+from azlift.prep.transport import RunResult
 
 
 class ScriptedRemote:
@@ -94,7 +94,7 @@ def test_the_real_wait_is_bounded_while_the_port_answers_and_ends_once_it_stops(
     import threading
     import time
 
-    from prep.reachability import wait_until_gone
+    from azlift.prep.reachability import wait_until_gone
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

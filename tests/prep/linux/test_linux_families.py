@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from prep.linux import detect_family, parse_os_release
-from prep.linux.families import FAMILIES_BY_ID, Family
+from azlift.prep.linux import detect_family, parse_os_release
+from azlift.prep.linux.families import FAMILIES_BY_ID, Family
 
 from tests.prep.linux.os_release_samples import SAMPLES
 

@@ -116,8 +116,8 @@ def test_wrong_sudo_password_under_debug_never_shows_it(flags, root_tree, start_
 
 
 def test_a_certificate_beside_the_key_is_used(tmp_path) -> None:
-    from prep.errors import RemoteAuthError
-    from prep.ssh import load_identity
+    from azlift.prep.errors import RemoteAuthError
+    from azlift.prep.ssh import load_identity
     ssh_keygen = require_executable("ssh-keygen")
     for name in ("ca", "user", "other"):
         make_key(tmp_path / name)

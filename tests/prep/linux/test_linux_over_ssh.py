@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from azlift.cli.main import main
-from prep.linux import inspect
-from prep.plan import Severity
-from prep.ssh import SshRemote, SshTarget
+from azlift.prep.linux import inspect
+from azlift.prep.plan import Severity
+from azlift.prep.ssh import SshRemote, SshTarget
 from tests.prep.linux.conftest import FAMILIES, trust
 from tests.support.rootfs import QUERIES_LOG, RECORDED_LOG, SUDO_LOG, read_log
 from tests.support.sshd import Keys, SandboxSshd

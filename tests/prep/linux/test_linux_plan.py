@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prep.errors import PrepUsageError
-from prep.linux import Facts, build_plan
-from prep.linux.families import FAMILIES_BY_ID, Family
-from prep.shell import Privilege, as_root, join, quote
+from azlift.prep.errors import PrepUsageError
+from azlift.prep.linux import Facts, build_plan
+from azlift.prep.linux.families import FAMILIES_BY_ID, Family
+from azlift.prep.shell import Privilege, as_root, join, quote
 
 HOSTILE = ["o'brien; touch /pwned", "$(reboot)", "`id`", "a b\tc", "x -rf", "x\ny", "*", "~root"]
 

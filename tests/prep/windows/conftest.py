@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prep.winrm import WinRMRemote, WinRMSettings
+from azlift.prep.winrm import WinRMRemote, WinRMSettings
 from tests.support.fake_wsman import TEST_PASSWORD, TEST_USER, FakeWSMan
 from tests.support.fake_wsman import windows_machine, wsman, wsman_certificate  # noqa: F401
 

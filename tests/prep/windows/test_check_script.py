@@ -7,7 +7,7 @@ from importlib import resources
 import tree_sitter
 import tree_sitter_powershell
 
-CHECK_PS1 = resources.files("prep.windows").joinpath("check.ps1").read_text("utf-8")
+CHECK_PS1 = resources.files("azlift.prep.windows").joinpath("check.ps1").read_text("utf-8")
 
 # Commands that cannot fail in a way that hides a fact, and the script's own functions.
 CANNOT_HIDE_A_FAILURE = {

@@ -15,9 +15,9 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
-import prep
-import prep.windows
-from prep.windows import scripts
+from azlift import prep
+from azlift.prep import windows
+from azlift.prep.windows import scripts
 
 PREP = Path(prep.__file__).parent
 PS1_FILES = sorted(PREP.rglob("*.ps1"))
@@ -48,8 +48,8 @@ def syntax_errors(text: str) -> list[str]:
 
 def powershell_constants() -> dict[str, str]:
     """Multi-line PowerShell held in module constants of prep.winrm and prep.windows.*."""
-    modules = ["prep.winrm"] + [f"prep.windows.{m.name}"
-                                for m in pkgutil.iter_modules(prep.windows.__path__)]
+    modules = ["azlift.prep.winrm"] + [f"azlift.prep.windows.{m.name}"
+                                for m in pkgutil.iter_modules(windows.__path__)]
     found = {}
     for name in modules:
         module = importlib.import_module(name)
@@ -90,6 +90,6 @@ def test_parameters_with_quotes_and_lists_parse() -> None:
 
 def test_powershell_constants_parse() -> None:
     constants = powershell_constants()
-    assert "prep.winrm.STDIN_LOADER" in constants
+    assert "azlift.prep.winrm.STDIN_LOADER" in constants
     for name, text in constants.items():
         assert syntax_errors(text) == [], name

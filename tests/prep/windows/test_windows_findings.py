@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from prep.plan import Finding, Severity, blocking
-from prep.windows import findings_from_facts, parse_bcdedit, script, user_only_appx
-from prep.windows.findings import (
+from azlift.prep.plan import Finding, Severity, blocking
+from azlift.prep.windows import findings_from_facts, parse_bcdedit, script, user_only_appx
+from azlift.prep.windows.findings import (
     AUTOMATIC_SERVICES,
     BCD_EXPECTED,
     MANUAL_SERVICES,

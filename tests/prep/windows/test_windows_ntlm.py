@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from prep.errors import RemoteAuthError
-from prep.windows import gather_facts, start_sysprep, sysprep_arguments
-from prep.winrm import WinRMRemote, WinRMSettings
+from azlift.prep.errors import RemoteAuthError
+from azlift.prep.windows import gather_facts, start_sysprep, sysprep_arguments
+from azlift.prep.winrm import WinRMRemote, WinRMSettings
 from tests.prep.windows.test_windows_winrm_transport import probe_script
 from tests.support.fake_wsman import TEST_PASSWORD, TEST_USER, FakeWSMan, WindowsMachine
 from tests.support.fake_wsman import ntlm_user_file, wsman_ntlm  # noqa: F401  (fixtures)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from prep.clixml import decode_clixml, error_summary
-from prep.errors import GeneralizeFailedError, RemoteCommandError
-from prep.windows import build_plan, execute, failure_summary, gather_facts, shut_down
-from prep.windows.preparer import WindowsPrepOptions
-from prep.winrm import WinRMRemote
+from azlift.prep.clixml import decode_clixml, error_summary
+from azlift.prep.errors import GeneralizeFailedError, RemoteCommandError
+from azlift.prep.windows import build_plan, execute, failure_summary, gather_facts, shut_down
+from azlift.prep.windows.preparer import WindowsPrepOptions
+from azlift.prep.winrm import WinRMRemote
 from tests.support.fake_wsman import (
     APPX_FAILURE_PACKAGE,
     LOCKED_PANTHER_ERROR,

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from prep.errors import GeneralizeFailedError, PrepTimeoutError
-from prep.windows import (
+from azlift.prep.errors import GeneralizeFailedError, PrepTimeoutError
+from azlift.prep.windows import (
     GENERALIZED,
     appx_packages,
     build_plan,
@@ -19,9 +19,9 @@ from prep.windows import (
     wait_for_generalized,
     wait_until_unreachable,
 )
-from prep.windows.preparer import WindowsPrepOptions
-from prep.windows.sysprep import STARTUP_GRACE_SECONDS, SysprepStart
-from prep.winrm import WinRMRemote
+from azlift.prep.windows.preparer import WindowsPrepOptions
+from azlift.prep.windows.sysprep import STARTUP_GRACE_SECONDS, SysprepStart
+from azlift.prep.winrm import WinRMRemote
 from tests.support.fake_wsman import APPX_FAILURE_PACKAGE, FakeWSMan, appx_failure_logs
 
 
@@ -182,8 +182,8 @@ def test_a_fault_from_the_stopping_winrm_service_counts_as_the_expected_drop(
 
 def test_a_refused_shutdown_is_still_an_error(remote: WinRMRemote, wsman: FakeWSMan,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from prep.errors import RemoteCommandError
-    from prep.transport import RunResult
+    from azlift.prep.errors import RemoteCommandError
+    from azlift.prep.transport import RunResult
     monkeypatch.setattr(remote, "run", lambda *a, **k: RunResult(1190, "", "shutdown refused"))
     with pytest.raises(RemoteCommandError, match="refused .exit 1190"):
         shut_down(remote)

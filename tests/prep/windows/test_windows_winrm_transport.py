@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from prep.errors import ConnectError, HostKeyError, PrepUsageError, RemoteAuthError
-from prep.winrm import COMMAND_LINE_LIMIT, WinRMRemote, WinRMSettings, fits_command_line
+from azlift.prep.errors import ConnectError, HostKeyError, PrepUsageError, RemoteAuthError
+from azlift.prep.winrm import COMMAND_LINE_LIMIT, WinRMRemote, WinRMSettings, fits_command_line
 from tests.support.fake_wsman import TEST_PASSWORD as PASSWORD
 from tests.support.fake_wsman import TEST_USER as USER
 from tests.support.fake_wsman import WINDOWS_COMMAND_LINE_LIMIT, FakeWSMan
