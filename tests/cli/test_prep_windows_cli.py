@@ -388,3 +388,16 @@ def test_the_installed_executable_runs_sysprep_to_the_end(wsman, certificate) ->
                                     "shutdown", "host-gone"]
     assert wsman.scripts[-1] == "shutdown" and wsman.machine.powered_off
     no_password(done.stdout, done.stderr)
+
+
+def test_a_ready_guest_reports_every_section_so_nothing_is_unchecked(wsman, certificate,
+                                                                     capsys) -> None:
+    """The fake answers check.ps1 with every section the script writes (as a ready Server
+    2022 prints them), so the whole path finds nothing it could not check."""
+    code = main(args(wsman, certificate, "--check-only", "--json"))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    findings = json.loads(out)["findings"]
+    unchecked = [f["message"] for f in findings if "could not check" in f["message"]]
+    assert unchecked == []
+    assert not [f for f in findings if f["severity"] in ("blocker", "warning")], findings

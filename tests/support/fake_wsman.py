@@ -206,6 +206,10 @@ def console_bytes(text: str, codepage: int) -> bytes:
     return text.encode(f"cp{codepage}", "replace")
 
 
+# check.ps1's output on a ready Server 2022, as Windows PowerShell 5.1 prints it.
+READY_CHECK_DOCUMENT = (Path(__file__).resolve().parents[1] / "prep" / "windows" / "fixtures"
+                        / "check_ps51_server2022_ready.json")
+
 @dataclass
 class WindowsMachine:
     """The modelled guest: raw state, as the Windows APIs would report it."""
@@ -248,6 +252,11 @@ class WindowsMachine:
         {"name": "WINRM-HTTP-In-TCP", "group": "@FirewallAPI.dll,-35001",
          "display_group": "Windows Remote Management", "enabled": True, "profile": "Domain, Private",
          "action": "Allow"},
+        *({"name": name, "display_name": "AzurePlatform", "group": "", "direction": direction,
+           "enabled": True, "action": "Allow", "profile": "Any", "protocol": "Any",
+           "local_ports": ["Any"], "remote_addresses": ["168.63.129.16"]}
+          for name, direction in (("AzurePlatform-In", "Inbound"),
+                                  ("AzurePlatform-Out", "Outbound"))),
     ])
     winrm_listeners: list[dict[str, Any]] = field(default_factory=lambda: [
         {"transport": "HTTPS", "port": 5986, "enabled": True, "address": "*"}])
@@ -282,7 +291,19 @@ class WindowsMachine:
     powered_off: bool = False
 
     def facts(self, service_names: list[str], unattend_candidates: list[str]) -> dict[str, Any]:
-        """What check.ps1 prints on this machine (it asks for these services and files)."""
+        """What check.ps1 prints on this machine (it asks for these services and files):
+        a ready Server 2022's whole document, as 5.1 prints it, with this machine's knobs
+        laid over it, so every section the script writes is there."""
+        document = json.loads(READY_CHECK_DOCUMENT.read_text(encoding="utf-8-sig"))
+        for key, value in self._knob_facts(service_names, unattend_candidates).items():
+            if isinstance(value, dict) and isinstance(document.get(key), dict):
+                document[key] = {**document[key], **value}
+            else:
+                document[key] = value
+        return document
+
+    def _knob_facts(self, service_names: list[str],
+                    unattend_candidates: list[str]) -> dict[str, Any]:
         reg = self.registry
         return {
             "is_admin": self.is_admin,
