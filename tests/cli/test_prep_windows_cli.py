@@ -165,7 +165,7 @@ def test_appx_failure_names_the_package_and_exits_4(wsman, certificate, machine,
 
 def test_stuck_sysprep_times_out_with_the_log_errors(wsman, certificate, machine, capsys) -> None:
     machine.sysprep_scenario = "stuck"
-    code = main(args(wsman, certificate, "--yes", "--json", "--timeout", "2", *FAST))
+    code = main(args(wsman, certificate, "--yes", "--json", "--timeout", "6", *FAST))
     out, err = capsys.readouterr()
     assert code == 4
     error = json.loads(out)["error"]
