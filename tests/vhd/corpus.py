@@ -287,10 +287,12 @@ CASES: dict[str, Case] = {
 }
 
 
-def build_all(folder: Path) -> dict[str, tuple[Path, type[vhd.VhdError]]]:
-    """Every case built in its own sub-folder of ``folder``."""
+def build_all(folder: Path, cases: dict | None = None,
+              ) -> dict[str, tuple[Path, type[vhd.VhdError]]]:
+    """Every case of ``cases`` (default: this corpus) built in its own sub-folder of
+    ``folder``; a case is anything with ``build(folder)`` and ``expected``."""
     built = {}
-    for number, (name, case) in enumerate(CASES.items()):
+    for number, (name, case) in enumerate((CASES if cases is None else cases).items()):
         home = folder / f"case{number:02d}"
         home.mkdir()
         built[name] = (case.build(home), case.expected)

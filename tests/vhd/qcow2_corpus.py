@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from azlift import vhd
+from tests.vhd import corpus
 from tests.vhd.corpus import patch, truncate
 from tests.vhd.images import MIB, qemu_img, write_raw
 from tests.vhd.qcow2_images import create_overlay, qemu_io
@@ -208,13 +209,8 @@ CASES: dict[str, Case] = {
 
 
 def build_all(folder: Path) -> dict[str, tuple[Path, type[vhd.VhdError]]]:
-    """Every case built in its own sub-folder of ``folder``."""
-    built = {}
-    for number, (name, case) in enumerate(CASES.items()):
-        home = folder / f"case{number:02d}"
-        home.mkdir()
-        built[name] = (case.build(home), case.expected)
-    return built
+    """Every qcow2 case built in its own sub-folder of ``folder``."""
+    return corpus.build_all(folder, CASES)
 
 
 def open_fully(path: Path) -> None:
