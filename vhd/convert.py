@@ -13,7 +13,6 @@ footer both write, and the one ``upload`` synthesizes.
 """
 from __future__ import annotations
 
-import errno
 import os
 import tempfile
 import time
@@ -22,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._vhd_structs import (
     FOOTER_SIZE,
@@ -45,14 +44,13 @@ from .errors import (
     SameFileError,
 )
 from .image import DiskImage
-from .raw import FROM_ZERO, has_holes
+from .sparse_write import ZERO_BLOCK, KernelCopy, nonzero_runs, pwrite_all, write_nonzero
 
-if TYPE_CHECKING:
-    import numpy as np
+__all__ = ["ConvertResult", "Progress", "ZERO_BLOCK", "convert", "footer_for", "nonzero_runs",
+           "pwrite_all", "target_size", "write_nonzero"]
 
 Progress = Callable[[int, int], None]
 CHUNK = 4 * MIB  # read size: a whole number of VHD (2 MiB) and VHDX (1+ MiB) blocks
-ZERO_BLOCK = 4096  # hole granularity of common filesystems
 COPY_WORKERS = min(4, os.cpu_count() or 1)
 COPY_WINDOW = 2 * COPY_WORKERS  # chunks in flight: bounded memory (window x 4 MiB)
 # The largest CHS geometry tells readers that follow Virtual PC's rule (size = C*H*S, as
@@ -272,7 +270,7 @@ def _copy_extents(image: DiskImage, fd: int, limit: int,
         position, count = job
         if kernel is not None:
             return kernel.copy(position, count)
-        return _write_nonzero(fd, position, image.read(position, count))
+        return write_nonzero(fd, position, image.read(position, count))
 
     pending: deque[tuple[Future[int], int]] = deque()
     with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
@@ -288,92 +286,6 @@ def _copy_extents(image: DiskImage, fd: int, limit: int,
                 future.cancel()
             raise
     return done, written
-
-
-# Formats whose runs() give offsets into the image's own file, stored verbatim.
-KERNEL_COPY_FORMATS = frozenset({"raw", "vhd-fixed", "vhd-dynamic", "vhd-differencing", "vhdx"})
-
-
-class KernelCopy:
-    """Copies guest ranges from the source file to DEST with ``os.copy_file_range``.
-
-    Used only when the source file has holes: its writer left zeros out, so the extents
-    hold data and copying them as stored keeps DEST as sparse as the source. Ranges that
-    are not in the file (the parent's sectors of a differencing disk) are read and
-    written with zero detection; a filesystem that refuses copy_file_range turns the
-    rest of the copy into pread/pwrite.
-    """
-
-    def __init__(self, image: DiskImage, source_fd: int, dest_fd: int) -> None:
-        self.image = image
-        self.source_fd = source_fd
-        self.dest_fd = dest_fd
-        self.enabled = True
-
-    @classmethod
-    def for_image(cls, image: DiskImage, dest_fd: int) -> "KernelCopy | None":
-        source_fd = getattr(image, "fd", None)
-        size = getattr(image, "file_size", None)
-        if (not hasattr(os, "copy_file_range") or not callable(getattr(image, "runs", None))
-                or getattr(image, "format", None) not in KERNEL_COPY_FORMATS
-                or not isinstance(source_fd, int) or not isinstance(size, int)
-                or not has_holes(source_fd, size)):
-            return None
-        return cls(image, source_fd, dest_fd)
-
-    def copy(self, offset: int, length: int) -> int:
-        """Copy guest ``[offset, offset + length)``; the bytes written to DEST."""
-        written = 0
-        for run in self.image.runs(offset, length):  # type: ignore[attr-defined]
-            if run.source >= 0:
-                written += self._copy_run(run.source, run.offset, run.length)
-            elif run.source != FROM_ZERO:  # a parent's, or stored other than verbatim
-                written += _write_nonzero(self.dest_fd, run.offset,
-                                          self.image.read(run.offset, run.length))
-        return written
-
-    def _copy_run(self, source: int, dest: int, length: int) -> int:
-        """A stored run: its whole ZERO_BLOCKs of DEST kernel-side, the partial blocks at
-        either end read and written only if non-zero. (A file hole is a whole filesystem
-        block, so the data a VHD stores 512 bytes off that grid brings zero sectors at
-        both ends; copied as they are, they would allocate a block each in DEST.)"""
-        head = min(-dest % ZERO_BLOCK, length)
-        tail = (length - head) % ZERO_BLOCK
-        written = 0
-        for start, count, kernel in ((0, head, False), (head, length - head - tail, True),
-                                     (length - tail, tail, False)):
-            if not count:
-                continue
-            if kernel:
-                written += self._copy_stored(source + start, dest + start, count)
-            else:
-                data = self.image.read(dest + start, count)
-                written += _write_nonzero(self.dest_fd, dest + start, data)
-        return written
-
-    def _copy_stored(self, source: int, dest: int, length: int) -> int:
-        done = 0
-        while done < length and self.enabled:
-            try:
-                count = os.copy_file_range(self.source_fd, self.dest_fd, length - done,
-                                           source + done, dest + done)
-            except OSError as error:
-                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
-                                       errno.EOPNOTSUPP):
-                    raise
-                self.enabled = False
-                break
-            if count == 0:
-                raise ImageIOError(f"{getattr(self.image, 'path', 'source')}: ends before "
-                                   f"offset {source + done}, expected data there")
-            done += count
-        if done < length:  # copy_file_range refused: the same bytes through user space
-            data = os.pread(self.source_fd, length - done, source + done)
-            if len(data) < length - done:
-                raise ImageIOError(f"{getattr(self.image, 'path', 'source')}: ends before "
-                                   f"offset {source + done + len(data)}, expected data there")
-            pwrite_all(self.dest_fd, data, dest + done)
-        return length
 
 
 def _collect(pending: deque[tuple[Future[int], int]], done: int, written: int, total: int,
@@ -393,50 +305,6 @@ def _chunks(offset: int, length: int) -> Iterator[tuple[int, int]]:
         count = min(CHUNK - offset % CHUNK, end - offset)
         yield offset, count
         offset += count
-
-
-def nonzero_runs(data: bytes, offset: int = 0) -> list[tuple[int, int]]:
-    """``(start, stop)`` slices of ``data`` covering its non-zero ZERO_BLOCK-aligned blocks.
-
-    Blocks are aligned to the absolute position ``offset`` of ``data[0]``, so a hole left
-    by skipping one is a hole the filesystem can keep.
-    """
-    import numpy as np
-    lead = offset % ZERO_BLOCK
-    padded_len = -(-(lead + len(data)) // ZERO_BLOCK) * ZERO_BLOCK
-    if lead == 0 and padded_len == len(data):
-        buffer = data
-    else:
-        buffer = bytes(lead) + data + bytes(padded_len - lead - len(data))
-    blocks = np.frombuffer(buffer, dtype=np.uint64).reshape(-1, ZERO_BLOCK // 8).any(axis=1)
-    if not blocks.any():
-        return []
-    if blocks.all():
-        return [(0, len(data))]
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], blocks, [False])).astype(np.int8)))
-    runs = []
-    for first, last in zip(edges[::2].tolist(), edges[1::2].tolist()):
-        start = max(first * ZERO_BLOCK - lead, 0)
-        stop = min(last * ZERO_BLOCK - lead, len(data))
-        runs.append((start, stop))
-    return runs
-
-
-def _write_nonzero(fd: int, position: int, data: bytes) -> int:
-    view = memoryview(data)
-    written = 0
-    for start, stop in nonzero_runs(data, position):
-        pwrite_all(fd, view[start:stop], position + start)
-        written += stop - start
-    return written
-
-
-def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (os.pwrite may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        count = os.pwrite(fd, view, offset)
-        view, offset = view[count:], offset + count
 
 
 def _umask() -> int:
