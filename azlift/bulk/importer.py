@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, OutputExistsError
-from .manifest import DISK_KEYS, SCHEMA, SETTING_NAMES, Manifest, parse_manifest, to_toml
+from .manifest import DISK_KEYS, SCHEMA, SETTING_NAMES, Manifest, parse_manifest
+from .toml_writer import to_toml
 
 BOOLEAN_SETTINGS = frozenset({"emulator", "overwrite", "specialized", "zone_resilient"})
 INTEGER_SETTINGS = frozenset({"threads"})

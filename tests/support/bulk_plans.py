@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from azlift.bulk.manifest import to_toml
+from azlift.bulk.toml_writer import to_toml
 from tests.support import disk_layouts as layouts
 from tests.vhd.images import make_dynamic_vhd, make_vhdx, scattered_chunks, write_raw
 from azlift.vhd.convert import convert
