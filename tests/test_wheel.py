@@ -13,6 +13,19 @@ from tests.support.tools import PROJECT_ROOT
 from tests.vhd.images import MIB, make_fixed_vhd, write_raw
 
 
+LIBRARY_FOLDERS = ("vhd", "upload", "prep")
+
+
+def source_packages() -> list[str]:
+    """Every package folder of the tree, named as the wheel installs it (vhd/ → azlift/vhd)."""
+    found = []
+    for folder in ("azlift", *LIBRARY_FOLDERS):
+        for init in sorted((PROJECT_ROOT / folder).rglob("__init__.py")):
+            relative = init.parent.relative_to(PROJECT_ROOT).as_posix()
+            found.append(relative if folder == "azlift" else f"azlift/{relative}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
@@ -37,8 +50,8 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
         tops = {name.split("/", 1)[0] for name in archive.namelist()}
         names = archive.namelist()
     assert {top for top in tops if not top.endswith(".dist-info")} == {"azlift"}
-    for package in ("vhd", "upload", "prep", "prep/windows", "prep/linux", "cli"):
-        assert f"azlift/{package}/__init__.py" in names
+    for package in source_packages():
+        assert f"{package}/__init__.py" in names, f"{package} is missing from the wheel"
     shipped = {Path(name).name for name in names if name.endswith(".ps1")}
     in_tree = {path.name for path in (PROJECT_ROOT / "prep").rglob("*.ps1")}
     assert shipped == in_tree and in_tree
