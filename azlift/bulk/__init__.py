@@ -27,11 +27,20 @@ from .manifest import (
     load_manifest,
     parse_manifest,
 )
+from .prep_spec import PrepSpec
 from .state import StateStore, default_state_path
 from .report import build_report, report_csv
 from .engine import DaskEngine, InProcessEngine, TaskContext
 from .throttle import LeasedWindow, ThrottledTarget
-from .runner import Coordinator, check_all, new_run_id, plan, source_resources
+from .runner import (
+    Coordinator,
+    check_all,
+    embedded_resources,
+    new_run_id,
+    plan,
+    source_resources,
+)
+from .prep_phase import guests_to_prep, plan_guests
 
 __all__ = [
     "BulkError",
@@ -45,6 +54,7 @@ __all__ = [
     "Limits",
     "Manifest",
     "ManifestError",
+    "PrepSpec",
     "RunInterrupted",
     "SCHEMA",
     "SecretInManifestError",
@@ -58,10 +68,13 @@ __all__ = [
     "build_report",
     "check_all",
     "default_state_path",
+    "embedded_resources",
+    "guests_to_prep",
     "load_manifest",
     "new_run_id",
     "parse_manifest",
     "plan",
+    "plan_guests",
     "report_csv",
     "source_resources",
 ]

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from azlift.vhd.detect import FORMAT_ALIASES
 
 from .errors import ManifestError, SecretInManifestError
+from .prep_spec import DEFAULT_PREP_GUESTS, PrepSpec, parse_prep, parse_reach
 
 SCHEMA = "azlift.bulk/1"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -101,6 +102,8 @@ class VmSpec:
     source: str
     disks: tuple[DiskSpec, ...]
     settings: Settings
+    prep: PrepSpec | None = None  # generalize the guest first ([vm.prep])
+    reach: str | None = None  # the workers that reach the guest (None: the coordinator)
 
     def target_url(self, disk: DiskSpec) -> str:
         """The blob URL (no query) or, with the emulator, CONTAINER/BLOB."""
@@ -127,6 +130,7 @@ class Limits:
 
     account_requests: int = DEFAULT_ACCOUNT_REQUESTS
     arm_writes: int = DEFAULT_ARM_WRITES
+    prep_guests: int = DEFAULT_PREP_GUESTS
 
 
 @dataclass(frozen=True)
@@ -322,9 +326,9 @@ def _settings(table: dict, path: str, base: Settings, problems: _Problems) -> Se
 
 TOP_KEYS = ("schema", "defaults", "limits", "source", "vm")
 SOURCE_KEYS = ("name", "max_disks")
-VM_KEYS = ("id", "source", "disk", *SETTING_NAMES)
+VM_KEYS = ("id", "source", "disk", "prep", "reach", *SETTING_NAMES)
 DISK_KEYS = ("path", "role", "lun", "blob", "format")
-LIMIT_KEYS = ("account_requests", "arm_writes")
+LIMIT_KEYS = ("account_requests", "arm_writes", "prep_guests")
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -375,7 +379,7 @@ def _limits(table: Any, problems: _Problems) -> Limits:
         return Limits()
     _unknown_keys(table, LIMIT_KEYS, "limits", problems)
     values = {}
-    for key, high in (("account_requests", 4096), ("arm_writes", 200)):
+    for key, high in (("account_requests", 4096), ("arm_writes", 200), ("prep_guests", 256)):
         if key in table:
             value = _integer(table[key], f"limits.{key}", problems, 1, high)
             if value is not None:
@@ -456,6 +460,18 @@ def _vm(table: dict, where: str, defaults: Settings, source_names: set[str],
         declared = ", ".join(sorted(source_names)) or "none"
         problems.add(f"{where}.source", f"no [[source]] named {source!r} (declared: {declared})")
     settings = _settings(table, where, defaults, problems)
+    prep = parse_prep(table["prep"], f"{where}.prep", base_dir, problems) if "prep" in table \
+        else None
+    reach = parse_reach(table["reach"], f"{where}.reach", problems) if "reach" in table else None
+    if "reach" in table and "prep" not in table:
+        problems.add(f"{where}.reach", "reach names the workers that run a guest's prep; this "
+                     "VM has no [vm.prep]")
+    if prep is not None:
+        if settings.os_type is None:
+            settings = replace(settings, os_type=prep.os)
+        elif settings.os_type != prep.os:
+            problems.add(f"{where}.os_type", f"os_type = \"{settings.os_type}\" but the guest "
+                         f"is prepared as os = \"{prep.os}\"")
     _check_settings(settings, where, problems)
     disks = _disks(table.get("disk"), f"{where}.disk", vm_id or "vm", base_dir, problems)
     if disks and settings.register in ("image", "gallery-version") and \
@@ -464,7 +480,7 @@ def _vm(table: dict, where: str, defaults: Settings, source_names: set[str],
                      "role = \"os\", found none")
     if len(problems.lines) > before or vm_id is None or source is None:
         return None
-    return VmSpec(vm_id, source, tuple(disks), settings)
+    return VmSpec(vm_id, source, tuple(disks), settings, prep, reach)
 
 
 def _check_settings(settings: Settings, where: str, problems: _Problems) -> None:

@@ -31,9 +31,40 @@ def vm_entry(row: VmRow) -> dict[str, Any]:
     }
 
 
+ORDER = ("prep", "settle", "check", "upload", "verify", "register")
+
+
+def phases_passed(row: VmRow, prepped: bool) -> list[str]:
+    """The phases a VM has passed, in order (an upload is verified before it counts)."""
+    if row.status == DONE:
+        return [phase for phase in ORDER if (phase not in ("prep", "settle") or prepped)
+                and (phase != "register" or row.resources)]
+    current = {"done": len(ORDER)}.get(row.phase, ORDER.index(row.phase)
+                                        if row.phase in ORDER else 0)
+    return [phase for phase in ORDER[:current] if phase not in ("prep", "settle") or prepped]
+
+
+def prep_entry(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The prep phase of a VM as the report shows it (None: the VM has no prep)."""
+    if record is None:
+        return None
+    result = record["result"] or {}
+    return {"status": record["status"] if record["status"] != "running" else "pending",
+            "finished": record["finished"],
+            **{key: result.get(key) for key in ("host", "os", "family", "distribution",
+                                                "worker", "seconds", "findings", "outcome",
+                                                "error")}}
+
+
 def build_report(store: StateStore, manifest_path: str) -> dict[str, Any]:
     """Every VM with its disks, resources and last error, and the run's totals."""
-    vms = [vm_entry(row) for row in store.vms()]
+    vms = []
+    for row in store.vms():
+        entry = vm_entry(row)
+        record = store.prep(row.id)
+        entry["prep"] = prep_entry(record)
+        entry["phases"] = phases_passed(row, record is not None and record["status"] == DONE)
+        vms.append(entry)
     disks = [disk for vm in vms for disk in vm["disks"]]
     totals = {
         "vms": len(vms),

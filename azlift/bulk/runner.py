@@ -25,7 +25,7 @@ Notify = Callable[[dict[str, Any]], None]
 POLL_S = 0.25
 SOURCE_POLL_S = 0.5
 CANCEL_GRACE_S = 60.0
-PRIORITY = {"check": 0, "upload": 10, "register": 20}
+PRIORITY = {"prep": -20, "settle": -10, "check": 0, "upload": 10, "register": 20}
 
 
 def new_run_id() -> str:
@@ -48,6 +48,14 @@ def disk_job(vm: VmSpec, disk: DiskSpec) -> DiskJob:
 def source_resources(manifest: Manifest) -> dict[str, float]:
     """Worker resources of an embedded cluster: every source, its max_disks slots."""
     return {source.resource: float(source.max_disks) for source in manifest.sources}
+
+
+def embedded_resources(manifest: Manifest) -> dict[str, float]:
+    """Everything the one worker of an embedded cluster serves: sources, their probes and
+    the reaches of guests to prepare."""
+    from .prep_phase import prep_resources
+
+    return {**source_resources(manifest), **prep_resources(manifest)}
 
 
 def failure_of(error: BaseException) -> dict[str, str]:
@@ -108,6 +116,9 @@ class Coordinator:
         self.queues: dict[str, deque[tuple[str, str]]] = {}
         self.reading: dict[str, int] = {}
         self.cancelled = False
+        from .prep_phase import PrepPhase
+
+        self.prep = PrepPhase(self)
 
     # ---- entry points -----------------------------------------------------------------------
     def run(self, *, retry_failed: bool = False) -> None:
@@ -122,6 +133,7 @@ class Coordinator:
         try:
             served = sources_served(self.engine, self.manifest, {vm.source for vm in todo},
                                     self.wait_for_workers, self.notify)
+            self.prep.wait_for_reach(todo, self.wait_for_workers)
             for vm in todo:
                 if vm.source in served:
                     self._start(vm, rows[vm.id])
@@ -136,6 +148,7 @@ class Coordinator:
             status = "interrupted"
             self._cancel()
         finally:
+            self.prep.close()
             self.store.end_run(self.run_id, status)
         if status == "interrupted":
             raise RunInterrupted("interrupted: the run stopped and its state is kept; run the "
@@ -154,6 +167,13 @@ class Coordinator:
         if row.phase == "register" and all(d.status == DONE for d in row.disks) and row.hints:
             self._register(state, row.hints)
             return
+        if self.prep.needs(vm, row.phase):
+            self.prep.start(state)  # prep (unless finished before), settle, then checks
+            return
+        self._start_checks(state)
+
+    def _start_checks(self, state: _Vm) -> None:
+        vm = state.spec
         self.store.set_vm(vm.id, phase="check")
         for disk in vm.disks:
             self._submit("check", vm, disk, check_disk, disk_job(vm, disk),
@@ -286,14 +306,15 @@ class Coordinator:
     # ---- the loop ---------------------------------------------------------------------------
     def _busy(self) -> bool:
         return any(state.in_flight for state in self.vms.values()) or any(
-            queue for queue in self.queues.values())
+            queue for queue in self.queues.values()) or self.prep.busy()
 
     def _loop(self, deadline: float | None = None) -> None:
         while self._busy():
             self._dispatch()
+            self.prep.dispatch()
             if deadline is not None and time.monotonic() > deadline:
                 return
-            for key, result, error in self.engine.completed(POLL_S):
+            for key, result, error in self.engine.completed(POLL_S) + self.prep.completed():
                 self._handle(key, result, error)
 
     def _handle(self, key: str, result: Any, error: BaseException | None) -> None:
@@ -304,7 +325,9 @@ class Coordinator:
             failure = failure_of(error) if error is not None else {
                 "code": "internal_error", "message": f"task {kind} returned {result!r}"}
             result = {"kind": kind, "vm": vm_id, "disk": label, "ok": False, "error": failure}
-        if kind == "check":
+        if kind in ("prep", "settle"):
+            self.prep.handle(kind, state, result)
+        elif kind == "check":
             self._checked(state, result)
         elif kind == "upload":
             self._upload_done(state, result)
@@ -317,6 +340,7 @@ class Coordinator:
         self.engine.cancel()
         for queue in self.queues.values():
             queue.clear()
+        self.prep.cancel()
         self.notify({"kind": "cancelling"})
         try:
             self._loop(deadline=time.monotonic() + CANCEL_GRACE_S)
@@ -361,8 +385,18 @@ def check_all(manifest: Manifest, engine: Any, run_id: str, *,
     return sorted(results, key=lambda r: order[(r["vm"], r["disk"])])
 
 
-def plan(manifest: Manifest, rows: dict[str, VmRow] | None = None) -> list[dict[str, Any]]:
-    """What a run would do per VM (``--dry-run``): no file is read, no Azure call made."""
+def _prep_plan(vm: VmSpec, status: str, finished: bool) -> dict[str, Any]:
+    prep = vm.prep
+    assert prep is not None
+    return {"host": prep.host, "os": prep.os, "reach": vm.reach or "coordinator",
+            "action": "skip (finished)" if finished or status == DONE else "generalize",
+            "settle_seconds": prep.settle_seconds, "settle_timeout": prep.settle_timeout}
+
+
+def plan(manifest: Manifest, rows: dict[str, VmRow] | None = None,
+         prepped: Callable[[VmSpec], bool] = lambda vm: False) -> list[dict[str, Any]]:
+    """What a run would do per VM (``--dry-run``): no file is read, no Azure call made.
+    ``prepped(vm)`` says whether its guest was generalized in an earlier run."""
     rows = rows or {}
     entries = []
     for vm in manifest.vms:
@@ -380,5 +414,6 @@ def plan(manifest: Manifest, rows: dict[str, VmRow] | None = None) -> list[dict[
                        "target": vm.target_url(d)} for d in vm.disks],
             "register": settings.register, "resource": name,
             "resource_group": settings.resource_group, "location": settings.location,
+            "prep": _prep_plan(vm, status, prepped(vm)) if vm.prep is not None else None,
         })
     return entries

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS disks (
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, run_id TEXT, vm_id TEXT,
     disk TEXT, kind TEXT NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS preps (
+    vm_id TEXT PRIMARY KEY, guest TEXT NOT NULL, status TEXT NOT NULL, finished REAL,
+    result TEXT);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started REAL NOT NULL, ended REAL, status TEXT NOT NULL,
     scheduler TEXT);
@@ -55,7 +58,11 @@ def default_state_path(manifest_path: str | Path, state_root: Path | None = None
 
 def vm_spec_digest(vm: VmSpec) -> str:
     """What a VM's row was made from: a changed spec starts the VM over."""
-    return hashlib.sha256(json.dumps(asdict(vm), sort_keys=True, default=str).encode()).hexdigest()
+    spec = asdict(vm)
+    for name in ("prep", "reach"):  # absent keys leave the digests of older rows as they were
+        if spec.get(name) is None:
+            spec.pop(name, None)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,8 @@ class StateStore:
                     db.execute("DELETE FROM disks WHERE vm_id=?", (vm.id,))
                     db.execute("DELETE FROM vms WHERE id=?", (vm.id,))
                 db.execute("INSERT INTO vms (id, position, spec, status, phase, updated) "
-                           "VALUES (?, ?, ?, ?, 'check', ?)", (vm.id, position, spec, PENDING, now))
+                           "VALUES (?, ?, ?, ?, ?, ?)", (vm.id, position, spec, PENDING,
+                                                         "prep" if vm.prep else "check", now))
                 for number, disk in enumerate(vm.disks):
                     db.execute("INSERT INTO disks (vm_id, label, position, path, status) "
                                "VALUES (?, ?, ?, ?, ?)", (vm.id, disk.label, number, disk.path,
@@ -213,6 +221,30 @@ class StateStore:
         fields["updated"] = time.time()
         assignments = ", ".join(f"{name}=?" for name in fields)
         self.db.execute(f"UPDATE vms SET {assignments} WHERE id=?", (*fields.values(), vm_id))
+
+    # ---- the prep phase: kept apart from the VM's row, so a changed spec never makes a
+    # generalized guest look unprepared
+    def prep(self, vm_id: str) -> dict[str, Any] | None:
+        """The last prep of ``vm_id``: guest, status, finished (epoch s), result (dict)."""
+        row = self.db.execute("SELECT guest, status, finished, result FROM preps WHERE vm_id=?",
+                              (vm_id,)).fetchone()
+        if row is None:
+            return None
+        return {"guest": row[0], "status": row[1], "finished": row[2],
+                "result": json.loads(row[3]) if row[3] else None}
+
+    def prep_finished(self, vm_id: str, guest: str) -> bool:
+        """Whether ``guest`` (PrepSpec.identity_key) was generalized for ``vm_id``."""
+        record = self.prep(vm_id)
+        return record is not None and record["guest"] == guest and record["status"] == DONE
+
+    def set_prep(self, vm_id: str, guest: str, status: str,
+                 result: dict[str, Any] | None = None) -> None:
+        if self.prep_finished(vm_id, guest) and status != DONE:
+            return  # a finished prep stays finished
+        self.db.execute("INSERT OR REPLACE INTO preps VALUES (?, ?, ?, ?, ?)",
+                        (vm_id, guest, status, time.time() if status in (DONE, FAILED) else None,
+                         json.dumps(result, default=str) if result is not None else None))
 
     def add_attempt(self, vm_id: str) -> None:
         self.db.execute("UPDATE vms SET attempts=attempts+1 WHERE id=?", (vm_id,))

@@ -3,6 +3,7 @@ standard library reads TOML but does not write it, and a manifest needs only pla
 values, inline tables, tables and arrays of tables."""
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -12,6 +13,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)  # Python's shortest round-trip form is valid TOML
     if isinstance(value, str):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}"'

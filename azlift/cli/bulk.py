@@ -79,10 +79,11 @@ def _security(ca: Path | None, cert: Path | None, key: Path | None) -> Any:
 def _engine(manifest: Any, run_id: str, scheduler: str | None, security: Any,
             notify: Any, processes: bool = False) -> Any:
     from ..bulk import DaskEngine, source_resources
+    from ..bulk.runner import embedded_resources
 
     slots = int(sum(source_resources(manifest).values()))
     return DaskEngine(run_id, address=scheduler, threads=slots + 4, processes=processes,
-                      resources=source_resources(manifest), on_event=notify,
+                      resources=embedded_resources(manifest), on_event=notify,
                       security=security, no_workers_timeout=None)
 
 
@@ -129,6 +130,8 @@ class Progress:
                 error = message.get("error") or {}
                 detail = f" ({error.get('code')}: {error.get('message')})" if error else ""
                 say(f"azlift: {message['vm']}: {message['status']}{detail}")
+        elif kind == "prep" and self.lines:
+            say(f"azlift: {message['vm']}: generalizing {message['host']}")
         elif kind == "waiting" and self.lines:
             say(f"azlift: waiting for a worker of source {message['sources']}")
         elif kind == "cancelling":
@@ -203,7 +206,11 @@ def run(
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Also run the VMs that failed before.")] = False,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the plan per VM; read no disk, call no Azure API.")] = False,
+        "--dry-run", help="Print the plan per VM and each guest's prep plan; read no disk, "
+        "call no Azure API, change no guest.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Generalize the manifest's guests without asking (you have "
+        "backups).")] = False,
     processes: Annotated[bool, typer.Option(
         "--processes", help="Embedded cluster: run tasks in a worker process instead of "
         "threads of this process.")] = False,
@@ -214,14 +221,20 @@ def run(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Check, upload and register every VM not done yet. Exit 0 all done, 1 if any failed."""
-    from ..bulk import Coordinator, build_report, new_run_id
+    """Prepare, check, upload and register every VM not done yet. Exit 0 all done, 1 if any
+    failed; a run that would generalize guests needs --yes or a yes on the terminal (exit 5)."""
+    from ..bulk import Coordinator, build_report, default_state_path, new_run_id
+    from .bulk_prep import confirm_generalizing, pending_guests
 
     plan = _load(manifest)
+    guests = pending_guests(plan, state or default_state_path(manifest), retry_failed)
+    if not dry_run:
+        confirm_generalizing(guests, yes)
     store = _store(manifest, state)
     try:
         if dry_run:
-            _print_plan(plan, store)
+            _print_plan(plan, store, guests, lambda: _engine(
+                plan, "dry-run", scheduler, _security(tls_ca_file, tls_cert, tls_key), None))
             return
         run_id = new_run_id()
         progress = Progress(_terminal(quiet), lines=not quiet)
@@ -244,23 +257,42 @@ def run(
         raise typer.Exit(exit_codes.NOT_READY)
 
 
-def _print_plan(plan: Any, store: Any) -> None:
+def _print_plan(plan: Any, store: Any, guests: list[Any], engine_factory: Any) -> None:
+    from ..bulk import new_run_id
     from ..bulk import plan as make_plan
+    from .bulk_prep import guest_plans, plans_document, say_plans
 
     rows = {row.id: row for row in store.vms()}
-    entries = make_plan(plan, rows)
+    entries = make_plan(plan, rows, lambda vm: store.prep_finished(vm.id,
+                                                                   vm.prep.identity_key()))
+    results = guest_plans(plan, guests, engine_factory, new_run_id())
+    blocked = [r["vm"] for r in results if not (r.get("ok") and r.get("ready"))]
     if STATE.json:
+        planned = plans_document(results)
+        for entry in entries:
+            if entry["id"] in planned:
+                entry["prep"] = {**entry["prep"], **planned[entry["id"]]}
         emit_json({"schema": "azlift.bulk.plan/1", "manifest": plan.path, "vms": entries})
+        if blocked:
+            raise typer.Exit(exit_codes.NOT_READY)
         return
+    say_plans(results)
     for entry in entries:
         say(f"{entry['id']} (source {entry['source']}): {entry['action']}", err=False)
         for disk in entry["disks"]:
             where = "os" if disk["role"] == "os" else f"lun {disk['lun']}"
             say(f"    {where}: {disk['path']} -> {disk['target']}", err=False)
+        if entry.get("prep"):
+            prep = entry["prep"]
+            say(f"    prep {prep['os']} guest {prep['host']}: {prep['action']}, then settle "
+                f"{prep['settle_seconds']:g} s (at most {prep['settle_timeout']:g} s)", err=False)
         if entry["register"] != "none":
             say(f"    register {entry['register']} {entry['resource']} in "
                 f"{entry['resource_group']} ({entry['location']})", err=False)
-    say("dry run: nothing was read or sent", err=True)
+    say("dry run: no disk was read, nothing was sent, no guest was changed", err=True)
+    if blocked:
+        warn(f"not ready for prep: {', '.join(blocked)}")
+        raise typer.Exit(exit_codes.NOT_READY)
 
 
 def _print_totals(report: dict[str, Any]) -> None:
@@ -403,13 +435,13 @@ def _scheduler_args(host: str, port: int, scheduler_file: Path | None, ca: Path 
     return args
 
 
-def parse_source(text: str) -> tuple[str, int]:
-    """``NAME`` or ``NAME=N`` (N disks of that source at once on this worker)."""
+def parse_source(text: str, option: str = "--source") -> tuple[str, int]:
+    """``NAME`` or ``NAME=N`` (N disks of that source, or N guests, at once on this worker)."""
     from ..bulk.manifest import NAME_PATTERN
 
     name, sep, count = text.partition("=")
     if not NAME_PATTERN.match(name) or (sep and not count.isdigit()) or (sep and int(count) < 1):
-        raise typer.BadParameter(f"--source expects NAME or NAME=N (N ≥ 1), found {text!r}")
+        raise typer.BadParameter(f"{option} expects NAME or NAME=N (N ≥ 1), found {text!r}")
     return name, int(count) if sep else 2
 
 
@@ -417,8 +449,12 @@ def parse_source(text: str) -> tuple[str, int]:
 def worker(
     address: Annotated[str, typer.Argument(metavar="SCHEDULER_ADDRESS",
                                            help="tls://host:8786 (or tcp:// on loopback).")],
-    source: Annotated[list[str], typer.Option(
-        "--source", help="A source this machine can read, NAME[=N disks at once]; repeat.")],
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", help="A source this machine can read, NAME[=N disks at once]; repeat.")]
+    = None,
+    reach: Annotated[list[str] | None, typer.Option(
+        "--reach", help="Guests this machine can reach, NAME[=N generalized at once] (a VM's "
+        "reach key); repeat. VMs without a reach are prepared by the coordinator.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Worker name (shown in the "
                                              "report); default: the host name.")] = None,
     threads: Annotated[int | None, typer.Option(
@@ -436,9 +472,17 @@ def worker(
     """
     import socket
 
-    sources = [parse_source(text) for text in source]
-    resources = ",".join(f"src-{source_name}={count}" for source_name, count in sources)
-    slots = sum(count for _, count in sources)
+    from ..bulk.prep_phase import PROBE_SLOTS, probe_resource
+    from ..bulk.prep_spec import reach_resource
+
+    sources = [parse_source(text) for text in source or ()]
+    reaches = [parse_source(text, "--reach") for text in reach or ()]
+    if not sources and not reaches:
+        raise typer.BadParameter("give at least one --source or --reach")
+    resources = ",".join([*(f"src-{name}={count},{probe_resource(name)}={PROBE_SLOTS}"
+                            for name, count in sources),
+                          *(f"{reach_resource(name)}={count}" for name, count in reaches)])
+    slots = sum(count for _, count in sources) + sum(count for _, count in reaches)
     args = [address, "--name", name or socket.gethostname(), "--nthreads",
             str(threads or slots + 2), "--nworkers", "1", "--no-nanny", "--resources", resources,
             "--no-dashboard", "--dashboard-address", LOOPBACK_ANY_PORT]
