@@ -1,11 +1,15 @@
 """Where pages go: the small ``PageTarget`` protocol and its page-blob implementation.
 
-The uploader only speaks ``PageTarget``; `BlobPageTarget` maps it onto
-azure-storage-blob (a blob URL with any credential, or a managed disk's write SAS) and
-turns the SDK's exceptions into this package's typed errors, secrets removed.
+The uploader only speaks ``PageTarget``; `BlobPageTarget` maps it onto a blob URL with any
+credential, or a managed disk's write SAS. The requests an upload repeats (exists,
+properties, create, Put Page, metadata) go through rest.py's lean signed client; the rest,
+and every request when a proxy is configured or the credential is of another kind, goes
+through azure-storage-blob, loaded on first use. Either way errors become this package's
+typed errors, secrets removed.
 """
 from __future__ import annotations
 
+import base64
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -13,27 +17,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import BlobClient, ContentSettings, ExponentialRetry
-
 from .errors import (
     AuthError,
     ContainerNotFoundError,
     ServiceError,
     TargetExistsError,
-    TransientServiceError,
-    UnreachableError,
     UploadError,
 )
 from .auth import parse_connection_string, url_without_query
 from .ranges import Range
+from .rest import BlobRest, Response, signer_for
+from .retry import RetrySettings
 
 
 @dataclass(frozen=True)
@@ -84,75 +78,7 @@ class PageTarget(Protocol):
     def close(self) -> None: ...
 
 
-# The first requests to an endpoint: one retry, connect within 4 s, answer within 10 s,
-# so an unreachable endpoint fails in well under 20 s (two attempts and one backoff).
-FIRST_CONTACT_RETRIES = 1
-FIRST_CONTACT_CONNECT_S = 4.0
-FIRST_CONTACT_READ_S = 10.0
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    """azure-core retry policy knobs (exponential backoff with jitter) plus timeouts."""
-
-    total: int = 6
-    initial_backoff: float = 1.0
-    increment_base: float = 2.0
-    jitter: float = 0.5
-    connection_timeout: float = 20.0
-    read_timeout: float = 120.0
-
-    def first_contact(self) -> dict[str, Any]:
-        """Per-call options for the requests that first reach the service (exists,
-        properties, create): an endpoint that is down, refuses or black-holes connections
-        fails in seconds (one retry, short timeouts) instead of after minutes of backoff.
-        Put Page keeps the full policy: a service that answered once is worth waiting for."""
-        return {"retry_connect": FIRST_CONTACT_RETRIES, "retry_read": FIRST_CONTACT_RETRIES,
-                "connection_timeout": min(self.connection_timeout, FIRST_CONTACT_CONNECT_S),
-                "read_timeout": min(self.read_timeout, FIRST_CONTACT_READ_S)}
-
-    def policy(self) -> ExponentialRetry:
-        return ExponentialRetry(initial_backoff=self.initial_backoff,  # type: ignore[arg-type]
-                                increment_base=self.increment_base,  # type: ignore[arg-type]
-                                retry_total=self.total,
-                                random_jitter_range=self.jitter)  # type: ignore[arg-type]
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
-def translate_error(error: Exception, where: str) -> UploadError:
-    """An SDK exception as this package's error; ``where`` is a redacted URL."""
-    if isinstance(error, UploadError):
-        return error
-    if isinstance(error, (ServiceRequestError, ServiceResponseError)) and not isinstance(
-            error, HttpResponseError):
-        reason = _first_line(str(getattr(error, "message", "") or error))
-        if isinstance(error, ServiceRequestError):
-            return UnreachableError(f"cannot reach {where}: {reason}")
-        return TransientServiceError(f"connection to {where} failed: {reason}")
-    if isinstance(error, HttpResponseError):
-        status = error.status_code
-        service_code = getattr(error, "error_code", None)
-        service_code = str(getattr(service_code, "value", service_code)) if service_code else None
-        reason = _first_line(getattr(error, "reason", "") or "")
-        detail = _first_line(getattr(error, "message", "") or str(error))
-        detail = detail.removeprefix("Operation returned an invalid status ").strip("'")
-        if status is None and isinstance(error, ClientAuthenticationError):
-            # raised before any request left (a malformed key, no token to be had)
-            return AuthError(f"cannot sign requests to {where} with this credential: "
-                             f"{detail or reason}")
-        text = f"{where}: HTTP {status}" + (f" {service_code}" if service_code else "")
-        text += f": {detail or reason}"
-        if isinstance(error, ClientAuthenticationError) or status in (401, 403):
-            return AuthError(f"storage refused the credential for {text}",
-                             service_code=service_code, status=status)
-        if status is not None and (status >= 500 or status in (408, 429)):
-            return TransientServiceError(text, service_code=service_code, status=status)
-        return ServiceError(text, service_code=service_code, status=status)
-    return ServiceError(f"{where}: {type(error).__name__}: {_first_line(str(error))}")
+DEFAULT_POOL_SIZE = 10  # requests' connections kept per host (the SDK path)
 
 
 # Proxy variables requests looks for in the environment on every request.
@@ -178,32 +104,13 @@ def transport_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return settings
 
 
-DEFAULT_POOL_SIZE = 10  # requests' connections kept per host
-
-
-class PooledRequestsTransport(RequestsTransport):
-    """azure-core's requests transport keeping ``connections`` connections per host.
-
-    requests keeps 10 per host; with more upload threads than that, every extra request
-    would open (and for HTTPS, handshake) a new connection and throw it away.
-    """
-
-    def __init__(self, *, connections: int, **kwargs: Any) -> None:
-        self._connections = connections
-        super().__init__(**kwargs)
-
-    def _init_session(self, session: Any) -> None:
-        super()._init_session(session)
-        for adapter in session.adapters.values():
-            adapter.init_poolmanager(self._connections, self._connections)
-
-
 class BlobPageTarget:
     """A page blob addressed by URL, signed by any credential azure-storage-blob takes.
 
     ``credential`` may be None (SAS in the URL), an account-key mapping, an
     ``AzureSasCredential``, or a token credential. ``supports_metadata`` is False for a
     managed disk's write SAS: that "blob" already exists and accepts only pages.
+    ``request_hook`` sees every attempt of every request (the SDK's raw_request_hook shape).
     """
 
     def __init__(self, blob_url: str, credential: Any = None, *,
@@ -218,17 +125,30 @@ class BlobPageTarget:
         self._create_container = create_container
         self._supports_metadata = supports_metadata
         self._identity = url_without_query(blob_url)
-        client_kwargs = {**transport_settings(), **client_kwargs}
-        if connections > DEFAULT_POOL_SIZE and "transport" not in client_kwargs:
-            client_kwargs["transport"] = PooledRequestsTransport(
-                connections=connections, connection_timeout=self._retry.connection_timeout,
-                read_timeout=self._retry.read_timeout, **client_kwargs)
-        self._client = BlobClient.from_blob_url(
-            blob_url, credential=credential, retry_policy=self._retry.policy(),
-            connection_timeout=self._retry.connection_timeout,
-            read_timeout=self._retry.read_timeout,
-            raw_request_hook=self._count_attempt, max_page_size=4 * 1024 * 1024,
-            **client_kwargs)
+        self._url = blob_url
+        self._credential = credential
+        self._connections = connections
+        self._client_kwargs = {**transport_settings(), **client_kwargs}
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._rest = self._lean_client()
+
+    def _lean_client(self) -> BlobRest | None:
+        """rest.py's client when it can do what the SDK would: no proxy to honour (the
+        settings say so), no transport or option given, a credential kind it signs."""
+        options = dict(self._client_kwargs)
+        if options.pop("use_env_settings", True) is not False:
+            return None
+        ca_bundle = options.pop("connection_verify", None)
+        if options or not (ca_bundle is None or isinstance(ca_bundle, str)):
+            return None
+        if signer_for(self._credential) is None:
+            return None
+        try:
+            return BlobRest(self._url, self._credential, retry=self._retry,
+                            ca_bundle=ca_bundle, request_hook=self._request_hook)
+        except ValueError:
+            return None
 
     @classmethod
     def from_sas_url(cls, url: str, *, retry: RetrySettings | None = None,
@@ -259,7 +179,21 @@ class BlobPageTarget:
         return self._supports_metadata
 
     @property
-    def client(self) -> BlobClient:
+    def lean(self) -> bool:
+        """True when the upload's own requests bypass the SDK (see rest.py)."""
+        return self._rest is not None
+
+    @property
+    def client(self) -> Any:
+        """The SDK's BlobClient for this blob, built (and the SDK imported) on first use."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    from .sdk_client import make_blob_client
+                    self._client = make_blob_client(
+                        self._url, self._credential, retry=self._retry,
+                        connections=self._connections, hook=self._count_attempt,
+                        client_kwargs=self._client_kwargs)
         return self._client
 
     @contextmanager
@@ -269,16 +203,31 @@ class BlobPageTarget:
         except UploadError:
             raise
         except Exception as error:  # noqa: BLE001 - every SDK failure becomes a typed one
+            from .sdk_client import translate_error
             raise translate_error(error, self._identity) from error
+
+    def _send(self, method: str, query: dict[str, str], headers: dict[str, str],
+              body: Any = None, *, first_contact: bool = False,
+              ok: tuple[int, ...] = (200, 201)) -> tuple[Response, int]:
+        assert self._rest is not None
+        policy = self._retry.first_contact_settings() if first_contact else None
+        return self._rest.request(method, query, headers, body, ok=ok, where=self._identity,
+                                  policy=policy)
 
     # -- PageTarget ------------------------------------------------------------------
     def exists(self) -> bool:
+        if self._rest is not None:
+            response, _ = self._send("HEAD", {}, {}, first_contact=True, ok=(200, 404))
+            return response.status == 200
         with self._errors():
-            return bool(self._client.exists(**self._retry.first_contact()))
+            return bool(self.client.exists(**self._retry.first_contact()))
 
     def properties(self) -> BlobState:
+        if self._rest is not None:
+            response, _ = self._send("HEAD", {}, {}, first_contact=True, ok=(200,))
+            return _blob_state(response)
         with self._errors():
-            props = self._client.get_blob_properties(**self._retry.first_contact())
+            props = self.client.get_blob_properties(**self._retry.first_contact())
         settings = props.content_settings
         md5 = bytes(settings.content_md5) if settings and settings.content_md5 else None
         blob_type = getattr(props.blob_type, "value", props.blob_type)  # enum or str
@@ -289,20 +238,10 @@ class BlobPageTarget:
                metadata: dict[str, str] | None = None) -> None:
         """Create an empty page blob of ``size`` bytes carrying ``metadata`` (and its
         container if allowed): one request, so a kill never leaves a blob without it."""
-        conditions: dict[str, Any] = {} if overwrite else {"if_none_match": "*"}
-        conditions.update(self._retry.first_contact())
-        if metadata and self._supports_metadata:
-            conditions["metadata"] = metadata
         for attempt in (1, 2):
             try:
-                with self._errors():
-                    try:
-                        self._client.create_page_blob(size=size, **conditions)
-                        return
-                    except ResourceExistsError as error:
-                        raise TargetExistsError(
-                            f"{self._identity} already exists; pass --overwrite to replace "
-                            "it or --resume to continue an interrupted upload") from error
+                self._create_once(size, overwrite, metadata)
+                return
             except ServiceError as error:
                 if (attempt == 1 and self._create_container and error.status == 404
                         and error.service_code == "ContainerNotFound"):
@@ -310,8 +249,40 @@ class BlobPageTarget:
                     continue
                 raise
 
+    def _create_once(self, size: int, overwrite: bool,
+                     metadata: dict[str, str] | None) -> None:
+        exists = TargetExistsError(
+            f"{self._identity} already exists; pass --overwrite to replace it or --resume "
+            "to continue an interrupted upload")
+        metadata = metadata if metadata and self._supports_metadata else None
+        if self._rest is not None:
+            headers = {"x-ms-blob-type": "PageBlob", "x-ms-blob-content-length": str(size),
+                       **_metadata_headers(metadata)}
+            if not overwrite:
+                headers["If-None-Match"] = "*"
+            try:
+                self._send("PUT", {}, headers, first_contact=True, ok=(201,))
+            except ServiceError as error:
+                if error.status == 409 and error.service_code in (None, "BlobAlreadyExists"):
+                    raise exists from error
+                raise
+            return
+        from azure.core.exceptions import ResourceExistsError
+
+        conditions: dict[str, Any] = {} if overwrite else {"if_none_match": "*"}
+        conditions.update(self._retry.first_contact())
+        if metadata:
+            conditions["metadata"] = metadata
+        with self._errors():
+            try:
+                self.client.create_page_blob(size=size, **conditions)
+            except ResourceExistsError as error:
+                raise exists from error
+
     def _make_container(self) -> None:
-        container = self._client._get_container_client()  # same pipeline and credential
+        from azure.core.exceptions import ResourceExistsError
+
+        container = self.client._get_container_client()  # same pipeline and credential
         try:
             with self._errors():
                 try:
@@ -320,7 +291,7 @@ class BlobPageTarget:
                     pass
         except AuthError as error:
             raise ContainerNotFoundError(
-                f"container '{self._client.container_name}' does not exist and this "
+                f"container '{self.client.container_name}' does not exist and this "
                 f"credential may not create it (HTTP {error.status} "
                 f"{error.service_code or ''}".rstrip() + "); create the container, or use an "
                 "account key, connection string or account SAS that may create containers",
@@ -330,6 +301,15 @@ class BlobPageTarget:
                   crc64: bytes | None = None) -> int:
         """Put ``data`` (a memoryview is sent without a copy) with the checksum given:
         ``md5`` as Content-MD5, ``crc64`` (8 bytes, little-endian) as x-ms-content-crc64."""
+        if self._rest is not None:
+            headers = {"x-ms-page-write": "update",
+                       "x-ms-range": f"bytes={offset}-{offset + len(data) - 1}"}
+            if md5 is not None:
+                headers["Content-MD5"] = base64.b64encode(md5).decode()
+            if crc64 is not None:
+                headers["x-ms-content-crc64"] = base64.b64encode(crc64).decode()
+            _, attempts = self._send("PUT", PAGE_QUERY, headers, data, ok=(201,))
+            return attempts
         self._local.attempts = 0
         options: dict[str, Any] = {}
         if md5 is not None:
@@ -338,7 +318,7 @@ class BlobPageTarget:
             options["transactional_content_crc64"] = crc64
         try:
             with self._errors():
-                self._client.upload_page(data, offset=offset, length=len(data), **options)
+                self.client.upload_page(data, offset=offset, length=len(data), **options)
         except UploadError as error:
             error.attempts = max(self._local.attempts, 1)  # type: ignore[attr-defined]
             raise
@@ -347,24 +327,50 @@ class BlobPageTarget:
     def list_page_ranges(self) -> list[Range]:
         with self._errors():
             return [(page.start, page.end - page.start + 1)
-                    for page in self._client.list_page_ranges() if not page.cleared]
+                    for page in self.client.list_page_ranges() if not page.cleared]
 
     def read(self, offset: int, length: int) -> bytes:
         with self._errors():
-            return self._client.download_blob(offset=offset, length=length).readall()
+            return self.client.download_blob(offset=offset, length=length).readall()
 
     def set_metadata(self, metadata: dict[str, str]) -> None:
         if not self._supports_metadata:
             return
+        if self._rest is not None:
+            self._send("PUT", {"comp": "metadata"}, _metadata_headers(metadata))
+            return
         with self._errors():
-            self._client.set_blob_metadata(metadata)
+            self.client.set_blob_metadata(metadata)
 
     def set_content_md5(self, md5: bytes) -> None:
+        from azure.storage.blob import ContentSettings
+
         with self._errors():
-            props = self._client.get_blob_properties()
+            props = self.client.get_blob_properties()
             settings = props.content_settings or ContentSettings()
             settings.content_md5 = bytearray(md5)
-            self._client.set_http_headers(content_settings=settings)
+            self.client.set_http_headers(content_settings=settings)
 
     def close(self) -> None:
-        self._client.close()
+        if self._rest is not None:
+            self._rest.close()
+        if self._client is not None:
+            self._client.close()
+
+
+PAGE_QUERY = {"comp": "page"}
+
+
+def _metadata_headers(metadata: dict[str, str] | None) -> dict[str, str]:
+    return {f"x-ms-meta-{name}": value for name, value in (metadata or {}).items()}
+
+
+def _blob_state(response: Response) -> BlobState:
+    """A HEAD answer's blob properties (metadata names as the service spells them)."""
+    headers = response.headers
+    md5 = headers.get("content-md5")
+    metadata = {name[len("x-ms-meta-"):]: value for name, value in response.raw_headers
+                if name.lower().startswith("x-ms-meta-")}
+    return BlobState(length=int(headers.get("content-length", 0)),
+                     blob_type=headers.get("x-ms-blob-type", ""), metadata=metadata,
+                     content_md5=base64.b64decode(md5) if md5 else None)

@@ -68,11 +68,14 @@ def test_environment_is_read_per_request_only_when_it_configures_a_proxy(azurite
             monkeypatch.delenv(name)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")  # unused over http
     plain = blob_target(azurite)
-    assert plain.exists() is False  # requests flowed, the transport opened its session
+    assert plain.lean  # no proxy to honour: the upload's requests bypass the SDK
+    assert plain.exists() is False
+    assert plain.client.exists() is False  # the SDK path, for what stays with it
     transport = plain.client._pipeline._transport
     assert transport.session.trust_env is False
     assert transport.connection_config.verify == "/nonexistent/ca.pem"
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     proxied = blob_target(azurite)
+    assert not proxied.lean  # proxies are the SDK's (requests') business
     assert proxied.exists() is False
     assert proxied.client._pipeline._transport.session.trust_env is True
