@@ -37,15 +37,29 @@ from .check import (
     check_path,
     inspect_path,
 )
+# convert and fix stay eager: their functions share their modules' names, and a lazy name
+# would be shadowed by the submodule as soon as anything imported it.
 from .convert import ConvertResult, convert, footer_for
 from .fix import FixPlan, FixResult, fix, plan_fix
-from .ova import OvaImage
-from .qcow2 import Qcow2Image
-from .raw import RawImage
-from .vhd import VhdImage
-from .vhdx import VhdxImage
-from .vmdk import VmdkImage
-from .vmdk_stream import VmdkStream, open_ova_stream, open_vmdk_stream
+
+# The readers load on first use (PEP 562), or when detect opens an image of their format:
+# `vhd check` of a VHD does not import the qcow2, VMDK and OVA readers. Name -> submodule.
+_LAZY = {
+    "OvaImage": "ova", "Qcow2Image": "qcow2", "RawImage": "raw", "VhdImage": "vhd",
+    "VhdxImage": "vhdx", "VmdkImage": "vmdk",
+    **dict.fromkeys(("VmdkStream", "open_ova_stream", "open_vmdk_stream"), "vmdk_stream"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 open = open_image  # noqa: A001  (vhd.open(path) reads naturally)
 

@@ -8,6 +8,7 @@ then carries ``signature_ignored`` so every caller can warn about it.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -31,27 +32,31 @@ from .errors import (
     UnknownFormatError,
 )
 from .image import DiskImage
-from .qcow2 import Qcow2Image
-from .raw import FileImage, RawImage
-from .vhd import VhdImage
-from .vhdx import VhdxImage
-from .ova import OvaImage
-from .vmdk import VmdkImage
+from .raw import FileImage
 
 FORMATS = ("raw", "vhd", "vhdx", "qcow2", "vmdk", "ova")
 FORMAT_ALIASES = {"raw": "raw", "img": "raw", "vhd": "vhd", "vpc": "vhd", "vhdx": "vhdx",
                   "qcow2": "qcow2", "vmdk": "vmdk", "vmdk-stream": "vmdk", "ova": "ova"}
 IMAGE_EXTENSIONS = {".vhd": "vhd", ".avhd": "vhd", ".vhdx": "vhdx", ".avhdx": "vhdx",
                     **EXTENSION_FORMATS}
-# Detected format -> reader. A detected container without an entry here is refused.
-READERS: dict[str, type] = {"raw": RawImage, "vhd": VhdImage, "vhdx": VhdxImage,
-                            "qcow2": Qcow2Image, "vmdk": VmdkImage, "ova": OvaImage}
+# Detected format -> (module, reader class). A detected container without an entry here is
+# refused. Readers load with the first image of their format: a command that opens a VHD
+# does not pay for the qcow2, VMDK and OVA readers (and their XML and tar parsers).
+READERS: dict[str, tuple[str, str]] = {
+    "raw": ("raw", "RawImage"), "vhd": ("vhd", "VhdImage"), "vhdx": ("vhdx", "VhdxImage"),
+    "qcow2": ("qcow2", "Qcow2Image"), "vmdk": ("vmdk", "VmdkImage"), "ova": ("ova", "OvaImage")}
 # Readers of packages that hold several disks: they take the disk number.
 MULTI_DISK = {"ova"}
 NATIVE_SIGNATURES = {
     "vhd": "a 'conectix' footer", "vhdx": "the 'vhdxfile' identifier"}
 RAW_BECAUSE = ("no known signature found (looked for VHD, VHDX, "
                + ", ".join(dict.fromkeys(s.name for s in SIGNATURES)) + ")")
+
+
+def reader(name: str) -> type:
+    """The reader class of format ``name`` (its module imported now)."""
+    module, cls = READERS[name]
+    return getattr(importlib.import_module(f".{module}", __package__), cls)
 
 
 @dataclass(frozen=True)
@@ -146,11 +151,11 @@ def open_image(path: str | os.PathLike[str], format: str | None = None,  # noqa:
 def construct(name: str, path: str, disk: int | None) -> DiskImage:
     """The reader ``name`` on ``path``; a disk number other than 1 needs a package."""
     if name in MULTI_DISK:
-        return READERS[name](path, disk)
+        return reader(name)(path, disk)
     if disk not in (None, 1):
         raise DiskSelectionError(f"{path} holds one disk ({name}); there is no disk {disk} "
                                  f"(expected --disk 1 or no --disk)")
-    return READERS[name](path)
+    return reader(name)(path)
 
 
 def _open_forced(path: str, format: str, disk: int | None) -> DiskImage:  # noqa: A002

@@ -21,7 +21,10 @@ from typer.core import TyperGroup
 
 from .. import __version__, exit_codes
 from ..redact import redact_text
+from . import fast_params
 from .common import STATE, emit_json
+
+fast_params.install()  # plainly valid values skip typer's pydantic converter
 
 # Sub-apps load only when their command runs, so `azlift vhd check` never pays for the
 # Azure SDK or paramiko: (module, one-line help shown by `azlift --help`).
