@@ -260,19 +260,16 @@ def run(
 def _print_plan(plan: Any, store: Any, guests: list[Any], engine_factory: Any) -> None:
     from ..bulk import new_run_id
     from ..bulk import plan as make_plan
-    from .bulk_prep import guest_plans, plans_document, say_plans
+    from .bulk_prep import guest_plans, not_ready, say_plans, with_guest_plans
 
     rows = {row.id: row for row in store.vms()}
     entries = make_plan(plan, rows, lambda vm: store.prep_finished(vm.id,
                                                                    vm.prep.identity_key()))
     results = guest_plans(plan, guests, engine_factory, new_run_id())
-    blocked = [r["vm"] for r in results if not (r.get("ok") and r.get("ready"))]
+    blocked = not_ready(results)
     if STATE.json:
-        planned = plans_document(results)
-        for entry in entries:
-            if entry["id"] in planned:
-                entry["prep"] = {**entry["prep"], **planned[entry["id"]]}
-        emit_json({"schema": "azlift.bulk.plan/1", "manifest": plan.path, "vms": entries})
+        emit_json({"schema": "azlift.bulk.plan/1", "manifest": plan.path,
+                   "vms": with_guest_plans(entries, results)})
         if blocked:
             raise typer.Exit(exit_codes.NOT_READY)
         return

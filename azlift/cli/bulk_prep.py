@@ -95,12 +95,23 @@ def render_guest_plan(result: dict[str, Any]) -> None:
         warn(f"{result['vm']}: blocking findings: a real run fails this VM at prep")
 
 
-def plans_document(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The guests' plans keyed by VM id, for the --json plan document."""
-    return {result["vm"]: {key: result.get(key) for key in
-                           ("host", "os", "reach", "ok", "ready", "family", "distribution",
-                            "findings", "plan", "error")}
-            for result in results}
+def with_guest_plans(entries: list[dict[str, Any]],
+                     results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run plan's entries (``bulk.plan``) with each guest's findings and plan added
+    under "prep", for the --json plan document."""
+    planned = {result["vm"]: {key: result.get(key) for key in
+                              ("host", "os", "reach", "ok", "ready", "family", "distribution",
+                               "findings", "plan", "error")}
+               for result in results}
+    for entry in entries:
+        if entry["id"] in planned:
+            entry["prep"] = {**entry["prep"], **planned[entry["id"]]}
+    return entries
+
+
+def not_ready(results: list[dict[str, Any]]) -> list[str]:
+    """The VMs whose guest could not be planned or has blocking findings."""
+    return [result["vm"] for result in results if not (result.get("ok") and result.get("ready"))]
 
 
 def say_plans(results: list[dict[str, Any]]) -> None:

@@ -36,6 +36,8 @@ SUB_APPS: dict[str, tuple[str, str]] = {
     "prep": ("azlift.cli.prep", "Generalize a guest remotely (Linux over SSH, Windows over WinRM)."),
     "bulk": ("azlift.cli.bulk", "Run many VMs' disks from a manifest (Dask), resumable, with a "
                                 "report."),
+    "lift": ("azlift.cli.lift", "One VM all the way: generalize the guest, settle, check, "
+                                "upload, verify, register."),
 }
 
 # The library packages whose errors carry ``code`` and ``exit_code`` (checked by module,
