@@ -227,6 +227,8 @@ class PrepPhase:
             vm = state.spec
             self.running += 1
             job = PrepJob(vm.id, vm.prep)
+            c.store.event(c.run_id, vm.id, None, "prep_started",
+                          {"host": vm.prep.host, "reach": vm.reach or "coordinator"})
             c.notify({"kind": "prep", "vm": vm.id, "host": vm.prep.host})
             if vm.reach is None:
                 self._local_submit(c, "prep", vm, job)
