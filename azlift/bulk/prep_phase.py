@@ -184,7 +184,8 @@ class PrepPhase:
 
     def wait_for_reach(self, vms: list[VmSpec], wait: float) -> None:
         """Note the named reaches no worker serves after ``wait`` seconds (their VMs fail)."""
-        names = {vm.reach for vm in vms if vm.prep is not None and vm.reach is not None}
+        names = {vm.reach for vm in vms if vm.prep is not None and vm.reach is not None
+                 and not self.c.store.prep_finished(vm.id, vm.prep.identity_key())}
         deadline = time.monotonic() + wait
         while names:
             names = {name for name in names

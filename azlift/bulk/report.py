@@ -8,7 +8,8 @@ from typing import Any
 from .state import DONE, FAILED, StateStore, VmRow
 
 SCHEMA = "azlift.bulk.report/1"
-CSV_COLUMNS = ("vm", "status", "phase", "attempts", "worker", "disk", "path", "target",
+CSV_COLUMNS = ("vm", "status", "phase", "phases", "prep", "attempts", "worker", "disk", "path",
+               "target",
                "bytes_sent", "zero_bytes_skipped", "seconds", "throttled", "resources",
                "error_code", "error_message")
 
@@ -87,6 +88,8 @@ def report_csv(report: dict[str, Any]) -> str:
     for vm in report["vms"]:
         error = vm["error"] or {}
         common = {"vm": vm["id"], "status": vm["status"], "phase": vm["phase"],
+                  "phases": " ".join(vm.get("phases") or ()),
+                  "prep": (vm.get("prep") or {}).get("status", ""),
                   "attempts": vm["attempts"], "worker": vm["worker"] or "",
                   "resources": " ".join(r["id"] for r in vm["resources"]),
                   "error_code": error.get("code", ""), "error_message": error.get("message", "")}

@@ -4,6 +4,8 @@ final bytes from the guests' power-off stand-ins; then settle, check, upload to 
 (behind the counting proxy) and registration against the ARM fake."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -133,6 +135,10 @@ def test_two_linux_guests_and_a_windows_guest_go_all_the_way(
         assert image["properties"]["storageProfile"]["osDisk"]["osType"] == os_type
     state = default_state_path(plan)
     no_secret(result.out, result.err, state.read_bytes().decode("latin-1"))
+
+    rows = list(csv.DictReader(io.StringIO(run_main("bulk", "report", plan, "--csv").out)))
+    assert {(row["vm"], row["prep"], row["phases"]) for row in rows} == {
+        (vm_id, "done", " ".join(ALL_PHASES)) for vm_id in entries}
 
     # A rerun has nothing left to do: no guest is touched again, no byte is sent.
     sent, scripts = proxy.stats.put_page_bytes_forwarded, list(windows_guest.scripts)
