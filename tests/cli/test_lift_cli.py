@@ -12,6 +12,13 @@ from tests.prep.linux.conftest import keys, root_tree, start_sshd, trust  # noqa
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.bulk_plans import blob_bytes, converted, make_disk
 from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
+from tests.support.fake_wsman import (  # noqa: F401
+    TEST_PASSWORD,
+    TEST_USER,
+    FakeWSMan,
+    WindowsMachine,
+    wsman_certificate,
+)
 from tests.support.fault_proxy import FaultProxy
 from tests.support.guest_disks import PowerOffWriter, final_os_disk, placeholder
 from tests.support.rootfs import RECORDED_LOG, read_log
@@ -69,6 +76,35 @@ def test_lift_takes_a_linux_guest_all_the_way_and_a_rerun_does_nothing(
                                " → register)")
     assert "image: /subscriptions/" in text.out
     assert proxy.stats.put_page_bytes_forwarded == sent and len(fake_arm.calls()) == arm_calls
+
+
+def test_lift_generalizes_a_windows_guest_and_never_shows_its_password(
+        run_main, tmp_path, proxy, azurite, fake_arm, wsman_certificate,  # noqa: F811
+        monkeypatch) -> None:
+    monkeypatch.setenv("AZLIFT_TEST_WIN_PW", TEST_PASSWORD)
+    cert, key = wsman_certificate
+    guest = FakeWSMan(WindowsMachine(), user=TEST_USER, password=TEST_PASSWORD,
+                      certfile=cert, keyfile=key).start()
+    try:
+        container = azurite.new_container_name()
+        final = final_os_disk(tmp_path / "final.raw", "windows", seed=12)
+        disk = placeholder(tmp_path / "win01.raw")
+        PowerOffWriter(disk, final, lambda: guest.machine.powered_off).start()
+        result = run_main("lift", "--windows", "127.0.0.1", "--port", str(guest.port),
+                          "--user", TEST_USER, "--password-env", "AZLIFT_TEST_WIN_PW",
+                          "--transport", "basic", "--ca-cert", cert, "--poll-interval", "0.05",
+                          "--timeout", "30", "--settle-seconds", "1", "--disk", disk,
+                          "--image", "win01", *azure_args(container, fake_arm), "--yes")
+    finally:
+        guest.stop()
+    assert result.code == 0, result.err
+    assert result.out.startswith("win01: done (phases: prep → settle → check")
+    assert "prep: done windows guest 127.0.0.1" in result.out
+    assert guest.machine.sysprep_arguments and guest.machine.powered_off
+    image = fake_arm.get(fake_arm.resource_id("image", "rg", "win01"))
+    assert image["properties"]["storageProfile"]["osDisk"]["osType"] == "Windows"
+    assert blob_bytes(azurite, container, "win01-os.vhd") == converted(disk, tmp_path)
+    assert TEST_PASSWORD not in result.out + result.err
 
 
 def test_lift_without_prep_starts_at_check_with_data_disks(
