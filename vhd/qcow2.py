@@ -16,10 +16,10 @@ import heapq
 import os
 import struct
 import threading
-import zlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._inflate import inflate_raw
 from ._qcow2_structs import (
     AUTOCLEAR_DATA_FILE_RAW,
     AUTOCLEAR_NAMES,
@@ -477,8 +477,8 @@ class Qcow2Image(FileImage):
             if self._zstd is not None:
                 out = zstd_inflate(self._zstd_context(), data, self.cluster_size)
             else:
-                out = zlib.decompressobj(-15).decompress(data, self.cluster_size)
-        except Exception as error:  # noqa: BLE001 - zlib.error, zstandard.ZstdError
+                out = inflate_raw(data, self.cluster_size)
+        except Exception as error:  # noqa: BLE001 - zlib's, ISA-L's, zstandard's errors
             out, problem = b"", f"does not inflate ({error})"
         if len(out) == self.cluster_size:
             return out

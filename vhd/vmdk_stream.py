@@ -5,7 +5,7 @@ OVA arriving on a pipe.
 the metadata the header says precedes the data, then walks the markers: a grain marker
 is a grain (guest sector, compressed bytes), grain table / directory / footer markers are
 skipped, the end-of-stream marker ends it. Grains come out still compressed, so whoever
-consumes them inflates them in parallel (``Grain.inflate``; zlib drops the GIL). Both
+consumes them inflates them in parallel (``Grain.inflate``; the inflater drops the GIL). Both
 layouts walk the same way: qemu's (directory and tables before the grains) and VMware's
 (tables between grains, directory and footer at the end).
 
@@ -17,11 +17,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import tarfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from ._inflate import InflateError, inflate_zlib
 from ._ovf_structs import MAX_MANIFEST_BYTES, MAX_OVF_BYTES, OvfError, parse_manifest, parse_ovf
 from ._vmdk_structs import (
     GRAIN_MARKER_SIZE,
@@ -53,8 +53,8 @@ class Grain:
     def inflate(self) -> bytes:
         """The grain's guest bytes (``length`` of them)."""
         try:
-            out = zlib.decompress(self.data, bufsize=max(self.length, 1))
-        except zlib.error as error:
+            out = inflate_zlib(self.data, self.length)
+        except InflateError as error:
             raise ImageFormatError(f"{self.name}: the grain for guest offset {self.offset} "
                                    f"does not inflate ({error})") from error
         if len(out) < self.length:
