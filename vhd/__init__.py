@@ -9,6 +9,7 @@ from ._vhd_structs import MIB, SECTOR, Footer, azure_virtual_size, chs_geometry,
 from .detect import Detection, detect_format, open_image
 from .errors import (
     ChecksumError,
+    CapacityMismatchError,
     ContainerFormatError,
     DiskSelectionError,
     FixUnsupportedError,
@@ -85,6 +86,7 @@ __all__ = [
     "MIB",
     "SECTOR",
     "ChecksumError",
+    "CapacityMismatchError",
     "ContainerFormatError",
     "Detection",
     "detect_format",

@@ -82,20 +82,25 @@ def capacity_bytes(value: str, units: str | None) -> int:
         raise OvfError(f"disk capacity {value!r} is not a whole number") from error
     if number < 0:
         raise OvfError(f"disk capacity {value!r} is negative")
+    return number * allocation_unit(units)
+
+
+def allocation_unit(units: str | None) -> int:
+    """Bytes per unit of ``capacityAllocationUnits`` (1 when absent)."""
     if not units:
-        return number
+        return 1
     named = NAMED_UNITS.get(units.strip().lower())
     if named is not None:
-        return number * named
+        return named
     match = UNITS.match(units)
     if match is None:
         raise OvfError(f"capacity unit {units!r} is unknown (expected e.g. 'byte * 2^30')")
     if match["base"] is None:
-        return number
+        return 1
     power = int(match["power"])
     if power > 60:
         raise OvfError(f"capacity unit {units!r} is absurd")
-    return number * int(match["base"]) ** power
+    return int(match["base"]) ** power
 
 
 def parse_ovf(text: bytes) -> list[OvfDisk]:
@@ -126,12 +131,13 @@ def parse_ovf(text: bytes) -> list[OvfDisk]:
         if capacity is None:
             raise OvfError(f"disk {disk_id} has no ovf:capacity")
         file_ref = attribute(element, "fileRef")
+        units = attribute(element, "capacityAllocationUnits")
         if file_ref and file_ref not in files:
             raise OvfError(f"disk {disk_id} refers to file {file_ref!r}, which References "
                            f"does not list")
         disks.append(OvfDisk(
             number=len(disks) + 1, disk_id=disk_id,
-            capacity=capacity_bytes(capacity, attribute(element, "capacityAllocationUnits")),
+            capacity=capacity_bytes(capacity, units),
             format=attribute(element, "format") or "", file=files.get(file_ref or "")))
     return disks
 

@@ -258,11 +258,15 @@ def conversion_finding(image: DiskImage) -> Finding:
 
 def source_findings(image: DiskImage) -> list[Finding]:
     """What the way the image was opened says about it: a --format that overrode a
-    container signature is worth a warning on every command that reads the image."""
+    container signature, or what its package says against it (``source_notes``, e.g. an
+    OVF capacity larger than the disk), is worth a warning on every command that reads
+    the image."""
+    notes = [Finding(code, WARNING, message)
+             for code, message in getattr(image, "source_notes", ())]
     signature = getattr(image, "signature_ignored", None)
     if signature is None:
-        return []
-    return [Finding(
+        return notes
+    return [*notes, Finding(
         "signature_ignored", WARNING,
         f"read as {image.format} because --format said so, but the content carries a "
         f"{signature.label} signature ({signature.describe_magic()}); if that is what it "

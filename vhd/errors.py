@@ -126,3 +126,10 @@ class DiskSelectionError(VhdError):
     def __init__(self, message: str, disks: list[dict] | None = None) -> None:
         super().__init__(message)
         self.disks = disks or []
+
+
+class CapacityMismatchError(ImageFormatError):
+    """An OVA's OVF gives a disk a smaller capacity than its VMDK holds: one of the two is
+    wrong, and azlift cannot tell which."""
+
+    code = "capacity_mismatch"

@@ -2,7 +2,9 @@
 
 ``OvaPackage`` reads the tar's member index, the OVF descriptor and the manifest;
 ``OvaImage`` is one of its disks as a DiskImage. A disk's member is a ``Window`` over the
-OVA (no extraction); a VMDK descriptor's other extents are looked up among the members.
+OVA (no extraction); a disk the OVF splits into chunk members (``ovf:chunkSize``) is a
+``ChunkedWindow`` over all of them; a VMDK descriptor's other extents are looked up
+among the members. The OVF's capacity for the disk is checked against the VMDK's size.
 Manifest digests of the members a disk uses are checked when the disk is opened, so a
 damaged download is refused before a byte is sent. A gzip-compressed member cannot be
 read in place (gzip has no random access): it is inflated once into an anonymous
@@ -28,7 +30,9 @@ from ._ovf_structs import (
     parse_ovf,
 )
 from ._vmdk_structs import SPARSE_MAGIC, looks_like_descriptor
+from ._vhd_structs import azure_virtual_size
 from .errors import (
+    CapacityMismatchError,
     ChecksumError,
     DiskSelectionError,
     ImageFormatError,
@@ -38,7 +42,9 @@ from .errors import (
 )
 from .raw import FileImage, file_length
 from .vmdk import VmdkImage, Window
+from .vmdk_files import ChunkedWindow
 
+ZIP_MAGIC = b"PK\x03\x04"
 HASH_CHUNK = 4 << 20
 INFLATE_CHUNK = 1 << 20
 OVA_ID_NAMESPACE = uuid.UUID("0d8f5a4e-3c7b-4f0e-9a61-5b2f3e7c9d14")
@@ -67,6 +73,11 @@ class OvaPackage:
 
     # -- the tar ----------------------------------------------------------------------
     def _index(self) -> dict[str, tarfile.TarInfo]:
+        if self.file.pread_upto(0, 4) == ZIP_MAGIC:
+            raise ImageFormatError(
+                f"{self.path}: a zip archive, expected an OVA (a tar archive, as OVF "
+                f"packages are); extract it (`unzip {os.path.basename(self.path)}`) and give "
+                f"azlift the .ova or .vmdk inside")
         members: dict[str, tarfile.TarInfo] = {}
         handle = os.fdopen(os.dup(self.file.fd), "rb")  # shares the offset: rewind it
         try:
@@ -150,30 +161,76 @@ class OvaPackage:
         self.verified[info.name] = algorithm
 
     # -- windows ----------------------------------------------------------------------
-    def window(self, name: str, compression: str = "") -> Window:
-        """A member as a readable window (inflated first when gzip-compressed)."""
-        info = self.member(name)
-        self._verify(name)
-        label = f"{self.path}!{info.name}"
+    def window(self, name: str, compression: str = "", chunk_size: int | None = None,
+               total: int | None = None) -> Window:
+        """A file the OVF names as a readable window: one member read in place, or its
+        chunk members joined (``chunk_size``); inflated first when gzip-compressed."""
+        label = f"{self.path}!{name}"
+        if chunk_size:
+            source: Window = ChunkedWindow(
+                self.file, [(info.offset_data, info.size)
+                            for info in self.chunks(name, chunk_size, total)], label)
+        else:
+            info = self.member(name)
+            self._verify(name)
+            label = f"{self.path}!{info.name}"
+            source = Window(self.file, info.offset_data, info.size, name=label, owner=False)
         if compression == "gzip":
-            return Window(self._inflate(info, label), name=label, owner=False)
+            return Window(self._inflate(source, label), name=label, owner=False)
         if compression:
             raise UnsupportedImageError(
                 f"{self.path}: member {name} uses ovf:compression={compression!r} "
                 f"(expected none or gzip)")
-        return Window(self.file, info.offset_data, info.size, name=label, owner=False)
+        return source
 
-    def _inflate(self, info: tarfile.TarInfo, label: str) -> FileImage:
+    def chunks(self, name: str, chunk_size: int,
+               total: int | None = None) -> list[tarfile.TarInfo]:
+        """The members ``name.000000000``, ``name.000000001``... of a file the OVF splits
+        into chunks: numbered from 0 without a gap, each but the last ``chunk_size``
+        bytes, ``total`` (the File's ovf:size) together, each checked against the
+        manifest."""
+        key = os.path.normpath(name)
+        found: dict[int, str] = {}
+        for member in self.members:
+            stem, _, suffix = member.rpartition(".")
+            if suffix.isdigit() and (stem == key or os.path.basename(stem) == key):
+                found[int(suffix)] = member
+        if not found:
+            raise ImageFormatError(
+                f"{self.path}: the OVF splits {name} into chunks (ovf:chunkSize "
+                f"{chunk_size}), expected members {name}.000000000, {name}.000000001...; "
+                f"found none")
+        missing = sorted(set(range(max(found) + 1)) - set(found))
+        if missing:
+            raise ImageFormatError(
+                f"{self.path}: chunk {missing[0]} of {name} is missing (expected chunks "
+                f"0 .. {max(found)} without a gap)")
+        infos = [self.member(found[index]) for index in range(len(found))]
+        for index, info in enumerate(infos):
+            last = index == len(infos) - 1
+            if info.size > chunk_size or (not last and info.size != chunk_size):
+                raise ImageFormatError(
+                    f"{self.path}: chunk member {info.name} holds {info.size} bytes, "
+                    f"expected {'at most ' if last else ''}{chunk_size} (ovf:chunkSize)")
+            self._verify(info.name)
+        held = sum(info.size for info in infos)
+        if total is not None and held != total:
+            raise ImageFormatError(
+                f"{self.path}: the chunks of {name} hold {held} bytes, the OVF says "
+                f"{total} (ovf:size); a chunk is missing or cut short")
+        return infos
+
+    def _inflate(self, source: Window, label: str) -> FileImage:
         handle = tempfile.TemporaryFile(prefix="azlift-ova-")
         fd = os.dup(handle.fileno())
         handle.close()
         temp = TempFile(fd, f"{label} (inflated)")
         self._temps.append(temp)
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        position, end, out = info.offset_data, info.offset_data + info.size, 0
+        position, out = 0, 0
         try:
-            while position < end and not inflater.eof:
-                chunk = self.file.pread(position, min(INFLATE_CHUNK, end - position))
+            while position < source.size and not inflater.eof:
+                chunk = source.pread(position, min(INFLATE_CHUNK, source.size - position))
                 position += len(chunk)
                 data = inflater.decompress(chunk)
                 os.pwrite(fd, data, out)
@@ -203,6 +260,27 @@ class TempFile(FileImage):
         self.path = name
         self._fd = fd
         self.file_size = file_length(fd, name)
+
+
+def check_capacity(path: str, disk: OvfDisk, virtual_size: int) -> str | None:
+    """The OVF's capacity for ``disk`` against its VMDK's ``virtual_size``.
+
+    Equal after Azure's rounding to a whole MiB is the same disk. A VMDK larger than the
+    OVF says is refused: one of them is wrong and azlift cannot tell which. A VMDK smaller
+    than the OVF says is read as it is (all its data is there; an importer would have
+    grown the disk): the returned warning says how to get the OVF's size.
+    """
+    ovf, vmdk = disk.capacity, virtual_size
+    if azure_virtual_size(ovf) == azure_virtual_size(vmdk):
+        return None
+    if vmdk > ovf:
+        raise CapacityMismatchError(
+            f"{path}: disk {disk.number}: the OVF gives a capacity of {ovf} bytes, its VMDK "
+            f"holds {vmdk} bytes (expected the same size; the package is inconsistent: "
+            f"extract the VMDK with tar to read it on its own)")
+    return (f"disk {disk.number}: the OVF gives a capacity of {ovf} bytes, its VMDK holds "
+            f"{vmdk} bytes; Azure gets the VMDK's size (`azlift vhd convert --size {ovf}` "
+            f"makes the OVF's, or grow the disk in Azure later)")
 
 
 def choose_disk(path: str, disks: list[OvfDisk], number: int | None) -> OvfDisk:
@@ -235,10 +313,12 @@ class OvaImage:
         try:
             self.disk = choose_disk(self.path, self.package.disks, disk)
             self.inner = self._open_disk(self.disk)
+            note = check_capacity(self.path, self.disk, self.inner.virtual_size)
         except BaseException:
             self.package.close()
             raise
         self.unique_id = self.inner.unique_id or self._identity()
+        self.source_notes = (("capacity_mismatch", note),) if note else ()
 
     def _open_disk(self, disk: OvfDisk) -> VmdkImage:
         package = self.package
@@ -246,11 +326,8 @@ class OvaImage:
             raise UnsupportedImageError(
                 f"{self.path}: disk {disk.number} ({disk.disk_id}) has no file (a blank "
                 f"disk the OVF creates on import); nothing to read")
-        if disk.file.chunk_size:
-            raise UnsupportedImageError(
-                f"{self.path}: disk {disk.number} is split into chunks (ovf:chunkSize); "
-                f"join the chunks into one file first")
-        window = package.window(disk.file.href, disk.file.compression)
+        window = package.window(disk.file.href, disk.file.compression, disk.file.chunk_size,
+                                disk.file.size)
         head = window.pread_upto(0, 512)
         if head[:4] != SPARSE_MAGIC and not looks_like_descriptor(head):
             raise UnsupportedImageError(

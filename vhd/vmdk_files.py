@@ -3,9 +3,11 @@ extent file, or a member inside an OVA read in place), and the opener that finds
 files named relative to their descriptor."""
 from __future__ import annotations
 
+import bisect
 import os
 import stat
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 
 from .errors import ImageIOError, TruncatedImageError, UnsupportedImageError
 from .raw import FileImage, file_data_extents
@@ -13,6 +15,8 @@ from .raw import FileImage, file_data_extents
 
 class Window:
     """Bytes ``[base, base + size)`` of an open file, read by position (thread-safe)."""
+
+    contiguous = True  # window offset + base = file offset
 
     def __init__(self, file: FileImage, base: int = 0, size: int | None = None,
                  name: str | None = None, owner: bool = True) -> None:
@@ -75,3 +79,49 @@ def file_opener(descriptor_path: str) -> Opener:
         return Window(FileImage(path))
     return open_extent
 
+
+
+class ChunkedWindow(Window):
+    """Several byte ranges of one open file read as one: a disk an OVA stores as chunk
+    members (``ovf:chunkSize``), read in place without joining them."""
+
+    contiguous = False
+
+    def __init__(self, file: FileImage, pieces: list[tuple[int, int]], name: str) -> None:
+        super().__init__(file, 0, sum(size for _, size in pieces), name=name, owner=False)
+        self.pieces = pieces
+        self.starts = list(accumulate((size for _, size in pieces), initial=0))[:-1]
+
+    def _spans(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+        """(file offset, count, position in the request) of each piece a read touches."""
+        index = max(bisect.bisect_right(self.starts, offset) - 1, 0)
+        done = 0
+        while done < length and index < len(self.pieces):
+            base, size = self.pieces[index]
+            within = offset + done - self.starts[index]
+            count = min(size - within, length - done)
+            if count > 0:
+                yield base + within, count, done
+                done += count
+            index += 1
+
+    def pread_upto(self, offset: int, length: int) -> bytes:
+        length = min(length, self.size - offset)
+        if length <= 0:
+            return b""
+        return b"".join(self.file.pread_upto(where, count)
+                        for where, count, _ in self._spans(offset, length))
+
+    def pread_into(self, offset: int, buffer: memoryview) -> None:
+        if offset + len(buffer) > self.size:
+            raise TruncatedImageError(
+                f"{self.path}: expected {len(buffer)} bytes at offset {offset}, past the end "
+                f"of the file (file size {self.size})")
+        for where, count, done in self._spans(offset, len(buffer)):
+            self.file.pread_into(where, buffer[done:done + count])
+
+    def data_extents(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        end = min(end, self.size)
+        for where, count, done in self._spans(start, max(end - start, 0)):
+            for offset, length in file_data_extents(self.file.fd, where, where + count):
+                yield start + done + offset - where, length

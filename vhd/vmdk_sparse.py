@@ -235,7 +235,7 @@ class SparseExtent:
         blocks = blocks[blocks * self.grain < self.size]
         if not blocks.size:
             return iter(())
-        if self.header.compressed:
+        if self.header.compressed or not self.window.contiguous:
             allocated = np.zeros(int(blocks[-1]) + 1, dtype=bool)
             allocated[blocks] = True
             return block_extents(allocated, self.grain, self.size)

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ._inflate import InflateError, inflate_zlib
-from ._ovf_structs import MAX_MANIFEST_BYTES, MAX_OVF_BYTES, OvfError, parse_manifest, parse_ovf
+from ._ovf_structs import (
+    MAX_MANIFEST_BYTES,
+    MAX_OVF_BYTES,
+    OvfDisk,
+    OvfError,
+    parse_manifest,
+    parse_ovf,
+)
 from ._vmdk_structs import (
     GRAIN_MARKER_SIZE,
     HEADER_SIZE,
@@ -35,7 +42,7 @@ from ._vmdk_structs import (
     header_problem,
 )
 from .errors import ChecksumError, ImageFormatError, TruncatedImageError, UnsupportedImageError
-from .ova import choose_disk
+from .ova import ZIP_MAGIC, check_capacity, choose_disk
 from .vmdk import ddb_uuid, decode_descriptor, refuse_redo_log, refuse_unreadable
 
 READ_CHUNK = 1 << 20
@@ -175,11 +182,13 @@ class OvaDiskStream(VmdkStream):
     same as ``reader`` unless the member is gzip-compressed)."""
 
     def __init__(self, archive: tarfile.TarFile, member: ExactReader, reader: ExactReader,
-                 name: str, expected: tuple[str, str] | None) -> None:
+                 name: str, expected: tuple[str, str] | None, disk: OvfDisk) -> None:
         self.archive = archive
         self.member = member
         self.expected = expected
         super().__init__(reader, name)
+        note = check_capacity(name, disk, self.virtual_size)
+        self.source_notes = (("capacity_mismatch", note),) if note else ()
 
     def grains(self) -> Iterator[Grain]:
         yield from super().grains()
@@ -212,7 +221,12 @@ class _Tap:
 
 def open_ova_stream(stream: IO[bytes], disk: int | None, name: str = "-") -> OvaDiskStream:
     """Disk ``disk`` of an OVA arriving on ``stream``: the OVF first, then the members up
-    to the disk's (a manifest is used when it comes before the disk, as DSP0243 orders)."""
+    to the disk's (a manifest is used when it comes before the disk, as DSP0243 orders).
+    A disk split into chunk members is read across them, each chunk's digest checked."""
+    peek = getattr(stream, "peek", None)
+    if peek is not None and peek(4)[:4] == ZIP_MAGIC:
+        raise ImageFormatError(f"{name}: a zip archive, expected an OVA (a tar stream, as "
+                               f"OVF packages are); unzip it and send the .ova or .vmdk inside")
     try:
         archive = tarfile.open(fileobj=stream, mode="r|")
         first = archive.next()
@@ -229,25 +243,98 @@ def open_ova_stream(stream: IO[bytes], disk: int | None, name: str = "-") -> Ova
         for member in archive:
             if member.name.lower().endswith(".mf") and member.size <= MAX_MANIFEST_BYTES:
                 manifest = parse_manifest(_member_bytes(archive, member))
-            elif member.name == chosen.file.href:
+            elif member.name == chosen.file.href or (
+                    chosen.file.chunk_size and chunk_index(member.name, chosen.file.href) == 0):
                 break
         else:
             raise ImageFormatError(f"{name}: the OVA stream ended before disk "
                                    f"{chosen.number}'s file {chosen.file.href}")
-        handle = archive.extractfile(member)
+        if chosen.file.chunk_size:
+            handle: Any = ChunkChain(archive, member, chosen.file.href,
+                                     chosen.file.chunk_size, manifest, name,
+                                     chosen.file.size)
+        else:
+            handle = archive.extractfile(member)
     except OvfError as error:
         raise ImageFormatError(f"{name}: {first.name}: {error}") from error
     except (tarfile.TarError, EOFError) as error:
         raise ImageFormatError(f"{name}: the tar stream is damaged ({error})") from error
     if handle is None:
         raise UnsupportedImageError(f"{name}: member {member.name} is not a regular file")
-    expected = manifest.get(member.name)
-    label = f"{name}!{member.name}"
+    expected = None if chosen.file.chunk_size else manifest.get(member.name)
+    label = f"{name}!{chosen.file.href if chosen.file.chunk_size else member.name}"
     stored = ExactReader(handle, label, hashlib.new(expected[0]) if expected else None)
     reader = stored
     if chosen.file.compression == "gzip":
         reader = ExactReader(gzip.GzipFile(fileobj=_Tap(stored), mode="rb"), label)  # type: ignore[arg-type]
-    return OvaDiskStream(archive, stored, reader, label, expected)
+    return OvaDiskStream(archive, stored, reader, label, expected, chosen)
+
+
+def chunk_index(member: str, href: str) -> int | None:
+    """The number of ``member`` as a chunk of ``href`` (``href.000000001`` -> 1), else None."""
+    stem, _, suffix = member.rpartition(".")
+    return int(suffix) if suffix.isdigit() and stem == href else None
+
+
+class ChunkChain:
+    """The chunk members of a split disk read one after another from the tar stream, as
+    one file; each chunk is checked against its manifest digest when it ends."""
+
+    def __init__(self, archive: tarfile.TarFile, first: tarfile.TarInfo, href: str,
+                 chunk_size: int, manifest: dict[str, tuple[str, str]], name: str,
+                 total: int | None = None) -> None:
+        self.archive, self.href, self.chunk_size = archive, href, chunk_size
+        self.manifest, self.name, self.total = manifest, name, total
+        self.index = self.held = 0
+        self._open(first)
+
+    def _open(self, member: tarfile.TarInfo) -> None:
+        if chunk_index(member.name, self.href) != self.index:
+            raise ImageFormatError(f"{self.name}: expected chunk {self.index} of {self.href} "
+                                   f"next in the OVA stream, found {member.name}")
+        if member.size > self.chunk_size:
+            raise ImageFormatError(f"{self.name}: chunk member {member.name} holds "
+                                   f"{member.size} bytes, expected at most {self.chunk_size} "
+                                   f"(ovf:chunkSize)")
+        handle = self.archive.extractfile(member)
+        if handle is None:
+            raise UnsupportedImageError(f"{self.name}: member {member.name} is not a regular "
+                                        f"file")
+        self.member, self.handle = member, handle
+        self.held += member.size
+        self.expected = self.manifest.get(member.name)
+        self.digest = hashlib.new(self.expected[0]) if self.expected else None
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            data = self.handle.read(READ_CHUNK if size is None or size < 0 else size)
+            if data:
+                if self.digest is not None:
+                    self.digest.update(data)
+                return data
+            self._check_digest()
+            following = None if self.member.size < self.chunk_size else self.archive.next()
+            if following is None or chunk_index(following.name, self.href) is None:
+                return self._end()  # a short chunk is the last one, or no chunk follows
+            self.index += 1
+            self._open(following)
+
+    def _end(self) -> bytes:
+        if self.total is not None and self.held != self.total:
+            raise ImageFormatError(
+                f"{self.name}: the chunks of {self.href} hold {self.held} bytes, the OVF "
+                f"says {self.total} (ovf:size); a chunk is missing or cut short")
+        return b""
+
+    def _check_digest(self) -> None:
+        if self.expected is None or self.digest is None:
+            return
+        found, self.digest = self.digest.hexdigest(), None
+        if found != self.expected[1]:
+            raise ChecksumError(
+                f"{self.name}!{self.member.name}: {self.expected[0].upper()} {found}, the "
+                f"manifest says {self.expected[1]} (the OVA was damaged on the way; what "
+                f"was written from it must not be used)")
 
 
 def _member_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:

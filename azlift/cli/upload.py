@@ -24,7 +24,7 @@ from azlift.upload.verify import VerifyReport, verify_upload
 
 from ..redact import redact_text, redact_url
 from .common import (STATE, DefaultCommandGroup, DiskOption, JsonOption, QuietOption,
-                     emit_json, open_source_image, say)
+                     emit_json, open_source_image, say, warn)
 
 app = typer.Typer(
     cls=DefaultCommandGroup,
@@ -310,6 +310,8 @@ def _send_pipe(source_format: str | None, disk: int | None, target: Any, threads
 
     stdin = sys.stdin.buffer
     source = open_ova_stream(stdin, disk) if source_format == "ova" else open_vmdk_stream(stdin)
+    for code, message in getattr(source, "source_notes", ()):
+        warn(f"{code}: {message}")
     try:
         return upload_stream(source, target, threads=threads, overwrite=overwrite, role=role,
                              progress=progress, checksum=checksum)

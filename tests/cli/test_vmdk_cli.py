@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import blob_target
 from tests.vhd.images import MIB, SECTOR, qemu_img, scattered_chunks, write_raw
 from tests.vhd.vmdk_corpus import CASES
+from tests.vhd.test_ova_packages import ova_with_capacity
 from tests.vhd.vmdk_images import make_ova, make_vmdk, make_vmware_stream
 
 SIZE = 21 * MIB + 3 * SECTOR  # above Azure's 20 MiB floor, not a whole MiB
@@ -129,3 +131,27 @@ def test_upload_one_disk_of_an_ova_and_verify(run_main, tmp_path: Path, three_di
     assert json.loads(checked.out)["ok"] is True
     other = run_main("upload", "verify", ova, f"{container}/d.vhd", "--emulator", "--disk", "1")
     assert other.code == 1  # disk 1 is not what was uploaded
+
+
+def test_ovf_capacity_checks_on_the_command_line(run_main, tmp_path: Path) -> None:
+    raw = raw_disk(tmp_path, 7)
+    vmdk = make_vmdk(raw, tmp_path / "disk.vmdk", "streamOptimized")
+    above = ova_with_capacity(tmp_path, vmdk, "1", "byte * 2^30")
+    result = run_main("vhd", "convert", above, tmp_path / "out.vhd")
+    assert result.code == 0 and "warning: capacity_mismatch" in result.err, result.err
+    same_disk(raw, tmp_path / "out.vhd")
+    small = ova_with_capacity(tmp_path, vmdk, "20", "byte * 2^20")
+    result = run_main("vhd", "convert", small, tmp_path / "out2.vhd")
+    assert result.code == 3 and len(result.err_lines) == 1, result.err
+    assert str(20 * MIB) in result.err and str(SIZE) in result.err
+    assert not (tmp_path / "out2.vhd").exists()
+
+
+def test_a_zip_named_ova_is_one_line_exit_3(run_main, tmp_path: Path) -> None:
+    path = tmp_path / "vm.ova"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("vm.ovf", "<Envelope/>")
+    for args in ((), ("--format", "ova")):
+        result = run_main("vhd", "inspect", path, *args)
+        assert result.code == 3 and len(result.err_lines) == 1, result.err
+        assert "zip archive" in result.err and "Traceback" not in result.err

@@ -16,6 +16,7 @@ from tests.cli.test_vmdk_cli import emulator_env as env  # noqa: F401  (fixture)
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import blob_target
 from tests.vhd.images import MIB
+from tests.vhd.test_ova_packages import chunked_ova, ova_with_capacity
 from tests.vhd.vmdk_images import make_ova, make_vmdk, make_vmware_stream
 
 AZLIFT = str(Path(sys.executable).parent / "azlift")
@@ -98,3 +99,24 @@ def test_what_a_pipe_cannot_do(env, azurite, tmp_path: Path, args, code: int, wo
     done = piped(source, f"{container}/d.vhd", "--emulator", *args)
     assert done.returncode == code and words in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_chunked_ova_on_a_pipe(env, azurite, tmp_path: Path) -> None:  # noqa: F811
+    raw = raw_disk(tmp_path, 5)
+    vmdk = make_vmdk(raw, tmp_path / "disk.vmdk", "streamOptimized")
+    ova = chunked_ova(tmp_path, vmdk, chunk=1 << 20, capacity=SIZE)
+    container = azurite.new_container()
+    done = piped(ova, f"{container}/d.vhd", "--emulator", "--format", "ova")
+    assert done.returncode == 0, done.stderr
+    same_disk(raw, blob_file(azurite, container, tmp_path))
+
+
+def test_an_ovf_capacity_above_the_disk_warns_on_a_pipe(env, azurite, tmp_path: Path) -> None:  # noqa: F811
+    raw = raw_disk(tmp_path, 6)
+    vmdk = make_vmdk(raw, tmp_path / "disk.vmdk", "streamOptimized")
+    ova = ova_with_capacity(tmp_path, vmdk, "1", "byte * 2^30")
+    container = azurite.new_container()
+    done = piped(ova, f"{container}/d.vhd", "--emulator", "--format", "ova")
+    assert done.returncode == 0, done.stderr
+    assert "warning: capacity_mismatch" in done.stderr and str(1 << 30) in done.stderr
+    same_disk(raw, blob_file(azurite, container, tmp_path))
