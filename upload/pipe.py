@@ -24,7 +24,14 @@ from .errors import TargetExistsError
 from .ranges import MAX_PUT_PAGE, nonzero_pieces, total_length
 from .stream import footer_bytes, nonzero_sector_flags
 from .target import PageTarget
-from .uploader import META_STATE, ProgressEvent, UploadSummary, _put_with_reput, check_rules
+from .uploader import (
+    META_STATE,
+    ProgressEvent,
+    UploadSummary,
+    _put_with_reput,
+    abandon_partial,
+    check_rules,
+)
 
 Batch = list[Grain]
 
@@ -105,10 +112,12 @@ def upload_stream(source: VmdkStream, target: PageTarget, *, threads: int = 8,
             for future in list(in_flight):
                 in_flight.discard(future)
                 record(future)
-        except BaseException:
+        except BaseException as error:
             cancel.set()
             for future in in_flight:
                 future.cancel()
+            wait(in_flight)
+            abandon_partial(target, error, fresh=not overwrite)
             raise
     made, retried = _put_with_reput(target, virtual_size, footer,
                                     page_checksum(checksum, footer))

@@ -68,6 +68,7 @@ class PageTarget(Protocol):
         ...
 
     def list_page_ranges(self) -> list[Range]: ...
+    # Optional: ``delete()`` removes the blob (a partial one the source could not finish).
 
     def read(self, offset: int, length: int) -> bytes: ...
 
@@ -332,6 +333,11 @@ class BlobPageTarget:
     def read(self, offset: int, length: int) -> bytes:
         with self._errors():
             return self.client.download_blob(offset=offset, length=length).readall()
+
+    def delete(self) -> None:
+        """Delete the blob (a partial upload whose source turned out unreadable)."""
+        with self._errors():
+            self._client.delete_blob()
 
     def set_metadata(self, metadata: dict[str, str]) -> None:
         if not self._supports_metadata:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from azlift.vhd import DiskImage
+from azlift.vhd import DiskImage, VhdError
 from azlift.vhd.check import check_output_rules
 
 from .checksum import DEFAULT_CHECKSUM, PageChecksum, check_checksum, page_checksum
@@ -322,6 +322,9 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
             if isinstance(error, ServiceError) and error.args:
                 error.args = (f"{error.args[0]} (what was sent is recorded: rerun with "
                               "--resume to continue)",)
+        fresh = create and not resume and not overwrite
+        if abandon_partial(target, error, fresh) and journal is not None:
+            journal.remove()
         raise
     finally:
         reader.close()
@@ -336,6 +339,33 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
         throughput=round(run.sent / duration, 1) if duration > 0 else 0.0,
         resumed_bytes=run.resumed, content_md5=digest.hex() if digest else None,
         unallocated_bytes_skipped=unallocated, zero_sector_bytes_trimmed=run.zeros)
+
+
+def abandon_partial(target: PageTarget, error: BaseException, fresh: bool) -> bool:
+    """After the source failed mid-upload (a corrupt compressed cluster or grain, a cut-off
+    file: found only when read), deal with the partial blob; True if it was deleted.
+
+    Resuming would fail at the same place, so a blob this run created where nothing was
+    is deleted; one that replaced another (--overwrite), continued one (--resume) or a
+    managed disk's is left marked incomplete, and the error says so. Failures of the
+    service or interruptions keep their resumable state (not handled here).
+    """
+    if not isinstance(error, VhdError) or not error.args:
+        return False
+    delete = getattr(target, "delete", None)
+    if fresh and delete is not None:
+        try:
+            delete()
+        except Exception:  # noqa: BLE001 - the source's error is the one to report
+            pass
+        else:
+            error.args = (f"{error.args[0]} (nothing was left: the partial "
+                          f"{target.identity} was deleted)",)
+            return True
+    error.args = (f"{error.args[0]} ({target.identity} holds a partial upload marked "
+                  f"{META_STATE}=uploading: repair or replace the source, then upload again "
+                  f"with --overwrite, or delete it)",)
+    return False
 
 
 def _run_window(run: _Run, reader: SourceReader, target: PageTarget,

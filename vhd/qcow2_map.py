@@ -15,6 +15,7 @@ from ._qcow2_structs import (
     SUBCLUSTER_ALLOC_MASK,
     SUBCLUSTERS,
 )
+from ._vhd_structs import SECTOR
 from .errors import ImageFormatError, TruncatedImageError
 from .raw import (
     FROM_PARENT,
@@ -113,11 +114,19 @@ class Qcow2Map:
                                  "which an image with an external data file cannot have")
             shift = 62 - (self.cluster_bits - 8)
             starts = (entries & np.uint64((1 << shift) - 1)).astype(np.int64)
-            past = np.flatnonzero(compressed & (starts >= self.file_size))
+            # the data ends inside the descriptor's last sector: that sector must begin
+            # inside the file (checked here, before anything is sent, not when inflated)
+            sectors = ((entries >> np.uint64(shift))
+                       & np.uint64((1 << (self.cluster_bits - 8)) - 1)).astype(np.int64) + 1
+            last_sector = starts // SECTOR * SECTOR + (sectors - 1) * SECTOR
+            past = np.flatnonzero(compressed & ((starts >= self.file_size)
+                                                | (last_sector >= self.file_size)))
             if past.size:
-                raise self._fail(TruncatedImageError, f"{where(int(past[0]))} points to a "
-                                 f"compressed cluster at offset {int(starts[past[0]])}, past "
-                                 f"the end of the file ({self.file_size} bytes)")
+                index = int(past[0])
+                raise self._fail(TruncatedImageError, f"{where(index)} points to a "
+                                 f"compressed cluster at offset {int(starts[index])} "
+                                 f"({int(sectors[index])} sectors), past the end of the "
+                                 f"file ({self.file_size} bytes)")
         if bitmaps is not None:
             bitmaps = bitmaps[:count]
             alloc = bitmaps & np.uint64(SUBCLUSTER_ALLOC_MASK)

@@ -125,6 +125,7 @@ def test_malformed_convert_exits_3_in_one_line_and_leaves_nothing(run_main, malf
 
 
 @pytest.mark.parametrize("name", ["qcow2-l2-entry-past-eof", "qcow2-compressed-cluster-past-eof",
+                                  "qcow2-compressed-cluster-runs-past-eof",
                                   "qcow2-backing-loop", "qcow2-marked-corrupt"])
 def test_malformed_upload_exits_3_and_creates_no_blob(run_main, malformed, emulator,
                                                       name: str) -> None:
@@ -133,6 +134,40 @@ def test_malformed_upload_exits_3_and_creates_no_blob(run_main, malformed, emula
     one_error_line(run_main("upload", path, f"{container}/disk.vhd", "--emulator"), path.name)
     blobs = list(emulator.service_client().get_container_client(container).list_blobs())
     assert blobs == []
+
+
+@pytest.fixture(scope="module")
+def garbled(images: dict[str, Path]) -> Path:
+    """A zlib-compressed qcow2 of the 21 MiB source with garbage inside one compressed
+    cluster: only inflating it shows (every descriptor still lies inside the file)."""
+    path = make_variant(images["raw"], images["raw"].parent, "v3-zlib")
+    _, offset = qcow2_corpus.compressed_entry(path, -1)
+    return qcow2_corpus.patch(path, offset, b"\xff\xfe" * 20)
+
+
+def test_a_cluster_found_bad_while_sending_leaves_no_blob(run_main, garbled,
+                                                          emulator) -> None:
+    # garbage inside a compressed cluster shows only when it is inflated, after the blob
+    # was created and other pages sent: the partial blob this run created is deleted
+    path = garbled
+    container = emulator.new_container()
+    line = one_error_line(run_main("upload", path, f"{container}/disk.vhd", "--emulator",
+                                   "--threads", "2"), path.name, "does not inflate")
+    assert "partial" in line and "was deleted" in line
+    assert list(emulator.service_client().get_container_client(container).list_blobs()) == []
+
+
+def test_a_cluster_found_bad_while_overwriting_leaves_a_blob_marked_incomplete(
+        run_main, garbled, images, emulator) -> None:
+    path = garbled
+    container = emulator.new_container()
+    assert run_main("upload", images["raw"], f"{container}/disk.vhd", "--emulator",
+                    "--format", "raw").code == 0
+    line = one_error_line(run_main("upload", path, f"{container}/disk.vhd", "--emulator",
+                                   "--overwrite"), path.name)
+    assert "partial upload" in line and "--overwrite" in line
+    client = emulator.service_client().get_blob_client(container, "disk.vhd")
+    assert client.get_blob_properties().metadata["azlift_state"] == "uploading"
 
 
 def test_malformed_through_the_installed_command(run_azlift, malformed) -> None:

@@ -70,8 +70,10 @@ def test_one_disk_of_an_ova_on_a_pipe(env, azurite, tmp_path: Path, gzip_members
     same_disk(raws[1], blob_file(azurite, container, tmp_path))
 
 
-def test_a_damaged_ova_on_a_pipe_fails_and_the_blob_is_not_complete(env, azurite,  # noqa: F811
-                                                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_damaged_ova_on_a_pipe_fails_and_leaves_no_complete_blob(env, azurite,  # noqa: F811
+                                                                   tmp_path: Path,
+                                                                   overwrite: bool) -> None:
     raw = raw_disk(tmp_path, 3)
     ova = make_ova(tmp_path / "vm.ova", [(make_vmdk(raw, tmp_path / "d.vmdk",
                                                     "streamOptimized"), SIZE)])
@@ -81,11 +83,18 @@ def test_a_damaged_ova_on_a_pipe_fails_and_the_blob_is_not_complete(env, azurite
         handle.seek(member.offset_data + member.size - 1)
         handle.write(b"\x01")
     container = azurite.new_container()
-    done = piped(ova, f"{container}/d.vhd", "--emulator", "--format", "ova")
+    if overwrite:  # a blob was there before: the failed upload leaves it marked incomplete
+        blob_target(azurite, container, "d.vhd").create(SIZE + 512, False)
+    done = piped(ova, f"{container}/d.vhd", "--emulator", "--format", "ova",
+                 *(["--overwrite"] if overwrite else []))
     assert done.returncode == 3 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "manifest says" in done.stderr
-    state = blob_target(azurite, container, "d.vhd").properties().metadata
-    assert state.get("azlift_state") != "complete"
+    target = blob_target(azurite, container, "d.vhd")
+    if overwrite:
+        assert target.properties().metadata.get("azlift_state") == "uploading"
+        assert "partial upload" in done.stderr
+    else:  # this run created it: the partial blob is gone
+        assert not target.exists() and "was deleted" in done.stderr
 
 
 @pytest.mark.parametrize("args, code, words", [

@@ -167,6 +167,10 @@ CASES: dict[str, Case] = {
         lambda f: patch(p := compressed(f), l2_offset(p) + 8,
                         struct.pack(">Q", 1 << 62 | 1 << 40)),
         vhd.TruncatedImageError, "compressed cluster at offset 1099511627776"),
+    "qcow2-compressed-cluster-runs-past-eof": Case(  # starts inside, its sectors do not
+        lambda f: patch(p := compressed(f), l2_offset(p) + 8, struct.pack(
+            ">Q", 1 << 62 | 2 << 54 | p.stat().st_size - 100)),
+        vhd.TruncatedImageError, "(3 sectors), past the end of the file"),
     "qcow2-compressed-cluster-cut-off": Case(
         lambda f: truncate(p := compressed(f), compressed_entry(p, 2)[1] + 10),
         vhd.TruncatedImageError, "cut off by the end of the file"),
