@@ -3,12 +3,15 @@ the same guest bytes for VMDK grains (with and without markers, read in place or
 pipe) and qcow2 clusters."""
 from __future__ import annotations
 
+import importlib
 import io
+import threading
 import zlib
 from pathlib import Path
 
 import pytest
 
+from azlift import vhd
 from azlift.vhd import _inflate
 from azlift.vhd.qcow2 import Qcow2Image
 from azlift.vhd.vmdk import VmdkImage
@@ -74,3 +77,39 @@ def test_a_damaged_grain_is_a_typed_error_with_either_engine(tmp_path: Path,
         image.read(first, 4096)
     assert getattr(caught.value, "exit_code", None) == 3
     assert "does not inflate" in str(caught.value) or "inflates to" in str(caught.value)
+
+
+def test_convert_inflates_grains_in_two_threads_at_once(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first two grain inflations must be under way at the same time (they meet at a
+    # barrier): convert's workers inflate in parallel, and the reader takes no lock.
+    convert_module = importlib.import_module("azlift.vhd.convert")  # the package re-exports the function
+
+    size = 16 * MIB
+    chunks = [(offset, bytes([offset // MIB + 1]) * 300_000) for offset in range(0, size, 4 * MIB)]
+    raw = write_raw(tmp_path / "disk.raw", size, chunks)
+    source = make_vmdk(raw, tmp_path / "s.vmdk", "streamOptimized")
+    real = _inflate.ENGINE
+    meeting = threading.Barrier(2, timeout=60)
+    calls = iter(range(1 << 30))
+    threads: set[int] = set()
+
+    class Meeting:
+        error = real.error
+
+        @staticmethod
+        def decompress(data: bytes, bufsize: int) -> bytes:
+            if next(calls) < 2:
+                threads.add(threading.get_ident())
+                meeting.wait()
+            return real.decompress(data, bufsize=bufsize)
+
+        decompressobj = staticmethod(real.decompressobj)
+
+    monkeypatch.setattr(_inflate, "ENGINE", Meeting)
+    monkeypatch.setattr(convert_module, "COPY_WORKERS", 2)
+    monkeypatch.setattr(convert_module, "COPY_WINDOW", 4)
+    result = vhd.convert(str(source), str(tmp_path / "out.vhd"))
+    assert len(threads) == 2 and result.data_bytes >= 4 * 300_000
+    with VmdkImage(source) as image:
+        assert bytes(image.read(0, size)) == expected_bytes(size, chunks)
