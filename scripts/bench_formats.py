@@ -23,7 +23,9 @@ qcow2 → page blob (Azurite):
    - qemu-img: `qemu-img convert -O vpc -o subformat=fixed,force_size=on` to a temporary
      fixed VHD, then `azlift upload` of that file (the path users take today).
    Prints the median wall time of each and their ratio (goal: azlift ≤ 0.6 × qemu-img's),
-   and the scratch space each needed (the temporary VHD's allocated bytes).
+   the scratch space each needed (the temporary VHD's allocated bytes), and where the time
+   goes: qemu-img convert's wall, each upload's client CPU, Azurite's CPU, and the CPU the
+   qcow2 reader alone spends reading all the data (the rest is the uploader both share).
 3. Peak RSS of `azlift upload` from the 16 GiB qcow2 and from a 64 GiB qcow2 overlay on it
    (the same data, read through the backing chain): goal flat in virtual size, ≤ 200 MiB.
 The azlift blob is checked with `azlift upload verify` against the qcow2 once.
@@ -141,9 +143,16 @@ def build_qcow2(workdir: Path, raw: Path) -> tuple[Path, Path]:
     return source, overlay
 
 
-def timed_upload(source: Path, endpoint: str, blob: str) -> tuple[float, int, dict]:
-    """Wall seconds, peak RSS bytes (wait4) and the JSON summary of one installed
-    `azlift upload` to the "bench" container."""
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has spent (from /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_upload(source: Path, endpoint: str, blob: str) -> tuple[float, int, dict, float]:
+    """Wall seconds, peak RSS bytes, the JSON summary and the CPU seconds (wait4) of one
+    installed `azlift upload` to the "bench" container."""
     env = {**os.environ, "AZLIFT_STATE_DIR": tempfile.mkdtemp()}
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -155,56 +164,91 @@ def timed_upload(source: Path, endpoint: str, blob: str) -> tuple[float, int, di
     out, err = process.stdout.read(), process.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"azlift upload failed: {err.decode(errors='replace')}")
-    return wall, usage.ru_maxrss * 1024, json.loads(out)
+    return wall, usage.ru_maxrss * 1024, json.loads(out), usage.ru_utime + usage.ru_stime
 
 
-def via_qemu_img(source: Path, workdir: Path, endpoint: str) -> tuple[float, int]:
-    """qemu-img convert to a temporary fixed VHD, then azlift upload of it: wall, scratch."""
+def via_qemu_img(source: Path, workdir: Path, endpoint: str) -> dict:
+    """qemu-img convert to a temporary fixed VHD, then azlift upload of it: the walls of
+    both steps, the upload's CPU, the scratch space."""
     scratch = workdir / "scratch-fixed.vhd"
     scratch.unlink(missing_ok=True)
     started = time.perf_counter()
     qemu_img("convert", "-f", "qcow2", "-O", "vpc", "-o", "subformat=fixed,force_size=on",
              source, scratch)
-    timed_upload(scratch, endpoint, "qemu.vhd")
+    converted = time.perf_counter() - started
+    _, _, _, cpu = timed_upload(scratch, endpoint, "qemu.vhd")
     wall = time.perf_counter() - started
     allocated = scratch.stat().st_blocks * 512
     scratch.unlink()
-    return wall, allocated
+    return {"wall": wall, "convert_wall": converted, "upload_cpu": cpu, "scratch": allocated}
+
+
+def reader_cpu_s(source: Path) -> float:
+    """CPU seconds to read every extent of ``source`` through azlift's reader, 4 MiB at a
+    time: the part of `azlift upload` that is the format's, not the uploader's."""
+    started = time.process_time()
+    with vhd.open_image(str(source)) as image:
+        for offset, length in image.extents():
+            end = offset + length
+            while offset < end:
+                count = min(4 * MIB - offset % (4 * MIB), end - offset)
+                image.read(offset, count)
+                offset += count
+    return time.process_time() - started
 
 
 def bench_qcow2_upload(workdir: Path, source: Path, overlay: Path, runs: int) -> dict:
-    azlift_walls, qemu_walls, scratch = [], [], 0
+    walls: dict[str, list[float]] = {"azlift": [], "qemu": []}
+    client_cpu: dict[str, list[float]] = {"azlift": [], "qemu": []}
+    azurite_cpu: dict[str, list[float]] = {"azlift": [], "qemu": []}
+    convert_walls: list[float] = []
     rss: dict[str, int] = {}
+    scratch = sent = 0
     for run in range(runs):
         order = ("azlift", "qemu") if run % 2 == 0 else ("qemu", "azlift")
         for who in order:
-            with fresh_azurite(workdir) as (endpoint, _):
+            with fresh_azurite(workdir) as (endpoint, azurite):
+                before = process_cpu_s(azurite.pid)
                 if who == "azlift":
-                    wall, peak, summary = timed_upload(source, endpoint, "azlift.vhd")
-                    azlift_walls.append(wall)
+                    wall, peak, summary, cpu = timed_upload(source, endpoint, "azlift.vhd")
                     rss["16GiB_qcow2"] = max(rss.get("16GiB_qcow2", 0), peak)
-                    if run == 0:
-                        verify = subprocess.run(
-                            [str(AZLIFT), "upload", "verify", str(source), "bench/azlift.vhd",
-                             "--emulator", "--emulator-endpoint", endpoint],
-                            capture_output=True, text=True)
-                        if verify.returncode != 0:
-                            raise SystemExit(f"verify failed: {verify.stdout}{verify.stderr}")
-                        sent = summary["data_bytes_sent"]
+                    sent = summary["data_bytes_sent"]
                 else:
-                    wall, scratch = via_qemu_img(source, workdir, endpoint)
-                    qemu_walls.append(wall)
+                    measured = via_qemu_img(source, workdir, endpoint)
+                    wall, cpu, scratch = (measured["wall"], measured["upload_cpu"],
+                                          measured["scratch"])
+                    convert_walls.append(measured["convert_wall"])
+                azurite_cpu[who].append(process_cpu_s(azurite.pid) - before)
+                walls[who].append(wall)
+                client_cpu[who].append(cpu)
+                if who == "azlift" and run == 0:
+                    verify = subprocess.run(
+                        [str(AZLIFT), "upload", "verify", str(source), "bench/azlift.vhd",
+                         "--emulator", "--emulator-endpoint", endpoint],
+                        capture_output=True, text=True)
+                    if verify.returncode != 0:
+                        raise SystemExit(f"verify failed: {verify.stdout}{verify.stderr}")
     with fresh_azurite(workdir) as (endpoint, _):
-        _, rss["64GiB_qcow2_overlay"], _ = timed_upload(overlay, endpoint, "overlay.vhd")
-    azlift_median, qemu_median = statistics.median(azlift_walls), statistics.median(qemu_walls)
+        _, rss["64GiB_qcow2_overlay"], _, _ = timed_upload(overlay, endpoint, "overlay.vhd")
+
+    def median(values: list[float]) -> float:
+        return round(statistics.median(values), 2)
+
     return {
         "source_bytes": source.stat().st_size,
-        "azlift_upload_wall_s": azlift_walls,
-        "qemu_img_convert_plus_upload_wall_s": qemu_walls,
-        "azlift_median_s": round(azlift_median, 2),
-        "qemu_img_median_s": round(qemu_median, 2),
-        "ratio_azlift_over_qemu_img": round(azlift_median / qemu_median, 3),
+        "azlift_upload_wall_s": [round(w, 2) for w in walls["azlift"]],
+        "qemu_img_convert_plus_upload_wall_s": [round(w, 2) for w in walls["qemu"]],
+        "azlift_median_s": median(walls["azlift"]),
+        "qemu_img_median_s": median(walls["qemu"]),
+        "ratio_azlift_over_qemu_img": round(statistics.median(walls["azlift"])
+                                            / statistics.median(walls["qemu"]), 3),
         "goal_ratio_at_most": 0.6,
+        "where_the_time_goes": {
+            "qemu_img_convert_wall_s": median(convert_walls),
+            "upload_client_cpu_s": {who: median(values) for who, values in client_cpu.items()},
+            "azurite_cpu_s": {who: median(values) for who, values in azurite_cpu.items()},
+            "qcow2_reader_cpu_s": round(reader_cpu_s(source), 2),
+        },
         "azlift_scratch_bytes": 0,
         "qemu_img_scratch_bytes": scratch,
         "azlift_data_bytes_sent": sent,
@@ -227,7 +271,10 @@ def main() -> int:
     if shutil.which("qemu-img") is None:
         print("bench: qemu-img is missing (run scripts/setup.sh)", file=sys.stderr)
         return 2
-    result: dict = {"cpus": os.cpu_count(), "data_bytes": args.data_mib * MIB}
+    from azlift.vhd._inflate import engine_name
+
+    result: dict = {"cpus": os.cpu_count(), "data_bytes": args.data_mib * MIB,
+                    "inflate_engine": engine_name(), "load_average": os.getloadavg()}
     try:
         if args.only in (None, "vmdk"):
             workdir = args.workdir / "vmdk"
