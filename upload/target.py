@@ -336,8 +336,11 @@ class BlobPageTarget:
 
     def delete(self) -> None:
         """Delete the blob (a partial upload whose source turned out unreadable)."""
+        if self._rest is not None:
+            self._send("DELETE", {}, {}, ok=(202,))
+            return
         with self._errors():
-            self._client.delete_blob()
+            self.client.delete_blob()
 
     def set_metadata(self, metadata: dict[str, str]) -> None:
         if not self._supports_metadata:
