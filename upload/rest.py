@@ -56,7 +56,7 @@ class Response:
     raw_headers: list[tuple[str, str]] = field(default_factory=list)  # as sent
 
 
-@dataclass
+@dataclass(frozen=True)
 class SentRequest:
     """What one attempt put on the wire, for a request hook (the SDK's raw_request_hook
     shape: ``hook(request)`` reads ``request.http_request.method/url/headers/body``)."""
@@ -65,10 +65,12 @@ class SentRequest:
     url: str
     headers: dict[str, str]
     body: Any = None
-    http_request: "SentRequest" = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.http_request = self
+    @property
+    def http_request(self) -> "SentRequest":
+        # a property, not a field pointing at itself: a cycle would keep every body (up
+        # to 4 MiB) alive until the garbage collector ran
+        return self
 
 
 class SigningError(Exception):

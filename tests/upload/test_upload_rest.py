@@ -121,3 +121,26 @@ def test_a_key_that_is_not_base64_fails_in_one_line_before_sending() -> None:
     with pytest.raises(AuthError, match="cannot sign requests to .*d.vhd with this "
                                         "credential: the account key is not valid base64"):
         target.exists()
+
+
+def test_a_hooked_request_frees_its_body_without_the_garbage_collector() -> None:
+    import gc
+    import weakref
+
+    from azlift.upload.rest import SentRequest
+
+    class Body(bytearray):
+        pass
+
+    body = Body(4096)
+    alive = weakref.ref(body)
+    seen = []
+    request = SentRequest("PUT", "http://h/a/c/b?comp=page", {}, body)
+    seen.append(request.http_request.body is body)
+    gc.disable()
+    try:
+        del request, body
+        assert alive() is None  # freed by reference counting: no cycle holds it
+    finally:
+        gc.enable()
+    assert seen == [True]
