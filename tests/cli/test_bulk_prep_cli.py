@@ -257,3 +257,22 @@ def test_dry_run_shows_each_guest_plan_and_changes_nothing(
     assert proxy.stats.requests == 0 and fake_arm.calls() == []
     assert {name: path.stat() for name, path in disks.items()} == before
     no_secret(result.out, result.err, text.out, text.err)
+
+
+def test_no_on_the_terminal_leaves_every_guest_alone(
+        tmp_path, proxy, azurite, fake_arm, root_tree, start_sshd, keys,  # noqa: F811
+        windows_guest, wsman_certificate, monkeypatch) -> None:  # noqa: F811
+    from typer.testing import CliRunner
+
+    from azlift.cli.main import app
+
+    server, _, plan = one_of_each(tmp_path, azurite, fake_arm, start_sshd(root_tree("ubuntu")),
+                                  keys, windows_guest, wsman_certificate[0])
+    monkeypatch.setattr(common, "stdin_is_terminal", lambda: True)
+    result = CliRunner().invoke(app, ["bulk", "run", str(plan)], input="n\n")
+    assert result.exit_code == 5, result.output
+    assert "Generalize these 2 guest(s) and power them off?" in result.output
+    assert "back the VM up" in result.output  # the reminder comes before the question
+    assert windows_guest.scripts == [] and read_log(server.upper, RECORDED_LOG) == []
+    assert not (tmp_path / "state").exists()
+    assert proxy.stats.requests == 0 and fake_arm.calls() == []
