@@ -15,6 +15,7 @@ from .errors import (
     RunInterrupted,
     SecretInManifestError,
     StateError,
+    VerifyFailedError,
 )
 from .manifest import (
     SCHEMA,
@@ -64,6 +65,7 @@ __all__ = [
     "StateStore",
     "TaskContext",
     "ThrottledTarget",
+    "VerifyFailedError",
     "VmSpec",
     "build_report",
     "check_all",

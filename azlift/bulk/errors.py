@@ -55,6 +55,13 @@ class RunInterrupted(BulkError):
     exit_code = 130
 
 
+class VerifyFailedError(BulkError):
+    """What was uploaded differs from the source (read back after the upload)."""
+
+    code = "verify_failed"
+    exit_code = 1
+
+
 class OutputExistsError(BulkError):
     """The file to write exists and --force was not given."""
 

@@ -15,6 +15,7 @@ from .engine import TaskContext
 from .manifest import Settings
 
 PROGRESS_INTERVAL_S = 1.0
+VERIFY_FAILED = "verify_failed"  # the blob mark of an upload that did not verify
 MAX_FINDINGS = 5
 
 
@@ -135,21 +136,27 @@ def _progress(job: DiskJob, ctx: TaskContext, seen: dict[str, int]) -> Any:
     return report
 
 
-def _already_complete(image: Any, target: Any) -> Any | None:
-    """The blob's properties when it already holds this source, completely."""
-    from azlift.upload.journal import fingerprint
+def _already_complete(image: Any, target: Any, state: Any) -> Any | None:
+    """The layout when the blob (``state``: its properties) already holds this source,
+    completely."""
     from azlift.upload.stream import fixed_vhd_layout
-    from azlift.upload.uploader import META_FINGERPRINT, META_STATE
+    from azlift.upload.uploader import META_STATE
 
-    if not target.exists():
-        return None
-    state = target.properties()
     layout = fixed_vhd_layout(image)
-    digest = fingerprint(image, layout, target.identity).digest()
-    if state.metadata.get(META_STATE) == "complete" and \
-            state.metadata.get(META_FINGERPRINT) == digest and state.length == layout.blob_length:
+    if state.metadata.get(META_STATE) == "complete" and _ours(image, target, state) and \
+            state.length == layout.blob_length:
         return layout
     return None
+
+
+def _ours(image: Any, target: Any, state: Any) -> bool:
+    """The blob's recorded fingerprint is this source's (same file, size, data map)."""
+    from azlift.upload.journal import fingerprint
+    from azlift.upload.stream import fixed_vhd_layout
+    from azlift.upload.uploader import META_FINGERPRINT
+
+    digest = fingerprint(image, fixed_vhd_layout(image), target.identity).digest()
+    return state.metadata.get(META_FINGERPRINT) == digest
 
 
 def _unclaimed_and_empty(target: Any) -> bool:
@@ -161,28 +168,41 @@ def _unclaimed_and_empty(target: Any) -> bool:
             and not target.list_page_ranges())
 
 
-def verify_blob(image: Any, target: Any) -> None:
-    """After the upload: the blob has the fixed VHD's length, is marked complete and ends
-    with this source's footer (the data itself was checked by Content-MD5 on every put)."""
-    from azlift.upload.errors import ServiceError
-    from azlift.upload.stream import fixed_vhd_layout
+def verify_target(image: Any, target: Any, *, threads: int) -> None:
+    """After the upload: the target holds exactly this source's fixed VHD, judged as
+    `azlift upload verify` judges it (type, length, footer field by field, written page
+    ranges against the source's data map, every data range read back and compared; zeros
+    are not read back, memory stays within the read window). A blob is also marked
+    complete. A blob that differs is marked so that the next attempt starts it over."""
     from azlift.upload.uploader import META_STATE
+    from azlift.upload.verify import verify_upload
 
-    layout = fixed_vhd_layout(image)
-    state = target.properties()
-    if state.length != layout.blob_length or state.metadata.get(META_STATE) != "complete":
-        raise ServiceError(f"{target.identity}: expected a complete blob of "
-                           f"{layout.blob_length} bytes, found {state.length} bytes marked "
-                           f"{state.metadata.get(META_STATE)!r}")
-    if target.read(layout.footer_offset, len(layout.footer)) != layout.footer:
-        raise ServiceError(f"{target.identity}: the footer in the blob is not this source's")
+    from .errors import VerifyFailedError
+
+    report = verify_upload(image, target, threads=threads)
+    if report.ok and target.supports_metadata:
+        mark = target.properties().metadata.get(META_STATE)
+        if mark != "complete":
+            raise VerifyFailedError(f"{target.identity}: expected a blob marked complete, "
+                                    f"found it marked {mark!r}")
+    if report.ok:
+        return
+    if target.supports_metadata:
+        metadata = dict(target.properties().metadata)
+        target.set_metadata({**metadata, META_STATE: VERIFY_FAILED})
+    first = report.differences[0]
+    more = len(report.differences) - 1
+    raise VerifyFailedError(f"{target.identity} differs from the source after the upload: "
+                            f"{first.message}" + (f" (and {more} more difference"
+                                                  f"{'s' * (more > 1)})" if more else ""))
+
 
 
 def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
     """Upload one disk (sparse, resumable from what the blob holds), then verify it."""
     from azlift import vhd
     from azlift.upload.errors import ResumeMismatchError
-    from azlift.upload.uploader import upload_image
+    from azlift.upload.uploader import META_STATE, upload_image
 
     result = _base("upload", job, ctx)
     started = time.monotonic()
@@ -192,22 +212,28 @@ def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
         target = _target(job, ctx)
         result["target"] = target.identity
         with vhd.open_image(job.path, job.format) as image:
-            done = _already_complete(image, target)
+            state = target.properties() if target.exists() else None
+            done = _already_complete(image, target, state) if state is not None else None
             if done is not None:
+                verify_target(image, target, threads=job.threads)
                 result.update(ok=True, bytes_sent=0, zero_bytes_skipped=0, resumed_bytes=
                               done.blob_length, already=True, throttled=0, retries=0,
                               seconds=round(time.monotonic() - started, 3))
                 return result
-            options: dict[str, Any] = {"resume": target.exists()}
             common = dict(threads=job.threads, progress=_progress(job, ctx, seen),
                           cancel=ctx.cancel_flag(), role=job.role)
+            # A blob of this source that failed verification is sent again whole: its
+            # page ranges cannot tell the bad pages from the good ones.
+            restart = state is not None and state.metadata.get(META_STATE) == VERIFY_FAILED \
+                and _ours(image, target, state)
             try:
-                summary = upload_image(image, target, **options, **common)
+                summary = upload_image(image, target, overwrite=restart,
+                                       resume=state is not None and not restart, **common)
             except ResumeMismatchError:
                 if not (job.overwrite or _unclaimed_and_empty(target)):
                     raise
                 summary = upload_image(image, target, overwrite=True, **common)
-            verify_blob(image, target)
+            verify_target(image, target, threads=job.threads)
         result.update(ok=True, bytes_sent=summary.data_bytes_sent,
                       zero_bytes_skipped=summary.zero_bytes_skipped,
                       resumed_bytes=summary.resumed_bytes, retries=summary.retries,

@@ -1,0 +1,76 @@
+"""The verify phase reads the uploaded data back and compares it with the source, as
+`azlift upload verify` does: a page altered in the blob after the service accepted it fails
+that VM with ``verify_failed`` (the others finish), and a retry sends the blob again."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from azlift.bulk import Coordinator, InProcessEngine, StateStore, build_report, load_manifest
+from azlift.bulk import source_resources
+from tests.support.azurite import azurite  # noqa: F401
+from tests.support.bulk_plans import blob_bytes, converted, make_disk, manifest
+from tests.support.fault_proxy import FaultProxy
+
+
+def run(plan, state: Path, run_id: str, *, retry_failed: bool = False) -> dict:
+    store = StateStore(state)
+    engine = InProcessEngine(run_id, threads=4, resources=source_resources(plan))
+    try:
+        Coordinator(plan, store, engine, run_id, wait_for_workers=0).run(
+            retry_failed=retry_failed)
+    finally:
+        engine.close()
+    report = build_report(store, "plan.toml")
+    store.close()
+    return {vm["id"]: vm for vm in report["vms"]}
+
+
+def test_a_page_altered_after_upload_fails_its_vm_and_a_retry_repairs_it(
+        tmp_path: Path, azurite, monkeypatch) -> None:  # noqa: F811
+    container = azurite.new_container_name()
+    altered: list[int] = []
+    lock = threading.Lock()
+
+    def alter_first_page(moment: str, index: int, method: str, target: str) -> None:
+        """Once the service has written the first page of bad-lun0.vhd, flip one of its
+        bytes behind the uploader's back (as a fault in the storage path would)."""
+        if moment != "answered" or method != "PUT" or "comp=page" not in target \
+                or "/bad-lun0.vhd" not in target:
+            return
+        with lock:
+            if altered:
+                return
+            blob = azurite.service_client().get_blob_client(container, "bad-lun0.vhd")
+            start = next(iter(blob.list_page_ranges())).start
+            page = bytearray(blob.download_blob(offset=start, length=512).readall())
+            page[100] ^= 0xFF
+            blob.upload_page(bytes(page), offset=start, length=512)
+            altered.append(start)
+
+    disks = tmp_path / "disks"
+    good = make_disk(disks, "good", "vhdx", seed=31)
+    bad = make_disk(disks, "bad", "vhd-dynamic", seed=32)
+    with FaultProxy(upstream=(azurite.host, azurite.port), on_request=alter_first_page) as proxy:
+        monkeypatch.setenv("AZLIFT_EMULATOR_ENDPOINT", proxy.url_for(azurite.endpoint))
+        monkeypatch.setenv("AZLIFT_STATE_DIR", str(tmp_path / "state"))
+        plan = load_manifest(manifest(tmp_path / "plan.toml", [
+            {"id": "good", "source": "hv01", "disk": [{"path": str(good), "lun": 0}]},
+            {"id": "bad", "source": "hv01", "disk": [{"path": str(bad), "lun": 0}]}],
+            sources={"hv01": 2}, destination=container, emulator=True, threads=2))
+
+        first = run(plan, tmp_path / "state.sqlite", "v1")
+        assert altered, "the proxy never saw a page of bad-lun0.vhd"
+        assert (first["good"]["status"], first["good"]["error"]) == ("done", None)
+        assert first["bad"]["status"] == "failed"
+        assert first["bad"]["error"]["code"] == "verify_failed"
+        assert f"bytes differ from offset {altered[0] + 100}" in first["bad"]["error"]["message"]
+        assert blob_bytes(azurite, container, "good-lun0.vhd") == converted(good, tmp_path)
+        assert blob_bytes(azurite, container, "bad-lun0.vhd") != converted(bad, tmp_path)
+
+        sent = proxy.stats.put_page_bytes_forwarded
+        second = run(plan, tmp_path / "state.sqlite", "v2", retry_failed=True)
+        assert (second["bad"]["status"], second["bad"]["error"]) == ("done", None)
+        assert second["good"]["attempts"] == 1  # done VMs are not touched again
+        assert proxy.stats.put_page_bytes_forwarded > sent  # the bad blob was sent again
+    assert blob_bytes(azurite, container, "bad-lun0.vhd") == converted(bad, tmp_path)
