@@ -8,6 +8,7 @@ out unless the caller asked to keep the disk open for a later resume.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ MAX_UPLOAD_BYTES = 32 * 1024 * 1024 * MIB + FOOTER_SIZE
 GRANT_SECONDS = 24 * 3600
 
 SendPages = Callable[[str, bool], Any]  # (write SAS URL, resume) -> UploadSummary
+ArmGate = Callable[[], AbstractContextManager[Any]]  # held around each ARM write
 
 
 def check_upload_size(size: int) -> None:
@@ -83,12 +85,16 @@ class DirectUpload:
     """One direct upload to the disk ``resource_id`` through ``registrar``'s client."""
 
     def __init__(self, registrar: Registrar, resource_id: str,
-                 on_note: Callable[[str], None] | None = None) -> None:
+                 on_note: Callable[[str], None] | None = None,
+                 arm_gate: ArmGate | None = None) -> None:
+        """``arm_gate`` is entered around each ARM write (create, grant, revoke): a bulk
+        run caps its concurrent ARM writes there; the single command needs no gate."""
         self.registrar = registrar
         self.client = registrar.client
         self.disk = ResourceId.parse_disk(resource_id)
         self.resource_id = resource_id
         self.note = on_note or (lambda message: None)
+        self.gate = arm_gate or nullcontext
 
     def _get(self) -> Any:
         return read_or_none(f"reading disk {self.disk.name}",
@@ -102,7 +108,8 @@ class DirectUpload:
             if resume:
                 raise ResumeMismatchError(f"--resume: disk {self.disk.name} does not exist; "
                                           "start the upload without --resume")
-            self.registrar.create_disk(self.disk.resource_group, self.disk.name, model)
+            with self.gate():
+                self.registrar.create_disk(self.disk.resource_group, self.disk.name, model)
             return True, False
         state = _value(existing.disk_state)
         size = existing.creation_data.upload_size_bytes if existing.creation_data else None
@@ -122,7 +129,7 @@ class DirectUpload:
 
     def _grant(self) -> str:
         what = f"write access to {self.disk.name}"
-        with arm_errors(f"granting {what}"):
+        with self.gate(), arm_errors(f"granting {what}"):
             poller = self.client.disks.begin_grant_access(
                 self.disk.resource_group, self.disk.name,
                 models.GrantAccessData(access="Write", duration_in_seconds=GRANT_SECONDS))
@@ -132,7 +139,7 @@ class DirectUpload:
 
     def revoke(self) -> None:
         """End write access: the disk leaves ActiveUpload and becomes usable."""
-        with arm_errors(f"revoking access to {self.disk.name}"):
+        with self.gate(), arm_errors(f"revoking access to {self.disk.name}"):
             self.client.disks.begin_revoke_access(self.disk.resource_group,
                                                   self.disk.name).result()
         self.registrar.on_status(f"access to {self.disk.name}", "Revoked")

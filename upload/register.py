@@ -214,16 +214,29 @@ def check_definition_matches(definition: Any, decided: Reconciled, *, force: boo
 
 # ---- request bodies (SDK models) ------------------------------------------------------------
 
+def is_disk_id(reference: str) -> bool:
+    """A managed disk's resource id (not a blob URL)."""
+    return reference.startswith("/subscriptions/") and "/disks/" in reference.lower()
+
+
+def _image_source(reference: str) -> dict[str, Any]:
+    """An image disk's source: a managed disk by resource id, else a VHD blob by URL."""
+    if is_disk_id(reference):
+        return {"managed_disk": models.SubResource(id=reference)}
+    return {"blob_uri": url_without_query(reference)}
+
+
 def image_model(*, location: str, os_blob: str, os_type: str, specialized: bool = False,
                 generation: str | None = None, data_disks: Sequence[DataDiskSpec] = (),
                 zone_resilient: bool = False) -> models.Image:
-    """A managed image: one OS disk (an OS image) or with data disks (a VM image)."""
+    """A managed image: one OS disk (an OS image) or with data disks (a VM image). Each
+    disk is a VHD blob URL or a managed disk's resource id."""
     check_unique_luns(data_disks)
     profile = models.ImageStorageProfile(
         os_disk=models.ImageOSDisk(
             os_type=os_type, os_state="Specialized" if specialized else "Generalized",
-            blob_uri=url_without_query(os_blob)),
-        data_disks=[models.ImageDataDisk(lun=disk.lun, blob_uri=url_without_query(disk.url))
+            **_image_source(os_blob)),
+        data_disks=[models.ImageDataDisk(lun=disk.lun, **_image_source(disk.url))
                     for disk in data_disks] or None,
         zone_resilient=True if zone_resilient else None,
     )

@@ -10,7 +10,9 @@ typed errors, secrets removed.
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -105,6 +107,30 @@ def transport_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return settings
 
 
+# The HTTP library under azure-core logs each request's full URL at DEBUG level, SAS
+# signature included (azure-core's own logging policy masks it; urllib3 does not).
+TRANSPORT_LOGGER = "urllib3.connectionpool"
+SAS_SIGNATURE = re.compile(r"(?i)([?&]sig=)[^&\s\"']+")
+
+
+class SasSignatureFilter(logging.Filter):
+    """Masks SAS signatures in the records of the logger it is attached to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = SAS_SIGNATURE.sub(r"\1REDACTED", message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def hide_sas_in_transport_logs() -> None:
+    """Attach SasSignatureFilter to the transport's logger, once per process."""
+    logger = logging.getLogger(TRANSPORT_LOGGER)
+    if not any(isinstance(f, SasSignatureFilter) for f in logger.filters):
+        logger.addFilter(SasSignatureFilter())
+
+
 class BlobPageTarget:
     """A page blob addressed by URL, signed by any credential azure-storage-blob takes.
 
@@ -120,6 +146,7 @@ class BlobPageTarget:
                  request_hook: Callable[[Any], None] | None = None,
                  connections: int = DEFAULT_POOL_SIZE,
                  **client_kwargs: Any) -> None:
+        hide_sas_in_transport_logs()
         self._retry = retry or RetrySettings()
         self._local = threading.local()
         self._request_hook = request_hook
