@@ -28,6 +28,7 @@ import re
 import ssl
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class Recorded:
     path: str
     query: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
@@ -120,6 +122,10 @@ class FakeArm:
     fail_next_operation: tuple[str, str] | None = None
     read_only_sas: bool = False
     disk_blobs: dict[str, str] = field(default_factory=dict)
+    # Every write SAS handed out (so tests can look for its signature where it must not be),
+    # and a rewrite of the SAS URLs (e.g. through a proxy in front of Azurite).
+    issued_sas: list[str] = field(default_factory=list)
+    rewrite_sas_url: Any = None
     # Called with (method, path) as each request arrives, before it is answered: a test
     # can act at that instant (e.g. interrupt the client while it waits for the answer).
     on_request: Any = None
@@ -306,6 +312,10 @@ class FakeArm:
 
     def _disk(self, method: str, ids: dict, body: Any) -> tuple[int, dict, Any]:
         rid = self.resource_id("disk", ids["rg"], ids["name"], sub=ids["sub"])
+        if method == "DELETE":
+            return self._delete_disk(rid)
+        if method == "PATCH":
+            return self._patch_disk(ids, body)
         state = None
         if method == "PUT" and isinstance(body, dict):
             creation = (body.get("properties") or {}).get("creationData") or {}
@@ -315,6 +325,36 @@ class FakeArm:
                 state = {"diskState": self.resources[rid.lower()]["properties"]["diskState"]}
         return self._put_or_get("disk", method, rid, body, _validate_disk,
                                 ("creationData", "osType", "hyperVGeneration"), state)
+
+    def _delete_disk(self, rid: str) -> tuple[int, dict, Any]:
+        """ARM deletes a disk that is not attached nor open for upload or download (202 and
+        an operation; 204 when there is no such disk)."""
+        disk = self.resources.get(rid.lower())
+        if disk is None:
+            return 204, {}, None
+        state = disk["properties"].get("diskState")
+        if state in ("Attached", "Reserved", "ActiveUpload", "ActiveSAS"):
+            raise ArmFault(409, "OperationNotAllowed", f"Disk '{disk['name']}' is {state}; "
+                           "it cannot be deleted.")
+
+        def finish(failed: bool = False) -> None:
+            if not failed:
+                self.resources.pop(rid.lower(), None)
+                self.disk_blobs.pop(rid.lower(), None)
+
+        return self._new_operation(disk["location"], finish)
+
+    def _patch_disk(self, ids: dict, body: Any) -> tuple[int, dict, Any]:
+        """An update of a disk's tags (the only update azlift makes)."""
+        disk = self._disk_or_404(ids)
+        if not isinstance(body, dict) or set(body) - {"tags"}:
+            raise ArmFault(400, "InvalidRequestContent", "Only tags may be updated here.")
+        if disk["properties"].get("diskState") in ("ActiveUpload", "ActiveSAS"):
+            raise ArmFault(409, "OperationNotAllowed", f"Disk '{disk['name']}' is "
+                           f"{disk['properties']['diskState']}; it cannot be updated.")
+        disk["tags"] = dict(body.get("tags") or {})
+        return self._new_operation(disk["location"], lambda failed=False: disk, body=disk,
+                                   put_status=202)
 
     def _disk_or_404(self, ids: dict) -> dict:
         rid = self.resource_id("disk", ids["rg"], ids["name"], sub=ids["sub"])
@@ -366,7 +406,11 @@ class FakeArm:
         sas = generate_blob_sas(self.azurite.account_name, container, blob,
                                 account_key=self.azurite.account_key, permission=permission,
                                 expiry=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1))
-        return f"{self.azurite.blob_url(container, blob)}?{sas}"
+        url = f"{self.azurite.blob_url(container, blob)}?{sas}"
+        if self.rewrite_sas_url is not None:
+            url = self.rewrite_sas_url(url)
+        self.issued_sas.append(url)
+        return url
 
     def disk_blob_bytes(self, resource_id: str) -> bytes:
         """Everything written to the disk's hidden blob."""
@@ -418,8 +462,9 @@ def _validate_image(body: dict) -> None:
     data_disks = profile.get("dataDisks") or []
     _check_luns(data_disks, "dataDisks")
     for disk in data_disks:
-        if not disk.get("blobUri"):
-            raise ArmFault(400, "InvalidParameter", f"Data disk at LUN {disk['lun']} has no blobUri.")
+        if not (disk.get("blobUri") or disk.get("managedDisk") or disk.get("snapshot")):
+            raise ArmFault(400, "InvalidParameter", f"Data disk at LUN {disk['lun']} needs one of "
+                           "'blobUri', 'managedDisk' or 'snapshot'.")
 
 
 def _validate_definition(body: dict) -> None:

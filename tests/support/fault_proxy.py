@@ -11,7 +11,9 @@ It counts what it saw: Put Page requests and the body bytes of those forwarded. 
 upload half-way. With ``on_request`` a test sees each request twice, when it has been
 received whole ("received", not yet forwarded) and when the upstream has answered it
 ("answered", the answer not yet passed on): the two instants a client can die at. When
-the hook returns False the request is dropped there (not forwarded, or not answered).
+the hook returns False the request is dropped there (not forwarded, or not answered); when
+it returns bytes at "received", those bytes are the answer (a whole HTTP response: e.g. the
+403 of a SAS that expired mid-upload) and the request is not forwarded.
 With ``max_concurrent_put_pages`` N it behaves like an account over its request limit: a
 Put Page arriving while N are already in flight gets ``503 ServerBusy``;
 ``stats.peak_put_pages_in_flight`` is the most it ever had at once (rejected ones included).
@@ -57,9 +59,10 @@ class FaultProxy:
     max_resets: int = 0
     seed: int = 1
     put_page_delay_s: float = 0.0  # slow every forwarded Put Page (to interrupt mid-way)
-    # on_request(moment, index, method, target) -> False to drop the request there;
+    # on_request(moment, index, method, target) -> False to drop the request there, or
+    # (at "received") the bytes of an answer to send instead of forwarding it;
     # moment "received" or "answered"; index counts requests from 1 in arrival order.
-    on_request: Callable[[str, int, str, str], bool | None] | None = None
+    on_request: Callable[[str, int, str, str], bool | bytes | None] | None = None
     max_concurrent_put_pages: int | None = None  # 503 ServerBusy above this many at once
     port: int = field(default_factory=free_port)
     stats: FaultStats = field(default_factory=FaultStats)
@@ -139,7 +142,11 @@ class FaultProxy:
                 self.stats.put_pages_forwarded += 1
                 self.stats.put_page_bytes_forwarded += length
         hook = self.on_request
-        if hook is not None and hook("received", index, method, target) is False:
+        verdict = None if hook is None else hook("received", index, method, target)
+        if verdict is False:
+            return
+        if isinstance(verdict, bytes):
+            client.sendall(verdict)
             return
         answered = None if hook is None else (
             lambda: hook("answered", index, method, target) is not False)
