@@ -132,7 +132,9 @@ class TaskContext:
 
                     lease = _DASK_LEASES[key] = Semaphore(max_leases=cap, name=name)
                 return lease
-            return _LOCAL_LEASES.setdefault(name, threading.BoundedSemaphore(cap))
+            # Per run: another run in this process may have other caps.
+            return _LOCAL_LEASES.setdefault(f"{self.run_id}/{name}",
+                                            threading.BoundedSemaphore(cap))
 
     def account_window(self, account: str, most: int) -> LeasedWindow:
         """An upload's share of the cap on in-flight Put Page requests to ``account``."""
@@ -188,6 +190,9 @@ class InProcessEngine:
         self._pool.shutdown(wait=True, cancel_futures=True)
         _LOCAL_SINKS.pop(self.run_id, None)
         _LOCAL_CANCEL.pop(self.run_id, None)
+        with _REGISTRY_LOCK:
+            for key in [key for key in _LOCAL_LEASES if key.startswith(f"{self.run_id}/")]:
+                del _LOCAL_LEASES[key]
 
 
 def _drain_queue(done: queue.Queue[Outcome], timeout: float) -> list[Outcome]:

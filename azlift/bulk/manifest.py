@@ -25,6 +25,8 @@ SCHEMA = "azlift.bulk/1"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 VERSION_PATTERN = re.compile(r"^\d{1,10}\.\d{1,10}\.\d{1,10}$")
 REGISTER_KINDS = ("none", "image", "gallery-version", "disk")
+MANAGED_DISK = "managed-disk"  # destination: straight into managed disks, no storage account
+DISK_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?$")
 OS_TYPES = ("linux", "windows")
 GENERATIONS = ("V1", "V2")
 ROLES = ("os", "data")
@@ -47,7 +49,8 @@ SECRET_ADVICE = ("a manifest names no secrets: set AZURE_STORAGE_CONNECTION_STRI
 class Settings:
     """Per-VM settings: ``[defaults]`` overridden by the VM's own keys."""
 
-    destination: str | None = None  # container URL, or a container name with emulator
+    destination: str | None = None  # container URL, a container name with emulator, or
+    #                                 "managed-disk"
     emulator: bool = False
     auth_mode: str = "key"  # key (from the worker's environment) | login
     threads: int = 8
@@ -74,6 +77,11 @@ class Settings:
     target_regions: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def managed_disk(self) -> bool:
+        """Disks go straight into managed disks (create, grant, upload, revoke)."""
+        return self.destination == MANAGED_DISK
+
 
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
 
@@ -87,6 +95,7 @@ class DiskSpec:
     lun: int | None
     blob: str
     format: str | None = None
+    disk_name: str | None = None  # the managed disk's name, with destination = "managed-disk"
 
     @property
     def label(self) -> str:
@@ -106,9 +115,16 @@ class VmSpec:
     reach: str | None = None  # the workers that reach the guest (None: the coordinator)
 
     def target_url(self, disk: DiskSpec) -> str:
-        """The blob URL (no query) or, with the emulator, CONTAINER/BLOB."""
+        """The blob URL (no query) or, with the emulator, CONTAINER/BLOB; for a managed
+        disk ``disk:RESOURCE_GROUP/NAME`` (its subscription is the workers')."""
+        if self.settings.managed_disk:
+            return f"disk:{self.settings.resource_group}/{self.disk_name(disk)}"
         destination = (self.settings.destination or "").rstrip("/")
         return f"{destination}/{disk.blob}"
+
+    def disk_name(self, disk: DiskSpec) -> str:
+        """The managed disk's name: ``disk_name``, else ``<vm id>-<os|lunN>``."""
+        return disk.disk_name or f"{self.id}-{disk.label}"
 
 
 @dataclass(frozen=True)
@@ -259,10 +275,8 @@ def _destination(value: Any, path: str, problems: _Problems) -> str | None:
     text = _text(value, path, problems, what="a container URL")
     if text is None:
         return None
-    if text == "managed-disk":
-        problems.add(path, "direct upload to managed disks is not available in bulk runs yet; "
-                           "give a container URL and register = \"disk\"")
-        return None
+    if text == MANAGED_DISK:
+        return text
     if text.startswith(("http://", "https://")):
         parts = urlsplit(text)
         # A query (a SAS) was refused by the secret check; judge the rest without it.
@@ -327,7 +341,7 @@ def _settings(table: dict, path: str, base: Settings, problems: _Problems) -> Se
 TOP_KEYS = ("schema", "defaults", "limits", "source", "vm")
 SOURCE_KEYS = ("name", "max_disks")
 VM_KEYS = ("id", "source", "disk", "prep", "reach", *SETTING_NAMES)
-DISK_KEYS = ("path", "role", "lun", "blob", "format")
+DISK_KEYS = ("path", "role", "lun", "blob", "format", "disk_name")
 LIMIT_KEYS = ("account_requests", "arm_writes", "prep_guests")
 
 
@@ -436,7 +450,9 @@ def _vms(value: Any, defaults: Settings, source_names: set[str], base_dir: Path 
             where = f"vm[{index}].disk[{number}]"
             target = vm.target_url(disk)
             if target in blobs:
-                problems.add(f"{where}.blob", f"blob {target!r} is also the target of "
+                key, what = (("disk_name", "managed disk") if vm.settings.managed_disk
+                             else ("blob", "blob"))
+                problems.add(f"{where}.{key}", f"{what} {target!r} is also the target of "
                              f"{blobs[target]}")
             blobs.setdefault(target, where)
             if disk.path in paths:
@@ -474,6 +490,10 @@ def _vm(table: dict, where: str, defaults: Settings, source_names: set[str],
                          f"is prepared as os = \"{prep.os}\"")
     _check_settings(settings, where, problems)
     disks = _disks(table.get("disk"), f"{where}.disk", vm_id or "vm", base_dir, problems)
+    for number, disk in enumerate(disks):
+        if disk.disk_name is not None and not settings.managed_disk:
+            problems.add(f"{where}.disk[{number}].disk_name", "disk_name applies to "
+                         f"destination = \"{MANAGED_DISK}\"; this VM uploads to blobs (set blob)")
     if disks and settings.register in ("image", "gallery-version") and \
             not any(disk.role == "os" for disk in disks):
         problems.add(f"{where}.disk", f"register = \"{settings.register}\" needs one disk with "
@@ -485,6 +505,9 @@ def _vm(table: dict, where: str, defaults: Settings, source_names: set[str],
 
 def _check_settings(settings: Settings, where: str, problems: _Problems) -> None:
     """Settings that only make sense together (after defaults were applied)."""
+    if settings.managed_disk:
+        _check_managed_disk(settings, where, problems)
+        return
     if settings.destination is None:
         problems.add(f"{where}.destination", "expected a container URL (here or in "
                      "[defaults]), found none")
@@ -499,6 +522,19 @@ def _check_settings(settings: Settings, where: str, problems: _Problems) -> None
         if getattr(settings, name) is None:
             problems.add(f"{where}.{name}", f"register = \"{settings.register}\" needs {name} "
                          "(here or in [defaults]), found none")
+
+
+def _check_managed_disk(settings: Settings, where: str, problems: _Problems) -> None:
+    """Direct upload: the disks need a resource group and a region; an image or the disks
+    themselves can be registered, a gallery version (made from VHD blobs) cannot."""
+    for name in ("resource_group", "location"):
+        if getattr(settings, name) is None:
+            problems.add(f"{where}.{name}", f"destination = \"{MANAGED_DISK}\" needs {name} "
+                         "(here or in [defaults]), found none")
+    if settings.register == "gallery-version":
+        problems.add(f"{where}.register", f"register = \"gallery-version\" is made from VHD "
+                     f"blobs; with destination = \"{MANAGED_DISK}\" expected register = "
+                     "\"image\", \"disk\" or \"none\" (or give a container destination)")
 
 
 def _disks(value: Any, where: str, vm_id: str, base_dir: Path | None,
@@ -542,6 +578,11 @@ def _disks(value: Any, where: str, vm_id: str, base_dir: Path | None,
             blob = _text(table["blob"], f"{here}.blob", problems,
                          pattern=re.compile(r"^[^/\\?#][^\\?#]{0,1023}$"),
                          what="a blob name (no '?', '#' or leading '/')")
+        disk_name = None
+        if "disk_name" in table:
+            disk_name = _text(table["disk_name"], f"{here}.disk_name", problems,
+                              pattern=DISK_NAME_PATTERN,
+                              what="a disk name of 1-80 letters, digits, '_', '.', '-'")
         fmt = None
         if "format" in table:
             fmt = _text(table["format"], f"{here}.format", problems, choices=tuple(FORMAT_ALIASES))
@@ -551,5 +592,6 @@ def _disks(value: Any, where: str, vm_id: str, base_dir: Path | None,
             path = str(base_dir / path)
         label = "os" if role == "os" else f"lun{lun}"
         disks.append(DiskSpec(path=path, role=role, lun=lun if role == "data" else None,
-                              blob=blob or f"{vm_id}-{label}.vhd", format=fmt))
+                              blob=blob or f"{vm_id}-{label}.vhd", format=fmt,
+                              disk_name=disk_name))
     return disks

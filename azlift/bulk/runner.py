@@ -17,6 +17,7 @@ from typing import Any
 
 from .engine import TaskContext
 from .errors import RunInterrupted
+from .managed import ManagedDiskJob, upload_managed_disk
 from .manifest import DiskSpec, Manifest, VmSpec
 from .state import DONE, FAILED, PENDING, RUNNING, StateStore, VmRow
 from .tasks import DiskJob, RegisterJob, check_disk, register_vm, upload_disk
@@ -43,6 +44,15 @@ def disk_job(vm: VmSpec, disk: DiskSpec) -> DiskJob:
                    role=disk.role, target=vm.target_url(disk), emulator=settings.emulator,
                    auth_mode=settings.auth_mode, threads=settings.threads,
                    overwrite=settings.overwrite)
+
+
+def upload_task(vm: VmSpec, disk: DiskSpec) -> tuple[Any, Any]:
+    """The task that uploads ``disk`` and its job: into a blob, or a managed disk."""
+    if vm.settings.managed_disk:
+        return upload_managed_disk, ManagedDiskJob(
+            vm_id=vm.id, label=disk.label, path=disk.path, format=disk.format, role=disk.role,
+            name=vm.disk_name(disk), settings=vm.settings)
+    return upload_disk, disk_job(vm, disk)
 
 
 def source_resources(manifest: Manifest) -> dict[str, float]:
@@ -225,7 +235,8 @@ class Coordinator:
                 disk = next(d for d in state.spec.disks if d.label == label)
                 self.reading[source] = self.reading.get(source, 0) + 1
                 self.store.set_disk(vm_id, label, status=RUNNING)
-                self._submit("upload", state.spec, disk, upload_disk, disk_job(state.spec, disk),
+                function, job = upload_task(state.spec, disk)
+                self._submit("upload", state.spec, disk, function, job,
                              resources={self.manifest.source(source).resource: 1})
 
     def _upload_done(self, state: _Vm, result: dict[str, Any]) -> None:
@@ -239,7 +250,7 @@ class Coordinator:
                             target=result.get("target"), worker=result.get("worker"), **counters)
         self.store.event(self.run_id, vm.id, label, "uploaded" if ok else "upload_failed",
                          {k: result.get(k) for k in ("worker", "bytes_sent", "already",
-                                                     "throttled", "error")})
+                                                     "throttled", "error", "notes")})
         if result.get("worker") and result["worker"] not in state.workers:
             state.workers.append(result["worker"])
         self.notify({"kind": "disk", "vm": vm.id, "disk": label, "ok": ok,
@@ -259,7 +270,12 @@ class Coordinator:
         vm = state.spec
         if state.workers:
             self.store.set_vm(vm.id, worker=",".join(state.workers))
-        if vm.settings.register == "none":
+        if vm.settings.managed_disk:
+            # The managed disks are resources of their own; register = "disk" is them.
+            self.store.set_vm(vm.id, resources=[{"kind": "disk", "id": disk.target}
+                                                for disk in self.store.vm(vm.id).disks])
+        if vm.settings.register == "none" or (vm.settings.managed_disk
+                                              and vm.settings.register == "disk"):
             self._done(vm.id)
             return
         self._register(state, hints)
@@ -285,7 +301,10 @@ class Coordinator:
         if not result["ok"]:
             self._fail(vm_id, result.get("error") or {})
             return
-        self.store.set_vm(vm_id, resources=result.get("resources") or [])
+        known = self.store.vm(vm_id).resources  # a managed-disk VM's disks come first
+        self.store.set_vm(vm_id, resources=known + [resource for resource in
+                                                    result.get("resources") or []
+                                                    if resource not in known])
         self._done(vm_id)
 
     def _done(self, vm_id: str) -> None:
@@ -406,7 +425,7 @@ def plan(manifest: Manifest, rows: dict[str, VmRow] | None = None,
         name = {"image": settings.image_name or vm.id,
                 "gallery-version": f"{settings.gallery}/{settings.gallery_image}/"
                                    f"{settings.gallery_version}",
-                "disk": ", ".join(f"{vm.id}-{d.label}" for d in vm.disks)}.get(settings.register)
+                "disk": ", ".join(vm.disk_name(d) for d in vm.disks)}.get(settings.register)
         entries.append({
             "id": vm.id, "source": vm.source, "status": status,
             "action": "skip (done)" if status == DONE else "run",

@@ -168,26 +168,27 @@ def _unclaimed_and_empty(target: Any) -> bool:
             and not target.list_page_ranges())
 
 
-def verify_target(image: Any, target: Any, *, threads: int) -> None:
+def verify_target(image: Any, target: Any, *, threads: int, marked: bool = True) -> None:
     """After the upload: the target holds exactly this source's fixed VHD, judged as
     `azlift upload verify` judges it (type, length, footer field by field, written page
     ranges against the source's data map, every data range read back and compared; zeros
     are not read back, memory stays within the read window). A blob is also marked
-    complete. A blob that differs is marked so that the next attempt starts it over."""
+    complete (``marked``; a managed disk records completion by tag after revoke). A blob
+    that differs is marked so that the next attempt starts it over."""
     from azlift.upload.uploader import META_STATE
     from azlift.upload.verify import verify_upload
 
     from .errors import VerifyFailedError
 
     report = verify_upload(image, target, threads=threads)
-    if report.ok and target.supports_metadata:
+    if report.ok and marked:
         mark = target.properties().metadata.get(META_STATE)
         if mark != "complete":
             raise VerifyFailedError(f"{target.identity}: expected a blob marked complete, "
                                     f"found it marked {mark!r}")
     if report.ok:
         return
-    if target.supports_metadata:
+    if marked:
         metadata = dict(target.properties().metadata)
         target.set_metadata({**metadata, META_STATE: VERIFY_FAILED})
     first = report.differences[0]
@@ -196,6 +197,14 @@ def verify_target(image: Any, target: Any, *, threads: int) -> None:
                             f"{first.message}" + (f" (and {more} more difference"
                                                   f"{'s' * (more > 1)})" if more else ""))
 
+
+
+def sent_fields(summary: Any) -> dict[str, Any]:
+    """An upload task's counters from the page engine's summary."""
+    return {"bytes_sent": summary.data_bytes_sent,
+            "zero_bytes_skipped": summary.zero_bytes_skipped,
+            "resumed_bytes": summary.resumed_bytes, "retries": summary.retries,
+            "already": False}
 
 
 def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
@@ -234,10 +243,7 @@ def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
                     raise
                 summary = upload_image(image, target, overwrite=True, **common)
             verify_target(image, target, threads=job.threads)
-        result.update(ok=True, bytes_sent=summary.data_bytes_sent,
-                      zero_bytes_skipped=summary.zero_bytes_skipped,
-                      resumed_bytes=summary.resumed_bytes, retries=summary.retries,
-                      throttled=target.throttled, already=False)
+        result.update(ok=True, throttled=target.throttled, **sent_fields(summary))
     except Exception as error:  # noqa: BLE001 - a task reports, the coordinator decides
         result["error"] = error_result(error)
         result["bytes_sent"] = seen["sent"]

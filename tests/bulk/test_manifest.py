@@ -102,3 +102,14 @@ def test_a_single_source_is_the_default_source() -> None:
                              '[[vm.disk]]\npath = "/d/a.raw"\nrole = "os"\n')
     [vm] = parse_manifest(document, "m.toml").vms
     assert vm.source == "only" and vm.target_url(vm.disks[0]) == "vhds/a-os.vhd"
+
+
+def test_managed_disks_are_named_per_vm_and_disk_unless_named() -> None:
+    document = tomllib.loads(GOOD.replace(
+        'destination = "https://acct.blob.core.windows.net/vhds/"', 'destination = "managed-disk"'
+    ).replace('blob = "custom/data0.vhd"', 'disk_name = "web01_data"'))
+    web, db = parse_manifest(document, "plan.toml").vms
+    assert web.settings.managed_disk and web.settings.register == "image"
+    assert [web.disk_name(d) for d in web.disks] == ["web01-os", "web01_data"]
+    assert web.target_url(web.disks[0]) == "disk:rg-migration/web01-os"
+    assert db.target_url(db.disks[0]) == "disk:rg-migration/db01-lun3"

@@ -29,6 +29,8 @@ source = "hv01"
 path = "/mnt/hv01/db01/os.vhdx"
 role = "os"
 """
+MANAGED = BASE.replace('"https://acct.blob.core.windows.net/vhds/"',
+                       '"managed-disk"\nresource_group = "rg"\nlocation = "westeurope"')
 
 # (name, manifest text, key path named, words the message must carry)
 BAD = [
@@ -87,6 +89,19 @@ BAD = [
     ("SAS in the destination", BASE.replace('vhds/"', 'vhds/?sv=2024-01-01&sig=c2VjcmV0"'),
      "defaults.destination", "refused"),
     ("not TOML", "schema = \n", None, "not valid TOML"),
+    ("managed disks without a resource group", BASE.replace(
+        '"https://acct.blob.core.windows.net/vhds/"', '"managed-disk"\nlocation = "westeurope"'),
+     "vm[0].resource_group", 'destination = "managed-disk" needs resource_group'),
+    ("gallery version from managed disks", MANAGED.replace(
+        "[defaults]", '[defaults]\nregister = "gallery-version"'), "vm[0].register",
+     "made from VHD blobs"),
+    ("disk name on a VM uploaded to blobs", BASE + 'disk_name = "data0"\n',
+     "vm[0].disk[1].disk_name", 'applies to destination = "managed-disk"'),
+    ("bad disk name", MANAGED + 'disk_name = "-data0"\n', "vm[0].disk[1].disk_name",
+     "expected a disk name"),
+    ("same managed disk twice", MANAGED + SECOND_VM.replace(
+        'role = "os"', 'role = "os"\ndisk_name = "web01-os"'), "vm[1].disk[0].disk_name",
+     "managed disk 'disk:rg/web01-os' is also the target of vm[0].disk[0]"),
 ]
 
 
