@@ -18,7 +18,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 from azlift.vhd.detect import FORMAT_ALIASES
 
-from .errors import ManifestError, SecretInManifestError
+from .errors import ManifestError
+from .manifest_values import (
+    _array_of_tables,
+    _boolean,
+    _check_secrets,
+    _found,
+    _integer,
+    _join,
+    _Problems,
+    _string_list,
+    _tags,
+    _text,
+    _unknown_keys,
+)
 from .prep_spec import DEFAULT_PREP_GUESTS, PrepSpec, parse_prep, parse_reach
 
 SCHEMA = "azlift.bulk/1"
@@ -37,12 +50,6 @@ MAX_LUN = 63
 # without becoming the bottleneck.
 DEFAULT_ACCOUNT_REQUESTS = 128
 DEFAULT_ARM_WRITES = 8  # ARM refills 10 writes/s per principal; stay under it
-SECRET_KEYS = frozenset({"sas", "sas_token", "account_key", "key", "connection_string",
-                         "password", "secret", "client_secret", "token", "storage_key"})
-SECRET_VALUE = re.compile(r"(?i)(AccountKey=|SharedAccessSignature=|[?&]sig=)")
-SECRET_ADVICE = ("a manifest names no secrets: set AZURE_STORAGE_CONNECTION_STRING, "
-                 "AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN on the workers, or use "
-                 "auth_mode = \"login\"")
 
 
 @dataclass(frozen=True)
@@ -164,111 +171,6 @@ class Manifest:
 
     def vm(self, vm_id: str) -> VmSpec:
         return next(vm for vm in self.vms if vm.id == vm_id)
-
-
-# ---- checking helpers -------------------------------------------------------------------------
-
-class _Problems:
-    """Collects every problem of one manifest, each with its key path."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.lines: list[str] = []
-        self.secret = False
-
-    def add(self, path: str, message: str) -> None:
-        self.lines.append(f"{self.file}: {path}: {message}")
-
-    def raise_if_any(self) -> None:
-        if not self.lines:
-            return
-        error_class = SecretInManifestError if self.secret else ManifestError
-        raise error_class(self.lines)
-
-
-def _found(value: Any) -> str:
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
-    if isinstance(value, (dict, list)):
-        return kind
-    return f"{kind} ({value!r})" if not isinstance(value, str) or len(value) < 80 else kind
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _check_secrets(table: Any, path: str, problems: _Problems) -> None:
-    """Refuse any key or value that carries a secret, anywhere in the document."""
-    if isinstance(table, dict):
-        for key, value in table.items():
-            where = _join(path, key)
-            if key.lower() in SECRET_KEYS:
-                problems.add(where, f"refused: {SECRET_ADVICE}")
-                problems.secret = True
-            else:
-                _check_secrets(value, where, problems)
-    elif isinstance(table, list):
-        for index, value in enumerate(table):
-            _check_secrets(value, f"{path}[{index}]", problems)
-    elif isinstance(table, str) and SECRET_VALUE.search(table):
-        problems.add(path, f"refused: the value carries a key or SAS signature; {SECRET_ADVICE}")
-        problems.secret = True
-
-
-def _unknown_keys(table: dict, allowed: tuple[str, ...] | frozenset[str], path: str,
-                  problems: _Problems) -> None:
-    for key in table:
-        if key not in allowed and key.lower() not in SECRET_KEYS:
-            problems.add(_join(path, key), f"unknown key; expected one of {', '.join(sorted(allowed))}")
-
-
-def _text(value: Any, path: str, problems: _Problems, *, pattern: re.Pattern | None = None,
-          choices: tuple[str, ...] | None = None, what: str = "a string") -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        problems.add(path, f"expected {what}, found {_found(value) if value != '' else 'an empty string'}")
-        return None
-    if choices is not None:
-        for choice in choices:
-            if choice.lower() == value.lower():
-                return choice
-        problems.add(path, f"expected one of {', '.join(choices)}, found {value!r}")
-        return None
-    if pattern is not None and not pattern.match(value):
-        problems.add(path, f"expected {what}, found {value!r}")
-        return None
-    return value
-
-
-def _integer(value: Any, path: str, problems: _Problems, low: int, high: int) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        problems.add(path, f"expected an integer {low}..{high}, found {_found(value)}")
-        return None
-    if not low <= value <= high:
-        problems.add(path, f"expected an integer {low}..{high}, found {value}")
-        return None
-    return value
-
-
-def _boolean(value: Any, path: str, problems: _Problems) -> bool | None:
-    if not isinstance(value, bool):
-        problems.add(path, f"expected true or false, found {_found(value)}")
-        return None
-    return value
-
-
-def _string_list(value: Any, path: str, problems: _Problems) -> tuple[str, ...] | None:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        problems.add(path, f"expected an array of strings, found {_found(value)}")
-        return None
-    return tuple(value)
-
-
-def _tags(value: Any, path: str, problems: _Problems) -> tuple[tuple[str, str], ...] | None:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        problems.add(path, f"expected a table of string values, found {_found(value)}")
-        return None
-    return tuple(sorted(value.items()))
 
 
 def _destination(value: Any, path: str, problems: _Problems) -> str | None:
@@ -399,13 +301,6 @@ def _limits(table: Any, problems: _Problems) -> Limits:
             if value is not None:
                 values[key] = value
     return Limits(**values)
-
-
-def _array_of_tables(value: Any, path: str, problems: _Problems) -> list[dict]:
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        problems.add(path, f"expected an array of tables ([[{path}]]), found {_found(value)}")
-        return []
-    return value
 
 
 def _sources(value: Any, problems: _Problems) -> list[SourceSpec]:
