@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_upload import fresh_azurite, write_scattered  # noqa: E402
 
-from azlift.bulk.manifest import to_toml  # noqa: E402
+from azlift.bulk.toml_writer import to_toml  # noqa: E402
 
 MIB = 1024 * 1024
 AZLIFT = Path(sys.executable).parent / "azlift"
