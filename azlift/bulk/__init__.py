@@ -15,6 +15,8 @@ from .errors import (
     RunInterrupted,
     SecretInManifestError,
     StateError,
+    TlsConfigError,
+    TlsRefusedError,
     VerifyFailedError,
 )
 from .manifest import (
@@ -64,6 +66,8 @@ __all__ = [
     "StateError",
     "StateStore",
     "TaskContext",
+    "TlsConfigError",
+    "TlsRefusedError",
     "ThrottledTarget",
     "VerifyFailedError",
     "VmSpec",

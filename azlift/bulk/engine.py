@@ -229,7 +229,7 @@ class DaskEngine:
                  on_event: EventSink | None = None, security: Any = None,
                  no_workers_timeout: float | None = None) -> None:
         import dask
-        from distributed import Client, Event, LocalCluster
+        from distributed import Client, Event
 
         self.run_id = run_id
         self._done: queue.Queue[Outcome] = queue.Queue()
@@ -239,13 +239,9 @@ class DaskEngine:
         self._config.__enter__()
         try:
             if address is None:
-                # Threads talk in process; worker processes over loopback TCP only.
-                network = {"host": "127.0.0.1", "scheduler_port": 0} if processes else {}
-                # Dask's HTTP servers (health, metrics) listen on loopback only.
-                self.cluster = LocalCluster(
-                    n_workers=1, threads_per_worker=threads, processes=processes,
-                    resources=resources or {}, dashboard_address=LOOPBACK_ANY_PORT,
-                    worker_dashboard_address=LOOPBACK_ANY_PORT, silence_logs=40, **network)
+                from .embedded import embedded_cluster
+
+                self.cluster = embedded_cluster(threads, resources or {}, processes)
                 self.client = Client(self.cluster, set_as_default=False)
             else:
                 self.client = Client(address, security=security, set_as_default=False,

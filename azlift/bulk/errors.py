@@ -67,3 +67,17 @@ class OutputExistsError(BulkError):
 
     code = "output_exists"
     exit_code = 5
+
+
+class TlsConfigError(BulkError):
+    """TLS options that do not go together, or files that cannot be loaded."""
+
+    code = "tls_config"
+    exit_code = 2
+
+
+class TlsRefusedError(ClusterError):
+    """A TLS handshake in the cluster failed: one side does not trust the other's certificate."""
+
+    code = "tls_refused"
+    exit_code = 5

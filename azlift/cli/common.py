@@ -86,6 +86,16 @@ def warn(message: str) -> None:
     say(f"azlift: warning: {message}", err=True)
 
 
+def progress_on_terminal(quiet: bool) -> bool:
+    """Progress bars only on a terminal's stderr, and not with --quiet."""
+    if quiet or STATE.quiet:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def open_source_image(path: str, format: str | None,  # noqa: A002
                       disk: int | None = None) -> Any:
     """``vhd.open_image`` for commands that send an image on: a --format that overrode a

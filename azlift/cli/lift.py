@@ -228,7 +228,8 @@ def run_lift(manifest: Any, state_path: Path, *, dry_run: bool, yes: bool, quiet
     """Confirm, then run the one-VM manifest on an embedded cluster; print its entry."""
     from ..bulk import Coordinator, DaskEngine, StateStore, build_report, new_run_id
     from ..bulk.runner import embedded_resources
-    from .bulk import Progress, _terminal
+    from .bulk_progress import Progress
+    from .common import progress_on_terminal
     from .bulk_prep import confirm_generalizing, pending_guests
 
     guests = pending_guests(manifest, state_path, retry_failed=True)
@@ -239,7 +240,7 @@ def run_lift(manifest: Any, state_path: Path, *, dry_run: bool, yes: bool, quiet
     store = StateStore(state_path)
     try:
         run_id = new_run_id()
-        progress = Progress(_terminal(quiet), lines=not quiet)
+        progress = Progress(progress_on_terminal(quiet), lines=not quiet)
         engine = DaskEngine(run_id, threads=len(manifest.vms[0].disks) + 4,
                             resources=embedded_resources(manifest), on_event=progress)
         try:

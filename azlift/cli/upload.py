@@ -24,7 +24,7 @@ from azlift.upload.verify import VerifyReport, verify_upload
 
 from ..redact import redact_text, redact_url
 from .common import (STATE, DefaultCommandGroup, DiskOption, JsonOption, QuietOption,
-                     emit_json, open_source_image, say, warn)
+                     emit_json, open_source_image, progress_on_terminal, say, warn)
 
 app = typer.Typer(
     cls=DefaultCommandGroup,
@@ -101,15 +101,6 @@ def _target(dest_url: str, auth: AuthOptions, retries: int, timeout: float,
     retry = RetrySettings(total=retries, connection_timeout=timeout, read_timeout=timeout)
     return BlobPageTarget(resolved.url, resolved.credential, retry=retry,
                           connections=max(threads + 2, 10))
-
-
-def _show_progress(quiet: bool) -> bool:
-    if quiet or STATE.quiet:
-        return False
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 @contextmanager
@@ -278,7 +269,7 @@ def _run_upload(target: Any, source: Path, quiet: bool, interrupted: str,
                 send: Callable[[Any], UploadSummary]) -> None:
     """Run ``send`` with a progress bar, close the target, render the summary."""
     try:
-        with _progress_bar(_show_progress(quiet), source.name or "stdin") as progress:
+        with _progress_bar(progress_on_terminal(quiet), source.name or "stdin") as progress:
             summary = send(progress)
     except KeyboardInterrupt:
         raise UploadInterrupted(interrupted) from None

@@ -1,16 +1,30 @@
-"""The embedded Dask engine: workers' progress reaches the coordinator as Dask events."""
+"""The embedded Dask engine: workers' progress reaches the coordinator as Dask events, and
+the run listens on nothing beyond loopback (nothing at all with threads)."""
 from __future__ import annotations
 
 import threading
 
 import psutil
+import pytest
 
 from azlift.bulk import Coordinator, DaskEngine, StateStore, load_manifest, source_resources
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.bulk_plans import make_disk, manifest
 
 
-def test_progress_events_arrive_from_the_workers(tmp_path, azurite, monkeypatch) -> None:  # noqa: F811
+def listening() -> set[tuple[str, int]]:
+    """Listening TCP sockets of this process and its children (a worker process)."""
+    me = psutil.Process()
+    found = set()
+    for process in (me, *me.children(recursive=True)):
+        found |= {(c.laddr.ip, c.laddr.port) for c in process.net_connections(kind="tcp")
+                  if c.status == psutil.CONN_LISTEN}
+    return found
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "worker-process"])
+def test_progress_events_arrive_from_the_workers(tmp_path, azurite, monkeypatch,
+                                                 processes) -> None:  # noqa: F811
     monkeypatch.setenv("AZLIFT_EMULATOR_ENDPOINT", azurite.endpoint)
     monkeypatch.setenv("AZLIFT_STATE_DIR", str(tmp_path / "state"))
     disks = tmp_path / "disks"
@@ -20,17 +34,19 @@ def test_progress_events_arrive_from_the_workers(tmp_path, azurite, monkeypatch)
         for n in range(2)], sources={"hv01": 2}, destination=azurite.new_container_name(),
         emulator=True, threads=2))
     seen: list[dict] = []
+    sockets: list[set[tuple[str, int]]] = []
     lock = threading.Lock()
 
     def notify(message: dict) -> None:
         with lock:
             seen.append(message)
+            if message.get("kind") == "progress":
+                sockets.append(listening())  # mid-upload
 
     store = StateStore(tmp_path / "state.sqlite")
-    engine = DaskEngine("r1", threads=4, resources=source_resources(plan), on_event=notify)
-    listening = {c.laddr.ip for c in psutil.Process().net_connections(kind="tcp")
-                 if c.status == psutil.CONN_LISTEN}
-    assert listening <= {"127.0.0.1"}, listening  # the embedded cluster opens no other port
+    before = listening()
+    engine = DaskEngine("r1", threads=4, resources=source_resources(plan), on_event=notify,
+                        processes=processes)
     try:
         Coordinator(plan, store, engine, "r1", notify=notify, wait_for_workers=5).run()
     finally:
@@ -41,3 +57,9 @@ def test_progress_events_arrive_from_the_workers(tmp_path, azurite, monkeypatch)
     assert finished == {("vm0", "lun0"), ("vm1", "lun0")}, progress
     assert all(m["worker"] for m in progress)
     assert [m["status"] for m in seen if m.get("kind") == "vm"] == ["done", "done"]
+    assert sockets
+    opened = set().union(*sockets) - before
+    if processes:  # scheduler, worker and their HTTP servers: on loopback only
+        assert opened and {ip for ip, _ in opened} == {"127.0.0.1"}, opened
+    else:  # in process: no comm port and no HTTP server at all
+        assert opened == set(), opened

@@ -33,16 +33,18 @@ class Cluster:
     """A scheduler and named workers, each with its own state directory; all reach Azurite
     through one counting proxy (one endpoint, as machines share one storage account)."""
 
-    def __init__(self, root: Path, azurite, delay: float) -> None:  # noqa: F811
+    def __init__(self, root: Path, azurite, delay: float, *,  # noqa: F811
+                 scheduler_args: tuple[str, ...] = (), security=None) -> None:
         self.root = root
         self.azurite = azurite
+        self.security = security  # Dask's Security for the test's own client, with TLS
         self.processes: dict[str, subprocess.Popen] = {}
         self.proxy = FaultProxy(upstream=(azurite.host, azurite.port),
                                 put_page_delay_s=delay).__enter__()
         file = root / "scheduler.json"
         self.processes["scheduler"] = self._start(
             "scheduler", ["bulk", "scheduler", "--port", "0", "--scheduler-file", str(file),
-                          "--no-workers-timeout", "20"], os.environ)
+                          "--no-workers-timeout", "20", *scheduler_args], os.environ)
         wait_for(lambda: file.exists() and file.read_text().strip(), 30, "the scheduler file")
         wait_for(lambda: json.loads(file.read_text()).get("address"), 30, "its address")
         self.address = json.loads(file.read_text())["address"]
@@ -52,20 +54,37 @@ class Cluster:
         return subprocess.Popen([installed_azlift(), *args], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
 
-    def worker(self, name: str, *sources: str) -> None:
+    def worker(self, name: str, *sources: str, extra: tuple[str, ...] = ()) -> None:
         env = {**os.environ, "AZLIFT_EMULATOR_ENDPOINT": self.proxy.url_for(self.azurite.endpoint),
                "AZLIFT_STATE_DIR": str(self.root / f"{name}-state")}
         args = ["bulk", "worker", self.address, "--name", name, "--local-directory",
                 str(self.root / f"{name}-dask")]
         for source in sources:
             args += ["--source", source]
-        self.processes[name] = self._start(name, args, env)
+        self.processes[name] = self._start(name, [*args, *extra], env)
 
     def wait_for_workers(self, count: int) -> None:
         from distributed import Client
 
-        with Client(self.address, timeout="30s") as client:
+        with Client(self.address, timeout="30s", security=self.security) as client:
             client.wait_for_workers(count, timeout=60)
+
+    def worker_port(self, name: str) -> int:
+        """The port the worker ``name`` serves Dask's comms on (from the scheduler)."""
+        from distributed import Client
+
+        with Client(self.address, timeout="30s", security=self.security) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+        [address] = [a for a, info in workers.items() if info.get("name") == name]
+        return int(address.rsplit(":", 1)[1])
+
+    def listening(self, name: str) -> set[tuple[str, int]]:
+        """The listening TCP sockets of one of the cluster's processes."""
+        import psutil
+
+        return {(c.laddr.ip, c.laddr.port) for c in
+                psutil.Process(self.processes[name].pid).net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN}
 
     def kill(self, name: str) -> None:
         os.killpg(self.processes[name].pid, signal.SIGKILL)
@@ -96,6 +115,9 @@ def cluster(tmp_path, azurite):  # noqa: F811
         yield made
     finally:
         made.close()
+
+
+LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def coordinator(plan: Path, address: str, *extra: str, root: Path) -> subprocess.Popen:
@@ -171,6 +193,10 @@ def test_a_killed_coordinator_is_replaced_by_a_rerun(cluster, tmp_path, azurite)
     first = coordinator(plan, cluster.address, root=tmp_path)
     wait_for(lambda: cluster.put_bytes() > 0 or first.poll() is not None, 120, "an upload")
     assert first.poll() is None, first.communicate()
+    # Without TLS the scheduler, the worker and their HTTP servers listen on loopback only.
+    for name in ("scheduler", "w1"):
+        sockets = cluster.listening(name)
+        assert len(sockets) >= 2 and {ip for ip, _ in sockets} <= LOOPBACK, (name, sockets)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     second = coordinator(plan, cluster.address, root=tmp_path)
@@ -197,4 +223,17 @@ def test_insecure_scheduler_warns_before_it_listens(tmp_path) -> None:
                            "--port", "0", "--insecure"], capture_output=True, text=True,
                           timeout=60)
     assert "listening on 203.0.113.7 WITHOUT TLS" in done.stderr
-    assert done.returncode != 0  # the address cannot be bound here
+    # The address cannot be bound here: one line naming the cause, exit 4.
+    assert done.returncode == 4, done.stderr
+    assert "azlift: error: the scheduler failed to start: [Errno 99]" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_worker_listens_beyond_loopback_only_with_tls_or_insecure() -> None:
+    done = subprocess.run([installed_azlift(), "bulk", "worker", "tcp://127.0.0.1:9",
+                           "--source", "hv01", "--host", "0.0.0.0"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.strip() == ("azlift: error: refusing to listen on 0.0.0.0 without TLS: "
+                                   "give --tls-ca-file, --tls-cert and --tls-key, or --insecure "
+                                   "on a network you trust")
