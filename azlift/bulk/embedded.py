@@ -9,6 +9,7 @@ Imports Dask at import time: loaded only when an embedded engine is built.
 """
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from distributed import LocalCluster, Scheduler, SpecCluster, Worker
@@ -45,6 +46,7 @@ def embedded_cluster(threads: int, resources: dict[str, float], processes: bool)
     scheduler = {"cls": QuietScheduler, "options": {
         "protocol": "inproc://", "dashboard": False, "dashboard_address": None}}
     worker = {"cls": QuietWorker, "options": {
+        "name": socket.gethostname(),  # the report's "worker": the machine that ran the run
         "protocol": "inproc://", "nthreads": threads, "resources": resources,
         "dashboard": False, "memory_limit": 0}}
     return SpecCluster(scheduler=scheduler, workers={0: worker}, silence_logs=LOG_LEVEL,

@@ -132,7 +132,8 @@ def _progress(job: DiskJob, ctx: TaskContext, seen: dict[str, int]) -> Any:
         last = now
         ctx.emit({"kind": "progress", "vm": job.vm_id, "disk": job.label,
                   "done": event.done_bytes, "total": event.total_bytes,
-                  "sent": event.sent_bytes, "worker": ctx.worker_name()})
+                  # Not "worker": Dask overwrites that key with the worker's address.
+                  "sent": event.sent_bytes, "worker_name": ctx.worker_name()})
     return report
 
 
