@@ -1,4 +1,5 @@
-"""`azlift bulk run` under an account that throttles, and under Ctrl-C."""
+"""`azlift bulk run` under an account that throttles, ARM that throttles writes, and
+under Ctrl-C."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import time
 from tests.cli.conftest import installed_azlift
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.bulk_plans import KINDS, blob_bytes, converted, make_disk, manifest
+from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
 from tests.support.fault_proxy import FaultProxy
 
 
@@ -82,3 +84,32 @@ def test_ctrl_c_stops_cooperatively_keeps_state_and_a_rerun_finishes(tmp_path, a
     assert data <= proxy.stats.put_page_bytes_forwarded <= data + 2 * 2 * 4 * 1024 * 1024
     for name, source in expected.items():
         assert blob_bytes(azurite, container, name) == converted(source, tmp_path), name
+
+
+def test_arm_write_throttling_is_waited_out_as_retry_after_asks(tmp_path, azurite, fake_arm,
+                                                                 run_main, monkeypatch) -> None:  # noqa: F811
+    """ARM answers the first image PUTs 429 TooManyRequests with Retry-After: 2; each is
+    sent again no sooner than ARM asked, and every VM is registered."""
+    monkeypatch.setenv("AZLIFT_EMULATOR_ENDPOINT", azurite.endpoint)
+    monkeypatch.setenv("AZLIFT_STATE_DIR", str(tmp_path / "state"))
+    container = azurite.new_container_name()
+    disks = tmp_path / "disks"
+    vms = [{"id": f"vm{n}", "source": "hv01", "os_type": "linux",
+            "disk": [{"path": str(make_disk(disks, f"os{n}", "vhdx", seed=n, os_disk=True)),
+                      "role": "os"}]} for n in range(2)]
+    plan = manifest(tmp_path / "plan.toml", vms, sources={"hv01": 2}, destination=container,
+                    emulator=True, register="image", resource_group="rg",
+                    location="westeurope", arm_endpoint=fake_arm.base_url)
+    fake_arm.throttle_puts, fake_arm.throttle_retry_after = 2, 2
+    result = run_main("bulk", "run", plan, "--json", "-q")
+    assert result.code == 0, result.err
+    assert {vm["id"]: vm["status"] for vm in json.loads(result.out)["vms"]} == {
+        "vm0": "done", "vm1": "done"}
+    for n in range(2):
+        puts = fake_arm.calls("PUT", f"/images/vm{n}")
+        assert fake_arm.get(fake_arm.resource_id("image", "rg", f"vm{n}")) is not None
+        throttled = [put for put in puts if put.status == 429]
+        for refused in throttled:
+            retry = next(put for put in puts if put.at > refused.at)
+            assert retry.at - refused.at >= 2 - 0.05, (refused.at, retry.at)
+    assert sum(put.status == 429 for put in fake_arm.calls("PUT", "/images/")) == 2

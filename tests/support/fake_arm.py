@@ -76,9 +76,11 @@ TYPES = {"image": "Microsoft.Compute/images", "definition": "Microsoft.Compute/g
 class ArmFault(Exception):
     """An ARM error answer: status, code, message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Recorded:
     query: dict[str, str]
     body: Any
     at: float = field(default_factory=time.monotonic)  # when it arrived
+    status: int = 0  # 429 when the fake throttled it
 
 
 @dataclass
@@ -121,6 +124,10 @@ class FakeArm:
     lro_style: str = "async-operation"  # or "location"
     fail_next_operation: tuple[str, str] | None = None
     read_only_sas: bool = False
+    # ARM's write throttling: the next ``throttle_puts`` PUTs are answered 429
+    # TooManyRequests with Retry-After ``throttle_retry_after`` (whole seconds).
+    throttle_puts: int = 0
+    throttle_retry_after: int = 1
     disk_blobs: dict[str, str] = field(default_factory=dict)
     # Every write SAS handed out (so tests can look for its signature where it must not be),
     # and a rewrite of the SAS URLs (e.g. through a proxy in front of Azurite).
@@ -168,13 +175,23 @@ class FakeArm:
             document = json.loads(body) if body else None
         except ValueError:
             document = body.decode(errors="replace")
+        recorded = Recorded(method, parts.path, query, document)
         with self.lock:
-            self.requests.append(Recorded(method, parts.path, query, document))
+            self.requests.append(recorded)
         if self.on_request is not None:
             self.on_request(method, parts.path)
         if headers.get("Authorization") != f"Bearer {TOKEN}":
             raise ArmFault(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' "
                            "header is missing or not a valid bearer token.")
+        with self.lock:
+            throttled = method == "PUT" and self.throttle_puts > 0
+            if throttled:
+                self.throttle_puts -= 1
+        if throttled:
+            recorded.status = 429
+            raise ArmFault(429, "TooManyRequests", "The request is being throttled as the "
+                           "limit has been reached for operation type - Write.",
+                           {"Retry-After": str(self.throttle_retry_after)})
         if "api-version" not in query:
             raise ArmFault(400, "MissingApiVersionParameter",
                            "The api-version query parameter (?api-version=) is required for all "
@@ -552,7 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             status, headers, document = fake.handle(self.command, self.path, self.headers, body)
         except ArmFault as fault:
-            status, headers = fault.status, {}
+            status, headers = fault.status, fault.headers
             document = {"error": {"code": fault.code, "message": fault.message}}
         payload = b"" if document is None else json.dumps(document).encode()
         self.send_response(status)
