@@ -7,7 +7,7 @@ connection each thread keeps, signed the way the SDK signs (Shared Key, a SAS in
 query, or a bearer token from the credential), retried with the SDK's exponential policy
 (same counters, same backoff formula, same retryable answers) and mapped to this package's
 errors with the service's error code. Only what an upload repeats lives here; everything
-else (container creation, page-range listing, reads) stays with the SDK.
+else (container creation, page-range listing) stays with the SDK.
 """
 from __future__ import annotations
 
@@ -207,6 +207,11 @@ class BlobRest:
         self._ssl: ssl.SSLContext | None = None
         self._hook = request_hook
         self._local = threading.local()
+        # every connection any thread opened, so that close() ends them all: a thread's
+        # local connection would otherwise stay open until the garbage collector found it,
+        # and a run of a thousand blobs would pile up idle sockets on the service
+        self._open: set[http.client.HTTPConnection] = set()
+        self._open_lock = threading.Lock()
         self._random = random.Random()
 
     # -- connections ---------------------------------------------------------------
@@ -227,23 +232,41 @@ class BlobRest:
         if conn is not None and conn.sock is not None and not _dropped(conn.sock):
             return conn
         if conn is not None:
-            conn.close()
+            self._forget(conn)
         if self._https:
             conn = http.client.HTTPSConnection(self._host, self._port, timeout=connect_s,
                                                context=self._context())
         else:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=connect_s)
         self._local.conn = conn
+        with self._open_lock:
+            self._open.add(conn)
         return conn
+
+    def _forget(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        with self._open_lock:
+            self._open.discard(conn)
 
     def _discard(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn.close()
+            self._forget(conn)
             self._local.conn = None
 
     def close(self) -> None:
-        self._discard()
+        """Close every connection of every thread (call once no request is in flight)."""
+        with self._open_lock:
+            opened, self._open = self._open, set()
+        for conn in opened:
+            conn.close()
+        self._local = threading.local()
+
+    @property
+    def open_connections(self) -> int:
+        """Connections opened and not yet closed, across threads."""
+        with self._open_lock:
+            return len(self._open)
 
     # -- one request, retried --------------------------------------------------------
     def request(self, method: str, query: Mapping[str, str], headers: dict[str, str],

@@ -358,6 +358,14 @@ class BlobPageTarget:
                     for page in self.client.list_page_ranges() if not page.cleared]
 
     def read(self, offset: int, length: int) -> bytes:
+        if self._rest is not None:
+            response, _ = self._send("GET", {}, {"x-ms-range":
+                                                 f"bytes={offset}-{offset + length - 1}"},
+                                     ok=(200, 206))
+            if len(response.body) != length:
+                raise ServiceError(f"{self._identity}: asked for {length} bytes at offset "
+                                   f"{offset}, the service sent {len(response.body)}")
+            return response.body
         with self._errors():
             return self.client.download_blob(offset=offset, length=length).readall()
 

@@ -209,12 +209,20 @@ def _drain_queue(done: queue.Queue[Outcome], timeout: float) -> list[Outcome]:
 
 
 def dask_config(no_workers_timeout: float | None = None) -> dict[str, Any]:
-    """Dask settings azlift relies on: no dashboard, bounded waits, two worker deaths per task."""
+    """Dask settings azlift relies on: no dashboard, bounded waits, two worker deaths per
+    task, no sampling profiler."""
     config: dict[str, Any] = {
         "distributed.scheduler.allowed-failures": 3,
         "distributed.comm.timeouts.connect": "20s",
         "distributed.worker.daemon": False,
         "distributed.scheduler.work-stealing": True,
+        # The statistical profiler samples every thread's stack 100 times a second with
+        # sys._current_frames(). Under CPython 3.11 a garbage collection started inside
+        # that call which frees a threading.local deadlocks the whole process (the
+        # interpreter's head lock is taken twice), and an upload's connections live in
+        # thread-locals: a thousand-disk run hung that way. It also costs CPU for a
+        # profile nobody reads.
+        "distributed.worker.profile.enabled": False,
     }
     if no_workers_timeout is not None:
         config["distributed.scheduler.no-workers-timeout"] = f"{no_workers_timeout}s"

@@ -167,13 +167,20 @@ class StateStore:
                 "ORDER BY vm_id, position"):
             disks.setdefault(row[0], []).append(DiskRow(*row))
         wanted = set(ids) if ids is not None else None
-        return [VmRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]),
-                      json.loads(r[8]) if r[8] else None, tuple(disks.get(r[0], ())))
-                for r in rows if wanted is None or r[0] in wanted]
+        return [_vm_row(r, disks.get(r[0], ())) for r in rows
+                if wanted is None or r[0] in wanted]
 
     def vm(self, vm_id: str) -> VmRow:
-        [row] = self.vms([vm_id])
-        return row
+        """One VM's row, read by key (the coordinator asks once per finished task: reading
+        every row each time made a thousand-VM run quadratic)."""
+        [row] = self.db.execute(
+            "SELECT id, status, phase, attempts, worker, error_code, error_message, resources, "
+            "hints FROM vms WHERE id = ?", (vm_id,)).fetchall()
+        disks = [DiskRow(*r) for r in self.db.execute(
+            "SELECT vm_id, label, path, target, status, bytes_sent, zero_bytes_skipped, "
+            "resumed_bytes, seconds, throttled, retries, worker FROM disks WHERE vm_id = ? "
+            "ORDER BY position", (vm_id,))]
+        return _vm_row(row, disks)
 
     def run_seconds(self) -> float:
         [(total,)] = self.db.execute(
@@ -256,3 +263,8 @@ class StateStore:
         parts = [f"{name}={name}+?" if name in added else f"{name}=?" for name in fields]
         self.db.execute(f"UPDATE disks SET {', '.join(parts)} WHERE vm_id=? AND label=?",
                         (*fields.values(), vm_id, label))
+
+
+def _vm_row(row: tuple[Any, ...], disks: Any) -> VmRow:
+    return VmRow(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]),
+                 json.loads(row[8]) if row[8] else None, tuple(disks))

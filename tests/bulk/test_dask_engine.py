@@ -50,6 +50,10 @@ def test_progress_events_arrive_from_the_workers(tmp_path, azurite, monkeypatch,
                         processes=processes)
     try:
         Coordinator(plan, store, engine, "r1", notify=notify, wait_for_workers=5).run()
+        # no sampling profiler on the workers (its stack sampling can deadlock 3.11)
+        callbacks = engine.client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+        assert callbacks and all("profile" not in names and "heartbeat" in names
+                                 for names in callbacks.values()), callbacks
     finally:
         engine.close()
         store.close()

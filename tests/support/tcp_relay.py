@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 class TcpRelay:
     upstream: tuple[str, int]
     connections: int = 0
+    closed_by_client: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> "TcpRelay":
@@ -38,14 +39,27 @@ class TcpRelay:
             with self._lock:
                 self.connections += 1
             upstream = socket.create_connection(self.upstream)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+            threading.Thread(target=_pump, args=(client, upstream, self._client_closed),
+                             daemon=True).start()
+            threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+
+    def _client_closed(self) -> None:
+        with self._lock:
+            self.closed_by_client += 1
+
+    @property
+    def open_connections(self) -> int:
+        """Connections the client opened and has not closed."""
+        with self._lock:
+            return self.connections - self.closed_by_client
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def _pump(source: socket.socket, sink: socket.socket, on_end=None) -> None:
     try:
         while chunk := source.recv(1 << 16):
             sink.sendall(chunk)
+        if on_end is not None:
+            on_end()  # the source closed its side
     except OSError:
         pass
     finally:

@@ -3,6 +3,7 @@ sizes requests' pool to the threads."""
 from __future__ import annotations
 
 import logging
+import time
 
 from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
@@ -10,6 +11,7 @@ from tests.support.tcp_relay import TcpRelay
 from tests.upload.helpers import FAST_RETRY, WireCounter, blob_target, converted_bytes, make_source
 from azlift.upload.target import BlobPageTarget
 from azlift.upload.uploader import upload_image
+from azlift.upload.verify import verify_upload
 
 
 def test_sixteen_lean_workers_reuse_their_connections(azurite, tmp_path) -> None:  # noqa: F811
@@ -30,6 +32,27 @@ def test_sixteen_lean_workers_reuse_their_connections(azurite, tmp_path) -> None
     assert summary.requests == counter.put_pages > 50
     # the main thread's (exists, create, metadata) and at most one per worker thread
     assert connections <= 1 + 16
+
+
+def test_close_ends_every_threads_connection(azurite, tmp_path) -> None:  # noqa: F811
+    source = make_source("raw", tmp_path, count=60)
+    container = azurite.new_container()
+    with TcpRelay((azurite.host, azurite.port)) as relay:
+        target = BlobPageTarget(relay.url_for(azurite.blob_url(container, "disk.vhd")),
+                                {"account_name": azurite.account_name,
+                                 "account_key": azurite.account_key}, retry=FAST_RETRY)
+        with vhd.open_image(str(source.path)) as image:
+            upload_image(image, target, threads=8, journal_dir=tmp_path / "state")
+            report = verify_upload(image, target, threads=8)  # reads on 8 more threads
+        assert report.ok and report.data_bytes_checked > 0
+        assert relay.connections > 2
+        target.close()
+        deadline = time.monotonic() + 10
+        while relay.open_connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert relay.open_connections == 0, f"{relay.open_connections} of " \
+            f"{relay.connections} connections left open"
+        assert target.exists()  # a closed target opens a new connection when used again
 
 
 def test_sdk_path_sizes_the_pool_to_sixteen_threads(azurite, tmp_path, caplog) -> None:  # noqa: F811
