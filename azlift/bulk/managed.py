@@ -249,7 +249,8 @@ def _upload(image: Any, job: ManagedDiskJob, ctx: TaskContext, disk: _Disk,
                                    resume=already_started, create=False,
                                    progress=_progress(job, ctx, seen), cancel=ctx.cancel_flag(),
                                    role=job.role)
-            verify_target(image, target, threads=settings.threads, marked=False)
+            verify_target(image, target, threads=settings.threads, marked=False,
+                          level=settings.verify)
             return summary
         finally:
             throttled["count"] += window.throttled

@@ -81,6 +81,7 @@ SETTING_CHECKS: dict[str, Callable[[Any, str, _Problems], Any]] = {
     "threads": lambda v, p, pr: _integer(v, p, pr, 1, 64),
     "register": lambda v, p, pr: _text(v, p, pr, choices=REGISTER_KINDS),
     "overwrite": _boolean,
+    "verify": lambda v, p, pr: _text(v, p, pr, choices=("pages", "full")),
     "resource_group": _text,
     "location": _text,
     "subscription": _text,

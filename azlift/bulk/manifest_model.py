@@ -28,6 +28,7 @@ class Settings:
     threads: int = 8
     register: str = "none"
     overwrite: bool = False  # replace a blob that another source started
+    verify: str = "pages"  # pages (type, length, footer, page ranges) | full (+ every byte)
     resource_group: str | None = None
     location: str | None = None
     subscription: str | None = None

@@ -43,7 +43,7 @@ def disk_job(vm: VmSpec, disk: DiskSpec) -> DiskJob:
     return DiskJob(vm_id=vm.id, label=disk.label, path=disk.path, format=disk.format,
                    role=disk.role, target=vm.target_url(disk), emulator=settings.emulator,
                    auth_mode=settings.auth_mode, threads=settings.threads,
-                   overwrite=settings.overwrite)
+                   overwrite=settings.overwrite, verify=settings.verify)
 
 
 def upload_task(vm: VmSpec, disk: DiskSpec) -> tuple[Any, Any]:

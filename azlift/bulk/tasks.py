@@ -33,6 +33,7 @@ class DiskJob:
     auth_mode: str = "key"
     threads: int = 8
     overwrite: bool = False
+    verify: str = "pages"
 
 
 @dataclass(frozen=True)
@@ -169,11 +170,12 @@ def _unclaimed_and_empty(target: Any) -> bool:
             and not target.list_page_ranges())
 
 
-def verify_target(image: Any, target: Any, *, threads: int, marked: bool = True) -> None:
-    """After the upload: the target holds exactly this source's fixed VHD, judged as
-    `azlift upload verify` judges it (type, length, footer field by field, written page
-    ranges against the source's data map, every data range read back and compared; zeros
-    are not read back, memory stays within the read window). A blob is also marked
+def verify_target(image: Any, target: Any, *, threads: int, marked: bool = True,
+                  level: str = "pages") -> None:
+    """After the upload: the target holds this source's fixed VHD, judged as `azlift upload
+    verify` judges it: type, length, footer field by field, written page ranges against the
+    source's data map; at ``level`` "full" also every data range read back and compared
+    (zeros are not read back, memory stays within the read window). A blob is also marked
     complete (``marked``; a managed disk records completion by tag after revoke). A blob
     that differs is marked so that the next attempt starts it over."""
     from azlift.upload.uploader import META_STATE
@@ -181,7 +183,7 @@ def verify_target(image: Any, target: Any, *, threads: int, marked: bool = True)
 
     from .errors import VerifyFailedError
 
-    report = verify_upload(image, target, threads=threads)
+    report = verify_upload(image, target, threads=threads, read_back=level == "full")
     if report.ok and marked:
         mark = target.properties().metadata.get(META_STATE)
         if mark != "complete":
@@ -225,7 +227,7 @@ def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
             state = target.properties() if target.exists() else None
             done = _already_complete(image, target, state) if state is not None else None
             if done is not None:
-                verify_target(image, target, threads=job.threads)
+                verify_target(image, target, threads=job.threads, level=job.verify)
                 result.update(ok=True, bytes_sent=0, zero_bytes_skipped=0, resumed_bytes=
                               done.blob_length, already=True, throttled=0, retries=0,
                               seconds=round(time.monotonic() - started, 3))
@@ -243,7 +245,7 @@ def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
                 if not (job.overwrite or _unclaimed_and_empty(target)):
                     raise
                 summary = upload_image(image, target, overwrite=True, **common)
-            verify_target(image, target, threads=job.threads)
+            verify_target(image, target, threads=job.threads, level=job.verify)
         result.update(ok=True, throttled=target.throttled, **sent_fields(summary))
     except Exception as error:  # noqa: BLE001 - a task reports, the coordinator decides
         result["error"] = error_result(error)

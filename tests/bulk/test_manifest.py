@@ -81,6 +81,18 @@ def test_every_problem_is_listed_with_its_key_path() -> None:
     assert "(and 1 more problem)" in str(raised.value)
 
 
+def test_verify_level_defaults_to_pages_and_is_checked() -> None:
+    document = tomllib.loads(GOOD.replace('threads = 2', 'threads = 2\nverify = "full"'))
+    web, db = parse_manifest(document, "plan.toml").vms
+    assert (web.settings.verify, db.settings.verify) == ("pages", "full")
+    document = tomllib.loads(GOOD.replace('threads = 2', 'threads = 2\nverify = "bytes"'))
+    with pytest.raises(ManifestError) as raised:
+        parse_manifest(document, "plan.toml")
+    assert raised.value.problems[0].startswith("plan.toml: vm[1].verify: expected one of "), \
+        raised.value.problems
+    assert "'bytes'" in raised.value.problems[0]
+
+
 def test_a_secret_anywhere_is_refused_without_echoing_it() -> None:
     secret = "c2VjcmV0LWtleS12YWx1ZQ=="
     document = tomllib.loads(GOOD.replace('threads = 2', f'threads = 2\naccount_key = "{secret}"'))
