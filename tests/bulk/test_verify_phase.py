@@ -28,6 +28,17 @@ def run(plan, state: Path, run_id: str, *, retry_failed: bool = False) -> dict:
     return {vm["id"]: vm for vm in report["vms"]}
 
 
+def good_and_bad_plan(tmp_path: Path, proxy, azurite, monkeypatch, container: str,  # noqa: F811
+                      good: Path, bad: Path, **defaults):
+    """VMs "good" and "bad" (one disk each) uploaded through ``proxy``."""
+    monkeypatch.setenv("AZLIFT_EMULATOR_ENDPOINT", proxy.url_for(azurite.endpoint))
+    monkeypatch.setenv("AZLIFT_STATE_DIR", str(tmp_path / "state"))
+    return load_manifest(manifest(tmp_path / "plan.toml", [
+        {"id": "good", "source": "hv01", "disk": [{"path": str(good), "lun": 0}]},
+        {"id": "bad", "source": "hv01", "disk": [{"path": str(bad), "lun": 0}]}],
+        sources={"hv01": 2}, destination=container, emulator=True, threads=2, **defaults))
+
+
 def test_full_verify_a_page_altered_after_upload_fails_its_vm_and_a_retry_repairs_it(
         tmp_path: Path, azurite, monkeypatch) -> None:  # noqa: F811
     container = azurite.new_container_name()
@@ -54,13 +65,8 @@ def test_full_verify_a_page_altered_after_upload_fails_its_vm_and_a_retry_repair
     good = make_disk(disks, "good", "vhdx", seed=31)
     bad = make_disk(disks, "bad", "vhd-dynamic", seed=32)
     with FaultProxy(upstream=(azurite.host, azurite.port), on_request=alter_first_page) as proxy:
-        monkeypatch.setenv("AZLIFT_EMULATOR_ENDPOINT", proxy.url_for(azurite.endpoint))
-        monkeypatch.setenv("AZLIFT_STATE_DIR", str(tmp_path / "state"))
-        plan = load_manifest(manifest(tmp_path / "plan.toml", [
-            {"id": "good", "source": "hv01", "disk": [{"path": str(good), "lun": 0}]},
-            {"id": "bad", "source": "hv01", "disk": [{"path": str(bad), "lun": 0}]}],
-            sources={"hv01": 2}, destination=container, emulator=True, threads=2,
-            verify="full"))
+        plan = good_and_bad_plan(tmp_path, proxy, azurite, monkeypatch, container, good, bad,
+                                 verify="full")
 
         first = run(plan, tmp_path / "state.sqlite", "v1")
         assert altered, "the proxy never saw a page of bad-lun0.vhd"
@@ -108,12 +114,7 @@ def test_page_verify_fails_a_lost_page_without_downloading_data(
     good = make_disk(disks, "good", "vhdx", seed=41)
     bad = make_disk(disks, "bad", "raw", seed=42)
     with FaultProxy(upstream=(azurite.host, azurite.port), on_request=clear_first_page) as proxy:
-        monkeypatch.setenv("AZLIFT_EMULATOR_ENDPOINT", proxy.url_for(azurite.endpoint))
-        monkeypatch.setenv("AZLIFT_STATE_DIR", str(tmp_path / "state"))
-        plan = load_manifest(manifest(tmp_path / "plan.toml", [
-            {"id": "good", "source": "hv01", "disk": [{"path": str(good), "lun": 0}]},
-            {"id": "bad", "source": "hv01", "disk": [{"path": str(bad), "lun": 0}]}],
-            sources={"hv01": 2}, destination=container, emulator=True, threads=2))
+        plan = good_and_bad_plan(tmp_path, proxy, azurite, monkeypatch, container, good, bad)
         assert {vm.settings.verify for vm in plan.vms} == {"pages"}  # the default
 
         first = run(plan, tmp_path / "state.sqlite", "p1")
