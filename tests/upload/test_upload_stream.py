@@ -27,6 +27,17 @@ def test_zero_scan_matches_a_plain_loop(writes) -> None:
     assert flags.tolist() == [any(buffer[i:i + 512]) for i in range(0, len(buffer), 512)]
 
 
+@settings(max_examples=80)
+@given(st.lists(st.tuples(st.integers(0, 64 * 512 - 1), st.integers(1, 1600)), max_size=6),
+       st.sampled_from([bytes, bytearray, memoryview]))
+def test_zero_scan_of_dense_data_with_zero_runs_anywhere(runs, kind) -> None:
+    buffer = bytearray(b"\x5a" * (64 * 512))
+    for start, length in runs:  # runs of zeros, aligned or not, 512 long or not
+        buffer[start:start + length] = bytes(len(buffer[start:start + length]))
+    flags = nonzero_sector_flags(kind(bytes(buffer)))
+    assert flags.tolist() == [any(buffer[i:i + 512]) for i in range(0, len(buffer), 512)]
+
+
 def test_layout_rounds_to_a_mib_and_ends_with_converts_footer(tmp_path) -> None:
     source = make_source("raw", tmp_path, size=21 * 1024 * 1024 + 700, count=10)
     with vhd.open_image(str(source.path)) as image:
