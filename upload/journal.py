@@ -22,7 +22,11 @@ from azlift.vhd import DiskImage
 from .errors import JournalError, ResumeMismatchError
 from .stream import FixedVhdLayout
 
-JOURNAL_VERSION = 1
+# 2: an extent shorter than the grid is one unit even across a grid multiple. A version-1
+# journal still resumes: its offsets stand for the units that cross no multiple, which are
+# the same in both versions; the units that do are sent again.
+JOURNAL_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 FSYNC_INTERVAL_S = 1.0
 
 
@@ -92,10 +96,12 @@ def fingerprint(image: DiskImage, layout: FixedVhdLayout, target: str) -> Finger
 class Journal:
     """The append-only record of acknowledged units for one target."""
 
-    def __init__(self, path: Path, header: Fingerprint, acknowledged: set[int]) -> None:
+    def __init__(self, path: Path, header: Fingerprint, acknowledged: set[int],
+                 version: int = JOURNAL_VERSION) -> None:
         self.path = path
         self.header = header
         self.acknowledged = acknowledged
+        self.version = version
         self._fd: int | None = None
         self._lock = threading.Lock()
         self._last_sync = 0.0
@@ -136,7 +142,8 @@ class Journal:
         except (json.JSONDecodeError, IndexError) as error:
             raise ResumeMismatchError(f"the resume journal {path} is damaged ({error}); "
                                       "start again with --overwrite") from None
-        if raw.pop("version", None) != JOURNAL_VERSION:
+        version = raw.pop("version", None)
+        if version not in READABLE_VERSIONS:
             raise ResumeMismatchError(f"the resume journal {path} has an unknown version; "
                                       "start again with --overwrite")
         try:
@@ -148,7 +155,7 @@ class Journal:
         for line in complete_lines:
             if line.strip().isdigit():
                 acknowledged.add(int(line))
-        return cls(path, header, acknowledged)
+        return cls(path, header, acknowledged, version)
 
     def check(self, current: Fingerprint) -> None:
         """Refuse when the recorded upload is not this source to this target."""

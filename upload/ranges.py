@@ -64,8 +64,8 @@ def split(offset: int, length: int, max_length: int = MAX_PUT_PAGE,
           grid: int | None = None) -> Iterator[Range]:
     """``(offset, length)`` cut into pieces of at most ``max_length`` bytes.
 
-    With ``grid``, pieces also never cross a multiple of ``grid`` (work units then map
-    one-to-one onto fixed cells, which the resume journal and the ordered MD5 rely on).
+    With ``grid``, pieces also never cross a multiple of ``grid`` (long extents then travel
+    as aligned 4 MiB requests).
     """
     if max_length <= 0:
         raise ValueError("max_length must be positive")
@@ -80,12 +80,24 @@ def split(offset: int, length: int, max_length: int = MAX_PUT_PAGE,
 
 
 def work_units(extents: Iterable[Range], grid: int = GRID) -> Iterator[Range]:
-    """Normalized extents cut at every multiple of ``grid`` (each unit ≤ ``grid`` bytes).
+    """Normalized extents as units of at most ``grid`` bytes: an extent that fits in one
+    unit stays whole even across a multiple of ``grid`` (cutting it there would cost a
+    second request for the same piece of data); longer extents are cut at every multiple.
 
     Lazy: a fully allocated multi-TiB disk has millions of units.
     """
     for offset, length in extents:
-        yield from split(offset, length, grid, grid)
+        if length <= grid:
+            yield offset, length
+        else:
+            yield from split(offset, length, grid, grid)
+
+
+def crosses_grid(unit: Range, grid: int = GRID) -> bool:
+    """True when ``unit`` spans a multiple of ``grid`` (units before journal version 2 never
+    did)."""
+    offset, length = unit
+    return offset // grid != (offset + length - 1) // grid
 
 
 def coalesce(ranges: Iterable[Range], max_length: int = MAX_PUT_PAGE,

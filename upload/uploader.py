@@ -37,6 +37,7 @@ from .ranges import (
     GAP_BUDGET,
     SECTOR,
     Range,
+    crosses_grid,
     merge_small_gaps,
     nonzero_pieces,
     subtract,
@@ -266,7 +267,11 @@ def _resume_state(target: PageTarget, layout: FixedVhdLayout, fp: Fingerprint,
             f"--resume refused: {target.identity} is {state.length} bytes, this source "
             f"needs {layout.blob_length}")
     if journal is not None:
-        return journal, set(journal.acknowledged), None
+        acknowledged = set(journal.acknowledged)
+        if journal.version < 2:  # its units never crossed the grid: those are sent again
+            acknowledged -= {offset for offset, length in layout.units()
+                             if crosses_grid((offset, length))}
+        return journal, acknowledged, None
     if not target.supports_metadata:
         raise ResumeMismatchError(f"--resume: no record of an upload to {target.identity} "
                                   "on this machine; start again without --resume")

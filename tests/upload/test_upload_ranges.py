@@ -145,13 +145,20 @@ def test_subtract_is_set_difference(a, b) -> None:
 
 @settings(max_examples=50)
 @given(st.lists(st.tuples(st.integers(0, 3 * GRID), st.integers(1, 2 * GRID)), max_size=5))
-def test_work_units_stay_inside_one_grid_cell(raw) -> None:
+def test_work_units_cut_only_extents_longer_than_a_cell(raw) -> None:
     extents = normalize(raw, align_up(5 * GRID, SECTOR))
     units = list(work_units(extents))
     assert sum(length for _, length in units) == sum(length for _, length in extents)
     for offset, length in units:
-        assert offset // GRID == (offset + length - 1) // GRID
         assert length <= MAX_PUT_PAGE
+        owner = next(e for e in extents if e[0] <= offset < e[0] + e[1])
+        if owner[1] <= GRID:  # a short extent is one unit, wherever it lies
+            assert (offset, length) == owner
+        else:  # a long one is cut at every multiple of the grid, and only there
+            assert offset // GRID == (offset + length - 1) // GRID
+            assert offset == owner[0] or offset % GRID == 0
+            end = offset + length
+            assert end == owner[0] + owner[1] or end % GRID == 0
 
 
 def test_merge_small_gaps_bridges_the_smallest_gaps_within_the_budget() -> None:

@@ -151,3 +151,43 @@ def test_resume_with_content_md5_hashes_what_an_earlier_run_sent(azurite, tmp_pa
     assert summary.resumed_bytes > 0
     assert summary.content_md5 == hashlib.md5(blob).hexdigest()
     assert target.properties().content_md5 == hashlib.md5(blob).digest()
+
+
+def test_a_version_1_journal_resumes_and_resends_units_that_now_cross_the_grid(
+        azurite, tmp_path) -> None:  # noqa: F811
+    """Version 1 cut every extent at each 4 MiB multiple; version 2 keeps a short extent
+    whole. A version-1 journal that acknowledged the first half of such an extent must not
+    make the resume skip the whole of it."""
+    from azlift.upload.journal import fingerprint
+    from azlift.upload.stream import fixed_vhd_layout
+    from azlift.upload.uploader import _metadata
+
+    mib = 1024 * 1024
+    path = tmp_path / "straddle.raw"
+    data = os.urandom(128 * 1024)
+    with open(path, "wb") as out:
+        out.truncate(24 * mib)
+        out.seek(4 * mib - 64 * 1024)
+        out.write(data)  # one 128 KiB extent across the 4 MiB mark
+        out.seek(10 * mib)
+        out.write(os.urandom(4096))
+    state = tmp_path / "state"
+    target = blob_target(azurite)
+    with vhd.open_image(str(path)) as image:
+        layout = fixed_vhd_layout(image)
+        assert (4 * mib - 64 * 1024, 128 * 1024) in list(layout.units())
+        fp = fingerprint(image, layout, target.identity)
+    # what version 1 left: the blob with the first half of the extent, its unit recorded
+    target.create(layout.blob_length, False, _metadata(fp, "uploading"))
+    target.put_pages(4 * mib - 64 * 1024, data[:64 * 1024], None)
+    journal = Journal.start(fp, state)
+    header = journal.path.read_text().replace('"version": 2', '"version": 1', 1)
+    assert header != journal.path.read_text()
+    journal.path.write_text(header + f"{4 * mib - 64 * 1024}\n")
+    assert Journal.load(target.identity, state).version == 1
+
+    resumed = blob_target(azurite, target.client.container_name)
+    with vhd.open_image(str(path)) as image:
+        summary = upload_image(image, resumed, threads=THREADS, resume=True, journal_dir=state)
+    assert resumed.client.download_blob().readall() == converted_bytes(path, tmp_path)
+    assert summary.data_bytes_sent == 128 * 1024 + 4096 + 512  # the extent again, whole
