@@ -259,10 +259,11 @@ def _copy_extents(image: DiskImage, fd: int, limit: int,
 
     # Chunks are made as they are submitted: a disk of many TiB costs no job list.
     jobs = (chunk for offset, length in clipped() for chunk in _chunks(offset, length))
-    total = sum(length for _, length in clipped())
-    done = written = 0
-    if progress:
+    total = 0
+    if progress:  # a second walk of the extents (SEEK_DATA/SEEK_HOLE), only for the total
+        total = sum(length for _, length in clipped())
         progress(0, total)
+    done = written = 0
 
     kernel = KernelCopy.for_image(image, fd)
 

@@ -259,7 +259,10 @@ def convert(
     wanted = parse_size(size) if size is not None else None
     bar = _ProgressBar("converting")
     try:
-        result = vhd.convert(source, dest, size=wanted, force=force, progress=bar,
+        # no bar, no progress: the library then skips the pass over the extents that
+        # only a bar's total needs
+        result = vhd.convert(source, dest, size=wanted, force=force,
+                             progress=bar if bar.enabled else None,
                              format=_format_name(format), durable=sync, disk=disk)
     finally:
         bar.close()

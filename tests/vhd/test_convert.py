@@ -347,6 +347,55 @@ def test_nonzero_runs_cover_every_nonzero_byte(data: bytes, offset: int,
         rebuilt[start:stop] = buffer[start:stop]
     assert rebuilt == buffer
     assert sum(stop - start for start, stop in runs) <= len(buffer)
+    _no_zero_block_written(buffer, offset, runs)
+
+
+def _no_zero_block_written(buffer: bytearray, offset: int, runs) -> None:
+    """Every aligned block a run covers holds a non-zero byte: no zero block is written."""
+    for start, stop in runs:
+        edge = start
+        while edge < stop:
+            block_end = min(stop, edge + ZERO_BLOCK - (offset + edge) % ZERO_BLOCK)
+            assert any(buffer[edge:block_end]), (start, stop, edge)
+            edge = block_end
+
+
+@pytest.mark.parametrize("offset, data, expected", [
+    (4000, bytes(96) + b"\x5a" * 8192, [(96, 8288)]),  # zero partial block in front
+    (0, b"\x5a" * 8192 + bytes(100), [(0, 8192)]),  # zero partial block at the end
+    (4000, bytes(96) + b"\x5a" * 8192 + bytes(10), [(96, 8288)]),  # both
+    (100, bytes(50), []),  # one partial block, all zero
+    (100, b"\x00" * 49 + b"\x01", [(0, 50)]),
+])
+def test_nonzero_runs_drop_zero_partial_blocks_at_the_ends(offset: int, data: bytes,
+                                                            expected) -> None:
+    assert nonzero_runs(data, offset) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 80 * ZERO_BLOCK), offset=st.integers(0, 4 * ZERO_BLOCK),
+       zeros=st.lists(st.tuples(st.integers(0, 80 * ZERO_BLOCK), st.integers(1, 3 * ZERO_BLOCK)),
+                      max_size=5),
+       numpy_from=st.sampled_from([1, 256 * 1024]))
+def test_nonzero_runs_of_dense_data_with_zero_stretches(size: int, offset: int, zeros,
+                                                         numpy_from: int) -> None:
+    """Mostly non-zero buffers (the substring fast path, the block loop and numpy): the runs
+    are exactly the non-zero aligned blocks."""
+    from azlift.vhd import sparse_write
+
+    buffer = bytearray(b"\x5a" * size)
+    for start, length in zeros:
+        buffer[start:start + length] = bytes(len(buffer[start:start + length]))
+    saved, sparse_write.NUMPY_FROM = sparse_write.NUMPY_FROM, numpy_from
+    try:
+        runs = nonzero_runs(bytes(buffer), offset)
+    finally:
+        sparse_write.NUMPY_FROM = saved
+    rebuilt = bytearray(len(buffer))
+    for start, stop in runs:
+        rebuilt[start:stop] = buffer[start:stop]
+    assert rebuilt == buffer
+    _no_zero_block_written(buffer, offset, runs)
 
 
 def test_job_list_does_not_grow_with_the_disk(tmp_path: Path) -> None:
