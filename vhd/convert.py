@@ -6,9 +6,10 @@ marks its zeros as holes (a sparse raw file, a qemu-made dynamic VHD or VHDX: th
 already leave them out) and says where each guest byte lives (``runs``), the stored bytes
 are moved kernel-side with ``os.copy_file_range``, never entering Python. Otherwise (a
 fully allocated file, a differencing parent's sectors, a format without ``runs``) chunks
-are read, their zero blocks skipped at memory speed (numpy), the rest written with
-``os.pwrite``: zero detection where it is what keeps the output sparse. It writes to a hidden temporary name beside
-DEST and renames at the end: DEST appears complete or not at all. ``footer_for`` is the
+are read, their zero blocks skipped at memory speed (a substring search finds dense data,
+numpy judges the rest block by block), the rest written with ``os.pwrite``: zero detection
+where it is what keeps the output sparse. It writes to a hidden temporary name beside DEST
+and renames at the end: DEST appears complete or not at all. ``footer_for`` is the
 footer both write, and the one ``upload`` synthesizes.
 """
 from __future__ import annotations
