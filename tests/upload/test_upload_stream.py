@@ -27,7 +27,7 @@ def test_zero_scan_matches_a_plain_loop(writes) -> None:
     assert flags.tolist() == [any(buffer[i:i + 512]) for i in range(0, len(buffer), 512)]
 
 
-@settings(max_examples=80)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 64 * 512 - 1), st.integers(1, 1600)), max_size=6),
        st.sampled_from([bytes, bytearray, memoryview]))
 def test_zero_scan_of_dense_data_with_zero_runs_anywhere(runs, kind) -> None:
