@@ -76,3 +76,38 @@ def test_upload_into_an_existing_container_loads_no_azure_sdk(
     assert result["azure"] == []
     assert not set(result["top"]) & {"paramiko", "winrm", "dask", "distributed", "azlift.prep",
                                      "requests", "urllib3"}
+
+
+THREADS_PROBE = """
+import json, os, sys
+os.environ.pop("OPENBLAS_NUM_THREADS", None)
+if len(sys.argv) > 2 and sys.argv[1] == "--keep":
+    os.environ["OPENBLAS_NUM_THREADS"] = sys.argv[2]
+    sys.argv[1:3] = []
+from azlift.cli.main import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "numpy": "numpy" in sys.modules,
+                  "threads": len(os.listdir("/proc/self/task")),
+                  "setting": os.environ.get("OPENBLAS_NUM_THREADS")}))
+"""
+
+
+def test_a_command_that_loads_numpy_starts_no_blas_threads(tmp_path) -> None:
+    """numpy's BLAS would start a thread per core at import; azlift's numpy work is
+    element-wise, so the entry point asks for one (a user's own setting is kept)."""
+    raw = tmp_path / "disk.raw"
+    with open(raw, "wb") as out:
+        out.truncate(24 * 1024 * 1024)
+        out.write(b"\x5a" * 4096)
+    dynamic = tmp_path / "disk.vhd"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", str(raw), str(dynamic)],
+                   check=True)
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE, "vhd", "check", str(dynamic)],
+                          capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["code"] in (0, 1) and report["numpy"], report  # a dynamic VHD's map needs it
+    assert report["setting"] == "1"
+    assert report["threads"] == 1, report  # no BLAS pool beside the main thread
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE, "--keep", "2", "vhd", "check",
+                           str(dynamic)], capture_output=True, text=True, timeout=120)
+    assert json.loads(done.stdout.strip().splitlines()[-1])["setting"] == "2"
