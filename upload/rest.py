@@ -262,12 +262,6 @@ class BlobRest:
             conn.close()
         self._local = threading.local()
 
-    @property
-    def open_connections(self) -> int:
-        """Connections opened and not yet closed, across threads."""
-        with self._open_lock:
-            return len(self._open)
-
     # -- one request, retried --------------------------------------------------------
     def request(self, method: str, query: Mapping[str, str], headers: dict[str, str],
                 body: Any = None, *, policy: RetrySettings | None = None,
