@@ -10,18 +10,14 @@ import time
 
 from tests.cli.conftest import installed_azlift
 from tests.support.azurite import azurite  # noqa: F401
-from tests.support.bulk_plans import KINDS, blob_bytes, converted, make_disk, manifest
+from tests.support.bulk_plans import KINDS, blob_bytes, converted, lun0_vms, make_disk, manifest
 from tests.support.fake_arm import fake_arm, fake_arm_server  # noqa: F401
 from tests.support.fault_proxy import FaultProxy
 
 
 def plan_of(tmp_path, container, count, sources=("hv01", "nas1"), **defaults):
-    disks, vms, expected = tmp_path / "disks", [], {}
-    for n in range(count):
-        path = make_disk(disks, f"d{n}", KINDS[n % 4], seed=300 + n, count=60)
-        vms.append({"id": f"vm{n}", "source": sources[n % len(sources)],
-                    "disk": [{"path": str(path), "lun": 0}]})
-        expected[f"vm{n}-lun0.vhd"] = path
+    vms, expected = lun0_vms(tmp_path / "disks", [KINDS[n % 4] for n in range(count)],
+                             seed=300, count=60, sources=sources)
     return manifest(tmp_path / "plan.toml", vms, sources={s: 2 for s in sources},
                     destination=container, emulator=True, **defaults), expected
 

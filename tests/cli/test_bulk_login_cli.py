@@ -9,18 +9,15 @@ from pathlib import Path
 
 from tests.cli.test_login_cli import no_token_in, signed_in  # noqa: F401  (fixture)
 from tests.support.azurite import azurite_oauth  # noqa: F401  (fixture)
-from tests.support.bulk_plans import converted, make_disk, manifest
+from tests.support.bulk_plans import converted, lun0_vms, manifest
 from tests.support.fake_az import STORAGE_AUDIENCE, fake_az  # noqa: F401  (fixture)
 
 
 def test_a_bulk_run_signs_in_on_the_worker(signed_in, azurite_oauth, run_azlift,  # noqa: F811
                                            tmp_path: Path) -> None:
     container = azurite_oauth.new_container()
-    disks, vms, expected = tmp_path / "disks", [], {}
-    for n, kind in enumerate(("vhdx", "raw", "vhd-dynamic")):
-        path = make_disk(disks, f"vm{n}", kind, seed=500 + n, count=10)
-        vms.append({"id": f"vm{n}", "source": "hv01", "disk": [{"path": str(path), "lun": 0}]})
-        expected[f"vm{n}-lun0.vhd"] = path
+    vms, expected = lun0_vms(tmp_path / "disks", ("vhdx", "raw", "vhd-dynamic"), seed=500,
+                             count=10)
     plan = manifest(tmp_path / "plan.toml", vms, sources={"hv01": 2},
                     destination=f"{azurite_oauth.endpoint}/{container}/", auth_mode="login",
                     threads=2)

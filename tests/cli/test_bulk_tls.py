@@ -12,7 +12,7 @@ import pytest
 from tests.cli.conftest import installed_azlift
 from tests.cli.test_bulk_cluster import LOOPBACK, Cluster, coordinator
 from tests.support.azurite import azurite  # noqa: F401
-from tests.support.bulk_plans import blob_bytes, converted, make_disk, manifest
+from tests.support.bulk_plans import blob_bytes, converted, lun0_vms, manifest
 from tests.support.tls_ca import CertificateAuthority, Issued
 
 
@@ -47,11 +47,8 @@ def test_a_plan_runs_over_mutual_tls(tls_cluster, authority, tmp_path, azurite) 
     tls_cluster.worker("w1", "hv01=2", extra=tls_args(authority, authority.issue("w1")))
     tls_cluster.wait_for_workers(1)
     container = azurite.new_container_name()
-    disks, vms, expected = tmp_path / "disks", [], {}
-    for n, kind in enumerate(("vhdx", "vhd-dynamic", "raw")):
-        path = make_disk(disks, f"vm{n}", kind, seed=300 + n, count=20)
-        vms.append({"id": f"vm{n}", "source": "hv01", "disk": [{"path": str(path), "lun": 0}]})
-        expected[f"vm{n}-lun0.vhd"] = path
+    vms, expected = lun0_vms(tmp_path / "disks", ("vhdx", "vhd-dynamic", "raw"), seed=300,
+                             count=20)
     plan = manifest(tmp_path / "plan.toml", vms, sources={"hv01": 2}, destination=container,
                     emulator=True, threads=2)
     run = coordinator(plan, tls_cluster.address,

@@ -52,6 +52,21 @@ def converted(path: Path, directory: Path) -> bytes:
     return dest.read_bytes()
 
 
+def lun0_vms(directory: Path, kinds: Iterable[str], *, seed: int, count: int,
+             sources: tuple[str, ...] = ("hv01",)) -> tuple[list[dict[str, Any]],
+                                                             dict[str, Path]]:
+    """One VM per kind (``vm0``, ``vm1``...) with one data disk at LUN 0, the sources taken
+    in turn; and the blob name each disk gets, mapped to its source file."""
+    vms: list[dict[str, Any]] = []
+    expected: dict[str, Path] = {}
+    for n, kind in enumerate(kinds):
+        path = make_disk(directory, f"vm{n}", kind, seed=seed + n, count=count)
+        vms.append({"id": f"vm{n}", "source": sources[n % len(sources)],
+                    "disk": [{"path": str(path), "lun": 0}]})
+        expected[f"vm{n}-lun0.vhd"] = path
+    return vms, expected
+
+
 def manifest(path: Path, vms: Iterable[dict[str, Any]], *, sources: dict[str, int],
              **defaults: Any) -> Path:
     """Write a manifest: ``vms`` are [[vm]] tables (with their "disk" arrays)."""
