@@ -111,5 +111,5 @@ def test_convert_inflates_grains_in_two_threads_at_once(tmp_path: Path,
     monkeypatch.setattr(convert_module, "COPY_WINDOW", 4)
     result = vhd.convert(str(source), str(tmp_path / "out.vhd"))
     assert len(threads) == 2 and result.data_bytes >= 4 * 300_000
-    with VmdkImage(source) as image:
+    with vhd.open_image(str(tmp_path / "out.vhd")) as image:  # what the two threads wrote
         assert bytes(image.read(0, size)) == expected_bytes(size, chunks)
