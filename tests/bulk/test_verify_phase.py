@@ -8,21 +8,15 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from azlift.bulk import Coordinator, InProcessEngine, StateStore, build_report, load_manifest
-from azlift.bulk import source_resources
+from azlift.bulk import build_report, load_manifest
 from tests.support.azurite import azurite  # noqa: F401
-from tests.support.bulk_plans import blob_bytes, converted, make_disk, manifest
+from tests.support.bulk_plans import blob_bytes, converted, make_disk, manifest, run_in_process
 from tests.support.fault_proxy import FaultProxy
 
 
 def run(plan, state: Path, run_id: str, *, retry_failed: bool = False) -> dict:
-    store = StateStore(state)
-    engine = InProcessEngine(run_id, threads=4, resources=source_resources(plan))
-    try:
-        Coordinator(plan, store, engine, run_id, wait_for_workers=0).run(
-            retry_failed=retry_failed)
-    finally:
-        engine.close()
+    """The report's VMs by id after one in-process run."""
+    store, _ = run_in_process(plan, state, run_id, retry_failed=retry_failed)
     report = build_report(store, "plan.toml")
     store.close()
     return {vm["id"]: vm for vm in report["vms"]}

@@ -81,7 +81,8 @@ def blob_bytes(azurite: Any, container: str, name: str) -> bytes:
     return azurite.service_client().get_blob_client(container, name).download_blob().readall()
 
 
-def run_in_process(plan: Any, state: Path, run_id: str, engine_class: Any = None) -> tuple[Any, Any]:
+def run_in_process(plan: Any, state: Path, run_id: str, engine_class: Any = None, *,
+                   retry_failed: bool = False) -> tuple[Any, Any]:
     """Run a loaded manifest on the in-process engine (no Dask); return (store, engine)."""
     from azlift.bulk import Coordinator, InProcessEngine, StateStore, source_resources
 
@@ -89,7 +90,8 @@ def run_in_process(plan: Any, state: Path, run_id: str, engine_class: Any = None
     engine = (engine_class or InProcessEngine)(run_id, threads=4,
                                                resources=source_resources(plan))
     try:
-        Coordinator(plan, store, engine, run_id, wait_for_workers=0).run()
+        Coordinator(plan, store, engine, run_id, wait_for_workers=0).run(
+            retry_failed=retry_failed)
     finally:
         engine.close()
     return store, engine
