@@ -5,22 +5,17 @@ from __future__ import annotations
 import socket
 import threading
 
-import psutil
 import pytest
 
 from azlift.bulk import Coordinator, DaskEngine, StateStore, load_manifest, source_resources
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.bulk_plans import make_disk, manifest
+from tests.support.sockets import listening_sockets
 
 
 def listening() -> set[tuple[str, int]]:
     """Listening TCP sockets of this process and its children (a worker process)."""
-    me = psutil.Process()
-    found = set()
-    for process in (me, *me.children(recursive=True)):
-        found |= {(c.laddr.ip, c.laddr.port) for c in process.net_connections(kind="tcp")
-                  if c.status == psutil.CONN_LISTEN}
-    return found
+    return listening_sockets(children=True)
 
 
 @pytest.mark.parametrize("processes", [False, True], ids=["threads", "worker-process"])

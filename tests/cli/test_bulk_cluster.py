@@ -16,6 +16,7 @@ from tests.cli.conftest import installed_azlift
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.bulk_plans import blob_bytes, converted, make_disk, manifest
 from tests.support.fault_proxy import FaultProxy
+from tests.support.sockets import listening_sockets
 
 KINDS = ("raw", "vhd-fixed", "vhd-dynamic", "vhdx")
 
@@ -80,11 +81,7 @@ class Cluster:
 
     def listening(self, name: str) -> set[tuple[str, int]]:
         """The listening TCP sockets of one of the cluster's processes."""
-        import psutil
-
-        return {(c.laddr.ip, c.laddr.port) for c in
-                psutil.Process(self.processes[name].pid).net_connections(kind="tcp")
-                if c.status == psutil.CONN_LISTEN}
+        return listening_sockets(self.processes[name].pid)
 
     def kill(self, name: str) -> None:
         os.killpg(self.processes[name].pid, signal.SIGKILL)
