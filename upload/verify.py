@@ -151,10 +151,10 @@ def verify_upload(image: DiskImage, target: PageTarget, *, threads: int = 4,
             differences.append(Difference(
                 "page_ranges", f"{length} bytes of data at offset {offset} are in no "
                 "written page of the blob", offset))
-        strays = coalesce(subtract(listed, expected), max_length=DOWNLOAD_LIMIT)
         if not read_back:
             return VerifyReport(**report, data_bytes_checked=0, ranges_checked=0,
                                 differences=tuple(differences))
+        strays = coalesce(subtract(listed, expected), max_length=DOWNLOAD_LIMIT)
         checked = total_length(expected) + total_length(strays)
         done = 0
 

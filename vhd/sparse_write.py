@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 
 from .errors import ImageIOError
 from .image import DiskImage
-from .raw import FROM_ZERO, has_holes
+from .raw import FROM_ZERO, block_spans, has_holes
 
 ZERO_BLOCK = 4096  # hole granularity of common filesystems
 
@@ -116,12 +115,18 @@ def nonzero_runs(data: bytes, offset: int = 0) -> list[tuple[int, int]]:
     """
     if not data:
         return []
-    blocks = list(_blocks(len(data), offset % ZERO_BLOCK))
-    if len(blocks) == 1:
-        return [] if data == ZEROS[:len(data)] else [(0, len(data))]
-    if data.find(ZEROS) < 0 and all(_nonzero(data, *block) for block in (blocks[0], blocks[-1])):
-        return [(0, len(data))]
-    if len(data) < NUMPY_FROM:
+    length = len(data)
+    first_stop = min(length, ZERO_BLOCK - offset % ZERO_BLOCK)  # end of the first block
+    if first_stop == length:  # a single (partial) block
+        return [] if data == ZEROS[:length] else [(0, length)]
+    last_start = max(first_stop, length - (offset + length) % ZERO_BLOCK) \
+        if (offset + length) % ZERO_BLOCK else length - ZERO_BLOCK
+    if (data.find(ZEROS) < 0 and _nonzero(data, 0, first_stop)
+            and _nonzero(data, last_start, length)):
+        return [(0, length)]
+    blocks = [(start - offset, stop - offset) for _, _, start, stop
+              in block_spans(offset, offset + length, ZERO_BLOCK)]
+    if length < NUMPY_FROM:
         flags = [_nonzero(data, start, stop) for start, stop in blocks]
     else:
         flags = _numpy_flags(data, offset % ZERO_BLOCK)
@@ -136,21 +141,12 @@ def nonzero_runs(data: bytes, offset: int = 0) -> list[tuple[int, int]]:
     return runs
 
 
-def _blocks(length: int, lead: int) -> Iterator[tuple[int, int]]:
-    """The ZERO_BLOCK-aligned blocks of a buffer of ``length`` bytes that starts ``lead``
-    bytes into a block, as ``(start, stop)`` slices (the first and last may be partial)."""
-    start, stop = 0, min(length, ZERO_BLOCK - lead)
-    while start < length:
-        yield start, stop
-        start, stop = stop, min(length, stop + ZERO_BLOCK)
-
-
 def _nonzero(data: bytes, start: int, stop: int) -> bool:
     return data[start:stop] != ZEROS[:stop - start]
 
 
 def _numpy_flags(data: bytes, lead: int) -> list[bool]:
-    """One flag per block of ``_blocks`` (vectorised: large buffers)."""
+    """One flag per ZERO_BLOCK-aligned block of ``data`` (vectorised: large buffers)."""
     import numpy as np
     padded_len = -(-(lead + len(data)) // ZERO_BLOCK) * ZERO_BLOCK
     if lead == 0 and padded_len == len(data):
