@@ -32,13 +32,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_upload import fresh_azurite, write_scattered  # noqa: E402
+from bench_upload import fresh_azurite, process_cpu_s, write_scattered  # noqa: E402
 
 from azlift.bulk.toml_writer import to_toml  # noqa: E402
 
@@ -72,12 +71,6 @@ def peak_rss_of(args: list[str], endpoint: str, state: Path) -> tuple[float, int
             raise SystemExit(f"azlift {' '.join(args[:2])} failed: "
                              f"{err.read().decode(errors='replace')[-2000:]}")
         return wall, usage.ru_maxrss * 1024, out.read().decode()
-
-
-def cpu_seconds(process: subprocess.Popen) -> float:
-    """User + system CPU seconds Azurite has used so far."""
-    times = psutil.Process(process.pid).cpu_times()
-    return times.user + times.system
 
 
 def bulk_manifest(path: Path, disks: list[Path], container: str, max_disks: int,
@@ -117,21 +110,21 @@ def main() -> None:
         results["single_throughput"] = summary["data_bytes_sent"] / summary["duration_s"]
         results["single_data_bytes"] = summary["data_bytes_sent"]
     with fresh_azurite(workdir) as (endpoint, azurite):
-        cpu = cpu_seconds(azurite)
+        cpu = process_cpu_s(azurite)
         started = time.monotonic()
         for disk in disks:
             run(["upload", str(disk), f"bench/{disk.stem}.vhd", "--emulator", "--json"],
                 endpoint, workdir / "state-loop")
         results["loop_s"] = time.monotonic() - started
-        results["loop_azurite_cpu_s"] = cpu_seconds(azurite) - cpu
+        results["loop_azurite_cpu_s"] = process_cpu_s(azurite) - cpu
     for mode, extra, verify in BULK_MODES:
         with fresh_azurite(workdir) as (endpoint, azurite):
             plan = bulk_manifest(workdir / f"plan-{mode}.toml", disks, "bench", options.max_disks,
                                  verify)
-            cpu = cpu_seconds(azurite)
+            cpu = process_cpu_s(azurite)
             wall, _, out = peak_rss_of(["bulk", "run", str(plan), "--json", "-q", *extra],
                                        endpoint, workdir / f"state-{mode}")
-            results[f"bulk_{mode}_azurite_cpu_s"] = cpu_seconds(azurite) - cpu
+            results[f"bulk_{mode}_azurite_cpu_s"] = process_cpu_s(azurite) - cpu
             report = json.loads(out)
             assert report["totals"]["done"] == options.disks, report["totals"]
             results[f"bulk_{mode}_s"] = wall

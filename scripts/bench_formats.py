@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_convert import allocated, azlift_command, timed  # noqa: E402
-from bench_upload import AZLIFT, fresh_azurite  # noqa: E402
+from bench_upload import AZLIFT, fresh_azurite, process_cpu_s  # noqa: E402
 
 from azlift import vhd  # noqa: E402
 
@@ -143,13 +143,6 @@ def build_qcow2(workdir: Path, raw: Path) -> tuple[Path, Path]:
     return source, overlay
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a running process has spent (from /proc)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def timed_upload(source: Path, endpoint: str, blob: str) -> tuple[float, int, dict, float]:
     """Wall seconds, peak RSS bytes, the JSON summary and the CPU seconds (wait4) of one
     installed `azlift upload` to the "bench" container."""
@@ -208,7 +201,7 @@ def bench_qcow2_upload(workdir: Path, source: Path, overlay: Path, runs: int) ->
         order = ("azlift", "qemu") if run % 2 == 0 else ("qemu", "azlift")
         for who in order:
             with fresh_azurite(workdir) as (endpoint, azurite):
-                before = process_cpu_s(azurite.pid)
+                before = process_cpu_s(azurite)
                 if who == "azlift":
                     wall, peak, summary, cpu = timed_upload(source, endpoint, "azlift.vhd")
                     rss["16GiB_qcow2"] = max(rss.get("16GiB_qcow2", 0), peak)
@@ -218,7 +211,7 @@ def bench_qcow2_upload(workdir: Path, source: Path, overlay: Path, runs: int) ->
                     wall, cpu, scratch = (measured["wall"], measured["upload_cpu"],
                                           measured["scratch"])
                     convert_walls.append(measured["convert_wall"])
-                azurite_cpu[who].append(process_cpu_s(azurite.pid) - before)
+                azurite_cpu[who].append(process_cpu_s(azurite) - before)
                 walls[who].append(wall)
                 client_cpu[who].append(cpu)
                 if who == "azlift" and run == 0:
