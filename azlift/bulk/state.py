@@ -156,31 +156,29 @@ class StateStore:
         return changed
 
     # ---- reading ------------------------------------------------------------------------
-    def vms(self, ids: list[str] | None = None) -> list[VmRow]:
-        rows = self.db.execute(
-            "SELECT id, status, phase, attempts, worker, error_code, error_message, resources, "
-            "hints FROM vms ORDER BY position").fetchall()
-        disks: dict[str, list[DiskRow]] = {}
-        for row in self.db.execute(
-                "SELECT vm_id, label, path, target, status, bytes_sent, zero_bytes_skipped, "
-                "resumed_bytes, seconds, throttled, retries, worker FROM disks "
-                "ORDER BY vm_id, position"):
-            disks.setdefault(row[0], []).append(DiskRow(*row))
-        wanted = set(ids) if ids is not None else None
-        return [_vm_row(r, disks.get(r[0], ())) for r in rows
-                if wanted is None or r[0] in wanted]
+    def vms(self) -> list[VmRow]:
+        return self._rows()
 
     def vm(self, vm_id: str) -> VmRow:
         """One VM's row, read by key (the coordinator asks once per finished task: reading
         every row each time made a thousand-VM run quadratic)."""
-        [row] = self.db.execute(
+        [row] = self._rows(vm_id)
+        return row
+
+    def _rows(self, vm_id: str | None = None) -> list[VmRow]:
+        """Every VM's row (or ``vm_id``'s alone) with its disks, in manifest order."""
+        vm_where, disk_where, args = (("WHERE id = ?", "WHERE vm_id = ?", (vm_id,))
+                                      if vm_id is not None else ("", "", ()))
+        rows = self.db.execute(
             "SELECT id, status, phase, attempts, worker, error_code, error_message, resources, "
-            "hints FROM vms WHERE id = ?", (vm_id,)).fetchall()
-        disks = [DiskRow(*r) for r in self.db.execute(
-            "SELECT vm_id, label, path, target, status, bytes_sent, zero_bytes_skipped, "
-            "resumed_bytes, seconds, throttled, retries, worker FROM disks WHERE vm_id = ? "
-            "ORDER BY position", (vm_id,))]
-        return _vm_row(row, disks)
+            f"hints FROM vms {vm_where} ORDER BY position", args).fetchall()
+        disks: dict[str, list[DiskRow]] = {}
+        for row in self.db.execute(
+                "SELECT vm_id, label, path, target, status, bytes_sent, zero_bytes_skipped, "
+                "resumed_bytes, seconds, throttled, retries, worker FROM disks "
+                f"{disk_where} ORDER BY vm_id, position", args):
+            disks.setdefault(row[0], []).append(DiskRow(*row))
+        return [_vm_row(r, disks.get(r[0], ())) for r in rows]
 
     def run_seconds(self) -> float:
         [(total,)] = self.db.execute(
