@@ -77,7 +77,8 @@ class DirectUploadResult:
                 "upload": summary}
 
 
-def _value(value: Any) -> str:
+def enum_text(value: Any) -> str:
+    """An SDK enum (or plain string) as its text; "" for None."""
     return str(getattr(value, "value", value)) if value is not None else ""
 
 
@@ -111,7 +112,7 @@ class DirectUpload:
             with self.gate():
                 self.registrar.create_disk(self.disk.resource_group, self.disk.name, model)
             return True, False
-        state = _value(existing.disk_state)
+        state = enum_text(existing.disk_state)
         size = existing.creation_data.upload_size_bytes if existing.creation_data else None
         if state == "ActiveUpload" and not resume:
             raise DiskBusyError(f"disk {self.disk.name} is still in ActiveUpload from an earlier "
@@ -182,7 +183,7 @@ class DirectUpload:
             raise
         disk = self._get()
         return DirectUploadResult(id=getattr(disk, "id", None) or self.resource_id,
-                                  disk_state=_value(getattr(disk, "disk_state", None)),
+                                  disk_state=enum_text(getattr(disk, "disk_state", None)),
                                   created=created, summary=summary)
 
     def _note_interrupted_revoke(self) -> None:

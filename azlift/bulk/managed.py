@@ -93,10 +93,6 @@ def _lease_gate(lease: Any) -> Any:
     return gate
 
 
-def _value(value: Any) -> str:
-    return str(getattr(value, "value", value)) if value is not None else ""
-
-
 class _Disk:
     """The ARM side of one managed disk: read it, judge it, delete it, tag it."""
 
@@ -144,8 +140,10 @@ def decide(existing: Any, fingerprint: str, *, overwrite: bool, disk_id: str) ->
 
     if existing is None:
         return "create"
+    from azlift.upload.managed_disk import enum_text
+
     tags = dict(existing.tags or {})
-    state = _value(existing.disk_state)
+    state = enum_text(existing.disk_state)
     recorded = tags.get(TAG_FINGERPRINT)
     if recorded is None:
         raise TargetExistsError(f"disk {disk_id} exists (state {state}) and was not created by "
