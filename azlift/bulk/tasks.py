@@ -138,27 +138,16 @@ def _progress(job: DiskJob, ctx: TaskContext, seen: dict[str, int]) -> Any:
     return report
 
 
-def _already_complete(image: Any, target: Any, state: Any) -> Any | None:
-    """The layout when the blob (``state``: its properties) already holds this source,
-    completely."""
-    from azlift.upload.stream import fixed_vhd_layout
-    from azlift.upload.uploader import META_STATE
-
-    layout = fixed_vhd_layout(image)
-    if state.metadata.get(META_STATE) == "complete" and _ours(image, target, state) and \
-            state.length == layout.blob_length:
-        return layout
-    return None
-
-
-def _ours(image: Any, target: Any, state: Any) -> bool:
-    """The blob's recorded fingerprint is this source's (same file, size, data map)."""
+def _our_layout(image: Any, target: Any, state: Any) -> Any | None:
+    """The source's fixed-VHD layout when the blob (``state``: its properties) records this
+    source's fingerprint (same file, size, data map), else None: one walk of the extents."""
     from azlift.upload.journal import fingerprint
     from azlift.upload.stream import fixed_vhd_layout
     from azlift.upload.uploader import META_FINGERPRINT
 
-    digest = fingerprint(image, fixed_vhd_layout(image), target.identity).digest()
-    return state.metadata.get(META_FINGERPRINT) == digest
+    layout = fixed_vhd_layout(image)
+    digest = fingerprint(image, layout, target.identity).digest()
+    return layout if state.metadata.get(META_FINGERPRINT) == digest else None
 
 
 def _unclaimed_and_empty(target: Any) -> bool:
@@ -225,19 +214,19 @@ def upload_disk(job: DiskJob, ctx: TaskContext) -> dict[str, Any]:
         result["target"] = target.identity
         with vhd.open_image(job.path, job.format) as image:
             state = target.properties() if target.exists() else None
-            done = _already_complete(image, target, state) if state is not None else None
-            if done is not None:
+            ours = _our_layout(image, target, state) if state is not None else None
+            mark = state.metadata.get(META_STATE) if state is not None else None
+            if ours is not None and mark == "complete" and state.length == ours.blob_length:
                 verify_target(image, target, threads=job.threads, level=job.verify)
                 result.update(ok=True, bytes_sent=0, zero_bytes_skipped=0, resumed_bytes=
-                              done.blob_length, already=True, throttled=0, retries=0,
+                              ours.blob_length, already=True, throttled=0, retries=0,
                               seconds=round(time.monotonic() - started, 3))
                 return result
             common = dict(threads=job.threads, progress=_progress(job, ctx, seen),
                           cancel=ctx.cancel_flag(), role=job.role)
             # A blob of this source that failed verification is sent again whole: its
             # page ranges cannot tell the bad pages from the good ones.
-            restart = state is not None and state.metadata.get(META_STATE) == VERIFY_FAILED \
-                and _ours(image, target, state)
+            restart = ours is not None and mark == VERIFY_FAILED
             try:
                 summary = upload_image(image, target, overwrite=restart,
                                        resume=state is not None and not restart, **common)
