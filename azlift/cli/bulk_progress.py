@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, TextIO
+from typing import Any
 
 from ..redact import redact_text
 from .common import STATE, say
@@ -22,12 +22,9 @@ MAX_DISK_LINES = 8
 class Progress:
     """Renders the coordinator's events: bars on a terminal, else a line per VM."""
 
-    def __init__(self, enabled: bool, lines: bool = True, stream: TextIO | None = None,
-                 max_disk_lines: int = MAX_DISK_LINES) -> None:
+    def __init__(self, enabled: bool, lines: bool = True) -> None:
         self.enabled = enabled
         self.lines = lines and not enabled
-        self.stream = stream or sys.stderr
-        self.max_disk_lines = max_disk_lines
         self._lock = threading.Lock()
         self._disks: dict[tuple[str, str], tuple[int, int]] = {}
         self._bars: dict[tuple[str, str], Any] = {}
@@ -74,7 +71,7 @@ class Progress:
             return
         bar = self._bars.get(key)
         where = f"on {message.get('worker_name') or '?'}"
-        if bar is None and len(self._bars) < self.max_disk_lines:
+        if bar is None and len(self._bars) < MAX_DISK_LINES:
             bar = self._bars[key] = self._new_bar(f"  {key[0]}/{key[1]}", total, where)
         if bar is not None:
             bar.total = total
@@ -104,7 +101,7 @@ class Progress:
         from tqdm import tqdm
 
         return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description,
-                    postfix=postfix or None, file=self.stream, dynamic_ncols=True, leave=False,
+                    postfix=postfix or None, file=sys.stderr, dynamic_ncols=True, leave=False,
                     mininterval=0.2)
 
     def _overall(self) -> Any:
@@ -127,7 +124,7 @@ class Progress:
         if self.enabled and self.bar is not None:
             from tqdm import tqdm
 
-            tqdm.write(redact_text(text), file=self.stream)
+            tqdm.write(redact_text(text), file=sys.stderr)
         else:
             say(text)
 
