@@ -402,6 +402,24 @@ class BlobPageTarget:
             self._client.close()
 
 
+class DiskPageTarget:
+    """A disk's write-SAS page target that names itself by the disk's resource id.
+
+    The id (not the SAS URL, which changes with each grant) keys the resume journal.
+    """
+
+    def __init__(self, inner: Any, resource_id: str) -> None:
+        self._inner = inner
+        self._identity = resource_id
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 PAGE_QUERY = {"comp": "page"}
 
 

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from azlift.upload.target import DiskPageTarget
+
 from .engine import TaskContext
 from .manifest import Settings
 
@@ -45,7 +47,7 @@ class ManagedDiskJob:
     settings: Settings
 
 
-class TaggedDiskTarget:
+class TaggedDiskTarget(DiskPageTarget):
     """A disk's write-SAS page target, named by the disk's resource id, whose metadata is
     the disk's azlift tags.
 
@@ -56,13 +58,8 @@ class TaggedDiskTarget:
     """
 
     def __init__(self, inner: Any, resource_id: str, fingerprint: str) -> None:
-        self._inner = inner
-        self._identity = resource_id
+        super().__init__(inner, resource_id)
         self._fingerprint = fingerprint
-
-    @property
-    def identity(self) -> str:
-        return self._identity
 
     @property
     def supports_metadata(self) -> bool:
@@ -77,9 +74,6 @@ class TaggedDiskTarget:
 
     def set_metadata(self, metadata: dict[str, str]) -> None:
         pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 def _lease_gate(lease: Any) -> Any:

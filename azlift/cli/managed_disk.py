@@ -13,29 +13,11 @@ from azlift.upload.arm import ResourceId
 from azlift.upload.errors import UsageError
 from azlift.upload.managed_disk import DirectUpload, upload_disk_model
 from azlift.upload.stream import fixed_vhd_layout
-from azlift.upload.target import BlobPageTarget, RetrySettings
+from azlift.upload.target import BlobPageTarget, DiskPageTarget, RetrySettings
 from azlift.upload.uploader import check_rules, upload_image
 
 from .common import emit_json, open_source_image, say
 from .register import ArmOptions, ArmSession
-
-
-class DiskPageTarget:
-    """A disk's write-SAS page target that names itself by the disk's resource id.
-
-    The id (not the SAS URL, which changes with each grant) keys the resume journal.
-    """
-
-    def __init__(self, inner: BlobPageTarget, resource_id: str) -> None:
-        self._inner = inner
-        self._identity = resource_id
-
-    @property
-    def identity(self) -> str:
-        return self._identity
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 def _hints(image: Any, os_type: str | None, generation: str | None,
