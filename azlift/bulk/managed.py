@@ -162,13 +162,11 @@ def _hints(image: Any, job: ManagedDiskJob) -> Any:
     from azlift.upload import register as reg
     from azlift.vhd.partitions import analyze
 
+    from .tasks import decide_hints
+
     if job.role != "os":
         return reg.Reconciled(None, None)
-    settings = job.settings
-    return reg.reconcile_with_hints(
-        reg.normalize_os_type(settings.os_type), reg.normalize_generation(
-            settings.hyper_v_generation), analyze(image),
-        advice="set os_type / hyper_v_generation in the manifest to what the disk holds")
+    return decide_hints(job.settings, analyze(image))
 
 
 def upload_managed_disk(job: ManagedDiskJob, ctx: TaskContext) -> dict[str, Any]:

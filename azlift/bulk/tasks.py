@@ -259,6 +259,17 @@ class _Hints:
         self.reasons = job.reasons
 
 
+def decide_hints(settings: Settings, hints: Any) -> Any:
+    """OS type and generation: the manifest's, checked against (and filled from) an OS
+    disk's partition ``hints`` (None: nothing to check against)."""
+    from azlift.upload import register as reg
+
+    return reg.reconcile_with_hints(
+        reg.normalize_os_type(settings.os_type),
+        reg.normalize_generation(settings.hyper_v_generation), hints,
+        advice="set os_type / hyper_v_generation in the manifest to what the disk holds")
+
+
 def register_vm(job: RegisterJob, ctx: TaskContext) -> dict[str, Any]:
     """Create the VM's image, gallery version or disks (idempotent create-or-update)."""
     result = _base("register", job, ctx)
@@ -282,10 +293,7 @@ def _register(job: RegisterJob, lease: Any) -> list[Any]:
     os_disk = next((d for d in job.disks if d[1] == "os"), None)
     data = [reg.DataDiskSpec(lun=lun, url=url) for _, role, lun, url in job.disks
             if role == "data" and lun is not None]
-    decided = reg.reconcile_with_hints(
-        reg.normalize_os_type(settings.os_type), reg.normalize_generation(
-            settings.hyper_v_generation), _Hints(job) if os_disk else None,
-        advice="set os_type / hyper_v_generation in the manifest to what the disk holds")
+    decided = decide_hints(settings, _Hints(job) if os_disk else None)
     rg, location = settings.resource_group or "", settings.location or ""
 
     def locked(call: Any) -> Any:
