@@ -18,8 +18,6 @@ incomplete copy) → delete it and start over; anything else → refused.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +25,7 @@ from azlift.upload.target import DiskPageTarget
 
 from .engine import TaskContext
 from .manifest import Settings
+from .throttle import leased
 
 TAG_FINGERPRINT = "azlift_fingerprint"
 TAG_STATE = "azlift_state"
@@ -76,17 +75,6 @@ class TaggedDiskTarget(DiskPageTarget):
         pass
 
 
-def _lease_gate(lease: Any) -> Any:
-    @contextmanager
-    def gate() -> Iterator[None]:
-        lease.acquire()
-        try:
-            yield
-        finally:
-            lease.release()
-    return gate
-
-
 class _Disk:
     """The ARM side of one managed disk: read it, judge it, delete it, tag it."""
 
@@ -99,7 +87,8 @@ class _Disk:
         self.client = compute_client(target)
         self.notes: list[str] = []
         self.registrar = reg.Registrar(self.client, wait=True)
-        self.gate = _lease_gate(ctx.arm_lease())
+        lease = ctx.arm_lease()
+        self.gate = lambda: leased(lease)
         self.rg = settings.resource_group or ""
         self.name = job.name
         self.id = (f"/subscriptions/{target.subscription}/resourceGroups/{self.rg}/providers/"

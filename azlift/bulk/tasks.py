@@ -13,6 +13,7 @@ from typing import Any
 
 from .engine import TaskContext
 from .manifest import Settings
+from .throttle import leased
 
 PROGRESS_INTERVAL_S = 1.0
 VERIFY_FAILED = "verify_failed"  # the blob mark of an upload that did not verify
@@ -297,11 +298,8 @@ def _register(job: RegisterJob, lease: Any) -> list[Any]:
     rg, location = settings.resource_group or "", settings.location or ""
 
     def locked(call: Any) -> Any:
-        lease.acquire()
-        try:
+        with leased(lease):
             return call()
-        finally:
-            lease.release()
 
     tags = dict(settings.tags) or None
 

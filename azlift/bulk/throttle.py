@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from azlift.upload.errors import TransientServiceError
@@ -31,6 +33,16 @@ class Lease(Protocol):
     def acquire(self, timeout: float | None = None) -> Any: ...
 
     def release(self) -> Any: ...
+
+
+@contextmanager
+def leased(lease: Lease) -> Iterator[None]:
+    """Hold one of ``lease``'s slots for the block (an ARM write under the cluster's cap)."""
+    lease.acquire()
+    try:
+        yield
+    finally:
+        lease.release()
 
 
 class LeasedWindow:
