@@ -50,6 +50,12 @@ INFLATE_CHUNK = 1 << 20
 OVA_ID_NAMESPACE = uuid.UUID("0d8f5a4e-3c7b-4f0e-9a61-5b2f3e7c9d14")
 
 
+def chunk_index(member: str, href: str) -> int | None:
+    """The number of ``member`` as a chunk of ``href`` (``href.000000001`` -> 1), else None."""
+    stem, _, suffix = member.rpartition(".")
+    return int(suffix) if suffix.isdigit() and stem == href else None
+
+
 class OvaPackage:
     """An OVA's members, OVF disks and manifest; members are windows over the file."""
 
@@ -192,9 +198,11 @@ class OvaPackage:
         key = os.path.normpath(name)
         found: dict[int, str] = {}
         for member in self.members:
-            stem, _, suffix = member.rpartition(".")
-            if suffix.isdigit() and (stem == key or os.path.basename(stem) == key):
-                found[int(suffix)] = member
+            index = chunk_index(member, key)
+            if index is None:
+                index = chunk_index(os.path.basename(member), key)
+            if index is not None:
+                found[index] = member
         if not found:
             raise ImageFormatError(
                 f"{self.path}: the OVF splits {name} into chunks (ovf:chunkSize "

@@ -42,7 +42,7 @@ from ._vmdk_structs import (
     header_problem,
 )
 from .errors import ChecksumError, ImageFormatError, TruncatedImageError, UnsupportedImageError
-from .ova import ZIP_MAGIC, check_capacity, choose_disk
+from .ova import ZIP_MAGIC, check_capacity, choose_disk, chunk_index
 from .vmdk import ddb_uuid, decode_descriptor, refuse_redo_log, refuse_unreadable
 
 READ_CHUNK = 1 << 20
@@ -268,12 +268,6 @@ def open_ova_stream(stream: IO[bytes], disk: int | None, name: str = "-") -> Ova
     if chosen.file.compression == "gzip":
         reader = ExactReader(gzip.GzipFile(fileobj=_Tap(stored), mode="rb"), label)  # type: ignore[arg-type]
     return OvaDiskStream(archive, stored, reader, label, expected, chosen)
-
-
-def chunk_index(member: str, href: str) -> int | None:
-    """The number of ``member`` as a chunk of ``href`` (``href.000000001`` -> 1), else None."""
-    stem, _, suffix = member.rpartition(".")
-    return int(suffix) if suffix.isdigit() and stem == href else None
 
 
 class ChunkChain:
