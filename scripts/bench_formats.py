@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_convert import allocated, azlift_command, timed  # noqa: E402
+from bench_convert import bench_convert  # noqa: E402
 from bench_upload import AZLIFT, fresh_azurite, process_cpu_s  # noqa: E402
 
 from azlift import vhd  # noqa: E402
@@ -86,50 +86,6 @@ def build_stream_vmdk(workdir: Path, raw: Path) -> Path:
 
 def qemu_img(*args: str | Path) -> None:
     subprocess.run(["qemu-img", *map(str, args)], check=True, capture_output=True)
-
-
-def race_convert(workdir: Path, source: Path, fmt: str, runs: int, data: int) -> dict:
-    """`azlift vhd convert` against `qemu-img convert` of ``source`` (format ``fmt``) to a
-    fixed VHD, alternating who goes first; medians, ratio, CPU seconds per GiB of data."""
-    outs = {"azlift": workdir / "azlift.vhd", "qemu-img": workdir / "qemu.vhd",
-            "library": workdir / "library.vhd"}
-    commands = {
-        "qemu-img": ["qemu-img", "convert", "-f", fmt, "-O", "vpc", "-o",
-                     "subformat=fixed,force_size=on", str(source), str(outs["qemu-img"])],
-        "azlift": [azlift_command(), "vhd", "convert", "--quiet", str(source),
-                   str(outs["azlift"])]}
-    walls: dict[str, list[float]] = {"azlift": [], "qemu-img": [], "library": []}
-    cpus: dict[str, list[float]] = {"azlift": [], "qemu-img": []}
-    for run in range(runs):
-        for out in outs.values():
-            out.unlink(missing_ok=True)
-        order = ["qemu-img", "azlift"] if run % 2 == 0 else ["azlift", "qemu-img"]
-        for name in order:
-            wall, cpu = timed(commands[name])
-            walls[name].append(wall)
-            cpus[name].append(cpu)
-        os.sync()
-        started = time.perf_counter()
-        vhd.convert(str(source), str(outs["library"]))
-        walls["library"].append(time.perf_counter() - started)
-    for name in ("azlift", "qemu-img"):
-        subprocess.run(["qemu-img", "compare", "-f", fmt, "-F", "vpc", str(source),
-                        str(outs[name])], check=True, stdout=subprocess.DEVNULL)
-    medians = {name: statistics.median(values) for name, values in walls.items()}
-    result = {
-        "runs": runs,
-        "median_seconds": {name: round(value, 3) for name, value in medians.items()},
-        "all_seconds": {name: [round(x, 3) for x in values] for name, values in walls.items()},
-        "ratio_azlift_to_qemu": round(medians["azlift"] / medians["qemu-img"], 3),
-        "ratio_library_to_qemu": round(medians["library"] / medians["qemu-img"], 3),
-        "goal_ratio_at_most": 1.0,
-        "cpu_s_per_gib": {name: round(statistics.median(values) / (data / GIB), 3)
-                          for name, values in cpus.items()},
-        "allocated_bytes": {name: allocated(outs[name]) for name in ("azlift", "qemu-img")},
-    }
-    for out in outs.values():
-        out.unlink(missing_ok=True)
-    return result
 
 
 def build_qcow2(workdir: Path, raw: Path) -> tuple[Path, Path]:
@@ -277,7 +233,8 @@ def main() -> int:
             stream = build_stream_vmdk(workdir, raw)
             result["vmdk_stream_to_fixed_vhd"] = {
                 "virtual_size": args.virtual_gib * GIB, "source_bytes": stream.stat().st_size,
-                **race_convert(workdir, stream, "vmdk", args.runs, args.data_mib * MIB)}
+                **bench_convert(workdir, stream, args.runs, args.data_mib * MIB, fmt="vmdk"),
+                "goal_ratio_at_most": 1.0}
         if args.only in (None, "qcow2"):
             workdir = args.workdir / "qcow2"
             workdir.mkdir(parents=True, exist_ok=True)
