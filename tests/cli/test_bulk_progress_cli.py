@@ -3,16 +3,10 @@ line per disk being uploaded, fed by the workers' Dask events; elsewhere plain l
 --json document on stdout untouched either way."""
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
 import re
 import socket
-import struct
 import subprocess
-import termios
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +15,7 @@ from tests.cli.conftest import installed_azlift
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.bulk_plans import make_disk, manifest
 from tests.support.fault_proxy import FaultProxy
+from tests.support.terminal import run_on_terminal
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -43,29 +38,9 @@ def plan(tmp_path, azurite, monkeypatch) -> Path:  # noqa: F811
 
 def run_on_a_terminal(*args: str) -> tuple[int, str, str]:
     """Run azlift with stderr on a 160-column pseudo-terminal; stdout stays a pipe."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    process = subprocess.Popen([installed_azlift(), *args], stdout=subprocess.PIPE,
-                               stderr=slave, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    screen = bytearray()
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: every writer closed the terminal
-                return
-            if not chunk:
-                return
-            screen.extend(chunk)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    out, _ = process.communicate(timeout=300)
-    reader.join(timeout=30)
-    os.close(master)
-    return process.returncode, out.decode(), screen.decode(errors="replace")
+    code, out, screen = run_on_terminal([installed_azlift(), *args], rows=40, cols=160,
+                                        timeout=300)
+    return code, out.decode(), screen.decode(errors="replace")
 
 
 def frames(screen: str) -> list[str]:

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from azlift.cli.main import main
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.support.fault_proxy import FaultProxy
+from tests.support.terminal import run_on_terminal
 from tests.support.tools import black_hole, free_port
 from tests.upload.helpers import blob_target, converted_bytes, make_source
 from azlift.upload.journal import Journal
@@ -250,36 +250,10 @@ def test_interrupted_upload_resumes_byte_identical(env, azurite, tmp_path, capsy
 
 def _run_on_terminal(*args: str) -> tuple[int, bytes, bytes]:
     """Run azlift with stderr on a pseudo-terminal; (exit code, stdout, terminal output)."""
-    import fcntl
-    import pty
-    import struct
-    import termios
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    received: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the terminal's other side is closed
-                return
-            if not chunk:
-                return
-            received.append(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
     # tqdm redraws at most every 0.1 s: a quick upload could end before the bar shows its
     # postfix, so the bar redraws on every update here.
-    process = subprocess.Popen([AZLIFT, *args], stdout=subprocess.PIPE, stderr=slave,
-                               stdin=subprocess.DEVNULL,
-                               env={**os.environ, "TQDM_MININTERVAL": "0"})
-    os.close(slave)
-    out, _ = process.communicate(timeout=60)
-    reader.join(timeout=10)
-    os.close(master)
-    return process.returncode, out, b"".join(received)
+    return run_on_terminal([AZLIFT, *args], rows=24, cols=120,
+                           env={**os.environ, "TQDM_MININTERVAL": "0"}, timeout=60)
 
 
 def test_progress_bar_only_on_a_terminal(env, azurite, tmp_path) -> None:  # noqa: F811
