@@ -50,9 +50,10 @@ def installed_azlift() -> str:
 @pytest.fixture
 def run_azlift() -> Callable[..., CliRun]:
     """Run the installed ``azlift`` executable in a subprocess."""
-    def run(*args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = None) -> CliRun:
+    def run(*args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = None,
+            timeout: float = 120) -> CliRun:
         done = subprocess.run([installed_azlift(), *map(os.fspath, args)], capture_output=True,
-                              text=True, cwd=cwd, timeout=120,
+                              text=True, cwd=cwd, timeout=timeout,
                               env={**os.environ, "PYTHONIOENCODING": "utf-8"})
         return CliRun(done.returncode, done.stdout, done.stderr)
     return run

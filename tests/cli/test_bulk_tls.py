@@ -4,12 +4,10 @@ certificate, or trusting another CA, is refused with one line and exit 5, prompt
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import installed_azlift
 from tests.cli.test_bulk_cluster import LOOPBACK, Cluster, coordinator
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.bulk_plans import blob_bytes, converted, lun0_vms, manifest
@@ -71,13 +69,8 @@ def test_a_plan_runs_over_mutual_tls(tls_cluster, authority, tmp_path, azurite) 
     assert {p for ip, p in tls_cluster.listening("w1") if ip in LOOPBACK} - {port}
 
 
-def refused(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([installed_azlift(), *args], capture_output=True, text=True,
-                          timeout=60)
-
-
 def test_certificates_of_another_ca_are_refused_in_one_line(tls_cluster, authority,
-                                                            tmp_path) -> None:
+                                                            tmp_path, run_azlift) -> None:
     stranger = CertificateAuthority(tmp_path / "other", "stranger")
     their_cert = stranger.issue("intruder")
     address = tls_cluster.address
@@ -89,9 +82,9 @@ def test_certificates_of_another_ca_are_refused_in_one_line(tls_cluster, authori
     for args in (["bulk", "worker", address, "--source", "hv01", *tls_args(stranger, their_cert)],
                  ["bulk", "run", str(plan), "--scheduler", address, "-q",
                   *tls_args(stranger, their_cert)]):
-        done = refused(args)
-        assert done.returncode == 5, done.stderr
-        [line] = done.stderr.strip().splitlines()
+        done = run_azlift(*args, timeout=60)
+        assert done.code == 5, done.err
+        [line] = done.err.strip().splitlines()
         assert line.startswith(f"azlift: error: the scheduler at {address} presented a "
                                f"certificate that {stranger.ca_file} does not vouch for"), line
 
@@ -102,16 +95,16 @@ def test_certificates_of_another_ca_are_refused_in_one_line(tls_cluster, authori
                  ["bulk", "check", str(plan), "--scheduler", address, "--tls-ca-file",
                   str(authority.ca_file), "--tls-cert", str(their_cert.cert), "--tls-key",
                   str(their_cert.key)]):
-        done = refused(args)
-        assert done.returncode == 5, done.stderr
-        [line] = done.stderr.strip().splitlines()
+        done = run_azlift(*args, timeout=60)
+        assert done.code == 5, done.err
+        [line] = done.err.strip().splitlines()
         assert line.startswith(f"azlift: error: the scheduler at {address} refused this "
                                f"process's certificate {their_cert.cert}"), line
 
     # A TLS address without the files, files without their partner: usage errors.
-    done = refused(["bulk", "worker", address, "--source", "hv01"])
-    assert done.returncode == 2 and "give --tls-ca-file, --tls-cert and --tls-key" in done.stderr
-    done = refused(["bulk", "run", str(plan), "--scheduler", address, "--tls-ca-file",
-                    str(authority.ca_file)])
-    assert done.returncode == 2 and "missing --tls-cert, --tls-key" in done.stderr
-    assert "Traceback" not in done.stderr
+    done = run_azlift("bulk", "worker", address, "--source", "hv01", timeout=60)
+    assert done.code == 2 and "give --tls-ca-file, --tls-cert and --tls-key" in done.err
+    done = run_azlift("bulk", "run", str(plan), "--scheduler", address, "--tls-ca-file",
+                      str(authority.ca_file), timeout=60)
+    assert done.code == 2 and "missing --tls-cert, --tls-key" in done.err
+    assert "Traceback" not in done.err
