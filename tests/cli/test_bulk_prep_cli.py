@@ -13,6 +13,7 @@ import pytest
 
 from azlift.bulk import default_state_path
 from azlift.cli import common
+from tests.cli.conftest import installed_azlift
 from tests.prep.linux.conftest import keys, root_tree, start_sshd, trust  # noqa: F401
 from tests.support.azurite import azurite  # noqa: F401
 from tests.support.bulk_plans import blob_bytes, converted, manifest
@@ -27,6 +28,7 @@ from tests.support.fake_wsman import (  # noqa: F401
 from tests.support.fault_proxy import FaultProxy
 from tests.support.guest_disks import PowerOffWriter, RestlessDisk, final_os_disk, placeholder
 from tests.support.rootfs import RECORDED_LOG, read_log
+from tests.support.terminal import answer_on_terminal
 
 PASSWORD_VAR = "AZLIFT_TEST_WIN01_PASSWORD"
 ALL_PHASES = ["prep", "settle", "check", "upload", "verify", "register"]
@@ -261,18 +263,13 @@ def test_dry_run_shows_each_guest_plan_and_changes_nothing(
 
 def test_no_on_the_terminal_leaves_every_guest_alone(
         tmp_path, proxy, azurite, fake_arm, root_tree, start_sshd, keys,  # noqa: F811
-        windows_guest, wsman_certificate, monkeypatch) -> None:  # noqa: F811
-    from typer.testing import CliRunner
-
-    from azlift.cli.main import app
-
+        windows_guest, wsman_certificate) -> None:  # noqa: F811
     server, _, plan = one_of_each(tmp_path, azurite, fake_arm, start_sshd(root_tree("ubuntu")),
                                   keys, windows_guest, wsman_certificate[0])
-    monkeypatch.setattr(common, "stdin_is_terminal", lambda: True)
-    result = CliRunner().invoke(app, ["bulk", "run", str(plan)], input="n\n")
-    assert result.exit_code == 5, result.output
-    assert "Generalize these 2 guest(s) and power them off?" in result.output
-    assert "back the VM up" in result.output  # the reminder comes before the question
+    code, screen = answer_on_terminal([installed_azlift(), "bulk", "run", str(plan)], "n\n")
+    assert code == 5, screen
+    assert "Generalize these 2 guest(s) and power them off?" in screen
+    assert "back the VM up" in screen  # the reminder comes before the question
     assert windows_guest.scripts == [] and read_log(server.upper, RECORDED_LOG) == []
     assert not (tmp_path / "state").exists()
     assert proxy.stats.requests == 0 and fake_arm.calls() == []
