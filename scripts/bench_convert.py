@@ -6,10 +6,11 @@
 1. Builds dynamic VHDs (qemu-img, from a sparse raw file) holding random data written as
    pieces of 64 KiB–4 MiB at random 4 KiB-aligned offsets: 8 GiB virtual with 512 MiB of
    data, and 32 GiB virtual with 4 GiB of data.
-2. Converts each to a fixed VHD with `azlift vhd convert` and with
-   `qemu-img convert -O vpc -o subformat=fixed,force_size=on`, alternating who goes first,
-   --runs times (the large input --large-runs times); prints the median wall time of each,
-   their ratio (goals: <= 0.8 on the 8 GiB input, <= 0.7 on the 32 GiB one), the CPU
+2. Converts each to a fixed VHD with `azlift vhd convert` (once per --cache mode: direct,
+   the default, and buffered) and with `qemu-img convert -O vpc -o
+   subformat=fixed,force_size=on`, rotating who goes first, --runs times (the large input
+   --large-runs times); prints the median wall time of each, the ratios to qemu-img
+   (goals: <= 0.8 on the 8 GiB input, <= 0.7 on the 32 GiB one), the CPU
    seconds each spent per GiB of data, and each output's allocation against the data
    (goal: <= 1.05). The library call (no interpreter start-up) is timed as well.
 3. Start-up: `azlift --version` and `azlift vhd check` of a small fixed VHD (goals: <= 0.1 s
@@ -104,30 +105,37 @@ def azlift_command() -> str:
     return str(beside) if beside.exists() else shutil.which("azlift") or "azlift"
 
 
-def bench_convert(workdir: Path, source: Path, runs: int, data: int,
-                  fmt: str = "vpc") -> dict[str, object]:
-    """`azlift vhd convert` against `qemu-img convert` of ``source`` (qemu-img's format
-    name ``fmt``) to a fixed VHD, alternating who goes first; the library call too."""
-    out_azlift, out_qemu, out_lib = (workdir / "azlift.vhd", workdir / "qemu.vhd",
-                                     workdir / "library.vhd")
-    times: dict[str, list[float]] = {"azlift": [], "qemu-img": [], "library": []}
-    cpu: dict[str, list[float]] = {"azlift": [], "qemu-img": []}
+def bench_convert(workdir: Path, source: Path, runs: int, data: int, fmt: str = "vpc",
+                  caches: tuple[str, ...] = ("direct",)) -> dict[str, object]:
+    """`azlift vhd convert` (once per --cache mode in ``caches``; "azlift" is the first)
+    against `qemu-img convert` of ``source`` (qemu-img's format name ``fmt``) to a fixed
+    VHD, rotating who goes first; the library call too."""
+    out_qemu, out_lib = workdir / "qemu.vhd", workdir / "library.vhd"
     qemu = ["qemu-img", "convert", "-f", fmt, "-O", "vpc", "-o",
             "subformat=fixed,force_size=on", str(source), str(out_qemu)]
-    cli = [azlift_command(), "vhd", "convert", "--quiet", str(source), str(out_azlift)]
+    commands: dict[str, tuple[list[str], Path]] = {"qemu-img": (qemu, out_qemu)}
+    for index, cache in enumerate(caches):
+        name = "azlift" if index == 0 else f"azlift --cache {cache}"
+        out = workdir / f"azlift-{cache}.vhd"
+        commands[name] = ([azlift_command(), "vhd", "convert", "--quiet", "--cache", cache,
+                           str(source), str(out)], out)
+    outputs = [out for _, out in commands.values()] + [out_lib]
+    times: dict[str, list[float]] = {name: [] for name in [*commands, "library"]}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
     for run in range(runs):
-        for path in (out_azlift, out_qemu, out_lib):
+        for path in outputs:
             path.unlink(missing_ok=True)
-        order = [("qemu-img", qemu), ("azlift", cli)]
-        for name, command in order if run % 2 == 0 else order[::-1]:  # alternate who goes first
-            wall, seconds = timed(command)
+        shift = run % len(names)  # rotate who goes first: each follows each in turn
+        for name in names[shift:] + names[:shift]:
+            wall, seconds = timed(commands[name][0])
             times[name].append(wall)
             cpu[name].append(seconds)
         os.sync()
         started = time.perf_counter()
-        vhd.convert(str(source), str(out_lib))
+        vhd.convert(str(source), str(out_lib), cache=caches[0])
         times["library"].append(time.perf_counter() - started)
-    for out in (out_azlift, out_qemu):
+    for name, (_, out) in commands.items():
         subprocess.run(["qemu-img", "compare", "-f", fmt, "-F", "vpc", str(source), str(out)],
                        check=True, stdout=subprocess.DEVNULL)
     medians = {name: statistics.median(values) for name, values in times.items()}
@@ -135,16 +143,16 @@ def bench_convert(workdir: Path, source: Path, runs: int, data: int,
         "runs": runs,
         "median_seconds": {k: round(v, 3) for k, v in medians.items()},
         "all_seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
-        "ratio_azlift_to_qemu": round(medians["azlift"] / medians["qemu-img"], 3),
-        "ratio_library_to_qemu": round(medians["library"] / medians["qemu-img"], 3),
+        **{f"ratio_{name.replace(' --cache ', '_')}_to_qemu":
+           round(medians[name] / medians["qemu-img"], 3) for name in [*names[1:], "library"]},
         "cpu_s_per_gib": {k: round(statistics.median(v) / (data / GIB), 3)
                           for k, v in cpu.items()},
         "data_bytes": data,
-        "allocated_bytes": {"azlift": allocated(out_azlift), "qemu-img": allocated(out_qemu)},
-        "allocation_to_data": {"azlift": round(allocated(out_azlift) / data, 3),
-                               "qemu-img": round(allocated(out_qemu) / data, 3)},
+        "allocated_bytes": {name: allocated(out) for name, (_, out) in commands.items()},
+        "allocation_to_data": {name: round(allocated(out) / data, 3)
+                               for name, (_, out) in commands.items()},
     }
-    for path in (out_azlift, out_qemu, out_lib):
+    for path in outputs:
         path.unlink(missing_ok=True)
     return result
 
@@ -203,6 +211,8 @@ def main() -> int:
     parser.add_argument("--large-runs", type=int, default=2)
     parser.add_argument("--skip-large", action="store_true", help="only the 8 GiB input")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--cache", nargs="+", default=["direct", "buffered"],
+                        help="azlift's --cache modes to time (the first is the headline)")
     args = parser.parse_args()
     if shutil.which("qemu-img") is None:
         print("bench: qemu-img is missing (run scripts/setup.sh)", file=sys.stderr)
@@ -216,7 +226,8 @@ def main() -> int:
         result["startup"] = bench_startup(args.workdir, 7)
         for name, virtual, data, runs in cases:
             source = build_source(args.workdir, name, virtual, data)
-            result[f"convert_{name}"] = bench_convert(args.workdir, source, runs, data)
+            result[f"convert_{name}"] = bench_convert(args.workdir, source, runs, data,
+                                                      caches=tuple(args.cache))
             if not args.keep:
                 source.unlink()
         result["check_2040_gib_dynamic"] = bench_check(args.workdir, args.runs)

@@ -2,8 +2,8 @@
 # Set up everything azlift and its tests need, inside the project folder:
 #   .venv/          Python virtual environment with azlift installed (editable) + test extras
 #   .tools/         Azurite (storage emulator) from npm
-# System packages (qemu-utils, openssh-server, busybox-static, python3-vmdkstream) come
-# from apt when missing
+# System packages (qemu-utils, openssh-server, busybox-static, python3-vmdkstream, xfsprogs
+# and e2fsprogs for the reflink tests) come from apt when missing
 # and when we are root (or have sudo). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,8 @@ command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need_apt+=(busybox-static)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v mkfs.xfs >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.xfs ] || need_apt+=(xfsprogs)
+command -v filefrag >/dev/null 2>&1 || [ -x /usr/sbin/filefrag ] || need_apt+=(e2fsprogs)
 # VMware's stream-optimized layout (grain directory at the end) for the VMDK tests only:
 # qemu-img cannot write it; Debian's VMDKstream runs with the system python3.
 /usr/bin/python3 -c "import VMDKstream" >/dev/null 2>&1 || need_apt+=(python3-vmdkstream)

@@ -4,13 +4,15 @@
 offset into a file truncated to full size, so zeros stay holes. Where the source file
 marks its zeros as holes (a sparse raw file, a qemu-made dynamic VHD or VHDX: the extents
 already leave them out) and says where each guest byte lives (``runs``), the stored bytes
-are moved kernel-side with ``os.copy_file_range``, never entering Python. Otherwise (a
-fully allocated file, a differencing parent's sectors, a format without ``runs``) chunks
-are read, their zero blocks skipped at memory speed (a substring search finds dense data,
-numpy judges the rest block by block), the rest written with ``os.pwrite``: zero detection
-where it is what keeps the output sparse. It writes to a hidden temporary name beside DEST
-and renames at the end: DEST appears complete or not at all. ``footer_for`` is the
-footer both write, and the one ``upload`` synthesizes.
+are copied as they are. Otherwise (a fully allocated file, a differencing parent's
+sectors, a format without ``runs``) chunks are read, their zero blocks skipped at memory
+speed (a substring search finds dense data, numpy judges the rest block by block), the
+rest written: zero detection where it is what keeps the output sparse. Whole 4 KiB blocks
+go to the device with O_DIRECT where the filesystem allows (output.py: a converted image
+is written once, and the page cache only costs it a copy), else kernel-side with
+``os.copy_file_range`` or through the page cache. It writes to a hidden temporary name
+beside DEST and renames at the end: DEST appears complete or not at all. ``footer_for``
+is the footer both write, and the one ``upload`` synthesizes.
 """
 from __future__ import annotations
 
@@ -40,12 +42,14 @@ from .check import (
 )
 from .errors import (
     ImageIOError,
+    InvalidOptionError,
     InvalidSizeError,
     OutputExistsError,
     SameFileError,
 )
 from .image import DiskImage
-from .sparse_write import ZERO_BLOCK, KernelCopy, nonzero_runs, pwrite_all, write_nonzero
+from .output import CACHE_MODES, Output
+from .sparse_write import ZERO_BLOCK, StoredCopy, nonzero_runs, pwrite_all, write_nonzero
 
 __all__ = ["ConvertResult", "Progress", "ZERO_BLOCK", "convert", "footer_for", "nonzero_runs",
            "pwrite_all", "target_size", "write_nonzero"]
@@ -119,13 +123,15 @@ class ConvertResult:
     unique_id: str
     seconds: float
     findings: tuple[Finding, ...] = field(default_factory=tuple)
+    direct_bytes: int = 0  # of written_bytes, those that went straight to the device
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "dest": self.dest, "source_format": self.source_format,
                 "source_virtual_size": self.source_virtual_size,
                 "virtual_size": self.virtual_size, "file_size": self.virtual_size + FOOTER_SIZE,
                 "data_bytes": self.data_bytes, "written_bytes": self.written_bytes,
-                "allocated_bytes": self.allocated_bytes, "unique_id": self.unique_id,
+                "allocated_bytes": self.allocated_bytes, "direct_bytes": self.direct_bytes,
+                "unique_id": self.unique_id,
                 "seconds": round(self.seconds, 3),
                 "findings": [f.to_dict() for f in self.findings]}
 
@@ -147,24 +153,31 @@ def target_size(source_size: int, size: int | None) -> int:
 def convert(source: DiskImage | str, dest: str, *, size: int | None = None,
             force: bool = False, progress: Progress | None = None,
             format: str | None = None, durable: bool = False,  # noqa: A002
-            disk: int | None = None) -> ConvertResult:
+            disk: int | None = None, cache: str = "direct") -> ConvertResult:
     """Write ``source`` as an Azure-ready fixed VHD at ``dest`` (sparse, atomic rename);
     ``disk`` picks one disk of an OVA.
 
     ``durable`` flushes the data to the device before the rename, so DEST survives a
     power loss too (slower: the whole image is written out before returning).
+    ``cache`` says how DEST is written (output.py): "direct" (whole blocks straight to
+    the device where the filesystem allows) or "buffered" (all through the page cache).
     """
     if not isinstance(source, (str, os.PathLike)):
-        return _convert_image(source, os.fspath(dest), size, force, progress, durable)
+        return _convert_image(source, os.fspath(dest), size, force, progress, durable,
+                              cache)
     from .detect import open_image
 
     with open_image(os.fspath(source), format, disk) as image:
-        return _convert_image(image, os.fspath(dest), size, force, progress, durable)
+        return _convert_image(image, os.fspath(dest), size, force, progress, durable,
+                              cache)
 
 
 def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
-                   progress: Progress | None, durable: bool) -> ConvertResult:
+                   progress: Progress | None, durable: bool, cache: str) -> ConvertResult:
     started = time.monotonic()
+    if cache not in CACHE_MODES:
+        raise InvalidOptionError(f"--cache must be one of {', '.join(CACHE_MODES)}, "
+                                 f"not {cache!r}")
     _refuse_source_as_dest(image, dest)
     if os.path.lexists(dest) and not force:
         raise _exists(dest)
@@ -178,16 +191,21 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
                                     dir=directory)
     except OSError as error:
         raise ImageIOError(f"cannot create a file in {directory}: {error.strerror}") from error
+    out: Output | None = None
     try:
         try:
             os.ftruncate(fd, virtual_size)
-            data_bytes, written = _copy_extents(image, fd, image.virtual_size, progress)
+            out = Output(fd, temp, cache)
+            data_bytes, written = _copy_extents(image, out, image.virtual_size, progress)
+            direct_bytes = out.direct_bytes
             pwrite_all(fd, footer.pack(), virtual_size)
             os.fchmod(fd, 0o666 & ~_umask())
             if durable:
                 os.fsync(fd)
             allocated = os.fstat(fd).st_blocks * 512
         finally:
+            if out is not None:
+                out.close()
             os.close(fd)
         _publish(temp, dest, force)
     except BaseException as error:
@@ -202,7 +220,8 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         source_virtual_size=image.virtual_size, virtual_size=virtual_size,
         data_bytes=data_bytes, written_bytes=written, allocated_bytes=allocated,
         unique_id=footer.unique_id_str, seconds=time.monotonic() - started,
-        findings=(*source_findings(image), *check_output_rules(virtual_size)))
+        findings=(*source_findings(image), *check_output_rules(virtual_size)),
+        direct_bytes=direct_bytes)
 
 
 def _exists(dest: str) -> OutputExistsError:
@@ -246,7 +265,7 @@ def _refuse_source_as_dest(image: DiskImage, dest: str) -> None:
                                 f"destination (`azlift vhd fix` works in place)")
 
 
-def _copy_extents(image: DiskImage, fd: int, limit: int,
+def _copy_extents(image: DiskImage, out: Output, limit: int,
                   progress: Progress | None) -> tuple[int, int]:
     """Copy the non-zero blocks of ``image``'s extents; (bytes read, bytes written).
 
@@ -266,13 +285,13 @@ def _copy_extents(image: DiskImage, fd: int, limit: int,
         progress(0, total)
     done = written = 0
 
-    kernel = KernelCopy.for_image(image, fd)
+    stored = StoredCopy.for_image(image, out)
 
     def copy(job: tuple[int, int]) -> int:
         position, count = job
-        if kernel is not None:
-            return kernel.copy(position, count)
-        return write_nonzero(fd, position, image.read(position, count))
+        if stored is not None:
+            return stored.copy(position, count)
+        return write_nonzero(out, position, image.read(position, count))
 
     pending: deque[tuple[Future[int], int]] = deque()
     with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:

@@ -98,6 +98,13 @@ class ReadRangeError(VhdError, ValueError):
     code = "read_out_of_range"
 
 
+class InvalidOptionError(VhdError):
+    """An option's value is none of those it takes."""
+
+    code = "invalid_option"
+    exit_code = 2
+
+
 class UnknownFormatError(VhdError):
     """A format name azlift does not know was asked for."""
 

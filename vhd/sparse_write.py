@@ -1,48 +1,57 @@
 """Writing guest data into a sparse output: zero blocks left as holes, stored runs
-moved kernel-side, and writes that never stop short. Shared by ``convert`` (a new file)
-and ``fix`` (in place)."""
+copied as they are (kernel-side or through an aligned buffer to a direct descriptor)."""
 from __future__ import annotations
 
 import errno
 import os
+import struct
 
 from .errors import ImageIOError
 from .image import DiskImage
+from .output import Output, pwrite_all
 from .raw import FROM_ZERO, block_spans, has_holes
 
 ZERO_BLOCK = 4096  # hole granularity of common filesystems
 
 
+# <linux/fs.h>: _IOW(0x94, 13, struct file_clone_range {s64 fd; u64 offset, length, dest})
+FICLONERANGE = 0x4020940D
 # Formats whose runs() give offsets into the image's own file, stored verbatim.
 KERNEL_COPY_FORMATS = frozenset({"raw", "vhd-fixed", "vhd-dynamic", "vhd-differencing", "vhdx"})
 
 
-class KernelCopy:
-    """Copies guest ranges from the source file to DEST with ``os.copy_file_range``.
+class StoredCopy:
+    """Copies guest ranges from the source file to DEST as they are stored.
 
     Used only when the source file has holes: its writer left zeros out, so the extents
-    hold data and copying them as stored keeps DEST as sparse as the source. Ranges that
-    are not in the file (the parent's sectors of a differencing disk) are read and
-    written with zero detection; a filesystem that refuses copy_file_range turns the
-    rest of the copy into pread/pwrite.
+    hold data and copying them as stored keeps DEST as sparse as the source. To a direct
+    DEST, blocks on the filesystem's grid in both files are first cloned (FICLONERANGE: a
+    reflink on XFS, btrfs and other copy-on-write filesystems, where no data moves), the
+    rest goes through the thread's aligned buffer (see output.py); to a buffered DEST,
+    ``os.copy_file_range`` moves them kernel-side (cloning where it can), and a filesystem
+    that refuses it turns the rest of the copy into pread/pwrite. Ranges that are not in
+    the file (the parent's sectors of a differencing disk) are read and written with zero
+    detection.
     """
 
-    def __init__(self, image: DiskImage, source_fd: int, dest_fd: int) -> None:
+    def __init__(self, image: DiskImage, source_fd: int, out: Output) -> None:
         self.image = image
         self.source_fd = source_fd
-        self.dest_fd = dest_fd
-        self.enabled = True
+        self.out = out
+        self.enabled = True  # copy_file_range still taken
+        self.clones = hasattr(os, "O_DIRECT")  # FICLONERANGE not refused yet (Linux)
 
     @classmethod
-    def for_image(cls, image: DiskImage, dest_fd: int) -> "KernelCopy | None":
+    def for_image(cls, image: DiskImage, out: Output) -> "StoredCopy | None":
         source_fd = getattr(image, "fd", None)
         size = getattr(image, "file_size", None)
-        if (not hasattr(os, "copy_file_range") or not callable(getattr(image, "runs", None))
+        if ((not hasattr(os, "copy_file_range") and not out.direct)
+                or not callable(getattr(image, "runs", None))
                 or getattr(image, "format", None) not in KERNEL_COPY_FORMATS
                 or not isinstance(source_fd, int) or not isinstance(size, int)
                 or not has_holes(source_fd, size)):
             return None
-        return cls(image, source_fd, dest_fd)
+        return cls(image, source_fd, out)
 
     def copy(self, offset: int, length: int) -> int:
         """Copy guest ``[offset, offset + length)``; the bytes written to DEST."""
@@ -51,7 +60,7 @@ class KernelCopy:
             if run.source >= 0:
                 written += self._copy_run(run.source, run.offset, run.length)
             elif run.source != FROM_ZERO:  # a parent's, or stored other than verbatim
-                written += write_nonzero(self.dest_fd, run.offset,
+                written += write_nonzero(self.out, run.offset,
                                           self.image.read(run.offset, run.length))
         return written
 
@@ -71,14 +80,38 @@ class KernelCopy:
                 written += self._copy_stored(source + start, dest + start, count)
             else:
                 data = self.image.read(dest + start, count)
-                written += write_nonzero(self.dest_fd, dest + start, data)
+                written += write_nonzero(self.out, dest + start, data)
         return written
 
+    def _clone(self, source: int, dest: int, length: int) -> bool:
+        """Share ``length`` stored bytes with DEST instead of copying them, if the
+        filesystem can (the range on its block grid in both files)."""
+        if not self.clones or source % ZERO_BLOCK:
+            return False
+        import fcntl
+
+        try:
+            fcntl.ioctl(self.out.fd, FICLONERANGE,
+                        struct.pack("=qQQQ", self.source_fd, source, length, dest))
+        except OSError as error:
+            if error.errno != errno.EINVAL:  # EINVAL: off this filesystem's block grid
+                self.clones = False  # ext4, tmpfs, another filesystem...: no reflinks
+            return False
+        return True
+
+    def _short(self, offset: int) -> ImageIOError:
+        return ImageIOError(f"{getattr(self.image, 'path', 'source')}: ends before "
+                            f"offset {offset}, expected data there")
+
     def _copy_stored(self, source: int, dest: int, length: int) -> int:
+        if self.out.direct:
+            if not self._clone(source, dest, length):
+                self.out.copy_from(self.source_fd, source, dest, length, self._short)
+            return length
         done = 0
         while done < length and self.enabled:
             try:
-                count = os.copy_file_range(self.source_fd, self.dest_fd, length - done,
+                count = os.copy_file_range(self.source_fd, self.out.fd, length - done,
                                            source + done, dest + done)
             except OSError as error:
                 if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
@@ -87,15 +120,11 @@ class KernelCopy:
                 self.enabled = False
                 break
             if count == 0:
-                raise ImageIOError(f"{getattr(self.image, 'path', 'source')}: ends before "
-                                   f"offset {source + done}, expected data there")
+                raise self._short(source + done)
             done += count
         if done < length:  # copy_file_range refused: the same bytes through user space
-            data = os.pread(self.source_fd, length - done, source + done)
-            if len(data) < length - done:
-                raise ImageIOError(f"{getattr(self.image, 'path', 'source')}: ends before "
-                                   f"offset {source + done + len(data)}, expected data there")
-            pwrite_all(self.dest_fd, data, dest + done)
+            self.out.copy_from(self.source_fd, source + done, dest + done, length - done,
+                               self._short)
         return length
 
 
@@ -157,18 +186,16 @@ def _numpy_flags(data: bytes, lead: int) -> list[bool]:
     return (np.bitwise_or.reduce(words, axis=1) != 0).tolist()
 
 
-def write_nonzero(fd: int, position: int, data: bytes) -> int:
+def write_nonzero(out: Output, position: int, data: bytes) -> int:
+    """Write the non-zero blocks of ``data`` (guest bytes at ``position``); the bytes
+    written."""
     view = memoryview(data)
     written = 0
     for start, stop in nonzero_runs(data, position):
-        pwrite_all(fd, view[start:stop], position + start)
+        out.write(view[start:stop], position + start)
         written += stop - start
     return written
 
 
-def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (os.pwrite may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        count = os.pwrite(fd, view, offset)
-        view, offset = view[count:], offset + count
+__all__ = ["ZERO_BLOCK", "Output", "StoredCopy", "nonzero_runs", "pwrite_all",
+           "write_nonzero"]

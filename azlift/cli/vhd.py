@@ -243,6 +243,11 @@ def convert(
     sync: Annotated[bool, typer.Option(
         "--sync", help="Flush DEST to the device before renaming it into place, so it "
                        "survives a power loss (slower).")] = False,
+    cache: Annotated[str, typer.Option(
+        "--cache", help="How DEST is written: direct (whole blocks straight to the device "
+                        "with O_DIRECT where the filesystem allows; the page cache is left "
+                        "alone) or buffered (through the page cache; quicker when free "
+                        "memory takes a small output at once).")] = "direct",
     json_out: JsonOption = False,
     quiet: QuietOption = False,
     format: FormatOption = None,  # noqa: A002
@@ -263,7 +268,8 @@ def convert(
         # only a bar's total needs
         result = vhd.convert(source, dest, size=wanted, force=force,
                              progress=bar if bar.enabled else None,
-                             format=_format_name(format), durable=sync, disk=disk)
+                             format=_format_name(format), durable=sync, disk=disk,
+                             cache=cache)
     finally:
         bar.close()
     if json_out:

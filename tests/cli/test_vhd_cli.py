@@ -152,6 +152,21 @@ def test_convert_with_sync(run_main, tmp_path: Path, windows_disk: Path) -> None
     qemu_img("compare", "-f", "raw", "-F", "vpc", windows_disk, out)
 
 
+def test_convert_cache_option(run_main, tmp_path: Path, windows_disk: Path) -> None:
+    for cache in ("direct", "buffered"):
+        run = run_main("vhd", "convert", "--json", "--cache", cache, windows_disk,
+                       tmp_path / f"{cache}.vhd")
+        assert run.code == 0, run.err
+        document = json.loads(run.out)
+        assert (document["direct_bytes"] > 0) == (cache == "direct"), document
+    assert (tmp_path / "direct.vhd").read_bytes() == (tmp_path / "buffered.vhd").read_bytes()
+    refused = run_main("vhd", "convert", "--cache", "fast", windows_disk, tmp_path / "x.vhd")
+    assert refused.code == 2
+    assert refused.err.strip().splitlines() == [
+        "azlift: error: --cache must be one of direct, buffered, not 'fast'"]
+    assert not (tmp_path / "x.vhd").exists()
+
+
 def test_convert_refuses_to_overwrite_then_force(run_main, tmp_path: Path,
                                                  windows_disk: Path) -> None:
     out = tmp_path / "out.vhd"

@@ -122,7 +122,7 @@ def test_stored_data_moves_kernel_side(tmp_path: Path, raw_disk: Path,
            "vhdx": lambda: make_vhdx(raw_disk, tmp_path / "src.vhdx")}[kind]()
     spy = CopySpy(monkeypatch)
     out = tmp_path / "out.vhd"
-    convert(str(src), str(out))
+    convert(str(src), str(out), cache="buffered")
     assert_same_guest_bytes(src, kind, out)
     assert spy.bytes > 0  # the source marks zeros as holes: its data went kernel-side
     assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
@@ -134,7 +134,7 @@ def test_refused_kernel_copy_falls_back_to_user_space(tmp_path: Path, raw_disk: 
     src = make_dynamic_vhd(raw_disk, tmp_path / "src.vhd")
     CopySpy(monkeypatch, refuse=True)  # as on a filesystem pair without copy_file_range
     out = tmp_path / "out.vhd"
-    convert(str(src), str(out))
+    convert(str(src), str(out), cache="buffered")
     assert_same_guest_bytes(src, "vpc", out)
     assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
 

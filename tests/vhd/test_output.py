@@ -1,0 +1,187 @@
+"""output: whole blocks written with O_DIRECT, the rest buffered; the same bytes either way."""
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from azlift.vhd.convert import convert
+from azlift.vhd.errors import InvalidOptionError
+from azlift.vhd.output import BLOCK, BUFFER, Output
+from tests.support.reflink_fs import reflink_filesystem, shared_bytes
+from tests.vhd.images import Chunk, make_dynamic_vhd, qemu_img
+
+MIB = 1024 * 1024
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mmap.restype = ctypes.c_void_p
+_LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_LIBC.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+_LIBC.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+def cached_bytes(path: Path) -> int:
+    """Bytes of ``path`` in the page cache (mincore of a shared read-only mapping)."""
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = _LIBC.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert address not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            vector = (ctypes.c_ubyte * pages)()
+            assert _LIBC.mincore(address, size, vector) == 0, os.strerror(ctypes.get_errno())
+            return sum(page & 1 for page in vector) * mmap.PAGESIZE
+        finally:
+            _LIBC.munmap(address, size)
+    finally:
+        os.close(fd)
+
+
+def fresh_output(path: Path, size: int, cache: str) -> Output:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.ftruncate(fd, size)
+    return Output(fd, str(path), cache)
+
+
+def close(out: Output) -> None:
+    out.close()
+    os.close(out.fd)
+
+
+@pytest.fixture
+def dynamic_vhd(tmp_path: Path, raw_disk: Path) -> Path:
+    return make_dynamic_vhd(raw_disk, tmp_path / "src.vhd")
+
+
+def test_direct_convert_leaves_the_page_cache_alone(tmp_path: Path, dynamic_vhd: Path,
+                                                    disk_chunks: list[Chunk]) -> None:
+    direct, buffered = tmp_path / "direct.vhd", tmp_path / "buffered.vhd"
+    result = convert(str(dynamic_vhd), str(direct), cache="direct")
+    reference = convert(str(dynamic_vhd), str(buffered), cache="buffered")
+    # what went direct never entered the page cache (the footer did); the buffered copy did
+    assert cached_bytes(direct) <= result.written_bytes - result.direct_bytes + 2 * BLOCK
+    assert cached_bytes(buffered) >= reference.written_bytes
+    qemu_img("compare", "-f", "vpc", "-F", "vpc", dynamic_vhd, direct)
+    assert direct.read_bytes() == buffered.read_bytes()
+    assert reference.direct_bytes == 0
+    assert 0 < result.direct_bytes <= result.written_bytes
+    assert result.direct_bytes % BLOCK == 0
+
+
+def test_an_unknown_cache_mode_is_refused_before_any_output(tmp_path: Path,
+                                                            dynamic_vhd: Path) -> None:
+    with pytest.raises(InvalidOptionError, match="--cache must be one of direct, buffered, "
+                                                 "not 'fast'"):
+        convert(str(dynamic_vhd), str(tmp_path / "out.vhd"), cache="fast")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.raw", "src.vhd"]
+
+
+def test_a_filesystem_refusing_o_direct_gets_a_buffered_copy(tmp_path: Path,
+                                                             dynamic_vhd: Path,
+                                                             monkeypatch) -> None:
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):  # as tmpfs before Linux 6.6 answers
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    out = tmp_path / "out.vhd"
+    result = convert(str(dynamic_vhd), str(out), cache="direct")
+    qemu_img("compare", "-f", "vpc", "-F", "vpc", dynamic_vhd, out)
+    assert result.direct_bytes == 0 and result.written_bytes > 0
+
+
+def test_a_direct_write_the_kernel_refuses_is_written_buffered(tmp_path: Path) -> None:
+    """A buffer off the memory alignment O_DIRECT needs gets EINVAL from the kernel: that
+    write and every later one go through the page cache, and nothing is lost."""
+    path = tmp_path / "out.bin"
+    out = fresh_output(path, 4 * MIB, "direct")
+    try:
+        assert out.direct
+        staging = memoryview(mmap.mmap(-1, 2 * BLOCK + 1))
+        staging[1:1 + 2 * BLOCK] = b"\x5a" * 2 * BLOCK
+        out._write_buffer(staging[1:], 2 * BLOCK, MIB)  # one byte off a page boundary
+        assert not out.direct and out.direct_bytes == 0
+        out.write(b"\xa5" * BLOCK, 2 * MIB)
+    finally:
+        close(out)
+    data = path.read_bytes()
+    assert data[MIB:MIB + 2 * BLOCK] == b"\x5a" * 2 * BLOCK
+    assert data[2 * MIB:2 * MIB + BLOCK] == b"\xa5" * BLOCK
+    assert data.count(0) == len(data) - 3 * BLOCK
+
+
+@settings(max_examples=40, deadline=None)
+@given(pieces=st.lists(st.tuples(st.integers(0, 3 * MIB), st.integers(1, BUFFER + 3 * BLOCK),
+                                 st.booleans()), min_size=1, max_size=6),
+       seed=st.integers(0, 2**32 - 1))
+def test_writes_and_copies_land_byte_for_byte(tmp_path_factory, pieces, seed: int) -> None:
+    """Any offset and length, by write() or copy_from(): the file holds exactly what a
+    plain buffered writer would have put there."""
+    folder = tmp_path_factory.mktemp("output")
+    rng = random.Random(seed)
+    size = 3 * MIB + BUFFER + 4 * BLOCK
+    source = folder / "source.bin"
+    source.write_bytes(rng.randbytes(size))
+    source_bytes = source.read_bytes()
+    expected = bytearray(size)
+    out = fresh_output(folder / "out.bin", size, "direct")
+    source_fd = os.open(source, os.O_RDONLY)
+    try:
+        for offset, length, by_copy in pieces:
+            length = min(length, size - offset)
+            if by_copy:
+                start = rng.randrange(size - length + 1)
+                out.copy_from(source_fd, start, offset, length, lambda at: AssertionError(at))
+                expected[offset:offset + length] = source_bytes[start:start + length]
+            else:
+                data = rng.randbytes(length)
+                out.write(data, offset)
+                expected[offset:offset + length] = data
+        assert out.direct_bytes % BLOCK == 0
+    finally:
+        os.close(source_fd)
+        close(out)
+    assert (folder / "out.bin").read_bytes() == expected
+
+
+def test_a_copy_past_the_source_end_raises_what_the_caller_names(tmp_path: Path) -> None:
+    source = tmp_path / "short.bin"
+    source.write_bytes(b"\x01" * (3 * BLOCK))
+    out = fresh_output(tmp_path / "out.bin", MIB, "direct")
+    source_fd = os.open(source, os.O_RDONLY)
+    try:
+        with pytest.raises(LookupError, match="ends at 12288"):
+            out.copy_from(source_fd, 0, 0, 4 * BLOCK, lambda at: LookupError(f"ends at {at}"))
+    finally:
+        os.close(source_fd)
+        close(out)
+
+
+def test_on_a_reflink_filesystem_stored_blocks_are_shared_not_copied(
+        tmp_path: Path, raw_disk: Path, disk_chunks: list[Chunk]) -> None:
+    with reflink_filesystem(tmp_path) as mounted:
+        source = mounted / "disk.raw"
+        subprocess.run(["cp", "--sparse=always", str(raw_disk), str(source)], check=True)
+        out = mounted / "out.vhd"
+        result = convert(str(source), str(out))
+        qemu_img("compare", "-f", "raw", "-F", "vpc", source, out)
+        data = sum(len(chunk) for _, chunk in disk_chunks)
+        assert shared_bytes(out) >= data - 2 * BLOCK * len(disk_chunks)  # bar partial blocks
+        assert result.direct_bytes <= 2 * BLOCK * len(disk_chunks)
+        # a dynamic VHD stores its sectors off the 4 KiB grid: copied, none shared
+        dynamic = make_dynamic_vhd(source, mounted / "src.vhd")
+        copied = convert(str(dynamic), str(mounted / "copied.vhd"))
+        qemu_img("compare", "-f", "vpc", "-F", "vpc", dynamic, mounted / "copied.vhd")
+        assert copied.direct_bytes > data // 2
