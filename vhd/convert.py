@@ -204,9 +204,11 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
                 os.fsync(fd)
             allocated = os.fstat(fd).st_blocks * 512
         finally:
-            if out is not None:
-                out.close()
-            os.close(fd)
+            try:
+                if out is not None:
+                    out.close()
+            finally:
+                os.close(fd)
         _publish(temp, dest, force)
     except BaseException as error:
         _unlink_quietly(temp)

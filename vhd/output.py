@@ -17,7 +17,9 @@ import os
 import threading
 from collections.abc import Callable
 
-BLOCK = 4096  # direct writes cover whole blocks of this size, at offsets on its grid
+# Direct writes cover whole blocks of this size, at offsets on its grid: a page at least,
+# so a buffered piece and a direct write never share a page of the cache.
+BLOCK = max(4096, mmap.PAGESIZE)
 BUFFER = 4 * 1024 * 1024  # one page-aligned buffer of this size per writing thread
 Buffer = bytes | bytearray | memoryview
 CACHE_MODES = ("direct", "buffered")
@@ -34,7 +36,7 @@ class Output:
 
     def __init__(self, fd: int, path: str, cache: str = "direct") -> None:
         self.fd = fd
-        self._opened = _open_direct(path) if cache == "direct" else None
+        self._opened = _open_direct(fd, path) if cache == "direct" else None
         self._direct_fd = self._opened  # None once the filesystem refused a direct write
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -85,9 +87,9 @@ class Output:
 
     def close(self) -> None:
         self._direct_fd = None
-        if self._opened is not None:
-            os.close(self._opened)
-            self._opened = None
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            os.close(opened)
 
     def _buffer(self) -> memoryview:
         buffer = getattr(self._local, "buffer", None)
@@ -115,16 +117,21 @@ class Output:
             pwrite_all(self.fd, buffer[done:count], offset + done)
 
 
-def _open_direct(path: str) -> int | None:
+def _open_direct(fd: int, path: str) -> int | None:
+    """A second descriptor of the file ``fd`` has open, with O_DIRECT; None where the
+    filesystem refuses it (tmpfs before Linux 6.6, some FUSE and network filesystems):
+    the copy then goes buffered."""
     flag = getattr(os, "O_DIRECT", 0)
     if not flag:
         return None
-    try:
-        return os.open(path, os.O_WRONLY | flag)
-    except OSError as error:
-        if error.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
-            return None  # tmpfs before Linux 6.6, some FUSE and network filesystems
-        raise
+    for name in (f"/proc/self/fd/{fd}", path):  # the very file, even if renamed meanwhile
+        try:
+            return os.open(name, os.O_WRONLY | flag)
+        except FileNotFoundError:
+            continue  # no /proc here
+        except OSError:
+            return None
+    return None
 
 
 def pwrite_all(fd: int, data: Buffer, offset: int) -> None:

@@ -94,8 +94,11 @@ class StoredCopy:
             fcntl.ioctl(self.out.fd, FICLONERANGE,
                         struct.pack("=qQQQ", self.source_fd, source, length, dest))
         except OSError as error:
-            if error.errno != errno.EINVAL:  # EINVAL: off this filesystem's block grid
-                self.clones = False  # ext4, tmpfs, another filesystem...: no reflinks
+            # EINVAL: this range is off the filesystem's block grid (or past the source's
+            # end, which the copy then reports). Anything else (EOPNOTSUPP on ext4 and
+            # tmpfs, EXDEV, ENOTTY...) ends cloning; the copy reports a real I/O error.
+            if error.errno != errno.EINVAL:
+                self.clones = False
             return False
         return True
 
