@@ -171,8 +171,9 @@ def poll_seconds() -> float:
 
 
 def compute_client(target: ArmTarget, *, recorder: RecordingTransport | None = None,
-                   credential: Any = None) -> Any:
-    """A ComputeManagementClient for ``target``; requests go to ``recorder`` when given."""
+                   credential: Any = None, on_status: Callable[[int], None] | None = None) -> Any:
+    """A ComputeManagementClient for ``target``; requests go to ``recorder`` when given;
+    ``on_status`` hears the status of every answer, retried attempts included."""
     from azure.mgmt.compute import ComputeManagementClient
 
     kwargs: dict[str, Any] = {"cloud_setting": CLOUDS[target.cloud]}
@@ -190,6 +191,9 @@ def compute_client(target: ArmTarget, *, recorder: RecordingTransport | None = N
     if recorder is not None:
         kwargs["transport"] = recorder
         kwargs["retry_total"] = 0
+    if on_status is not None:  # azure-core's hook runs after its retry policy: every attempt
+        kwargs["raw_response_hook"] = lambda response: on_status(
+            response.http_response.status_code)
     if credential is None:
         credential = credential_from_environment(dry_run=recorder is not None)
     return ComputeManagementClient(credential, target.subscription, **kwargs)

@@ -25,7 +25,7 @@ from azlift.upload.target import DiskPageTarget
 
 from .engine import TaskContext
 from .manifest import Settings
-from .throttle import leased
+from .throttle import ArmThrottles, leased
 
 TAG_FINGERPRINT = "azlift_fingerprint"
 TAG_STATE = "azlift_state"
@@ -84,7 +84,8 @@ class _Disk:
 
         settings = job.settings
         target = ArmTarget.resolve(settings.subscription, settings.cloud, settings.arm_endpoint)
-        self.client = compute_client(target)
+        self.arm_throttles = ArmThrottles()
+        self.client = compute_client(target, on_status=self.arm_throttles)
         self.notes: list[str] = []
         self.registrar = reg.Registrar(self.client, wait=True)
         lease = ctx.arm_lease()
@@ -181,6 +182,7 @@ def upload_managed_disk(job: ManagedDiskJob, ctx: TaskContext) -> dict[str, Any]
         result["bytes_sent"] = seen["sent"]
     finally:
         result["throttled"] = throttled["count"]
+        result["arm_throttled"] = disk.arm_throttles.count if disk is not None else 0
         result["notes"] = disk.notes if disk is not None else []
         result["seconds"] = round(time.monotonic() - started, 3)
     return result

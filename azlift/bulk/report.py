@@ -10,8 +10,10 @@ from .state import DONE, FAILED, StateStore, VmRow
 SCHEMA = "azlift.bulk.report/1"
 CSV_COLUMNS = ("vm", "status", "phase", "phases", "prep", "attempts", "worker", "disk", "path",
                "target",
-               "bytes_sent", "zero_bytes_skipped", "seconds", "throttled", "resources",
-               "error_code", "error_message")
+               "bytes_sent", "zero_bytes_skipped", "seconds", "throttled", "arm_throttled",
+               "resources", "error_code", "error_message")
+# The events whose detail counts the 429 answers ARM gave a VM's tasks.
+ARM_EVENTS = ("uploaded", "upload_failed", "registered", "register_failed")
 
 
 def _vm_status(row: VmRow) -> str:
@@ -59,9 +61,15 @@ def prep_entry(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def build_report(store: StateStore, manifest_path: str) -> dict[str, Any]:
     """Every VM with its disks, resources and last error, and the run's totals."""
+    arm_throttled: dict[str, int] = {}
+    for event in store.events():
+        if event["kind"] in ARM_EVENTS and event["detail"]:
+            count = event["detail"].get("arm_throttled") or 0
+            arm_throttled[event["vm"]] = arm_throttled.get(event["vm"], 0) + count
     vms = []
     for row in store.vms():
         entry = vm_entry(row)
+        entry["arm_throttled"] = arm_throttled.get(row.id, 0)
         record = store.prep(row.id)
         entry["prep"] = prep_entry(record)
         entry["phases"] = phases_passed(row, record is not None and record["status"] == DONE)
@@ -75,6 +83,7 @@ def build_report(store: StateStore, manifest_path: str) -> dict[str, Any]:
         "bytes_sent": sum(disk["bytes_sent"] for disk in disks),
         "zero_bytes_skipped": sum(disk["zero_bytes_skipped"] for disk in disks),
         "throttled": sum(disk["throttled"] for disk in disks),
+        "arm_throttled": sum(vm["arm_throttled"] for vm in vms),
         "seconds": round(store.run_seconds(), 3),
     }
     return {"schema": SCHEMA, "manifest": manifest_path, "totals": totals, "vms": vms}
@@ -91,6 +100,7 @@ def report_csv(report: dict[str, Any]) -> str:
                   "phases": " ".join(vm.get("phases") or ()),
                   "prep": (vm.get("prep") or {}).get("status", ""),
                   "attempts": vm["attempts"], "worker": vm["worker"] or "",
+                  "arm_throttled": vm.get("arm_throttled", 0),
                   "resources": " ".join(r["id"] for r in vm["resources"]),
                   "error_code": error.get("code", ""), "error_message": error.get("message", "")}
         for index, disk in enumerate(vm["disks"] or [None]):

@@ -250,7 +250,8 @@ class Coordinator:
                             target=result.get("target"), worker=result.get("worker"), **counters)
         self.store.event(self.run_id, vm.id, label, "uploaded" if ok else "upload_failed",
                          {k: result.get(k) for k in ("worker", "bytes_sent", "already",
-                                                     "throttled", "error", "notes")})
+                                                     "throttled", "arm_throttled", "error",
+                                                     "notes")})
         if result.get("worker") and result["worker"] not in state.workers:
             state.workers.append(result["worker"])
         self.notify({"kind": "disk", "vm": vm.id, "disk": label, "ok": ok,
@@ -297,6 +298,7 @@ class Coordinator:
         vm_id = state.spec.id
         self.store.event(self.run_id, vm_id, None, "registered" if result["ok"] else
                          "register_failed", {"resources": result.get("resources"),
+                                             "arm_throttled": result.get("arm_throttled"),
                                              "error": result.get("error")})
         if not result["ok"]:
             self._fail(vm_id, result.get("error") or {})

@@ -13,7 +13,7 @@ from typing import Any
 
 from .engine import TaskContext
 from .manifest import Settings
-from .throttle import leased
+from .throttle import ArmThrottles, leased
 
 PROGRESS_INTERVAL_S = 1.0
 VERIFY_FAILED = "verify_failed"  # the blob mark of an upload that did not verify
@@ -275,21 +275,24 @@ def register_vm(job: RegisterJob, ctx: TaskContext) -> dict[str, Any]:
     """Create the VM's image, gallery version or disks (idempotent create-or-update)."""
     result = _base("register", job, ctx)
     lease = ctx.arm_lease()
+    throttles = ArmThrottles()
     try:
-        outcomes = _register(job, lease)
+        outcomes = _register(job, lease, throttles)
         result.update(ok=True, resources=[{"kind": o.kind, "id": o.id} for o in outcomes])
     except Exception as error:  # noqa: BLE001 - a task reports, the coordinator decides
         result["error"] = error_result(error)
+    finally:
+        result["arm_throttled"] = throttles.count
     return result
 
 
-def _register(job: RegisterJob, lease: Any) -> list[Any]:
+def _register(job: RegisterJob, lease: Any, throttles: ArmThrottles) -> list[Any]:
     from azlift.upload import register as reg
     from azlift.upload.arm import ArmTarget, compute_client
 
     settings = job.settings
     client = compute_client(ArmTarget.resolve(settings.subscription, settings.cloud,
-                                              settings.arm_endpoint))
+                                              settings.arm_endpoint), on_status=throttles)
     registrar = reg.Registrar(client, wait=True)
     os_disk = next((d for d in job.disks if d[1] == "os"), None)
     data = [reg.DataDiskSpec(lun=lun, url=url) for _, role, lun, url in job.disks

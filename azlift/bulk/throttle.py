@@ -157,3 +157,17 @@ class ThrottledTarget:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target, name)
+
+
+class ArmThrottles:
+    """The 429 TooManyRequests answers one task's ARM client received (the client waits
+    each out as its Retry-After asks; the report shows how often ARM pushed back)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, status: int) -> None:
+        if status == 429:
+            with self._lock:
+                self.count += 1

@@ -99,8 +99,13 @@ def test_arm_write_throttling_is_waited_out_as_retry_after_asks(tmp_path, azurit
     fake_arm.throttle_puts, fake_arm.throttle_retry_after = 2, 2
     result = run_main("bulk", "run", plan, "--json", "-q")
     assert result.code == 0, result.err
-    assert {vm["id"]: vm["status"] for vm in json.loads(result.out)["vms"]} == {
-        "vm0": "done", "vm1": "done"}
+    report = json.loads(result.out)
+    assert {vm["id"]: vm["status"] for vm in report["vms"]} == {"vm0": "done", "vm1": "done"}
+    refused = {f"vm{n}": sum(put.status == 429 for put in fake_arm.calls("PUT", f"/images/vm{n}"))
+               for n in range(2)}
+    # the report counts every 429 ARM answered, per VM and in all
+    assert {vm["id"]: vm["arm_throttled"] for vm in report["vms"]} == refused
+    assert report["totals"]["arm_throttled"] == 2
     for n in range(2):
         puts = fake_arm.calls("PUT", f"/images/vm{n}")
         assert fake_arm.get(fake_arm.resource_id("image", "rg", f"vm{n}")) is not None
