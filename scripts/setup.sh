@@ -19,6 +19,8 @@ command -v filefrag >/dev/null 2>&1 || [ -x /usr/sbin/filefrag ] || need_apt+=(e
 # VMware's stream-optimized layout (grain directory at the end) for the VMDK tests only:
 # qemu-img cannot write it; Debian's VMDKstream runs with the system python3.
 /usr/bin/python3 -c "import VMDKstream" >/dev/null 2>&1 || need_apt+=(python3-vmdkstream)
+# The reflink tests loop-mount a small XFS: load the loop driver if it is not there yet.
+[ -e /dev/loop-control ] || { [ "$(id -u)" -eq 0 ] && modprobe loop 2>/dev/null; } || true
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then
