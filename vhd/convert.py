@@ -48,8 +48,8 @@ from .errors import (
     SameFileError,
 )
 from .image import DiskImage
-from .output import CACHE_MODES, Output
-from .sparse_write import ZERO_BLOCK, StoredCopy, nonzero_runs, pwrite_all, write_nonzero
+from .output import CACHE_MODES, Output, pwrite_all
+from .sparse_write import ZERO_BLOCK, StoredCopy, nonzero_runs, write_nonzero
 
 __all__ = ["ConvertResult", "Progress", "ZERO_BLOCK", "convert", "footer_for", "nonzero_runs",
            "pwrite_all", "target_size", "write_nonzero"]

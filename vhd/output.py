@@ -52,11 +52,10 @@ class Output:
         view = memoryview(data).cast("B")
         head = min(-offset % BLOCK, len(view))
         body = (len(view) - head) // BLOCK * BLOCK if self.direct else 0
-        if head and body:
-            pwrite_all(self.fd, view[:head], offset)
-        elif not body:
+        if not body:
             pwrite_all(self.fd, view, offset)
             return
+        pwrite_all(self.fd, view[:head], offset)
         done = head
         while done < head + body:
             count = min(BUFFER, head + body - done)
@@ -67,18 +66,17 @@ class Output:
         if done < len(view):
             pwrite_all(self.fd, view[done:], offset + done)
 
-    def copy_from(self, source_fd: int, source: int, dest: int, length: int,
-                  short: Callable[[int], Exception]) -> None:
-        """Copy ``length`` stored bytes at ``source`` of ``source_fd`` to ``dest`` through
-        the thread's aligned buffer; ``short(offset)`` is raised where the source ends."""
+    def copy_from(self, read_into: Callable[[int, memoryview], None], source: int, dest: int,
+                  length: int) -> None:
+        """Copy ``length`` stored bytes at ``source`` to ``dest``; ``read_into(offset,
+        buffer)`` fills a buffer from the source (the reader's pread_into, which raises
+        where the source ends), the thread's aligned one where the write goes direct."""
         done = 0
         while done < length:
             count = min(BUFFER, length - done)
             aligned = self.direct and not (dest + done) % BLOCK and not count % BLOCK
-            target = self._buffer()[:count] if aligned else bytearray(count)
-            got = os.preadv(source_fd, [target], source + done)
-            if got < count:
-                raise short(source + done + got)
+            target = self._buffer()[:count] if aligned else memoryview(bytearray(count))
+            read_into(source + done, target)
             if aligned:
                 self._write_buffer(target, count, dest + done)
             else:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import sys
 
-from .errors import ImageIOError
 from .image import DiskImage
-from .output import Output, pwrite_all
+from .output import Output
 from .raw import FROM_ZERO, block_spans, has_holes
 
 ZERO_BLOCK = 4096  # hole granularity of common filesystems
@@ -37,9 +37,10 @@ class StoredCopy:
     def __init__(self, image: DiskImage, source_fd: int, out: Output) -> None:
         self.image = image
         self.source_fd = source_fd
+        self.read_into = image.pread_into  # type: ignore[attr-defined]  # a FileImage's
         self.out = out
         self.enabled = True  # copy_file_range still taken
-        self.clones = hasattr(os, "O_DIRECT")  # FICLONERANGE not refused yet (Linux)
+        self.clones = sys.platform.startswith("linux")  # FICLONERANGE not refused yet
 
     @classmethod
     def for_image(cls, image: DiskImage, out: Output) -> "StoredCopy | None":
@@ -47,6 +48,7 @@ class StoredCopy:
         size = getattr(image, "file_size", None)
         if ((not hasattr(os, "copy_file_range") and not out.direct)
                 or not callable(getattr(image, "runs", None))
+                or not callable(getattr(image, "pread_into", None))
                 or getattr(image, "format", None) not in KERNEL_COPY_FORMATS
                 or not isinstance(source_fd, int) or not isinstance(size, int)
                 or not has_holes(source_fd, size)):
@@ -102,14 +104,10 @@ class StoredCopy:
             return False
         return True
 
-    def _short(self, offset: int) -> ImageIOError:
-        return ImageIOError(f"{getattr(self.image, 'path', 'source')}: ends before "
-                            f"offset {offset}, expected data there")
-
     def _copy_stored(self, source: int, dest: int, length: int) -> int:
         if self.out.direct:
             if not self._clone(source, dest, length):
-                self.out.copy_from(self.source_fd, source, dest, length, self._short)
+                self.out.copy_from(self.read_into, source, dest, length)
             return length
         done = 0
         while done < length and self.enabled:
@@ -123,11 +121,10 @@ class StoredCopy:
                 self.enabled = False
                 break
             if count == 0:
-                raise self._short(source + done)
+                break  # the source ends early: the read below says where
             done += count
         if done < length:  # copy_file_range refused: the same bytes through user space
-            self.out.copy_from(self.source_fd, source + done, dest + done, length - done,
-                               self._short)
+            self.out.copy_from(self.read_into, source + done, dest + done, length - done)
         return length
 
 
@@ -200,5 +197,4 @@ def write_nonzero(out: Output, position: int, data: bytes) -> int:
     return written
 
 
-__all__ = ["ZERO_BLOCK", "Output", "StoredCopy", "nonzero_runs", "pwrite_all",
-           "write_nonzero"]
+__all__ = ["ZERO_BLOCK", "StoredCopy", "nonzero_runs", "write_nonzero"]

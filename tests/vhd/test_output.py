@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azlift.vhd.convert import convert
-from azlift.vhd.errors import InvalidOptionError
+from azlift.vhd.detect import open_image
+from azlift.vhd.errors import InvalidOptionError, TruncatedImageError
 from azlift.vhd.output import BLOCK, BUFFER, Output
 from tests.support.reflink_fs import reflink_filesystem, shared_bytes
 from tests.vhd.images import Chunk, make_dynamic_vhd, qemu_img
@@ -162,13 +163,13 @@ def test_writes_and_copies_land_byte_for_byte(tmp_path_factory, pieces, seed: in
     source_bytes = source.read_bytes()
     expected = bytearray(size)
     out = fresh_output(folder / "out.bin", size, "direct")
-    source_fd = os.open(source, os.O_RDONLY)
+    reader = open_image(str(source), "raw")
     try:
         for offset, length, by_copy in pieces:
             length = min(length, size - offset)
             if by_copy:
                 start = rng.randrange(size - length + 1)
-                out.copy_from(source_fd, start, offset, length, lambda at: AssertionError(at))
+                out.copy_from(reader.pread_into, start, offset, length)
                 expected[offset:offset + length] = source_bytes[start:start + length]
             else:
                 data = rng.randbytes(length)
@@ -176,23 +177,23 @@ def test_writes_and_copies_land_byte_for_byte(tmp_path_factory, pieces, seed: in
                 expected[offset:offset + length] = data
         assert out.direct_bytes % BLOCK == 0
     finally:
-        os.close(source_fd)
+        reader.close()
         close(out)
     assert (folder / "out.bin").read_bytes() == expected
     for path in folder.iterdir():  # 40 examples of 7 MiB each: not kept for later runs
         path.unlink()
 
 
-def test_a_copy_past_the_source_end_raises_what_the_caller_names(tmp_path: Path) -> None:
+def test_a_copy_past_the_source_end_raises_the_readers_error(tmp_path: Path) -> None:
     source = tmp_path / "short.bin"
     source.write_bytes(b"\x01" * (3 * BLOCK))
     out = fresh_output(tmp_path / "out.bin", MIB, "direct")
-    source_fd = os.open(source, os.O_RDONLY)
+    reader = open_image(str(source), "raw")
     try:
-        with pytest.raises(LookupError, match="ends at 12288"):
-            out.copy_from(source_fd, 0, 0, 4 * BLOCK, lambda at: LookupError(f"ends at {at}"))
+        with pytest.raises(TruncatedImageError, match="ends after 12288 of them"):
+            out.copy_from(reader.pread_into, 0, 0, 4 * BLOCK)
     finally:
-        os.close(source_fd)
+        reader.close()
         close(out)
 
 
