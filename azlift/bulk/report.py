@@ -62,10 +62,9 @@ def prep_entry(record: dict[str, Any] | None) -> dict[str, Any] | None:
 def build_report(store: StateStore, manifest_path: str) -> dict[str, Any]:
     """Every VM with its disks, resources and last error, and the run's totals."""
     arm_throttled: dict[str, int] = {}
-    for event in store.events():
-        if event["kind"] in ARM_EVENTS and event["detail"]:
-            count = event["detail"].get("arm_throttled") or 0
-            arm_throttled[event["vm"]] = arm_throttled.get(event["vm"], 0) + count
+    for event in store.events(kinds=ARM_EVENTS):
+        count = (event["detail"] or {}).get("arm_throttled") or 0
+        arm_throttled[event["vm"]] = arm_throttled.get(event["vm"], 0) + count
     vms = []
     for row in store.vms():
         entry = vm_entry(row)

@@ -185,12 +185,19 @@ class StateStore:
             "SELECT COALESCE(SUM(COALESCE(ended, started) - started), 0) FROM runs").fetchall()
         return float(total)
 
-    def events(self, vm_id: str | None = None) -> list[dict[str, Any]]:
+    def events(self, vm_id: str | None = None,
+               kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """The events (of ``vm_id``, of ``kinds``), oldest first."""
         query = "SELECT ts, run_id, vm_id, disk, kind, detail FROM events"
-        args: tuple[Any, ...] = ()
+        where, args = [], []
         if vm_id is not None:
-            query += " WHERE vm_id=?"
-            args = (vm_id,)
+            where.append("vm_id=?")
+            args.append(vm_id)
+        if kinds is not None:
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args.extend(kinds)
+        if where:
+            query += " WHERE " + " AND ".join(where)
         return [{"ts": r[0], "run": r[1], "vm": r[2], "disk": r[3], "kind": r[4],
                  "detail": json.loads(r[5]) if r[5] else None}
                 for r in self.db.execute(query + " ORDER BY id", args)]
