@@ -17,12 +17,16 @@ Both outputs are compared with `qemu-img compare` against the VMDK once.
 qcow2 → page blob (Azurite):
 1. Builds a raw disk of 16 GiB virtual size holding 1 GiB of data in 2048 pieces of
    512 KiB scattered over the whole disk, and qemu-img's qcow2 of it (64 KiB clusters).
-2. Uploads it to a fresh in-memory Azurite per measurement, two ways, alternating who goes
+2. Uploads it to a fresh in-memory Azurite per measurement, three ways, rotating who goes
    first, --runs times:
    - azlift: the installed `azlift upload SOURCE.qcow2 ...` (no scratch space);
    - qemu-img: `qemu-img convert -O vpc -o subformat=fixed,force_size=on` to a temporary
-     fixed VHD, then `azlift upload` of that file (the path users take today).
+     fixed VHD, then `azlift upload` of that file (the path users take today);
+   - bare: a bare 8-thread `upload_page` loop of the same data requests (at most 4 MiB
+     each) from one buffer in memory, no reading, no checksum: this Azurite's floor.
    Prints the median wall time of each and their ratio (goal: azlift ≤ 0.6 × qemu-img's),
+   the bare loop's ratio to qemu-img's path (what an uploader costing nothing but its
+   requests would reach on this emulator),
    the scratch space each needed (the temporary VHD's allocated bytes), and where the time
    goes: qemu-img convert's wall, each upload's client CPU, Azurite's CPU, and the CPU the
    qcow2 reader alone spends reading all the data (the rest is the uploader both share).
@@ -46,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +58,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_convert import bench_convert  # noqa: E402
-from bench_upload import AZLIFT, fresh_azurite, process_cpu_s  # noqa: E402
+from bench_upload import AZLIFT, CREDENTIAL, fresh_azurite, process_cpu_s  # noqa: E402
+
+from azure.storage.blob import BlobClient  # noqa: E402
 
 from azlift import vhd  # noqa: E402
 
@@ -146,15 +153,42 @@ def reader_cpu_s(source: Path) -> float:
     return time.process_time() - started
 
 
+def data_requests(source: Path) -> tuple[int, list[tuple[int, int]]]:
+    """The virtual size of ``source`` and its data extents cut into Put Page requests of
+    at most 4 MiB: what any uploader that sends only the data must send."""
+    with vhd.open_image(str(source)) as image:
+        requests = [(start, min(4 * MIB, offset + length - start))
+                    for offset, length in image.extents()
+                    for start in range(offset, offset + length, 4 * MIB)]
+        return image.virtual_size, requests
+
+
+def bare_loop_s(endpoint: str, virtual_size: int, requests: list[tuple[int, int]]) -> float:
+    """Wall seconds of a bare 8-thread `upload_page` loop sending those requests from one
+    in-memory buffer, no reading and no checksum: this Azurite's floor for the upload."""
+    client = BlobClient.from_blob_url(f"{endpoint}/bench/bare.vhd", credential=CREDENTIAL)
+    client.create_page_blob(size=-(-virtual_size // MIB) * MIB + 512)
+    buffer = os.urandom(4 * MIB)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda request: client.upload_page(
+            buffer[:request[1]], offset=request[0], length=request[1]), requests))
+    wall = time.perf_counter() - started
+    client.close()
+    return wall
+
+
 def bench_qcow2_upload(workdir: Path, source: Path, overlay: Path, runs: int) -> dict:
-    walls: dict[str, list[float]] = {"azlift": [], "qemu": []}
+    walls: dict[str, list[float]] = {"azlift": [], "qemu": [], "bare": []}
     client_cpu: dict[str, list[float]] = {"azlift": [], "qemu": []}
-    azurite_cpu: dict[str, list[float]] = {"azlift": [], "qemu": []}
+    azurite_cpu: dict[str, list[float]] = {"azlift": [], "qemu": [], "bare": []}
+    virtual_size, requests = data_requests(source)
     convert_walls: list[float] = []
+    vhd_upload_walls: list[float] = []
     rss: dict[str, int] = {}
     scratch = sent = 0
     for run in range(runs):
-        order = ("azlift", "qemu") if run % 2 == 0 else ("qemu", "azlift")
+        order = ("azlift", "qemu", "bare")[run % 3:] + ("azlift", "qemu", "bare")[:run % 3]
         for who in order:
             with fresh_azurite(workdir) as (endpoint, azurite):
                 before = process_cpu_s(azurite)
@@ -162,11 +196,17 @@ def bench_qcow2_upload(workdir: Path, source: Path, overlay: Path, runs: int) ->
                     wall, peak, summary, cpu = timed_upload(source, endpoint, "azlift.vhd")
                     rss["16GiB_qcow2"] = max(rss.get("16GiB_qcow2", 0), peak)
                     sent = summary["data_bytes_sent"]
+                elif who == "bare":
+                    wall = bare_loop_s(endpoint, virtual_size, requests)
+                    azurite_cpu[who].append(process_cpu_s(azurite) - before)
+                    walls[who].append(wall)
+                    continue
                 else:
                     measured = via_qemu_img(source, workdir, endpoint)
                     wall, cpu, scratch = (measured["wall"], measured["upload_cpu"],
                                           measured["scratch"])
                     convert_walls.append(measured["convert_wall"])
+                    vhd_upload_walls.append(wall - measured["convert_wall"])
                 azurite_cpu[who].append(process_cpu_s(azurite) - before)
                 walls[who].append(wall)
                 client_cpu[who].append(cpu)
@@ -192,8 +232,14 @@ def bench_qcow2_upload(workdir: Path, source: Path, overlay: Path, runs: int) ->
         "ratio_azlift_over_qemu_img": round(statistics.median(walls["azlift"])
                                             / statistics.median(walls["qemu"]), 3),
         "goal_ratio_at_most": 0.6,
+        # the ratio an uploader costing nothing but its requests would reach here
+        "bare_loop_wall_s": [round(w, 2) for w in walls["bare"]],
+        "bare_loop_requests": len(requests),
+        "ratio_bare_loop_over_qemu_img": round(statistics.median(walls["bare"])
+                                               / statistics.median(walls["qemu"]), 3),
         "where_the_time_goes": {
             "qemu_img_convert_wall_s": median(convert_walls),
+            "upload_of_converted_vhd_wall_s": median(vhd_upload_walls),
             "upload_client_cpu_s": {who: median(values) for who, values in client_cpu.items()},
             "azurite_cpu_s": {who: median(values) for who, values in azurite_cpu.items()},
             "qcow2_reader_cpu_s": round(reader_cpu_s(source), 2),

@@ -7,10 +7,10 @@ already leave them out) and says where each guest byte lives (``runs``), the sto
 are copied as they are. Otherwise (a fully allocated file, a differencing parent's
 sectors, a format without ``runs``) chunks are read, their zero blocks skipped at memory
 speed (a substring search finds dense data, numpy judges the rest block by block), the
-rest written: zero detection where it is what keeps the output sparse. Whole 4 KiB blocks
-go to the device with O_DIRECT where the filesystem allows (output.py: a converted image
-is written once, and the page cache only costs it a copy), else kernel-side with
-``os.copy_file_range`` or through the page cache. It writes to a hidden temporary name
+rest written: zero detection where it is what keeps the output sparse. Data the kernel
+takes without throttling the writer goes through the page cache (kernel-side with
+``os.copy_file_range`` where it can); more than that goes to the device as whole 4 KiB
+blocks with O_DIRECT where the filesystem allows (cache_policy.py, output.py). It writes to a hidden temporary name
 beside DEST and renames at the end: DEST appears complete or not at all. ``footer_for``
 is the footer both write, and the one ``upload`` synthesizes.
 """
@@ -34,6 +34,7 @@ from ._vhd_structs import (
     fixed_footer,
     vhd_timestamp,
 )
+from .cache_policy import choose_cache, machine_room
 from .check import (
     MAX_DATA_DISK_SIZE,
     Finding,
@@ -124,6 +125,7 @@ class ConvertResult:
     seconds: float
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     direct_bytes: int = 0  # of written_bytes, those that went straight to the device
+    cache: str = "direct"  # how DEST was written: "direct" or "buffered"
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "dest": self.dest, "source_format": self.source_format,
@@ -131,7 +133,7 @@ class ConvertResult:
                 "virtual_size": self.virtual_size, "file_size": self.virtual_size + FOOTER_SIZE,
                 "data_bytes": self.data_bytes, "written_bytes": self.written_bytes,
                 "allocated_bytes": self.allocated_bytes, "direct_bytes": self.direct_bytes,
-                "unique_id": self.unique_id,
+                "cache": self.cache, "unique_id": self.unique_id,
                 "seconds": round(self.seconds, 3),
                 "findings": [f.to_dict() for f in self.findings]}
 
@@ -153,14 +155,16 @@ def target_size(source_size: int, size: int | None) -> int:
 def convert(source: DiskImage | str, dest: str, *, size: int | None = None,
             force: bool = False, progress: Progress | None = None,
             format: str | None = None, durable: bool = False,  # noqa: A002
-            disk: int | None = None, cache: str = "direct") -> ConvertResult:
+            disk: int | None = None, cache: str = "auto") -> ConvertResult:
     """Write ``source`` as an Azure-ready fixed VHD at ``dest`` (sparse, atomic rename);
     ``disk`` picks one disk of an OVA.
 
     ``durable`` flushes the data to the device before the rename, so DEST survives a
     power loss too (slower: the whole image is written out before returning).
     ``cache`` says how DEST is written (output.py): "direct" (whole blocks straight to
-    the device where the filesystem allows) or "buffered" (all through the page cache).
+    the device where the filesystem allows), "buffered" (all through the page cache) or
+    "auto" (buffered when the kernel takes all of the data without throttling the
+    writer, else direct: cache_policy.py).
     """
     if not isinstance(source, (str, os.PathLike)):
         return _convert_image(source, os.fspath(dest), size, force, progress, durable,
@@ -185,6 +189,9 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         raise OutputExistsError(f"{dest} is a directory, expected a file name for the VHD")
     virtual_size = target_size(image.virtual_size, size)
     footer = footer_for(image, virtual_size)
+    total = _data_total(image, image.virtual_size) if progress or cache == "auto" else 0
+    if cache == "auto":
+        cache = choose_cache(total, machine_room())
     directory = os.path.dirname(os.path.abspath(dest))
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.azlift-tmp-",
@@ -196,7 +203,8 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         try:
             os.ftruncate(fd, virtual_size)
             out = Output(fd, temp, cache)
-            data_bytes, written = _copy_extents(image, out, image.virtual_size, progress)
+            data_bytes, written = _copy_extents(image, out, image.virtual_size, progress,
+                                                total)
             direct_bytes = out.direct_bytes
             pwrite_all(fd, footer.pack(), virtual_size)
             os.fchmod(fd, 0o666 & ~_umask())
@@ -223,7 +231,7 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         data_bytes=data_bytes, written_bytes=written, allocated_bytes=allocated,
         unique_id=footer.unique_id_str, seconds=time.monotonic() - started,
         findings=(*source_findings(image), *check_output_rules(virtual_size)),
-        direct_bytes=direct_bytes)
+        direct_bytes=direct_bytes, cache=cache)
 
 
 def _exists(dest: str) -> OutputExistsError:
@@ -267,23 +275,29 @@ def _refuse_source_as_dest(image: DiskImage, dest: str) -> None:
                                 f"destination (`azlift vhd fix` works in place)")
 
 
-def _copy_extents(image: DiskImage, out: Output, limit: int,
-                  progress: Progress | None) -> tuple[int, int]:
+def _clipped_extents(image: DiskImage, limit: int) -> Iterator[tuple[int, int]]:
+    return ((offset, min(offset + length, limit) - offset)
+            for offset, length in image.extents() if offset < limit)
+
+
+def _data_total(image: DiskImage, limit: int) -> int:
+    """The bytes of ``image``'s extents: a walk of its block map (or SEEK_DATA/SEEK_HOLE)
+    before the copy's own, for the progress total and the auto cache choice."""
+    return sum(length for _, length in _clipped_extents(image, limit))
+
+
+def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress | None,
+                  total: int) -> tuple[int, int]:
     """Copy the non-zero blocks of ``image``'s extents; (bytes read, bytes written).
 
     A small window of worker threads each reads, scans and writes whole chunks (pread
     and pwrite release the GIL, so reading, zero-scanning and page-cache copies overlap);
-    progress is reported from the calling thread, in order.
+    progress (of ``total`` bytes) is reported from the calling thread, in order.
     """
-    def clipped() -> Iterator[tuple[int, int]]:
-        return ((offset, min(offset + length, limit) - offset)
-                for offset, length in image.extents() if offset < limit)
-
     # Chunks are made as they are submitted: a disk of many TiB costs no job list.
-    jobs = (chunk for offset, length in clipped() for chunk in _chunks(offset, length))
-    total = 0
-    if progress:  # a second walk of the extents (SEEK_DATA/SEEK_HOLE), only for the total
-        total = sum(length for _, length in clipped())
+    jobs = (chunk for offset, length in _clipped_extents(image, limit)
+            for chunk in _chunks(offset, length))
+    if progress:
         progress(0, total)
     done = written = 0
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 BLOCK = max(4096, mmap.PAGESIZE)
 BUFFER = 4 * 1024 * 1024  # one page-aligned buffer of this size per writing thread
 Buffer = bytes | bytearray | memoryview
-CACHE_MODES = ("direct", "buffered")
+CACHE_MODES = ("auto", "direct", "buffered")  # auto: cache_policy.py picks one
 
 
 class Output:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from azlift.cli.main import app, terminate_as_interrupt
 from azlift.cli.vhd import parse_size
+from azlift.vhd.cache_policy import choose_cache, machine_room
 from tests.cli.conftest import installed_azlift
 from tests.support import disk_layouts as layouts
 from tests.vhd import corpus
@@ -159,11 +160,20 @@ def test_convert_cache_option(run_main, tmp_path: Path, windows_disk: Path) -> N
         assert run.code == 0, run.err
         document = json.loads(run.out)
         assert (document["direct_bytes"] > 0) == (cache == "direct"), document
+        assert document["cache"] == cache
+    # the default (auto) takes an image that fits the kernel's unthrottled room through
+    # the page cache, and says which way it went
+    room = machine_room()
+    run = run_main("vhd", "convert", "--json", windows_disk, tmp_path / "auto.vhd")
+    assert run.code == 0, run.err
+    document = json.loads(run.out)
+    assert document["cache"] == choose_cache(document["data_bytes"], room), room
+    assert (tmp_path / "auto.vhd").read_bytes() == (tmp_path / "direct.vhd").read_bytes()
     assert (tmp_path / "direct.vhd").read_bytes() == (tmp_path / "buffered.vhd").read_bytes()
     refused = run_main("vhd", "convert", "--cache", "fast", windows_disk, tmp_path / "x.vhd")
     assert refused.code == 2
     assert refused.err.strip().splitlines() == [
-        "azlift: error: --cache must be one of direct, buffered, not 'fast'"]
+        "azlift: error: --cache must be one of auto, direct, buffered, not 'fast'"]
     assert not (tmp_path / "x.vhd").exists()
 
 

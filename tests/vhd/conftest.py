@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vhd.images import MIB, Chunk, scattered_chunks, write_raw
+from tests.vhd.images import MIB, Chunk, make_dynamic_vhd, scattered_chunks, write_raw
 
 
 @pytest.fixture
@@ -21,3 +21,9 @@ def disk_chunks() -> list[Chunk]:
 def raw_disk(tmp_path: Path, disk_chunks: list[Chunk]) -> Path:
     """A sparse 12 MiB raw file holding ``disk_chunks``."""
     return write_raw(tmp_path / "disk.raw", 12 * MIB, disk_chunks)
+
+
+@pytest.fixture
+def dynamic_vhd(tmp_path: Path, raw_disk: Path) -> Path:
+    """qemu-img's dynamic VHD of ``raw_disk``."""
+    return make_dynamic_vhd(raw_disk, tmp_path / "src.vhd")
