@@ -10,9 +10,9 @@ speed (a substring search finds dense data, numpy judges the rest block by block
 rest written: zero detection where it is what keeps the output sparse. Data the kernel
 takes without throttling the writer goes through the page cache (kernel-side with
 ``os.copy_file_range`` where it can); more than that goes to the device as whole 4 KiB
-blocks with O_DIRECT where the filesystem allows (cache_policy.py, output.py). It writes to a hidden temporary name
-beside DEST and renames at the end: DEST appears complete or not at all. ``footer_for``
-is the footer both write, and the one ``upload`` synthesizes.
+blocks with O_DIRECT where the filesystem allows (cache_policy.py, output.py). It writes
+to a hidden temporary name beside DEST and renames at the end: DEST appears complete or
+not at all. ``footer_for`` is the footer both write, and the one ``upload`` synthesizes.
 """
 from __future__ import annotations
 
@@ -189,9 +189,9 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         raise OutputExistsError(f"{dest} is a directory, expected a file name for the VHD")
     virtual_size = target_size(image.virtual_size, size)
     footer = footer_for(image, virtual_size)
-    total = _data_total(image, image.virtual_size) if progress or cache == "auto" else 0
+    total = _data_total(image, image.virtual_size) if progress else 0
     if cache == "auto":
-        cache = choose_cache(total, machine_room())
+        cache = _auto_cache(image, total if progress else None, durable)
     directory = os.path.dirname(os.path.abspath(dest))
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.azlift-tmp-",
@@ -280,10 +280,26 @@ def _clipped_extents(image: DiskImage, limit: int) -> Iterator[tuple[int, int]]:
             for offset, length in image.extents() if offset < limit)
 
 
-def _data_total(image: DiskImage, limit: int) -> int:
-    """The bytes of ``image``'s extents: a walk of its block map (or SEEK_DATA/SEEK_HOLE)
-    before the copy's own, for the progress total and the auto cache choice."""
-    return sum(length for _, length in _clipped_extents(image, limit))
+def _data_total(image: DiskImage, limit: int, stop_above: int | None = None) -> int:
+    """The bytes of ``image``'s extents (a walk of its block map, or SEEK_DATA/SEEK_HOLE,
+    before the copy's own); the walk ends early once past ``stop_above``."""
+    total = 0
+    for _, length in _clipped_extents(image, limit):
+        total += length
+        if stop_above is not None and total > stop_above:
+            break
+    return total
+
+
+def _auto_cache(image: DiskImage, total: int | None, durable: bool) -> str:
+    """--cache auto's choice (cache_policy.py) for ``image``, whose data size is ``total``
+    where the progress bar already needed it."""
+    room = None if durable else machine_room()
+    if not room:  # unknown, none left, or the output must reach the device anyway
+        return "direct"
+    if total is None:
+        total = _data_total(image, image.virtual_size, stop_above=room)
+    return choose_cache(total, room)
 
 
 def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress | None,

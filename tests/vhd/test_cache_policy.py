@@ -1,19 +1,27 @@
 """convert --cache auto: the kernel's unthrottled room, and the choice it leads to."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from azlift.vhd import convert
 from azlift.vhd.cache_policy import (
+    PAGE,
     DirtySettings,
+    cgroup_room,
     choose_cache,
     freerun_bytes,
     machine_room,
     parse_meminfo,
+    reserved_bytes,
     unthrottled_bytes,
 )
+from azlift.vhd.convert import convert
+from azlift.vhd.detect import open_image
+
+# the module, not the function the package exports under the same name
+convert_module = sys.modules["azlift.vhd.convert"]
 
 GIB = 1024 ** 3
 MEMINFO = """MemTotal:       24576000 kB
@@ -47,16 +55,46 @@ def test_freerun_is_halfway_between_the_background_and_the_foreground_limit() ->
 
 def test_room_is_freerun_over_free_and_file_memory_less_what_is_dirty() -> None:
     fields = parse_meminfo(MEMINFO)
-    dirtyable = (16000000 + 1000000 + 3000000) * 1024
+    reserve = 1000000 * 1024
+    dirtyable = (16000000 - 1000000 + 1000000 + 3000000) * 1024
     dirty = (200000 + 100000) * 1024
-    assert unthrottled_bytes(fields, DirtySettings()) == \
-        (dirtyable * 20 // 100 + dirtyable * 10 // 100) // 2 - dirty
-    # a memory cgroup with less room caps the dirtyable memory
-    capped = unthrottled_bytes(fields, DirtySettings(), cgroup_headroom=2 * GIB)
-    assert capped == (2 * GIB * 20 // 100 + 2 * GIB * 10 // 100) // 2 - dirty
+    ceiling = (dirtyable * 20 // 100 + dirtyable * 10 // 100) // 2
+    assert unthrottled_bytes(fields, DirtySettings(), reserve) == ceiling - dirty
+    # a memory cgroup with less room scales the ceiling by its share, as the kernel does
+    capped = unthrottled_bytes(fields, DirtySettings(), reserve, cgroup_room=dirtyable // 4)
+    assert capped == ceiling // 4 - dirty
+    # a cgroup with more room than the machine changes nothing
+    assert unthrottled_bytes(fields, DirtySettings(), reserve, 10 * dirtyable) == \
+        ceiling - dirty
     # more dirty data than the ceiling leaves no room at all
     crowded = dict(fields, Dirty=20 * GIB)
-    assert unthrottled_bytes(crowded, DirtySettings()) == 0
+    assert unthrottled_bytes(crowded, DirtySettings(), reserve) == 0
+
+
+ZONEINFO = """Node 0, zone      DMA
+  pages free     3840
+        min      7
+        high     16
+        managed  3840
+        protection: (0, 3018, 24090, 24090)
+      pagesets
+    cpu: 0
+              high:  378
+Node 0, zone    DMA32
+        high     3659
+        managed  772798
+        protection: (0, 0, 21071, 21071)
+Node 0, zone   Normal
+        high     25557
+        managed  5394258
+        protection: (0, 0, 0, 0)
+"""
+
+
+def test_reserve_is_each_zones_high_watermark_and_largest_protection_capped() -> None:
+    # DMA: 16 + 24090 capped at its 3840 managed pages; DMA32: 3659 + 21071; Normal: 25557
+    assert reserved_bytes(ZONEINFO) == (3840 + 3659 + 21071 + 25557) * PAGE
+    assert reserved_bytes("") == 0
 
 
 def test_choice_goes_buffered_only_for_what_fits_the_room() -> None:
@@ -65,6 +103,57 @@ def test_choice_goes_buffered_only_for_what_fits_the_room() -> None:
     assert choose_cache(2 * GIB + 1, 2 * GIB) == "direct"
     assert choose_cache(1, 0) == "direct"
     assert choose_cache(1, None) == "direct"  # unknown room: the large-write-safe way
+    assert choose_cache(1, 2 * GIB, durable=True) == "direct"  # --sync writes it out anyway
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_cgroup_v2_room_is_the_tightest_limit_up_the_tree(tmp_path: Path) -> None:
+    proc, sys = tmp_path / "proc", tmp_path / "cgroup"
+    write_tree(proc, {"self/cgroup": "0::/slice/job\n"})
+    write_tree(sys, {
+        "slice/memory.max": f"{8 * GIB}\n", "slice/memory.high": "max\n",
+        "slice/memory.current": f"{5 * GIB}\n",
+        "slice/job/memory.max": "max\n", "slice/job/memory.high": f"{6 * GIB}\n",
+        "slice/job/memory.current": f"{1 * GIB}\n",
+        "slice/job/memory.stat": "anon 100\nfile 999999\nactive_file 1024\n"
+                                 "inactive_file 2048\n"})
+    # the parent leaves 3 GiB, the job's memory.high 5 GiB; plus the job's file cache
+    assert cgroup_room(str(proc), str(sys)) == 3 * GIB + 1024 + 2048
+
+
+def test_cgroup_v2_without_limits_is_unlimited(tmp_path: Path) -> None:
+    proc, sys = tmp_path / "proc", tmp_path / "cgroup"
+    write_tree(proc, {"self/cgroup": "0::/job\n"})
+    write_tree(sys, {"job/memory.max": "max\n", "job/memory.current": "5\n"})
+    assert cgroup_room(str(proc), str(sys)) is None
+
+
+def test_cgroup_v1_uses_the_hierarchical_limit_and_the_mount_root_when_hidden(
+        tmp_path: Path) -> None:
+    proc, sys = tmp_path / "proc", tmp_path / "cgroup"
+    # a container without its own cgroup namespace: /docker/abc is not under the mount,
+    # its cgroup is the mount's root; a hybrid system's unified line has no memory
+    write_tree(proc, {"self/cgroup": "4:memory:/docker/abc\n3:cpu:/docker/abc\n0::/\n"})
+    write_tree(sys, {
+        "memory/memory.stat": f"cache 7\nhierarchical_memory_limit {4 * GIB}\n"
+                              "total_active_file 100\ntotal_inactive_file 200\n",
+        "memory/memory.usage_in_bytes": f"{GIB}\n"})
+    assert cgroup_room(str(proc), str(sys)) == 3 * GIB + 300
+    # no limit: v1 writes a page-rounded LONG_MAX
+    write_tree(sys, {"memory/memory.stat": "hierarchical_memory_limit "
+                                           "9223372036854771712\n"})
+    assert cgroup_room(str(proc), str(sys)) is None
+
+
+def test_unreadable_proc_means_unknown(tmp_path: Path) -> None:
+    assert machine_room(str(tmp_path / "none"), str(tmp_path / "none")) is None
+    assert cgroup_room(str(tmp_path / "none"), str(tmp_path / "none")) is None
 
 
 def test_this_machine_has_a_room_within_its_memory() -> None:
@@ -74,15 +163,34 @@ def test_this_machine_has_a_room_within_its_memory() -> None:
     assert 0 <= room < total
 
 
-def test_auto_convert_reports_the_mode_it_chose(tmp_path: Path, dynamic_vhd: Path) -> None:
-    room = machine_room()
-    assert room is not None
-    result = convert(str(dynamic_vhd), str(tmp_path / "auto.vhd"))
-    expected = choose_cache(result.data_bytes, room)
-    assert result.cache == expected, (result.data_bytes, room)
-    assert result.to_dict()["cache"] == expected
+@pytest.mark.parametrize(("room", "expected"), [(0, "direct"), (None, "direct"),
+                                                (1 << 40, "buffered")])
+def test_auto_convert_follows_the_room(tmp_path: Path, dynamic_vhd: Path, monkeypatch,
+                                       room: int | None, expected: str) -> None:
+    monkeypatch.setattr(convert_module, "machine_room", lambda: room)
+    out = tmp_path / "auto.vhd"
+    result = convert(str(dynamic_vhd), str(out))
+    assert result.cache == expected and result.to_dict()["cache"] == expected
     if expected == "buffered":
         assert result.direct_bytes == 0
+    reference = convert(str(dynamic_vhd), str(tmp_path / "ref.vhd"), cache="buffered")
+    assert out.read_bytes() == (tmp_path / "ref.vhd").read_bytes()
+    assert reference.cache == "buffered"
+
+
+def test_auto_with_sync_goes_direct_without_asking(tmp_path: Path, dynamic_vhd: Path,
+                                                   monkeypatch) -> None:
+    monkeypatch.setattr(convert_module, "machine_room", lambda: 1 << 40)
+    result = convert(str(dynamic_vhd), str(tmp_path / "auto.vhd"), durable=True)
+    assert result.cache == "direct"
+
+
+def test_auto_stops_walking_once_the_data_is_past_the_room(dynamic_vhd: Path) -> None:
+    with open_image(str(dynamic_vhd)) as image:
+        everything = convert_module._data_total(image, image.virtual_size)
+        first = next(iter(image.extents()))[1]
+        assert convert_module._data_total(image, image.virtual_size, stop_above=0) == first
+        assert everything > first
 
 
 @pytest.mark.parametrize("cache", ["direct", "buffered"])
