@@ -7,10 +7,10 @@ already leave them out) and says where each guest byte lives (``runs``), the sto
 are copied as they are. Otherwise (a fully allocated file, a differencing parent's
 sectors, a format without ``runs``) chunks are read, their zero blocks skipped at memory
 speed (a substring search finds dense data, numpy judges the rest block by block), the
-rest written: zero detection where it is what keeps the output sparse. Data the kernel
-takes without throttling the writer goes through the page cache (kernel-side with
-``os.copy_file_range`` where it can); more than that goes to the device as whole 4 KiB
-blocks with O_DIRECT where the filesystem allows (cache_policy.py, output.py). It writes
+rest written: zero detection where it is what keeps the output sparse. The data goes
+through the page cache (kernel-side with ``os.copy_file_range`` where it can) while that
+keeps ahead of the device, else to the device as whole 4 KiB blocks with O_DIRECT where
+the filesystem allows (cache_policy.py measures which, output.py writes). It writes
 to a hidden temporary name beside DEST and renames at the end: DEST appears complete or
 not at all. ``footer_for`` is the footer both write, and the one ``upload`` synthesizes.
 """
@@ -34,7 +34,7 @@ from ._vhd_structs import (
     fixed_footer,
     vhd_timestamp,
 )
-from .cache_policy import choose_cache, machine_room
+from .cache_policy import AdaptiveCache, choose_cache, machine_room
 from .check import (
     MAX_DATA_DISK_SIZE,
     Finding,
@@ -125,7 +125,8 @@ class ConvertResult:
     seconds: float
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     direct_bytes: int = 0  # of written_bytes, those that went straight to the device
-    cache: str = "direct"  # how DEST was written: "direct" or "buffered"
+    cache: str = "direct"  # "direct", "buffered" or "auto" (switching as phases say)
+    cache_phases: tuple[tuple[str, int], ...] = ()  # auto: (mode, from data byte)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "dest": self.dest, "source_format": self.source_format,
@@ -133,7 +134,10 @@ class ConvertResult:
                 "virtual_size": self.virtual_size, "file_size": self.virtual_size + FOOTER_SIZE,
                 "data_bytes": self.data_bytes, "written_bytes": self.written_bytes,
                 "allocated_bytes": self.allocated_bytes, "direct_bytes": self.direct_bytes,
-                "cache": self.cache, "unique_id": self.unique_id,
+                "cache": self.cache,
+                "cache_phases": [{"mode": mode, "from_byte": start}
+                                 for mode, start in self.cache_phases],
+                "unique_id": self.unique_id,
                 "seconds": round(self.seconds, 3),
                 "findings": [f.to_dict() for f in self.findings]}
 
@@ -163,8 +167,7 @@ def convert(source: DiskImage | str, dest: str, *, size: int | None = None,
     power loss too (slower: the whole image is written out before returning).
     ``cache`` says how DEST is written (output.py): "direct" (whole blocks straight to
     the device where the filesystem allows), "buffered" (all through the page cache) or
-    "auto" (buffered when the kernel takes all of the data without throttling the
-    writer, else direct: cache_policy.py).
+    "auto" (the page cache while it keeps ahead of the device: cache_policy.py).
     """
     if not isinstance(source, (str, os.PathLike)):
         return _convert_image(source, os.fspath(dest), size, force, progress, durable,
@@ -189,9 +192,9 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         raise OutputExistsError(f"{dest} is a directory, expected a file name for the VHD")
     virtual_size = target_size(image.virtual_size, size)
     footer = footer_for(image, virtual_size)
-    total = _data_total(image, image.virtual_size) if progress else 0
     if cache == "auto":
-        cache = _auto_cache(image, total if progress else None, durable)
+        cache = choose_cache(None if durable else machine_room(), durable)
+    adaptive = AdaptiveCache() if cache == "auto" else None
     directory = os.path.dirname(os.path.abspath(dest))
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.azlift-tmp-",
@@ -204,7 +207,7 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
             os.ftruncate(fd, virtual_size)
             out = Output(fd, temp, cache)
             data_bytes, written = _copy_extents(image, out, image.virtual_size, progress,
-                                                total)
+                                                adaptive)
             direct_bytes = out.direct_bytes
             pwrite_all(fd, footer.pack(), virtual_size)
             os.fchmod(fd, 0o666 & ~_umask())
@@ -231,7 +234,8 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         data_bytes=data_bytes, written_bytes=written, allocated_bytes=allocated,
         unique_id=footer.unique_id_str, seconds=time.monotonic() - started,
         findings=(*source_findings(image), *check_output_rules(virtual_size)),
-        direct_bytes=direct_bytes, cache=cache)
+        direct_bytes=direct_bytes, cache=cache,
+        cache_phases=tuple(adaptive.phases) if adaptive else ())
 
 
 def _exists(dest: str) -> OutputExistsError:
@@ -280,41 +284,28 @@ def _clipped_extents(image: DiskImage, limit: int) -> Iterator[tuple[int, int]]:
             for offset, length in image.extents() if offset < limit)
 
 
-def _data_total(image: DiskImage, limit: int, stop_above: int | None = None) -> int:
-    """The bytes of ``image``'s extents (a walk of its block map, or SEEK_DATA/SEEK_HOLE,
-    before the copy's own); the walk ends early once past ``stop_above``."""
-    total = 0
-    for _, length in _clipped_extents(image, limit):
-        total += length
-        if stop_above is not None and total > stop_above:
-            break
-    return total
-
-
-def _auto_cache(image: DiskImage, total: int | None, durable: bool) -> str:
-    """--cache auto's choice (cache_policy.py) for ``image``, whose data size is ``total``
-    where the progress bar already needed it."""
-    room = None if durable else machine_room()
-    if not room:  # unknown, none left, or the output must reach the device anyway
-        return "direct"
-    if total is None:
-        total = _data_total(image, image.virtual_size, stop_above=room)
-    return choose_cache(total, room)
-
-
 def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress | None,
-                  total: int) -> tuple[int, int]:
+                  adaptive: AdaptiveCache | None) -> tuple[int, int]:
     """Copy the non-zero blocks of ``image``'s extents; (bytes read, bytes written).
 
     A small window of worker threads each reads, scans and writes whole chunks (pread
     and pwrite release the GIL, so reading, zero-scanning and page-cache copies overlap);
-    progress (of ``total`` bytes) is reported from the calling thread, in order.
+    progress is reported, and ``adaptive`` fed, from the calling thread, in order.
     """
     # Chunks are made as they are submitted: a disk of many TiB costs no job list.
     jobs = (chunk for offset, length in _clipped_extents(image, limit)
             for chunk in _chunks(offset, length))
-    if progress:
+    total = 0
+    if progress:  # a second walk of the extents (SEEK_DATA/SEEK_HOLE), only for the total
+        total = sum(length for _, length in _clipped_extents(image, limit))
         progress(0, total)
+
+    def advanced(done: int) -> None:
+        if progress:
+            progress(done, total)
+        if adaptive is not None and (mode := adaptive.record(done)) is not None:
+            out.set_direct(mode == "direct")
+
     done = written = 0
 
     stored = StoredCopy.for_image(image, out)
@@ -331,9 +322,9 @@ def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress 
             for job in jobs:
                 pending.append((pool.submit(copy, job), job[1]))
                 while len(pending) >= COPY_WINDOW or (pending and pending[0][0].done()):
-                    done, written = _collect(pending, done, written, total, progress)
+                    done, written = _collect(pending, done, written, advanced)
             while pending:
-                done, written = _collect(pending, done, written, total, progress)
+                done, written = _collect(pending, done, written, advanced)
         except BaseException:
             for future, _ in pending:
                 future.cancel()
@@ -341,13 +332,12 @@ def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress 
     return done, written
 
 
-def _collect(pending: deque[tuple[Future[int], int]], done: int, written: int, total: int,
-             progress: Progress | None) -> tuple[int, int]:
+def _collect(pending: deque[tuple[Future[int], int]], done: int, written: int,
+             advanced: Callable[[int], None]) -> tuple[int, int]:
     future, count = pending.popleft()
     written += future.result()
     done += count
-    if progress:
-        progress(done, total)
+    advanced(done)
     return done, written
 
 

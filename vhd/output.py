@@ -8,6 +8,8 @@ blocks go from one page-aligned buffer per thread straight to the device. The pi
 the grid (a VHD's 512-byte sectors at a run's ends, the footer) go through the ordinary
 descriptor; they never share a block with a direct write. A filesystem that refuses
 O_DIRECT at open (or, later, an alignment it needs) turns the rest of the copy buffered.
+Which of the two the whole blocks take is convert's --cache (cache_policy.py measures
+it for "auto" and switches with ``set_direct``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ CACHE_MODES = ("auto", "direct", "buffered")  # auto: cache_policy.py picks one
 class Output:
     """The temporary file ``convert`` writes: ``fd`` (buffered) and, unless ``cache`` is
     "buffered" and where the filesystem allows, a second descriptor of ``path`` opened
-    with O_DIRECT.
+    with O_DIRECT ("auto" starts direct; ``set_direct`` switches).
 
     (Buffered and direct writers do not share the copy: a write into a hole takes the
     file's lock, so one slow page-cache writer held the direct ones back, 17 s against 4
@@ -36,8 +38,9 @@ class Output:
 
     def __init__(self, fd: int, path: str, cache: str = "direct") -> None:
         self.fd = fd
-        self._opened = _open_direct(fd, path) if cache == "direct" else None
-        self._direct_fd = self._opened  # None once the filesystem refused a direct write
+        self._opened = _open_direct(fd, path) if cache != "buffered" else None
+        self._direct_fd = self._opened  # None while buffered, or once a write was refused
+        self._refused = False  # the filesystem refused a direct write: buffered for good
         self._local = threading.local()
         self._lock = threading.Lock()
         self.direct_bytes = 0  # what went to the device directly
@@ -46,6 +49,12 @@ class Output:
     def direct(self) -> bool:
         """Whole blocks still go to the device directly."""
         return self._direct_fd is not None
+
+    def set_direct(self, on: bool) -> None:
+        """Send the writes that start from now on direct (where the filesystem takes
+        them) or through the page cache (--cache auto's switches); writes under way
+        finish as they began."""
+        self._direct_fd = self._opened if on and not self._refused else None
 
     def write(self, data: Buffer, offset: int) -> None:
         """Write all of ``data`` at ``offset``."""
@@ -106,7 +115,8 @@ class Output:
             except OSError as error:
                 if error.errno != errno.EINVAL:
                     raise
-                self._direct_fd = direct_fd = None  # an alignment this filesystem needs
+                self._refused = True  # an alignment this filesystem needs
+                self._direct_fd = direct_fd = None
             if done % BLOCK:
                 break  # a short direct write off the grid: the rest goes buffered
         with self._lock:

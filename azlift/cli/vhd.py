@@ -244,10 +244,10 @@ def convert(
         "--sync", help="Flush DEST to the device before renaming it into place, so it "
                        "survives a power loss (slower).")] = False,
     cache: Annotated[str, typer.Option(
-        "--cache", help="How DEST is written: auto (buffered when the kernel takes all of "
-                        "the data into free memory without slowing the writer, else "
-                        "direct), direct (whole blocks straight to the device with "
-                        "O_DIRECT where the filesystem allows; the page cache is left "
+        "--cache", help="How DEST is written: auto (through the page cache while it "
+                        "keeps ahead of the disk, measured as it goes, else direct), direct "
+                        "(whole blocks straight to the device with O_DIRECT where the "
+                        "filesystem allows; the page cache is left "
                         "alone) or buffered (through the page cache).")] = "auto",
     json_out: JsonOption = False,
     quiet: QuietOption = False,
@@ -265,8 +265,8 @@ def convert(
     wanted = parse_size(size) if size is not None else None
     bar = _ProgressBar("converting")
     try:
-        # no bar, no progress: with --cache direct or buffered the library then skips
-        # the pass over the extents that only a bar's total (or auto's choice) needs
+        # no bar, no progress: the library then skips the pass over the extents that
+        # only a bar's total needs
         result = vhd.convert(source, dest, size=wanted, force=force,
                              progress=bar if bar.enabled else None,
                              format=_format_name(format), durable=sync, disk=disk,

@@ -1,4 +1,5 @@
-"""convert --cache auto: the kernel's unthrottled room, and the choice it leads to."""
+"""convert --cache auto: the kernel's unthrottled room, the way a copy starts, and the
+measured switches between the page cache and direct writes."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 from azlift.vhd.cache_policy import (
     PAGE,
+    AdaptiveCache,
     DirtySettings,
     cgroup_room,
     choose_cache,
@@ -18,7 +20,6 @@ from azlift.vhd.cache_policy import (
     unthrottled_bytes,
 )
 from azlift.vhd.convert import convert
-from azlift.vhd.detect import open_image
 
 # the module, not the function the package exports under the same name
 convert_module = sys.modules["azlift.vhd.convert"]
@@ -97,13 +98,49 @@ def test_reserve_is_each_zones_high_watermark_and_largest_protection_capped() ->
     assert reserved_bytes("") == 0
 
 
-def test_choice_goes_buffered_only_for_what_fits_the_room() -> None:
-    assert choose_cache(GIB, 2 * GIB) == "buffered"
-    assert choose_cache(2 * GIB, 2 * GIB) == "buffered"
-    assert choose_cache(2 * GIB + 1, 2 * GIB) == "direct"
-    assert choose_cache(1, 0) == "direct"
-    assert choose_cache(1, None) == "direct"  # unknown room: the large-write-safe way
-    assert choose_cache(1, 2 * GIB, durable=True) == "direct"  # --sync writes it out anyway
+def test_auto_starts_measuring_unless_there_is_no_room_or_the_output_is_synced() -> None:
+    assert choose_cache(2 * GIB) == "auto"
+    assert choose_cache(None) == "auto"  # /proc cannot say: measuring still can
+    assert choose_cache(0) == "direct"  # every buffered write would be throttled at once
+    assert choose_cache(2 * GIB, durable=True) == "direct"  # --sync writes it out anyway
+
+
+class Clock:
+    """Seconds handed out in the order given (the last one repeats)."""
+
+    def __init__(self, *times: float) -> None:
+        self.times = list(times)
+
+    def __call__(self) -> float:
+        return self.times.pop(0) if len(self.times) > 1 else self.times[0]
+
+
+def test_adaptive_probes_direct_then_stays_buffered_while_it_is_faster() -> None:
+    # probe: 4 bytes in 1 s; buffered windows of 8 bytes in 0.5 s, then 1 s: both faster
+    policy = AdaptiveCache(Clock(0, 1, 1.5, 2.5), probe=4, window=8)
+    assert policy.mode == "direct"
+    assert policy.record(3) is None
+    assert policy.record(4) == "buffered" and policy.direct_rate == 4
+    assert policy.record(11) is None  # the window is not full yet: the clock is not read
+    assert policy.record(12) is None  # 8 bytes in 0.5 s
+    assert policy.record(20) is None  # 8 bytes in 1 s
+    assert policy.phases == [("direct", 0), ("buffered", 4)]
+
+
+def test_adaptive_goes_direct_for_good_once_the_page_cache_falls_behind() -> None:
+    # probe 4 bytes in 1 s (4/s); a window of 8 in 4 s (2/s) is slower: direct to the end
+    policy = AdaptiveCache(Clock(0, 1, 5, 5.001), probe=4, window=8)
+    policy.record(4)
+    assert policy.record(12) == "direct"
+    assert policy.record(1000) is None  # never back, however fast it would now be
+    assert policy.mode == "direct"
+    assert policy.phases == [("direct", 0), ("buffered", 4), ("direct", 12)]
+
+
+def test_a_copy_shorter_than_the_probe_is_all_direct() -> None:
+    policy = AdaptiveCache(Clock(0, 99), probe=4, window=8)
+    assert policy.record(3) is None
+    assert policy.phases == [("direct", 0)]
 
 
 def write_tree(root: Path, files: dict[str, str]) -> None:
@@ -163,34 +200,26 @@ def test_this_machine_has_a_room_within_its_memory() -> None:
     assert 0 <= room < total
 
 
-@pytest.mark.parametrize(("room", "expected"), [(0, "direct"), (None, "direct"),
-                                                (1 << 40, "buffered")])
+@pytest.mark.parametrize(("room", "expected"), [(0, "direct"), (None, "auto"),
+                                                (1 << 40, "auto")])
 def test_auto_convert_follows_the_room(tmp_path: Path, dynamic_vhd: Path, monkeypatch,
                                        room: int | None, expected: str) -> None:
     monkeypatch.setattr(convert_module, "machine_room", lambda: room)
     out = tmp_path / "auto.vhd"
     result = convert(str(dynamic_vhd), str(out))
     assert result.cache == expected and result.to_dict()["cache"] == expected
-    if expected == "buffered":
-        assert result.direct_bytes == 0
-    reference = convert(str(dynamic_vhd), str(tmp_path / "ref.vhd"), cache="buffered")
+    # a copy shorter than the probe is written direct from start to end
+    phases = [{"mode": "direct", "from_byte": 0}] if expected == "auto" else []
+    assert result.to_dict()["cache_phases"] == phases
+    convert(str(dynamic_vhd), str(tmp_path / "ref.vhd"), cache="buffered")
     assert out.read_bytes() == (tmp_path / "ref.vhd").read_bytes()
-    assert reference.cache == "buffered"
 
 
 def test_auto_with_sync_goes_direct_without_asking(tmp_path: Path, dynamic_vhd: Path,
                                                    monkeypatch) -> None:
     monkeypatch.setattr(convert_module, "machine_room", lambda: 1 << 40)
     result = convert(str(dynamic_vhd), str(tmp_path / "auto.vhd"), durable=True)
-    assert result.cache == "direct"
-
-
-def test_auto_stops_walking_once_the_data_is_past_the_room(dynamic_vhd: Path) -> None:
-    with open_image(str(dynamic_vhd)) as image:
-        everything = convert_module._data_total(image, image.virtual_size)
-        first = next(iter(image.extents()))[1]
-        assert convert_module._data_total(image, image.virtual_size, stop_above=0) == first
-        assert everything > first
+    assert result.cache == "direct" and result.cache_phases == ()
 
 
 @pytest.mark.parametrize("cache", ["direct", "buffered"])

@@ -7,6 +7,7 @@ import mmap
 import os
 import random
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from azlift.vhd.cache_policy import AdaptiveCache
 from azlift.vhd.convert import convert
 from azlift.vhd.detect import open_image
 from azlift.vhd.errors import InvalidOptionError, TruncatedImageError
@@ -22,6 +24,7 @@ from tests.support.reflink_fs import reflink_filesystem, shared_bytes
 from tests.vhd.images import Chunk, make_dynamic_vhd, qemu_img
 
 MIB = 1024 * 1024
+convert_module = sys.modules["azlift.vhd.convert"]  # the module, not the function
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mmap.restype = ctypes.c_void_p
 _LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
@@ -133,6 +136,8 @@ def test_a_direct_write_the_kernel_refuses_is_written_buffered(xfs: Path) -> Non
         staging[1:1 + 2 * BLOCK] = b"\x5a" * 2 * BLOCK
         out._write_buffer(staging[1:], 2 * BLOCK, MIB)  # one byte off a page boundary
         assert not out.direct and out.direct_bytes == 0
+        out.set_direct(True)  # --cache auto's switch does not undo the refusal
+        assert not out.direct
         out.write(b"\xa5" * BLOCK, 2 * MIB)
     finally:
         close(out)
@@ -141,6 +146,52 @@ def test_a_direct_write_the_kernel_refuses_is_written_buffered(xfs: Path) -> Non
     assert data[2 * MIB:2 * MIB + BLOCK] == b"\xa5" * BLOCK
     assert data.count(0) == len(data) - 3 * BLOCK
     path.unlink()
+
+
+def test_set_direct_switches_the_writes_that_follow(xfs: Path) -> None:
+    path = xfs / "switched.bin"
+    out = fresh_output(path, 4 * MIB, "auto")
+    pieces = [bytes([n]) * 4 * BLOCK for n in (1, 2, 3)]
+    try:
+        assert out.direct  # auto starts direct: the probe
+        out.write(pieces[0], 0)
+        assert out.direct_bytes == 4 * BLOCK
+        out.set_direct(False)
+        out.write(pieces[1], MIB)
+        assert out.direct_bytes == 4 * BLOCK
+        out.set_direct(True)
+        out.write(pieces[2], 2 * MIB)
+        assert out.direct_bytes == 8 * BLOCK
+    finally:
+        close(out)
+    # the buffered piece is in the page cache, the direct ones are not
+    assert 4 * BLOCK <= cached_bytes(path) <= 4 * BLOCK + 2 * BLOCK
+    data = path.read_bytes()
+    assert data[:4 * BLOCK] + data[MIB:MIB + 4 * BLOCK] + data[2 * MIB:2 * MIB + 4 * BLOCK] \
+        == b"".join(pieces)
+    assert data.count(0) == len(data) - 12 * BLOCK
+    path.unlink()
+
+
+def test_auto_convert_switching_mid_copy_writes_every_byte(xfs: Path, monkeypatch) -> None:
+    """A probe, a fast page-cache window, a slow one: the copy goes direct, buffered and
+    direct again with writes under way at each switch, and the output is the source."""
+    rng = random.Random(5)
+    source = xfs / "dense.raw"
+    source.write_bytes(rng.randbytes(48 * MIB))  # twelve 4 MiB chunks, all data
+    seconds = iter([0.0, 1.0, 1.5, 100.0])
+    monkeypatch.setattr(convert_module, "AdaptiveCache", lambda: AdaptiveCache(
+        lambda: next(seconds, 100.0), probe=4 * MIB, window=8 * MIB))
+    monkeypatch.setattr(convert_module, "machine_room", lambda: 1 << 40)
+    out = xfs / "dense.vhd"
+    result = convert(str(source), str(out))
+    assert result.cache_phases == (("direct", 0), ("buffered", 4 * MIB),
+                                   ("direct", 20 * MIB))
+    qemu_img("compare", "-f", "raw", "-F", "vpc", source, out)
+    # the first chunk went direct, the fifth (sent after the switch) buffered
+    assert 4 * MIB <= result.direct_bytes <= result.written_bytes - 4 * MIB
+    source.unlink()
+    out.unlink()
 
 
 @settings(max_examples=40, deadline=None)
