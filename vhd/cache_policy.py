@@ -9,9 +9,11 @@ still pays each page's copy and allocation. And on some virtual machines a new p
 page is itself slow to come by (the host backs it first: 0.1-0.2 GB/s measured where
 direct writes ran at 1.2 GB/s). So ``AdaptiveCache`` measures: the first PROBE_BYTES go
 direct (the device's pace), then the page cache, window by window, for as long as it
-keeps ahead of that pace; then direct to the end. ``machine_room`` (the kernel's own
-formula over /proc/meminfo, /proc/zoneinfo and the vm.dirty_* settings, scaled to what
-the process's memory cgroup has left) says when there is no room to try at all.
+keeps ahead of that pace; then direct to the end. An output with less than PROBE_BYTES
+of data is written direct throughout (at that size the way hardly matters).
+``machine_room`` (the kernel's own formula over /proc/meminfo, /proc/zoneinfo and the
+vm.dirty_* settings, scaled to what the process's memory cgroup has left) says when there
+is no room to try at all.
 """
 from __future__ import annotations
 
@@ -102,49 +104,60 @@ def choose_cache(room: int | None, durable: bool = False) -> str:
     return "direct" if durable or room == 0 else "auto"
 
 
-PROBE_BYTES = 64 * 1024 * 1024  # written direct first: the device's pace
+PROBE_BYTES = 64 * 1024 * 1024  # written direct first: the pace of direct writes
+SETTLE_BYTES = 32 * 1024 * 1024  # then left unmeasured: writes begun before the switch
 WINDOW_BYTES = 128 * 1024 * 1024  # then the page cache's pace, measured this often
 
 
 class AdaptiveCache:
-    """--cache auto during the copy, fed the bytes copied so far (``record``): direct for
-    the first PROBE_BYTES, then buffered while each WINDOW_BYTES goes faster than the
-    probe did, then direct to the end (once the page cache falls behind it rarely catches
-    up within a copy: the kernel is throttling, or new pages are slow here)."""
+    """--cache auto during the copy, fed the bytes written so far (``record``) from the
+    moment the copy starts (``start``): direct for the first PROBE_BYTES, then buffered
+    while each WINDOW_BYTES goes faster than the probe did, then direct to the end (once
+    the page cache falls behind it rarely catches up within a copy: the kernel is
+    throttling the writer, or new pages are slow to come by here). The SETTLE_BYTES after
+    the switch are not measured: chunks begun before it were still being written direct."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 probe: int = PROBE_BYTES, window: int = WINDOW_BYTES) -> None:
-        self.clock, self.probe, self.window = clock, probe, window
-        self.state = "probe"  # then "buffered", then "final"
-        self.direct_rate: float | None = None  # bytes per second of the probe
-        self.phases: list[tuple[str, int]] = [("direct", 0)]  # (mode, from byte)
-        self._mark = (0, clock())
+                 probe: int = PROBE_BYTES, window: int = WINDOW_BYTES,
+                 settle: int = SETTLE_BYTES) -> None:
+        self.clock, self.probe, self.window, self.settle = clock, probe, window, settle
+        self.state = "probe"  # then "settle", "buffered", "final"
+        self.direct_rate = 0.0  # bytes per second of the probe
+        self.phases: list[tuple[str, int]] = [("direct", 0)]  # (mode, after bytes written)
+        self._mark = (0, 0.0)  # bytes written and the time where the current span began
 
     @property
     def mode(self) -> str:
         """How writes go now: "direct" or "buffered"."""
         return self.phases[-1][0]
 
-    def record(self, done: int) -> str | None:
-        """``done`` bytes copied so far; the new mode when it changes, else None."""
-        if self.state == "final":
-            return None
+    def start(self) -> None:
+        """The copy begins now (the probe's clock starts)."""
+        self._mark = (0, self.clock())
+
+    def record(self, written: int) -> str | None:
+        """``written`` bytes so far; the new mode when it changes, else None."""
         start, since = self._mark
-        if done - start < (self.probe if self.state == "probe" else self.window):
+        span = written - start
+        if self.state == "final" or span < {"probe": self.probe, "settle": self.settle,
+                                             "buffered": self.window}[self.state]:
             return None
         now = self.clock()
-        rate = (done - start) / max(now - since, 1e-9)
-        self._mark = (done, now)
+        self._mark = (written, now)
+        if self.state == "settle":
+            self.state = "buffered"
+            return None
+        rate = span / max(now - since, 1e-9)
         if self.state == "probe":
-            self.direct_rate, self.state = rate, "buffered"
-            return self._switch("buffered", done)
-        if self.direct_rate is not None and rate < self.direct_rate:
+            self.direct_rate, self.state = rate, "settle"
+            return self._switch("buffered", written)
+        if rate < self.direct_rate:
             self.state = "final"
-            return self._switch("direct", done)
+            return self._switch("direct", written)
         return None
 
-    def _switch(self, mode: str, done: int) -> str:
-        self.phases.append((mode, done))
+    def _switch(self, mode: str, written: int) -> str:
+        self.phases.append((mode, written))
         return mode
 
 

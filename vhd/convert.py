@@ -126,7 +126,7 @@ class ConvertResult:
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     direct_bytes: int = 0  # of written_bytes, those that went straight to the device
     cache: str = "direct"  # "direct", "buffered" or "auto" (switching as phases say)
-    cache_phases: tuple[tuple[str, int], ...] = ()  # auto: (mode, from data byte)
+    cache_phases: tuple[tuple[str, int], ...] = ()  # auto: (mode, after bytes written)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "dest": self.dest, "source_format": self.source_format,
@@ -135,7 +135,7 @@ class ConvertResult:
                 "data_bytes": self.data_bytes, "written_bytes": self.written_bytes,
                 "allocated_bytes": self.allocated_bytes, "direct_bytes": self.direct_bytes,
                 "cache": self.cache,
-                "cache_phases": [{"mode": mode, "from_byte": start}
+                "cache_phases": [{"mode": mode, "after_bytes_written": start}
                                  for mode, start in self.cache_phases],
                 "unique_id": self.unique_id,
                 "seconds": round(self.seconds, 3),
@@ -206,6 +206,8 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         try:
             os.ftruncate(fd, virtual_size)
             out = Output(fd, temp, cache)
+            if adaptive is not None and not out.direct:  # the filesystem refused O_DIRECT
+                cache, adaptive = "buffered", None
             data_bytes, written = _copy_extents(image, out, image.virtual_size, progress,
                                                 adaptive)
             direct_bytes = out.direct_bytes
@@ -300,13 +302,15 @@ def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress 
         total = sum(length for _, length in _clipped_extents(image, limit))
         progress(0, total)
 
-    def advanced(done: int) -> None:
+    def advanced(done: int, written: int) -> None:
         if progress:
             progress(done, total)
-        if adaptive is not None and (mode := adaptive.record(done)) is not None:
+        if adaptive is not None and (mode := adaptive.record(written)) is not None:
             out.set_direct(mode == "direct")
 
     done = written = 0
+    if adaptive is not None:
+        adaptive.start()
 
     stored = StoredCopy.for_image(image, out)
 
@@ -333,11 +337,11 @@ def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress 
 
 
 def _collect(pending: deque[tuple[Future[int], int]], done: int, written: int,
-             advanced: Callable[[int], None]) -> tuple[int, int]:
+             advanced: Callable[[int, int], None]) -> tuple[int, int]:
     future, count = pending.popleft()
     written += future.result()
     done += count
-    advanced(done)
+    advanced(done, written)
     return done, written
 
 

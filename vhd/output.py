@@ -54,7 +54,8 @@ class Output:
         """Send the writes that start from now on direct (where the filesystem takes
         them) or through the page cache (--cache auto's switches); writes under way
         finish as they began."""
-        self._direct_fd = self._opened if on and not self._refused else None
+        with self._lock:  # against a refusal landing meanwhile
+            self._direct_fd = self._opened if on and not self._refused else None
 
     def write(self, data: Buffer, offset: int) -> None:
         """Write all of ``data`` at ``offset``."""
@@ -115,8 +116,9 @@ class Output:
             except OSError as error:
                 if error.errno != errno.EINVAL:
                     raise
-                self._refused = True  # an alignment this filesystem needs
-                self._direct_fd = direct_fd = None
+                with self._lock:  # an alignment this filesystem needs
+                    self._refused = True
+                    self._direct_fd = direct_fd = None
             if done % BLOCK:
                 break  # a short direct write off the grid: the rest goes buffered
         with self._lock:

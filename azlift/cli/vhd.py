@@ -244,8 +244,9 @@ def convert(
         "--sync", help="Flush DEST to the device before renaming it into place, so it "
                        "survives a power loss (slower).")] = False,
     cache: Annotated[str, typer.Option(
-        "--cache", help="How DEST is written: auto (through the page cache while it "
-                        "keeps ahead of the disk, measured as it goes, else direct), direct "
+        "--cache", help="How DEST is written: auto (the first 64 MiB direct, then "
+                        "through the page cache while it keeps ahead of that pace, then "
+                        "direct to the end; direct throughout with --sync), direct "
                         "(whole blocks straight to the device with O_DIRECT where the "
                         "filesystem allows; the page cache is left "
                         "alone) or buffered (through the page cache).")] = "auto",

@@ -168,7 +168,7 @@ def test_convert_cache_option(run_main, tmp_path: Path, windows_disk: Path) -> N
     document = json.loads(run.out)
     assert document["cache"] == choose_cache(room), room
     if document["cache"] == "auto":  # a disk shorter than the probe: direct throughout
-        assert document["cache_phases"] == [{"mode": "direct", "from_byte": 0}]
+        assert document["cache_phases"] == [{"mode": "direct", "after_bytes_written": 0}]
     assert (tmp_path / "auto.vhd").read_bytes() == (tmp_path / "direct.vhd").read_bytes()
     assert (tmp_path / "direct.vhd").read_bytes() == (tmp_path / "buffered.vhd").read_bytes()
     refused = run_main("vhd", "convert", "--cache", "fast", windows_disk, tmp_path / "x.vhd")

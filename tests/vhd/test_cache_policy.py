@@ -116,29 +116,43 @@ class Clock:
 
 
 def test_adaptive_probes_direct_then_stays_buffered_while_it_is_faster() -> None:
-    # probe: 4 bytes in 1 s; buffered windows of 8 bytes in 0.5 s, then 1 s: both faster
-    policy = AdaptiveCache(Clock(0, 1, 1.5, 2.5), probe=4, window=8)
+    # probe: 4 bytes in 1 s; 2 bytes left to settle; windows of 8 bytes in 0.5 s, then 1 s
+    policy = AdaptiveCache(Clock(0, 1, 1.2, 1.7, 2.7), probe=4, window=8, settle=2)
+    policy.start()
     assert policy.mode == "direct"
     assert policy.record(3) is None
     assert policy.record(4) == "buffered" and policy.direct_rate == 4
-    assert policy.record(11) is None  # the window is not full yet: the clock is not read
-    assert policy.record(12) is None  # 8 bytes in 0.5 s
-    assert policy.record(20) is None  # 8 bytes in 1 s
+    assert policy.record(5) is None  # settling: the clock is not read
+    assert policy.record(6) is None  # settled: measuring from here
+    assert policy.record(13) is None  # the window is not full yet
+    assert policy.record(14) is None  # 8 bytes in 0.5 s
+    assert policy.record(22) is None  # 8 bytes in 1 s
     assert policy.phases == [("direct", 0), ("buffered", 4)]
 
 
 def test_adaptive_goes_direct_for_good_once_the_page_cache_falls_behind() -> None:
     # probe 4 bytes in 1 s (4/s); a window of 8 in 4 s (2/s) is slower: direct to the end
-    policy = AdaptiveCache(Clock(0, 1, 5, 5.001), probe=4, window=8)
+    policy = AdaptiveCache(Clock(0, 1, 1, 5, 5.001), probe=4, window=8, settle=2)
+    policy.start()
     policy.record(4)
-    assert policy.record(12) == "direct"
+    policy.record(6)
+    assert policy.record(14) == "direct"
     assert policy.record(1000) is None  # never back, however fast it would now be
     assert policy.mode == "direct"
-    assert policy.phases == [("direct", 0), ("buffered", 4), ("direct", 12)]
+    assert policy.phases == [("direct", 0), ("buffered", 4), ("direct", 14)]
+
+
+def test_the_probe_clock_starts_with_the_copy() -> None:
+    # created at 0, the copy starts at 10: the probe's 4 bytes took 1 s, not 11
+    policy = AdaptiveCache(Clock(10, 11), probe=4, window=8, settle=2)
+    policy.start()
+    policy.record(4)
+    assert policy.direct_rate == 4
 
 
 def test_a_copy_shorter_than_the_probe_is_all_direct() -> None:
     policy = AdaptiveCache(Clock(0, 99), probe=4, window=8)
+    policy.start()
     assert policy.record(3) is None
     assert policy.phases == [("direct", 0)]
 
@@ -209,7 +223,7 @@ def test_auto_convert_follows_the_room(tmp_path: Path, dynamic_vhd: Path, monkey
     result = convert(str(dynamic_vhd), str(out))
     assert result.cache == expected and result.to_dict()["cache"] == expected
     # a copy shorter than the probe is written direct from start to end
-    phases = [{"mode": "direct", "from_byte": 0}] if expected == "auto" else []
+    phases = [{"mode": "direct", "after_bytes_written": 0}] if expected == "auto" else []
     assert result.to_dict()["cache_phases"] == phases
     convert(str(dynamic_vhd), str(tmp_path / "ref.vhd"), cache="buffered")
     assert out.read_bytes() == (tmp_path / "ref.vhd").read_bytes()

@@ -179,17 +179,23 @@ def test_auto_convert_switching_mid_copy_writes_every_byte(xfs: Path, monkeypatc
     rng = random.Random(5)
     source = xfs / "dense.raw"
     source.write_bytes(rng.randbytes(48 * MIB))  # twelve 4 MiB chunks, all data
-    seconds = iter([0.0, 1.0, 1.5, 100.0])
+    # start 0; probe ends at 4 MiB (1 s: 4 MiB/s); settled at 8 MiB; the window to 16 MiB
+    # takes 0.5 s (16 MiB/s, faster), the one to 24 MiB 98.4 s (slower): direct again
+    seconds = iter([0.0, 1.0, 1.1, 1.6, 100.0])
     monkeypatch.setattr(convert_module, "AdaptiveCache", lambda: AdaptiveCache(
-        lambda: next(seconds, 100.0), probe=4 * MIB, window=8 * MIB))
+        lambda: next(seconds, 100.0), probe=4 * MIB, window=8 * MIB, settle=4 * MIB))
     monkeypatch.setattr(convert_module, "machine_room", lambda: 1 << 40)
+    # one worker, two chunks in flight: which chunk begins after which switch is certain
+    monkeypatch.setattr(convert_module, "COPY_WORKERS", 1)
+    monkeypatch.setattr(convert_module, "COPY_WINDOW", 2)
     out = xfs / "dense.vhd"
     result = convert(str(source), str(out))
     assert result.cache_phases == (("direct", 0), ("buffered", 4 * MIB),
-                                   ("direct", 20 * MIB))
+                                   ("direct", 24 * MIB))
     qemu_img("compare", "-f", "raw", "-F", "vpc", source, out)
-    # the first chunk went direct, the fifth (sent after the switch) buffered
-    assert 4 * MIB <= result.direct_bytes <= result.written_bytes - 4 * MIB
+    # chunk 1 and chunks 8-12 go direct, chunks 3-6 buffered (2 and 7 either way)
+    assert 24 * MIB <= result.direct_bytes <= 32 * MIB
+    assert result.written_bytes == 48 * MIB
     source.unlink()
     out.unlink()
 
