@@ -123,6 +123,10 @@ def test_a_filesystem_refusing_o_direct_gets_a_buffered_copy(tmp_path: Path,
     result = convert(str(dynamic_vhd), str(out), cache="direct")
     qemu_img("compare", "-f", "vpc", "-F", "vpc", dynamic_vhd, out)
     assert result.direct_bytes == 0 and result.written_bytes > 0
+    # auto has nothing to measure there: it says the copy went buffered, with no phases
+    auto = convert(str(dynamic_vhd), str(tmp_path / "auto.vhd"))
+    qemu_img("compare", "-f", "vpc", "-F", "vpc", dynamic_vhd, tmp_path / "auto.vhd")
+    assert (auto.cache, auto.cache_phases, auto.direct_bytes) == ("buffered", (), 0)
 
 
 def test_a_direct_write_the_kernel_refuses_is_written_buffered(xfs: Path) -> None:
