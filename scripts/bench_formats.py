@@ -50,7 +50,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,9 +57,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_convert import bench_convert  # noqa: E402
-from bench_upload import AZLIFT, CREDENTIAL, fresh_azurite, process_cpu_s  # noqa: E402
-
-from azure.storage.blob import BlobClient  # noqa: E402
+from bench_upload import AZLIFT, bare_upload_s, fresh_azurite, process_cpu_s  # noqa: E402
 
 from azlift import vhd  # noqa: E402
 
@@ -163,21 +160,6 @@ def data_requests(source: Path) -> tuple[int, list[tuple[int, int]]]:
         return image.virtual_size, requests
 
 
-def bare_loop_s(endpoint: str, virtual_size: int, requests: list[tuple[int, int]]) -> float:
-    """Wall seconds of a bare 8-thread `upload_page` loop sending those requests from one
-    in-memory buffer, no reading and no checksum: this Azurite's floor for the upload."""
-    client = BlobClient.from_blob_url(f"{endpoint}/bench/bare.vhd", credential=CREDENTIAL)
-    client.create_page_blob(size=-(-virtual_size // MIB) * MIB + 512)
-    buffer = os.urandom(4 * MIB)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda request: client.upload_page(
-            buffer[:request[1]], offset=request[0], length=request[1]), requests))
-    wall = time.perf_counter() - started
-    client.close()
-    return wall
-
-
 def bench_qcow2_upload(workdir: Path, source: Path, overlay: Path, runs: int) -> dict:
     walls: dict[str, list[float]] = {"azlift": [], "qemu": [], "bare": []}
     client_cpu: dict[str, list[float]] = {"azlift": [], "qemu": []}
@@ -197,7 +179,8 @@ def bench_qcow2_upload(workdir: Path, source: Path, overlay: Path, runs: int) ->
                     rss["16GiB_qcow2"] = max(rss.get("16GiB_qcow2", 0), peak)
                     sent = summary["data_bytes_sent"]
                 elif who == "bare":
-                    wall = bare_loop_s(endpoint, virtual_size, requests)
+                    wall = bare_upload_s(endpoint, "bench", "bare.vhd",
+                                         -(-virtual_size // MIB) * MIB + 512, requests, 8)
                     azurite_cpu[who].append(process_cpu_s(azurite) - before)
                     walls[who].append(wall)
                     continue
