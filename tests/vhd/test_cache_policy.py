@@ -165,9 +165,9 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
 
 
 def test_cgroup_v2_room_is_the_tightest_limit_up_the_tree(tmp_path: Path) -> None:
-    proc, sys = tmp_path / "proc", tmp_path / "cgroup"
+    proc, mount = tmp_path / "proc", tmp_path / "cgroup"
     write_tree(proc, {"self/cgroup": "0::/slice/job\n"})
-    write_tree(sys, {
+    write_tree(mount, {
         "slice/memory.max": f"{8 * GIB}\n", "slice/memory.high": "max\n",
         "slice/memory.current": f"{5 * GIB}\n",
         "slice/job/memory.max": "max\n", "slice/job/memory.high": f"{6 * GIB}\n",
@@ -175,31 +175,31 @@ def test_cgroup_v2_room_is_the_tightest_limit_up_the_tree(tmp_path: Path) -> Non
         "slice/job/memory.stat": "anon 100\nfile 999999\nactive_file 1024\n"
                                  "inactive_file 2048\n"})
     # the parent leaves 3 GiB, the job's memory.high 5 GiB; plus the job's file cache
-    assert cgroup_room(str(proc), str(sys)) == 3 * GIB + 1024 + 2048
+    assert cgroup_room(str(proc), str(mount)) == 3 * GIB + 1024 + 2048
 
 
 def test_cgroup_v2_without_limits_is_unlimited(tmp_path: Path) -> None:
-    proc, sys = tmp_path / "proc", tmp_path / "cgroup"
+    proc, mount = tmp_path / "proc", tmp_path / "cgroup"
     write_tree(proc, {"self/cgroup": "0::/job\n"})
-    write_tree(sys, {"job/memory.max": "max\n", "job/memory.current": "5\n"})
-    assert cgroup_room(str(proc), str(sys)) is None
+    write_tree(mount, {"job/memory.max": "max\n", "job/memory.current": "5\n"})
+    assert cgroup_room(str(proc), str(mount)) is None
 
 
 def test_cgroup_v1_uses_the_hierarchical_limit_and_the_mount_root_when_hidden(
         tmp_path: Path) -> None:
-    proc, sys = tmp_path / "proc", tmp_path / "cgroup"
+    proc, mount = tmp_path / "proc", tmp_path / "cgroup"
     # a container without its own cgroup namespace: /docker/abc is not under the mount,
     # its cgroup is the mount's root; a hybrid system's unified line has no memory
     write_tree(proc, {"self/cgroup": "4:memory:/docker/abc\n3:cpu:/docker/abc\n0::/\n"})
-    write_tree(sys, {
+    write_tree(mount, {
         "memory/memory.stat": f"cache 7\nhierarchical_memory_limit {4 * GIB}\n"
                               "total_active_file 100\ntotal_inactive_file 200\n",
         "memory/memory.usage_in_bytes": f"{GIB}\n"})
-    assert cgroup_room(str(proc), str(sys)) == 3 * GIB + 300
+    assert cgroup_room(str(proc), str(mount)) == 3 * GIB + 300
     # no limit: v1 writes a page-rounded LONG_MAX
-    write_tree(sys, {"memory/memory.stat": "hierarchical_memory_limit "
+    write_tree(mount, {"memory/memory.stat": "hierarchical_memory_limit "
                                            "9223372036854771712\n"})
-    assert cgroup_room(str(proc), str(sys)) is None
+    assert cgroup_room(str(proc), str(mount)) is None
 
 
 def test_unreadable_proc_means_unknown(tmp_path: Path) -> None:
