@@ -1,8 +1,8 @@
-"""Signed Blob REST requests over http.client: the few requests an upload repeats.
+"""Signed Blob REST requests on kept-alive connections: the few requests an upload repeats.
 
 The storage SDK sends each Put Page through a pipeline of a dozen policies and
 requests/urllib3, about 2.5 ms of one core per request before a byte of the body moves,
-and its import costs about half a second. Here a request is one http.client exchange on a
+and its import costs about half a second. Here a request is one exchange (http11.py) on a
 connection each thread keeps, signed the way the SDK signs (Shared Key, a SAS in the
 query, or a bearer token from the credential), retried with the SDK's exponential policy
 (same counters, same backoff formula, same retryable answers) and mapped to this package's
@@ -14,10 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import random
-import select
-import socket
 import ssl
 import threading
 import time
@@ -34,6 +31,7 @@ from .errors import (
     UnreachableError,
     UploadError,
 )
+from .http11 import Connection, ProtocolError
 from .retry import RetrySettings
 
 # The REST version every request names: one the SDK supports (a test checks), recent
@@ -210,7 +208,7 @@ class BlobRest:
         # every connection any thread opened, so that close() ends them all: a thread's
         # local connection would otherwise stay open until the garbage collector found it,
         # and a run of a thousand blobs would pile up idle sockets on the service
-        self._open: set[http.client.HTTPConnection] = set()
+        self._open: set[Connection] = set()
         self._open_lock = threading.Lock()
         self._random = random.Random()
 
@@ -227,23 +225,20 @@ class BlobRest:
             self._ssl = ssl.create_default_context(cafile=cafile)
         return self._ssl
 
-    def _connection(self, connect_s: float) -> http.client.HTTPConnection:
+    def _connection(self, connect_s: float) -> Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and conn.sock is not None and not _dropped(conn.sock):
+        if conn is not None and conn.sock is not None and not conn.dropped():
             return conn
         if conn is not None:
             self._forget(conn)
-        if self._https:
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=connect_s,
-                                               context=self._context())
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=connect_s)
+        conn = Connection(self._host, self._port, connect_timeout=connect_s,
+                          context=self._context() if self._https else None)
         self._local.conn = conn
         with self._open_lock:
             self._open.add(conn)
         return conn
 
-    def _forget(self, conn: http.client.HTTPConnection) -> None:
+    def _forget(self, conn: Connection) -> None:
         conn.close()
         with self._open_lock:
             self._open.discard(conn)
@@ -339,32 +334,16 @@ class BlobRest:
             except (OSError, ssl.SSLError) as error:
                 self._discard()
                 raise TransportError(_reason(error), connect=True) from error
-        conn.sock.settimeout(read_s)
         try:
-            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-            conn.putheader("Host", self._netloc)
-            for name, value in headers.items():
-                conn.putheader(name, value)
-            conn.endheaders(body)
-            answer = conn.getresponse()
-            data = answer.read()
-        except (OSError, http.client.HTTPException) as error:
+            answer = conn.exchange(method, target, [("Host", self._netloc), *headers.items()],
+                                   body, read_s)
+        except (OSError, ProtocolError) as error:
             self._discard()
             raise TransportError(_reason(error), connect=False) from error
         if answer.will_close:
             self._discard()
-        raw = answer.getheaders()
-        return Response(answer.status, answer.reason,
-                        {name.lower(): value for name, value in raw}, data, raw)
-
-
-def _dropped(sock: socket.socket) -> bool:
-    """True when an idle kept-alive connection was closed by the server (urllib3's test)."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
+        return Response(answer.status, answer.reason, answer.lowered, answer.body,
+                        answer.headers)
 
 
 def _exhausted(counters: dict[str, int]) -> bool:
