@@ -21,8 +21,8 @@ from azlift.vhd.vmdk_stream import Grain, VmdkStream
 
 from .checksum import DEFAULT_CHECKSUM, check_checksum, page_checksum
 from .errors import TargetExistsError
-from .ranges import MAX_PUT_PAGE, nonzero_pieces, total_length
-from .stream import footer_bytes, nonzero_sector_flags
+from .ranges import MAX_PUT_PAGE, total_length
+from .stream import footer_bytes, nonzero_ranges
 from .target import PageTarget
 from .uploader import (
     META_STATE,
@@ -56,7 +56,7 @@ def _send_batch(target: PageTarget, batch: Batch,
     """Inflate, trim zero sectors, put: (bytes sent, zero bytes, requests, retries)."""
     data = b"".join(grain.inflate() for grain in batch)
     offset = batch[0].offset
-    pieces = nonzero_pieces(offset, nonzero_sector_flags(data))  # grains: whole sectors
+    pieces = nonzero_ranges(offset, data)  # grains: whole sectors
     view = memoryview(data)
     requests = retries = 0
     for piece_offset, piece_length in pieces:

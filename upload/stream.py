@@ -19,7 +19,7 @@ from azlift.vhd import DiskImage, azure_virtual_size, open_image
 from azlift.vhd._vhd_structs import FOOTER_SIZE
 from azlift.vhd.convert import footer_for
 
-from .ranges import SECTOR, Range, align_up, normalize, work_units
+from .ranges import SECTOR, Range, align_up, nonzero_pieces, normalize, split, work_units
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,6 +95,18 @@ def nonzero_sector_flags(data: bytes | memoryview) -> np.ndarray:
     words = np.frombuffer(data, dtype=np.uint64).reshape(-1, SECTOR // 8)
     return np.bitwise_or.reduce(words, axis=1) != 0
 
+
+
+def nonzero_ranges(offset: int, data: bytes | memoryview) -> list[Range]:
+    """The Put Page ranges of ``data`` (at ``offset``) that hold non-zero sectors.
+
+    A buffer with no run of 512 zero bytes at all (what most units hold) is sent whole,
+    found by one substring search without numpy's dozen calls (about 0.1 ms a unit)."""
+    if isinstance(data, (bytes, bytearray)) and data.find(ZERO_SECTOR) < 0:
+        if len(data) % SECTOR:
+            raise ValueError(f"buffer of {len(data)} bytes is not whole sectors")
+        return list(split(offset, len(data)))
+    return nonzero_pieces(offset, nonzero_sector_flags(data))
 
 class SourceReader:
     """Thread-safe, sector-padded reads of a DiskImage.

@@ -2,18 +2,18 @@
 resumable.
 
 Shape (a bounded window, like the storage SDK's uploader without its flaws): the main
-thread submits at most ``threads`` work units (≤ 4 MiB cells of the image's extents),
-waits for the first to finish, records it and submits the next. A worker reads its unit
-with its own handle, drops zero sectors (vectorised scan), and puts each remaining run
-with its transactional checksum (CRC64 by default, see checksum.py); it returns an
-immutable ``UnitResult``. Only the main thread touches the journal, the counters and the progress callback.
+thread submits at most ``threads`` work units (≤ 4 MiB cells of the image's extents) to
+the worker threads (workers.py), takes the first to finish, records it and submits the
+next. A worker reads its unit with its own handle, drops zero sectors (vectorised scan),
+and puts each remaining run with its transactional checksum (CRC64 by default, see
+checksum.py); it returns an immutable ``UnitResult``. Only the main thread touches the
+journal, the counters and the progress callback.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,12 +39,12 @@ from .ranges import (
     Range,
     crosses_grid,
     merge_small_gaps,
-    nonzero_pieces,
     subtract,
     total_length,
 )
-from .stream import FixedVhdLayout, OrderedMd5, SourceReader, fixed_vhd_layout, nonzero_sector_flags
+from .stream import FixedVhdLayout, OrderedMd5, SourceReader, fixed_vhd_layout, nonzero_ranges
 from .target import PageTarget
+from .workers import Workers
 
 META_FINGERPRINT = "azlift_fingerprint"
 META_STATE = "azlift_state"
@@ -143,7 +143,7 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
         data = reader.read(offset, length)
     sent = zeros = requests = retries = already = 0
     if send and not cancel.is_set():
-        pieces = nonzero_pieces(offset, nonzero_sector_flags(data))
+        pieces = nonzero_ranges(offset, data)
         if written:
             wanted = total_length(pieces)
             pieces = subtract(pieces, written)
@@ -389,41 +389,41 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
             else:
                 run.skip(unit)
 
+    def job(item: tuple[Range, bool]) -> UnitResult:
+        unit, send = item
+        return _send_unit(reader, target, unit, run.layout, send, keep_data, written,
+                          cancel, checksum)
+
     pending = todo()
     next_unit = next(pending, None)
     run.report()
-    in_flight: dict[Future[UnitResult], bool] = {}
-    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="azlift-put")
+    workers = Workers(job, threads, "azlift-put")
     try:
-        while next_unit is not None or in_flight:
+        while next_unit is not None or workers.in_flight:
             held = run.md5.held if run.md5 is not None else 0
-            while (next_unit is not None and len(in_flight) + held < threads
+            while (next_unit is not None and workers.in_flight + held < threads
                    and not cancel.is_set()):
-                unit, send = next_unit
-                future = executor.submit(_send_unit, reader, target, unit, run.layout, send,
-                                         keep_data, written, cancel, checksum)
-                in_flight[future] = send
+                workers.submit(next_unit, next_unit[1])
                 next_unit = next(pending, None)
-            if cancel.is_set() and not in_flight:
+            if cancel.is_set() and not workers.in_flight:
                 raise UploadInterrupted("upload interrupted; continue with --resume")
-            done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
-            for future in done:
-                send = in_flight.pop(future)
-                run.record(future.result(), send)
+            outcome = workers.next_done(timeout=0.5)
+            if outcome is not None:
+                if outcome.error is not None:
+                    raise outcome.error
+                run.record(outcome.result, outcome.tag)
     except BaseException:
         cancel.set()
-        _drain(run, in_flight)
+        _drain(run, workers)
         raise
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        workers.close()
 
 
-def _drain(run: _Run, in_flight: dict[Future[UnitResult], bool]) -> None:
+def _drain(run: _Run, workers: Workers) -> None:
     """After a failure or interrupt: journal every unit that still finished cleanly."""
     run.md5 = None  # the whole-blob MD5 is abandoned; only acknowledgements matter now
-    for future in list(in_flight):
-        try:
-            result = future.result()
-            run.record(result, in_flight.pop(future))
-        except BaseException:  # noqa: BLE001 - the first error is the one reported
-            continue
+    while workers.in_flight:
+        outcome = workers.next_done(timeout=None)
+        if outcome is not None and outcome.error is None:
+            run.record(outcome.result, outcome.tag)

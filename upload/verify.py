@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from azlift.vhd import DiskImage
 from azlift.vhd._vhd_structs import Footer
 
-from .ranges import Range, coalesce, nonzero_pieces, subtract, total_length
+from .ranges import Range, coalesce, subtract, total_length
 from .errors import AuthError, ServiceError
-from .stream import FixedVhdLayout, SourceReader, fixed_vhd_layout, nonzero_sector_flags
+from .stream import FixedVhdLayout, SourceReader, fixed_vhd_layout, nonzero_ranges
 from .target import PageTarget
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def _data_map(reader: SourceReader, layout: FixedVhdLayout, threads: int) -> lis
     """Sector-exact ranges of the source's non-zero data (read once, in parallel)."""
     def scan(unit: Range) -> list[Range]:
         offset, length = unit
-        return nonzero_pieces(offset, nonzero_sector_flags(reader.read(offset, length)))
+        return nonzero_ranges(offset, reader.read(offset, length))
 
     data_units = (unit for unit in layout.units() if unit[0] < layout.footer_offset)
     pieces = [piece for unit_pieces in _window_map(scan, data_units, threads)

@@ -12,7 +12,14 @@ from azlift import vhd
 from tests.upload.helpers import make_source
 from azlift.upload.journal import Journal, fingerprint, state_dir
 from azlift.upload.ranges import GRID
-from azlift.upload.stream import OrderedMd5, SourceReader, fixed_vhd_layout, nonzero_sector_flags
+from azlift.upload.ranges import MAX_PUT_PAGE
+from azlift.upload.stream import (
+    OrderedMd5,
+    SourceReader,
+    fixed_vhd_layout,
+    nonzero_ranges,
+    nonzero_sector_flags,
+)
 from azlift.vhd.convert import footer_for
 
 
@@ -37,6 +44,44 @@ def test_zero_scan_of_dense_data_with_zero_runs_anywhere(runs, kind) -> None:
     flags = nonzero_sector_flags(kind(bytes(buffer)))
     assert flags.tolist() == [any(buffer[i:i + 512]) for i in range(0, len(buffer), 512)]
 
+
+
+def _plain_ranges(offset: int, buffer: bytes, max_length: int) -> list[tuple[int, int]]:
+    """Runs of non-zero sectors by a loop, cut at ``max_length``: the oracle."""
+    ranges: list[tuple[int, int]] = []
+    for index in range(0, len(buffer), 512):
+        if not any(buffer[index:index + 512]):
+            continue
+        start = offset + index
+        if ranges and sum(ranges[-1]) == start and ranges[-1][1] + 512 <= max_length:
+            ranges[-1] = (ranges[-1][0], ranges[-1][1] + 512)
+        else:
+            ranges.append((start, 512))
+    return ranges
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 64 * 512 - 1), st.integers(1, 1600)), max_size=6),
+       st.sampled_from([bytes, bytearray, memoryview]), st.integers(0, 1000))
+def test_nonzero_ranges_match_a_plain_loop_with_or_without_zero_runs(runs, kind,
+                                                                    sector) -> None:
+    buffer = bytearray(b"\x5a" * (64 * 512))
+    for start, length in runs:  # none (the whole-buffer path) or zeros anywhere
+        buffer[start:start + length] = bytes(len(buffer[start:start + length]))
+    offset = sector * 512
+    assert nonzero_ranges(offset, kind(bytes(buffer))) == \
+        _plain_ranges(offset, bytes(buffer), MAX_PUT_PAGE)
+
+
+def test_a_dense_buffer_past_4_mib_is_cut_into_put_page_sizes() -> None:
+    data = b"\x01" * (MAX_PUT_PAGE + 1024)
+    assert nonzero_ranges(512, data) == [(512, MAX_PUT_PAGE), (512 + MAX_PUT_PAGE, 1024)]
+    try:
+        nonzero_ranges(0, b"\x01" * 700)
+    except ValueError as error:
+        assert "not whole sectors" in str(error)
+    else:
+        raise AssertionError("a buffer of part of a sector was accepted")
 
 def test_layout_rounds_to_a_mib_and_ends_with_converts_footer(tmp_path) -> None:
     source = make_source("raw", tmp_path, size=21 * 1024 * 1024 + 700, count=10)
