@@ -46,3 +46,29 @@ def page_checksum(kind: str, data: bytes | memoryview) -> PageChecksum:
     if kind == "md5":
         return PageChecksum(md5=hashlib.md5(data).digest())
     return PageChecksum()
+
+
+class RunningChecksum:
+    """A Put Page checksum of ``kind`` fed block by block, so that whatever else reads
+    the body (the zero search) can work on each block while it is in the cache."""
+
+    def __init__(self, kind: str) -> None:
+        self._kind = check_checksum(kind)
+        self._crc = 0
+        self._md5 = hashlib.md5() if kind == "md5" else None
+        if kind == "crc64":
+            from awscrt.checksums import crc64nvme
+            self._crc64nvme = crc64nvme
+
+    def update(self, block: bytes | memoryview) -> None:
+        if self._kind == "crc64":
+            self._crc = self._crc64nvme(block, self._crc)
+        elif self._md5 is not None:
+            self._md5.update(block)
+
+    def result(self) -> PageChecksum:
+        if self._kind == "crc64":
+            return PageChecksum(crc64=self._crc.to_bytes(8, "little"))
+        if self._md5 is not None:
+            return PageChecksum(md5=self._md5.digest())
+        return PageChecksum()

@@ -19,6 +19,7 @@ from azlift.vhd import DiskImage, azure_virtual_size, open_image
 from azlift.vhd._vhd_structs import FOOTER_SIZE
 from azlift.vhd.convert import footer_for
 
+from .checksum import PageChecksum, RunningChecksum
 from .ranges import SECTOR, Range, align_up, nonzero_pieces, normalize, split, work_units
 
 if TYPE_CHECKING:
@@ -107,6 +108,28 @@ def nonzero_ranges(offset: int, data: bytes | memoryview) -> list[Range]:
             raise ValueError(f"buffer of {len(data)} bytes is not whole sectors")
         return list(split(offset, len(data)))
     return nonzero_pieces(offset, nonzero_sector_flags(data))
+
+
+SCAN_BLOCK = 256 * 1024
+
+
+def dense_checksum(data: bytes | memoryview, kind: str) -> PageChecksum | None:
+    """``data``'s Put Page checksum of ``kind`` when no run of 512 zero bytes lies in it
+    (it is then sent whole), else None.
+
+    One pass in 256 KiB blocks, the checksum first and the zero search after it while the
+    block is in the cache: searched first, a 4 MiB buffer fresh from a read makes each of
+    the search's sparse probes wait on memory (about 0.1 s of CPU per GiB more here)."""
+    if not isinstance(data, (bytes, bytearray)) or len(data) % SECTOR:
+        return None
+    running = RunningChecksum(kind)
+    view = memoryview(data)
+    for start in range(0, len(data), SCAN_BLOCK):
+        end = start + SCAN_BLOCK
+        running.update(view[start:end])
+        if data.find(ZERO_SECTOR, start, end) >= 0:  # blocks hold whole sectors
+            return None
+    return running.result()
 
 class SourceReader:
     """Thread-safe, sector-padded reads of a DiskImage.

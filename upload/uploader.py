@@ -35,6 +35,7 @@ from .errors import (
 from .journal import Fingerprint, Journal, fingerprint
 from .ranges import (
     GAP_BUDGET,
+    MAX_PUT_PAGE,
     SECTOR,
     Range,
     crosses_grid,
@@ -42,7 +43,14 @@ from .ranges import (
     subtract,
     total_length,
 )
-from .stream import FixedVhdLayout, OrderedMd5, SourceReader, fixed_vhd_layout, nonzero_ranges
+from .stream import (
+    FixedVhdLayout,
+    OrderedMd5,
+    SourceReader,
+    dense_checksum,
+    fixed_vhd_layout,
+    nonzero_ranges,
+)
 from .target import PageTarget
 from .workers import Workers
 
@@ -143,7 +151,9 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
         data = reader.read(offset, length)
     sent = zeros = requests = retries = already = 0
     if send and not cancel.is_set():
-        pieces = nonzero_ranges(offset, data)
+        # a unit without zero sectors (most are) is one request, checksummed in the scan
+        whole = dense_checksum(data, checksum) if length <= MAX_PUT_PAGE else None
+        pieces = [(offset, length)] if whole is not None else nonzero_ranges(offset, data)
         if written:
             wanted = total_length(pieces)
             pieces = subtract(pieces, written)
@@ -158,8 +168,10 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
                 raise UploadInterrupted("upload interrupted")
             start = piece_offset - offset
             chunk = view[start:start + piece_length]
-            made, retried = _put_with_reput(target, piece_offset, chunk,
-                                            page_checksum(checksum, chunk))
+            made, retried = _put_with_reput(
+                target, piece_offset, chunk,
+                whole if whole is not None and piece_length == length
+                else page_checksum(checksum, chunk))
             requests += made
             retries += retried
             sent += piece_length

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import blob_target, make_source
-from azlift.upload.checksum import crc64, page_checksum
+from azlift.upload.checksum import RunningChecksum, crc64, page_checksum
 from azlift.upload.errors import UsageError
+from azlift.upload.stream import SCAN_BLOCK, dense_checksum
 from azlift.upload.uploader import upload_image
 
 # CRC-64/NVME: reflected polynomial 0x9A6C9329AC4BC9B5, initial value and final xor all ones.
@@ -118,3 +119,36 @@ def test_unknown_checksum_is_a_usage_error(tmp_path) -> None:
     source = make_source("raw", tmp_path, count=1)
     with vhd.open_image(str(source.path)) as image, pytest.raises(UsageError, match="crc64"):
         upload_image(image, object(), checksum="sha1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["crc64", "md5", "none"])
+def test_a_checksum_fed_in_blocks_equals_the_one_of_the_whole_body(kind: str) -> None:
+    data = bytes(range(251)) * 4000
+    running = RunningChecksum(kind)
+    for start in range(0, len(data), 70001):
+        running.update(memoryview(data)[start:start + 70001])
+    assert running.result() == page_checksum(kind, data)
+
+
+@pytest.mark.parametrize("kind", ["crc64", "md5", "none"])
+def test_dense_checksum_of_a_body_without_zero_sectors_is_its_page_checksum(kind: str) -> None:
+    data = (bytes(range(1, 256)) * 17000)[:3 * SCAN_BLOCK + 4096]  # four blocks, the last short
+    assert dense_checksum(data, kind) == page_checksum(kind, data)
+    if kind == "crc64":
+        assert dense_checksum(data, kind).crc64 == reference_crc64(data).to_bytes(8, "little")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 4 * SCAN_BLOCK // 512 - 1), st.integers(0, 511))
+def test_dense_checksum_finds_a_zero_sector_anywhere(sector: int, shift: int) -> None:
+    data = bytearray(b"\x5a" * (4 * SCAN_BLOCK))
+    data[sector * 512:(sector + 1) * 512] = bytes(512)  # an aligned zero sector
+    assert dense_checksum(bytes(data), "crc64") is None
+    data[sector * 512:(sector + 1) * 512] = b"\x5a" * 512
+    data[sector * 512 + shift] = 0  # one zero byte: still dense
+    assert dense_checksum(bytes(data), "crc64") == page_checksum("crc64", bytes(data))
+
+
+def test_dense_checksum_leaves_views_and_part_sectors_to_the_sector_scan() -> None:
+    assert dense_checksum(memoryview(b"\x5a" * 1024), "crc64") is None
+    assert dense_checksum(b"\x5a" * 700, "crc64") is None
