@@ -20,6 +20,9 @@ from typing import Any
 MAX_LINE = 65536  # http.client's _MAXLINE
 MAX_HEADERS = 100  # http.client's _MAXHEADERS
 JOIN_LIMIT = 64 * 1024  # a TLS body up to this size travels in the headers' write
+# The longest answer accepted: a Blob answer is an error document or a ranged read of at
+# most 4 MiB; a length past this is refused before anything is allocated for it.
+MAX_BODY = 64 * 1024 * 1024
 
 
 class ProtocolError(Exception):
@@ -140,8 +143,8 @@ class Connection:
         if not line:
             raise ProtocolError("the server closed the connection without answering")
         parts = line.decode("latin-1").rstrip("\r\n").split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not (
-                len(parts[1]) == 3 and parts[1].isdigit()):
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _is_number(parts[1]) \
+                or len(parts[1]) != 3:
             raise ProtocolError(f"not an HTTP/1.x status line: {line[:80]!r}")
         return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else ""
 
@@ -165,7 +168,10 @@ class Connection:
                 raise ProtocolError(f"not a header line: {line[:80]!r}")
             headers.append((name, value.strip()))
 
-    def _exactly(self, length: int) -> bytes:
+    def _exactly(self, length: int, received: int = 0) -> bytes:
+        if received + length > MAX_BODY:
+            raise ProtocolError(f"the server announced a body of {received + length} bytes, "
+                                f"more than the {MAX_BODY} any Blob answer holds")
         data = self._reader.read(length) if length else b""
         if len(data) != length:
             raise ProtocolError(f"the connection closed after {len(data)} of the "
@@ -186,16 +192,21 @@ class Connection:
             if size == 0:
                 self._headers()  # trailers, ended by an empty line
                 return b"".join(pieces)
-            pieces.append(self._exactly(size))
+            pieces.append(self._exactly(size, sum(map(len, pieces))))
             if self._line() not in (b"\r\n", b"\n"):
                 raise ProtocolError("a chunk is not followed by its line end")
 
 
 def _length(text: str) -> int:
     values = {value.strip() for value in text.split(",")}
-    if len(values) != 1 or not next(iter(values)).isdigit():
+    if len(values) != 1 or not _is_number(next(iter(values))):
         raise ProtocolError(f"not a Content-Length: {text[:40]!r}")
     return int(values.pop())
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit also takes "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def _send_gathered(sock: socket.socket, buffers: list[memoryview]) -> None:

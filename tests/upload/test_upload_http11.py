@@ -165,6 +165,7 @@ def test_http_1_0_keep_alive_stays_open() -> None:
     (b"", "closed the connection without answering"),
     (b"SSH-2.0-OpenSSH_9.6\r\n", "not an HTTP/1.x status line"),
     (b"HTTP/1.1 2000 OK\r\n\r\n", "not an HTTP/1.x status line"),
+    (b"HTTP/1.1 2\xb20 OK\r\n\r\n", "not an HTTP/1.x status line"),  # "2²0"
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n", "inside the answer's headers"),
     (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "not a header line"),
     (b"HTTP/1.1 200 OK\r\n" + b"X-A: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n", "more than 100"),
@@ -172,6 +173,10 @@ def test_http_1_0_keep_alive_stays_open() -> None:
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "after 5 of the 10 body bytes"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello", "not a Content-Length"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "not a Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", "not a Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n", "more than the"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"4000001\r\n",
+     "more than the"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not a chunk size"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
      "not followed by its line end"),
