@@ -52,7 +52,7 @@ from .stream import (
     nonzero_ranges,
 )
 from .target import PageTarget
-from .workers import Workers
+from .workers import Outcome, Workers
 
 META_FINGERPRINT = "azlift_fingerprint"
 META_STATE = "azlift_state"
@@ -426,16 +426,19 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
                 run.record(outcome.result, outcome.tag)
     except BaseException:
         cancel.set()
-        _drain(run, workers)
+        _drain(run, workers.close())
         raise
     finally:
         workers.close()
 
 
-def _drain(run: _Run, workers: Workers) -> None:
+def _drain(run: _Run, left: list[Outcome]) -> None:
     """After a failure or interrupt: journal every unit that still finished cleanly."""
     run.md5 = None  # the whole-blob MD5 is abandoned; only acknowledgements matter now
-    while workers.in_flight:
-        outcome = workers.next_done(timeout=None)
-        if outcome is not None and outcome.error is None:
+    for outcome in left:
+        if outcome.error is not None:
+            continue
+        try:
             run.record(outcome.result, outcome.tag)
+        except BaseException:  # noqa: BLE001 - the first error is the one reported
+            continue

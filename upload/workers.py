@@ -43,13 +43,13 @@ class Workers:
 
     def submit(self, item: Any, tag: Any = None) -> None:
         """Queue ``item``; a thread is started when every running one has work."""
+        self._work.put((item, tag))
         self.in_flight += 1
         if self.in_flight > len(self._threads) and len(self._threads) < self._limit:
             thread = threading.Thread(target=self._serve,
                                       name=f"{self._name}_{len(self._threads)}")
+            self._threads.append(thread)  # before it runs: close() must know of it
             thread.start()
-            self._threads.append(thread)
-        self._work.put((item, tag))
 
     def next_done(self, timeout: float | None) -> Outcome | None:
         """The next finished item, or None when none finished within ``timeout``."""
@@ -62,13 +62,24 @@ class Workers:
         self.in_flight -= 1
         return outcome
 
-    def close(self) -> None:
-        """Let every thread finish what it holds and end; wait for them."""
+    def close(self) -> list[Outcome]:
+        """Let every thread finish what it holds and end; wait for them. Returns the
+        outcomes not collected yet (all of them: once the threads are joined, none is on
+        the way), so that a failed run can still record what finished."""
         for _ in self._threads:
             self._work.put(_STOP)
         for thread in self._threads:
-            thread.join()
+            if thread.ident is not None:  # started (a failed start leaves none to join)
+                thread.join()
         self._threads = []
+        left: list[Outcome] = []
+        while True:
+            try:
+                left.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        self.in_flight = 0
+        return left
 
     def _serve(self) -> None:
         while True:

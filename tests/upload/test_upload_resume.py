@@ -191,3 +191,42 @@ def test_a_version_1_journal_resumes_and_resends_units_that_now_cross_the_grid(
         summary = upload_image(image, resumed, threads=THREADS, resume=True, journal_dir=state)
     assert resumed.client.download_blob().readall() == converted_bytes(path, tmp_path)
     assert summary.data_bytes_sent == 128 * 1024 + 4096 + 512  # the extent again, whole
+
+
+def test_an_interrupt_just_after_an_outcome_was_taken_neither_hangs_nor_leaves_threads(
+        azurite, tmp_path, source, monkeypatch) -> None:  # noqa: F811
+    """Ctrl-C can land between the queue handing over a finished unit and the window
+    counting it: the upload must still stop, journal what finished and end its threads."""
+    from azlift.upload.workers import Workers
+
+    real_next_done = Workers.next_done
+    calls = {"n": 0}
+
+    def interrupted(self, timeout):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 4:
+            self._done.get(timeout=30)  # taken, then the signal arrives
+            raise KeyboardInterrupt
+        return real_next_done(self, timeout)
+
+    monkeypatch.setattr(Workers, "next_done", interrupted)
+    state = tmp_path / "state"
+    target = blob_target(azurite)
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            with vhd.open_image(str(source.path)) as image:
+                upload_image(image, target, threads=THREADS, journal_dir=state)
+        except BaseException as error:  # noqa: BLE001 - inspected below
+            outcome["error"] = error
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive(), "the upload hung after the interrupt"
+    assert isinstance(outcome.get("error"), KeyboardInterrupt)
+    assert not [thread for thread in threading.enumerate()
+                if thread.name.startswith("azlift-put") and thread.is_alive()]
+    journal = Journal.load(target.identity, state)
+    assert journal is not None and len(journal.acknowledged) >= 2

@@ -76,3 +76,14 @@ def test_threads_start_as_needed_up_to_the_limit_and_close_ends_them() -> None:
 def test_at_least_one_thread() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Workers(lambda item: item, 0, "t")
+
+
+def test_close_hands_back_every_outcome_not_collected() -> None:
+    workers = Workers(lambda item: item * 2, 2, "t")
+    for item in range(5):
+        workers.submit(item, item)
+    first = workers.next_done(timeout=5)
+    left = workers.close()
+    assert sorted([first.tag] + [outcome.tag for outcome in left]) == [0, 1, 2, 3, 4]
+    assert all(outcome.result == outcome.tag * 2 for outcome in left)
+    assert workers.in_flight == 0 and workers.close() == []
