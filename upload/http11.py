@@ -98,7 +98,8 @@ class Connection:
         assert sock is not None
         if not body:
             sock.sendall(head)
-        elif isinstance(sock, ssl.SSLSocket):  # no sendmsg over TLS
+        elif isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
+            # no sendmsg over TLS, nor on Windows
             if len(body) <= JOIN_LIMIT:
                 sock.sendall(head + bytes(body))
             else:
@@ -111,7 +112,10 @@ class Connection:
         while True:
             version, status, reason = self._status_line()
             headers = self._headers()
-            if 100 <= status < 200 and status != 101:
+            if status == 101:
+                raise ProtocolError("the server switched protocols, which no Blob request "
+                                    "asks for")
+            if 100 <= status < 200:
                 continue  # an interim answer (100 Continue): the real one follows
             break
         lowered: dict[str, str] = {}
@@ -121,14 +125,17 @@ class Connection:
         tokens = {token.strip().lower()
                   for token in lowered.get("connection", "").split(",")}
         will_close = "close" in tokens or (version == "HTTP/1.0" and "keep-alive" not in tokens)
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        if method == "HEAD" or status in (204, 304):
             body = b""
         elif "chunked" in lowered.get("transfer-encoding", "").lower():
             body = self._chunked()
         elif "content-length" in lowered:
             body = self._exactly(_length(lowered["content-length"]))
         else:  # no length: the body runs to the end of the connection
-            body = self._reader.read()
+            body = self._reader.read(MAX_BODY + 1)
+            if len(body) > MAX_BODY:
+                raise ProtocolError(f"the server sent a body of more than the {MAX_BODY} "
+                                    "bytes any Blob answer holds")
             will_close = True
         return Answer(status, reason, headers, body, will_close, lowered)
 
@@ -180,6 +187,7 @@ class Connection:
 
     def _chunked(self) -> bytes:
         pieces: list[bytes] = []
+        received = 0
         while True:
             line = self._line()
             size_text = line.split(b";", 1)[0].strip()
@@ -192,7 +200,8 @@ class Connection:
             if size == 0:
                 self._headers()  # trailers, ended by an empty line
                 return b"".join(pieces)
-            pieces.append(self._exactly(size, sum(map(len, pieces))))
+            pieces.append(self._exactly(size, received))
+            received += size
             if self._line() not in (b"\r\n", b"\n"):
                 raise ProtocolError("a chunk is not followed by its line end")
 

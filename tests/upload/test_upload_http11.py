@@ -177,6 +177,7 @@ def test_http_1_0_keep_alive_stays_open() -> None:
     (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n", "more than the"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"4000001\r\n",
      "more than the"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", "switched protocols"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not a chunk size"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
      "not followed by its line end"),
@@ -239,3 +240,34 @@ def test_tls_refuses_a_certificate_it_cannot_verify(tmp_path) -> None:
         with pytest.raises(ssl.SSLCertVerificationError):
             conn.connect()
     assert conn.sock is None
+
+
+def test_a_body_running_to_the_close_is_bounded(monkeypatch) -> None:
+    monkeypatch.setattr("azlift.upload.http11.MAX_BODY", 1000)
+    with serving(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1001, close_after=True) as server:
+        with pytest.raises(ProtocolError, match="more than the 1000 bytes"):
+            _put(Connection("127.0.0.1", server.port))
+    with serving(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1000, close_after=True) as server:
+        assert _put(Connection("127.0.0.1", server.port)).body == b"x" * 1000
+
+
+class SocketWithoutSendmsg(socket.socket):
+    """A socket as Windows has them: no sendmsg."""
+
+    @property
+    def sendmsg(self):  # noqa: ANN201
+        raise AttributeError("sendmsg")
+
+
+@pytest.mark.parametrize("size", [100, 1024 * 1024])
+def test_without_sendmsg_headers_and_body_go_by_sendall(size: int) -> None:
+    body = bytes(range(256)) * (size // 256)
+    with serving(OK) as server:
+        conn = Connection("127.0.0.1", server.port)
+        plain = socket.create_connection(("127.0.0.1", server.port))
+        conn.sock = SocketWithoutSendmsg(fileno=plain.detach())
+        conn._reader = conn.sock.makefile("rb")
+        assert not hasattr(conn.sock, "sendmsg")
+        answer = _put(conn, memoryview(body))
+        conn.close()
+    assert answer.status == 201 and server.requests[0][1] == body
