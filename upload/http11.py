@@ -71,10 +71,16 @@ class Connection:
 
     def dropped(self) -> bool:
         """True when an idle connection was closed by the server (or has stray bytes):
-        urllib3's test, made before a kept-alive connection is used again."""
+        urllib3's test, made before a kept-alive connection is used again. poll where the
+        system has it: select refuses descriptors past 1023, which a process running many
+        uploads at once reaches, and every request would then open a new connection."""
         if self.sock is None:
             return True
         try:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(self.sock, select.POLLIN)
+                return bool(poller.poll(0))
             readable, _, _ = select.select([self.sock], [], [], 0)
         except (OSError, ValueError):
             return True

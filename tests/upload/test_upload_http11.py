@@ -271,3 +271,29 @@ def test_without_sendmsg_headers_and_body_go_by_sendall(size: int) -> None:
         answer = _put(conn, memoryview(body))
         conn.close()
     assert answer.status == 201 and server.requests[0][1] == body
+
+
+def test_a_connection_on_a_descriptor_past_1023_is_kept_alive() -> None:
+    """select() refuses such descriptors; a process running many uploads has them."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, max(hard, 2048)))
+    try:
+        with serving(OK, OK) as server:
+            conn = Connection("127.0.0.1", server.port)
+            conn.connect()
+            high = os.dup2(conn.sock.fileno(), 1500)
+            conn.close()
+            conn.sock = socket.socket(fileno=high)
+            conn._reader = conn.sock.makefile("rb")
+            assert conn.sock.fileno() > 1023
+            assert _put(conn).status == 201
+            assert not conn.dropped()  # idle and still open: reused
+            assert _put(conn).status == 201
+            conn.close()
+        assert server.connections == 1
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
