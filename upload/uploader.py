@@ -415,7 +415,7 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
             held = run.md5.held if run.md5 is not None else 0
             while (next_unit is not None and workers.in_flight + held < threads
                    and not cancel.is_set()):
-                workers.submit(next_unit, next_unit[1])
+                workers.submit(next_unit)
                 next_unit = next(pending, None)
             if cancel.is_set() and not workers.in_flight:
                 raise UploadInterrupted("upload interrupted; continue with --resume")
@@ -423,7 +423,7 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
             if outcome is not None:
                 if outcome.error is not None:
                     raise outcome.error
-                run.record(outcome.result, outcome.tag)
+                run.record(outcome.result, outcome.item[1])
     except BaseException:
         cancel.set()
         _drain(run, workers.close())
@@ -439,6 +439,6 @@ def _drain(run: _Run, left: list[Outcome]) -> None:
         if outcome.error is not None:
             continue
         try:
-            run.record(outcome.result, outcome.tag)
+            run.record(outcome.result, outcome.item[1])
         except BaseException:  # noqa: BLE001 - the first error is the one reported
             continue

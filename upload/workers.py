@@ -20,9 +20,9 @@ _STOP = object()
 
 @dataclass(frozen=True)
 class Outcome:
-    """One finished item: its ``tag`` and the job's result, or the error it raised."""
+    """One finished item: the item and the job's result, or the error it raised."""
 
-    tag: Any
+    item: Any
     result: Any = None
     error: BaseException | None = None
 
@@ -41,9 +41,9 @@ class Workers:
         self._threads: list[threading.Thread] = []
         self.in_flight = 0  # submitted, not yet collected
 
-    def submit(self, item: Any, tag: Any = None) -> None:
+    def submit(self, item: Any) -> None:
         """Queue ``item``; a thread is started when every running one has work."""
-        self._work.put((item, tag))
+        self._work.put(item)
         self.in_flight += 1
         if self.in_flight > len(self._threads) and len(self._threads) < self._limit:
             thread = threading.Thread(target=self._serve,
@@ -83,12 +83,11 @@ class Workers:
 
     def _serve(self) -> None:
         while True:
-            entry = self._work.get()
-            if entry is _STOP:
+            item = self._work.get()
+            if item is _STOP:
                 return
-            item, tag = entry
             try:
-                outcome = Outcome(tag, self._job(item))
+                outcome = Outcome(item, self._job(item))
             except BaseException as error:  # noqa: BLE001 - handed to the dispatcher
-                outcome = Outcome(tag, error=error)
+                outcome = Outcome(item, error=error)
             self._done.put(outcome)

@@ -10,7 +10,7 @@ import pytest
 from azlift.upload.workers import Workers
 
 
-def test_outcomes_come_back_as_items_finish_with_their_tags() -> None:
+def test_outcomes_come_back_as_items_finish_with_their_items() -> None:
     release = {name: threading.Event() for name in ("slow", "fast")}
 
     def job(name: str) -> str:
@@ -18,15 +18,16 @@ def test_outcomes_come_back_as_items_finish_with_their_tags() -> None:
         return name.upper()
 
     workers = Workers(job, 2, "t")
-    workers.submit("slow", 1)
-    workers.submit("fast", 2)
+    workers.submit("slow")
+    workers.submit("fast")
     assert workers.next_done(timeout=0.05) is None  # neither finished yet
     release["fast"].set()
     first = workers.next_done(timeout=5)
     release["slow"].set()
     second = workers.next_done(timeout=5)
     workers.close()
-    assert (first.tag, first.result, second.tag, second.result) == (2, "FAST", 1, "SLOW")
+    assert (first.item, first.result, second.item, second.result) == (
+        "fast", "FAST", "slow", "SLOW")
     assert workers.in_flight == 0 and workers.next_done(timeout=None) is None
 
 
@@ -38,10 +39,10 @@ def test_an_error_is_handed_back_and_the_thread_goes_on() -> None:
 
     workers = Workers(job, 1, "t")
     for value in (0, 5):
-        workers.submit(value, value)
+        workers.submit(value)
     outcomes = [workers.next_done(timeout=5) for _ in range(2)]
     workers.close()
-    assert isinstance(outcomes[0].error, ZeroDivisionError) and outcomes[0].tag == 0
+    assert isinstance(outcomes[0].error, ZeroDivisionError) and outcomes[0].item == 0
     assert (outcomes[1].result, outcomes[1].error) == (2, None)
 
 
@@ -81,9 +82,9 @@ def test_at_least_one_thread() -> None:
 def test_close_hands_back_every_outcome_not_collected() -> None:
     workers = Workers(lambda item: item * 2, 2, "t")
     for item in range(5):
-        workers.submit(item, item)
+        workers.submit(item)
     first = workers.next_done(timeout=5)
     left = workers.close()
-    assert sorted([first.tag] + [outcome.tag for outcome in left]) == [0, 1, 2, 3, 4]
-    assert all(outcome.result == outcome.tag * 2 for outcome in left)
+    assert sorted([first.item] + [outcome.item for outcome in left]) == [0, 1, 2, 3, 4]
+    assert all(outcome.result == outcome.item * 2 for outcome in left)
     assert workers.in_flight == 0 and workers.close() == []
