@@ -40,6 +40,7 @@ from .ranges import (
     Range,
     crosses_grid,
     merge_small_gaps,
+    nonzero_pieces,
     subtract,
     total_length,
 )
@@ -49,7 +50,7 @@ from .stream import (
     SourceReader,
     dense_checksum,
     fixed_vhd_layout,
-    nonzero_ranges,
+    nonzero_sector_flags,
 )
 from .target import PageTarget
 from .workers import Outcome, Workers
@@ -151,9 +152,11 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
         data = reader.read(offset, length)
     sent = zeros = requests = retries = already = 0
     if send and not cancel.is_set():
-        # a unit without zero sectors (most are) is one request, checksummed in the scan
+        # a unit without zero sectors (most are) is one request, checksummed in the scan;
+        # one with zeros goes to the sector scan (its whole-buffer search would only repeat)
         whole = dense_checksum(data, checksum) if length <= MAX_PUT_PAGE else None
-        pieces = [(offset, length)] if whole is not None else nonzero_ranges(offset, data)
+        pieces = [(offset, length)] if whole is not None else \
+            nonzero_pieces(offset, nonzero_sector_flags(data))
         if written:
             wanted = total_length(pieces)
             pieces = subtract(pieces, written)
