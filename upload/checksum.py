@@ -25,13 +25,6 @@ class PageChecksum:
     crc64: bytes | None = None
 
 
-def crc64(data: bytes | memoryview) -> bytes:
-    """CRC-64/NVME of ``data`` as the 8 little-endian bytes ``x-ms-content-crc64`` carries."""
-    from awscrt.checksums import crc64nvme  # loaded by the first Put Page that needs it
-
-    return crc64nvme(data).to_bytes(8, "little")
-
-
 def check_checksum(kind: str) -> str:
     """``kind`` if it names a checksum, else a UsageError listing the choices."""
     if kind not in CHECKSUMS:
@@ -41,11 +34,9 @@ def check_checksum(kind: str) -> str:
 
 def page_checksum(kind: str, data: bytes | memoryview) -> PageChecksum:
     """The checksum of ``kind`` ("crc64", "md5" or "none") for one Put Page body."""
-    if kind == "crc64":
-        return PageChecksum(crc64=crc64(data))
-    if kind == "md5":
-        return PageChecksum(md5=hashlib.md5(data).digest())
-    return PageChecksum()
+    running = RunningChecksum(kind)
+    running.update(data)
+    return running.result()
 
 
 class RunningChecksum:
@@ -57,7 +48,7 @@ class RunningChecksum:
         self._crc = 0
         self._md5 = hashlib.md5() if kind == "md5" else None
         if kind == "crc64":
-            from awscrt.checksums import crc64nvme
+            from awscrt.checksums import crc64nvme  # loaded by the first body that needs it
             self._crc64nvme = crc64nvme
 
     def update(self, block: bytes | memoryview) -> None:
@@ -67,6 +58,7 @@ class RunningChecksum:
             self._md5.update(block)
 
     def result(self) -> PageChecksum:
+        """``crc64`` is CRC-64/NVME as the 8 little-endian bytes x-ms-content-crc64 carries."""
         if self._kind == "crc64":
             return PageChecksum(crc64=self._crc.to_bytes(8, "little"))
         if self._md5 is not None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from azlift import vhd
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.upload.helpers import blob_target, make_source
-from azlift.upload.checksum import RunningChecksum, crc64, page_checksum
+from azlift.upload.checksum import RunningChecksum, page_checksum
 from azlift.upload.errors import UsageError
 from azlift.upload.stream import SCAN_BLOCK, dense_checksum
 from azlift.upload.uploader import upload_image
@@ -41,6 +41,10 @@ def reference_crc64(data: bytes) -> int:
     for byte in data:
         crc = TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     return crc ^ MASK
+
+
+def crc64(data: bytes | memoryview) -> bytes:
+    return page_checksum("crc64", data).crc64
 
 
 def test_reference_matches_the_published_check_value() -> None:
