@@ -30,13 +30,15 @@ class ProtocolError(Exception):
 
 
 @dataclass
-class Answer:
+class Response:
+    """One answer: headers by lower-cased name (repeats joined with ", ") and as sent."""
+
     status: int
     reason: str
-    headers: list[tuple[str, str]]  # as received, in order
+    headers: dict[str, str]  # names lower-cased
     body: bytes
-    will_close: bool = False
-    lowered: dict[str, str] = field(default_factory=dict)  # names lower-cased
+    raw_headers: list[tuple[str, str]] = field(default_factory=list)  # as sent
+    will_close: bool = False  # the server ends the connection after this answer
 
 
 class Connection:
@@ -87,7 +89,7 @@ class Connection:
         return bool(readable)
 
     def exchange(self, method: str, target: str, headers: list[tuple[str, str]],
-                 body: bytes | memoryview | None, timeout: float | None) -> Answer:
+                 body: bytes | memoryview | None, timeout: float | None) -> Response:
         """Send one request and read its answer; the caller discards the connection on
         any exception (its state is then unknown)."""
         if self.sock is None:
@@ -114,7 +116,7 @@ class Connection:
         else:
             _send_gathered(sock, [memoryview(head), memoryview(body).cast("B")])
 
-    def _answer(self, method: str) -> Answer:
+    def _answer(self, method: str) -> Response:
         while True:
             version, status, reason = self._status_line()
             headers = self._headers()
@@ -143,7 +145,7 @@ class Connection:
                 raise ProtocolError(f"the server sent a body of more than the {MAX_BODY} "
                                     "bytes any Blob answer holds")
             will_close = True
-        return Answer(status, reason, headers, body, will_close, lowered)
+        return Response(status, reason, lowered, body, headers, will_close)
 
     def _line(self) -> bytes:
         line = self._reader.readline(MAX_LINE + 1)

@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
@@ -31,7 +31,7 @@ from .errors import (
     UnreachableError,
     UploadError,
 )
-from .http11 import Connection, ProtocolError
+from .http11 import Connection, ProtocolError, Response
 from .retry import RetrySettings
 
 # The REST version every request names: one the SDK supports (a test checks), recent
@@ -43,15 +43,6 @@ TOKEN_REFRESH_MARGIN_S = 300  # fetch a new token this long before the old one e
 SIGNED_STANDARD_HEADERS = ("content-encoding", "content-language", "content-length",
                            "content-md5", "content-type", "date", "if-modified-since",
                            "if-match", "if-none-match", "if-unmodified-since", "range")
-
-
-@dataclass
-class Response:
-    status: int
-    reason: str
-    headers: dict[str, str]  # names lower-cased
-    body: bytes
-    raw_headers: list[tuple[str, str]] = field(default_factory=list)  # as sent
 
 
 @dataclass(frozen=True)
@@ -342,8 +333,7 @@ class BlobRest:
             raise TransportError(_reason(error), connect=False) from error
         if answer.will_close:
             self._discard()
-        return Response(answer.status, answer.reason, answer.lowered, answer.body,
-                        answer.headers)
+        return answer
 
 
 def _exhausted(counters: dict[str, int]) -> bool:

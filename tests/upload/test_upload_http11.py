@@ -121,9 +121,9 @@ def test_kept_alive_answers_by_length_head_and_204_share_one_connection() -> Non
         head = _put(conn, b"", method="HEAD")  # no body follows, whatever its length says
         empty = _put(conn)
         last = _put(conn)
-    assert first.body == b"hello" and first.lowered["x-ms-meta-a"] == "1"
-    assert first.headers[1] == ("X-Ms-Meta-A", "1")  # names as received
-    assert (head.status, head.body, head.lowered["content-length"]) == (200, b"", "1000")
+    assert first.body == b"hello" and first.headers["x-ms-meta-a"] == "1"
+    assert first.raw_headers[1] == ("X-Ms-Meta-A", "1")  # names as received
+    assert (head.status, head.body, head.headers["content-length"]) == (200, b"", "1000")
     assert (empty.status, empty.body, last.status) == (204, b"", 201)
     assert server.connections == 1
 
