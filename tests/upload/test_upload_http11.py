@@ -15,6 +15,7 @@ from azlift.upload.http11 import MAX_HEADERS, Connection, ProtocolError
 from azlift.upload.rest import BlobRest
 from azlift.upload.retry import RetrySettings
 from azlift.upload.errors import TransientServiceError
+from tests.support.fault_proxy import _content_length, _read_exactly, _read_head
 
 OK = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
 
@@ -52,22 +53,14 @@ class ScriptedServer:
                 self._converse(sock)
 
     def _converse(self, sock: socket.socket) -> None:
-        reader = sock.makefile("rb")
         while self.answers:
-            head = b""
-            while not head.endswith(b"\r\n\r\n"):
-                line = reader.readline()
-                if not line:
-                    return
-                head += line
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.lower() == b"content-length":
-                    length = int(value)
+            try:
+                head, start = _read_head(sock)
+            except (OSError, ValueError):  # the client closed the connection
+                return
             if self._delay:
                 time.sleep(self._delay)
-            body = reader.read(length) if length else b""
+            body = _read_exactly(sock, start, _content_length(head) - len(start))
             self.requests.append((head, body))
             answer = self.answers.pop(0)
             sock.sendall(answer)
