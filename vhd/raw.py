@@ -10,10 +10,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._vhd_structs import SECTOR, round_up
+from .block_tables import index_extents
 from .errors import ImageIOError, ReadRangeError, TruncatedImageError
 
 if TYPE_CHECKING:
@@ -136,8 +137,9 @@ def has_holes(fd: int, size: int) -> bool:
         return False
 
 
-def stored_block_extents(fd: int, file_size: int, blocks: "np.ndarray", offsets: "np.ndarray",
-                         block_size: int, limit: int) -> Iterator[tuple[int, int]]:
+def stored_block_extents(fd: int, file_size: int, blocks: Sequence[int],
+                         offsets: Sequence[int], block_size: int,
+                         limit: int) -> Iterator[tuple[int, int]]:
     """Guest ranges of the stored ``blocks`` (block numbers, ascending; ``offsets``: where
     each one's data starts in the file), less the file's holes inside them.
 
@@ -145,16 +147,13 @@ def stored_block_extents(fd: int, file_size: int, blocks: "np.ndarray", offsets:
     as zeros: nothing downstream needs to read or send it. A file without holes costs
     one lseek; otherwise two per stored block.
     """
-    import numpy as np
-    if not blocks.size:
+    if not blocks:
         return iter(())
     if not has_holes(fd, file_size):
-        allocated = np.zeros(int(blocks[-1]) + 1, dtype=bool)
-        allocated[blocks] = True
-        return block_extents(allocated, block_size, limit)
+        return index_extents(blocks, block_size, limit)
 
     def data_runs() -> Iterator[tuple[int, int]]:
-        for block, source in zip(blocks.tolist(), offsets.tolist()):
+        for block, source in zip(blocks, offsets):
             guest = block * block_size
             length = min(block_size, limit - guest)
             for start, count in file_data_extents(fd, source, source + length):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import heapq
 import os
 import uuid
+from array import array
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ._vhd_structs import (
     DISK_TYPE_DIFFERENCING,
@@ -34,6 +35,7 @@ from ._vhd_structs import (
     parse_footer,
     vhd_time_iso,
 )
+from .block_tables import be_u32_table, bit_runs, bit_string, used_entries
 from .errors import (
     ChecksumError,
     ImageFormatError,
@@ -54,9 +56,6 @@ from .raw import (
     merge_extents,
     stored_block_extents,
 )
-
-if TYPE_CHECKING:
-    import numpy as np
 
 # How many parents a differencing chain may have before azlift refuses it.
 MAX_CHAIN_DEPTH = 32
@@ -234,33 +233,33 @@ class SparseLayout:
         self.block_count = blocks_for(footer.current_size, self.block_size)
         self.differencing = footer.disk_type == DISK_TYPE_DIFFERENCING
         self.bat = self._read_bat()
-        self._bitmap_cache: dict[int, np.ndarray] = {}
+        self.allocated = used_entries(self.bat, UNALLOCATED)  # block numbers, ascending
+        self._check_blocks_in_file()
+        self._bitmap_cache: dict[int, str] = {}
 
-    def _read_bat(self) -> np.ndarray:
-        import numpy as np
+    def _read_bat(self) -> array:
         image, header = self.image, self.header
         table_end = header.table_offset + 4 * self.block_count
         if table_end > image.data_size:
             raise TruncatedImageError(
                 f"{image.path}: the BAT ends at offset {table_end}, past the end of the "
                 f"data ({image.data_size} bytes)")
-        bat = np.frombuffer(image.pread(header.table_offset, 4 * self.block_count), dtype=">u4")
-        allocated = bat != UNALLOCATED
-        starts = bat[allocated].astype(np.int64) * SECTOR
-        if starts.size:
-            last = self.block_count - 1
-            tail = image.virtual_size - last * self.block_size
-            lengths = np.full(starts.size, self.bitmap_size + self.block_size, dtype=np.int64)
-            if allocated[last]:
-                lengths[-1] = self.bitmap_size + tail
-            ends = starts + lengths
-            worst = int(np.argmax(ends))
-            if int(ends[worst]) > image.data_size:
-                block = int(np.flatnonzero(allocated)[worst])
-                raise TruncatedImageError(
-                    f"{image.path}: BAT entry {block} points to a block ending at offset "
-                    f"{int(ends[worst])}, past the end of the data ({image.data_size} bytes)")
-        return bat
+        return be_u32_table(image.pread(header.table_offset, 4 * self.block_count))
+
+    def _check_blocks_in_file(self) -> None:
+        """Every allocated block (bitmap and data) must end inside the file's data; the one
+        ending furthest out is named."""
+        image, last = self.image, self.block_count - 1
+        full = self.bitmap_size + self.block_size
+        tail = self.bitmap_size + image.virtual_size - last * self.block_size
+        if not self.allocated:
+            return
+        end, block = max((self.bat[block] * SECTOR + (tail if block == last else full), block)
+                         for block in self.allocated)
+        if end > image.data_size:
+            raise TruncatedImageError(
+                f"{image.path}: BAT entry {block} points to a block ending at offset "
+                f"{end}, past the end of the data ({image.data_size} bytes)")
 
     # -- the map ------------------------------------------------------------------------
     def runs(self, offset: int, length: int) -> Iterator[Run]:
@@ -268,8 +267,7 @@ class SparseLayout:
                              for run in self._block_runs(*span))
 
     def _block_runs(self, block: int, block_start: int, start: int, stop: int) -> Iterator[Run]:
-        import numpy as np
-        entry = int(self.bat[block])
+        entry = self.bat[block]
         if entry == UNALLOCATED:
             yield Run(start, stop - start, FROM_PARENT if self.differencing else FROM_ZERO)
             return
@@ -279,37 +277,28 @@ class SparseLayout:
             return
         bits = self._bitmap(block, entry)
         first, last = (start - block_start) // SECTOR, (stop - block_start - 1) // SECTOR
-        window = bits[first:last + 1]
-        changes = np.flatnonzero(np.diff(window)) + 1
-        bounds = [0, *changes.tolist(), len(window)]
-        for low, high in zip(bounds, bounds[1:]):
+        for low, high, own in bit_runs(bits, first, last):
             run_start = max(start, block_start + (first + low) * SECTOR)
             run_stop = min(stop, block_start + (first + high) * SECTOR)
-            source = data + run_start if window[low] else FROM_PARENT
-            yield Run(run_start, run_stop - run_start, source)
+            yield Run(run_start, run_stop - run_start, data + run_start if own else FROM_PARENT)
 
-    def _bitmap(self, block: int, entry: int) -> np.ndarray:
-        import numpy as np
+    def _bitmap(self, block: int, entry: int) -> str:
         bits = self._bitmap_cache.get(block)
         if bits is None:
-            raw = self.image.pread(entry * SECTOR, self.bitmap_size)
-            bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
+            bits = bit_string(self.image.pread(entry * SECTOR, self.bitmap_size))
             if len(self._bitmap_cache) > 256:
                 self._bitmap_cache.clear()
             self._bitmap_cache[block] = bits
         return bits
 
     def allocated_blocks(self) -> int:
-        import numpy as np
-        return int(np.count_nonzero(self.bat != UNALLOCATED))
+        return len(self.allocated)
 
     def extents(self) -> Iterator[tuple[int, int]]:
-        import numpy as np
         image = self.image
-        blocks = np.flatnonzero(self.bat != UNALLOCATED)
-        offsets = self.bat[blocks].astype(np.int64) * SECTOR + self.bitmap_size
-        own = stored_block_extents(image.fd, image.file_size, blocks, offsets, self.block_size,
-                                   image.virtual_size)
+        offsets = [self.bat[block] * SECTOR + self.bitmap_size for block in self.allocated]
+        own = stored_block_extents(image.fd, image.file_size, self.allocated, offsets,
+                                   self.block_size, image.virtual_size)
         parent = self.image.parent
         if parent is None:
             return own

@@ -346,7 +346,8 @@ class VhdxImage(FileImage):
     def extents(self) -> Iterator[tuple[int, int]]:
         import numpy as np
         blocks = np.flatnonzero(self.states == PAYLOAD_FULLY_PRESENT)
-        return stored_block_extents(self.fd, self.file_size, blocks, self.offsets[blocks],
+        return stored_block_extents(self.fd, self.file_size, blocks.tolist(),
+                                    self.offsets[blocks].tolist(),
                                     self.block_size, self._virtual_size)
 
     def describe(self) -> dict[str, Any]:
