@@ -17,14 +17,12 @@ not at all. ``footer_for`` is the footer both write, and the one ``upload`` synt
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._vhd_structs import (
     FOOTER_SIZE,
@@ -34,7 +32,6 @@ from ._vhd_structs import (
     fixed_footer,
     vhd_timestamp,
 )
-from .cache_policy import AdaptiveCache, choose_cache, machine_room
 from .check import (
     MAX_DATA_DISK_SIZE,
     Finding,
@@ -51,6 +48,11 @@ from .errors import (
 from .image import DiskImage
 from .output import CACHE_MODES, Output, pwrite_all
 from .sparse_write import ZERO_BLOCK, StoredCopy, nonzero_runs, write_nonzero
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from .cache_policy import AdaptiveCache
 
 __all__ = ["ConvertResult", "Progress", "ZERO_BLOCK", "convert", "footer_for", "nonzero_runs",
            "pwrite_all", "target_size", "write_nonzero"]
@@ -192,6 +194,11 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         raise OutputExistsError(f"{dest} is a directory, expected a file name for the VHD")
     virtual_size = target_size(image.virtual_size, size)
     footer = footer_for(image, virtual_size)
+    # loaded here, not with the package: `vhd check` and `inspect` never write an image
+    import tempfile
+
+    from .cache_policy import AdaptiveCache, choose_cache, machine_room
+
     if cache == "auto":
         cache = choose_cache(None if durable else machine_room(), durable)
     adaptive = AdaptiveCache() if cache == "auto" else None
@@ -319,6 +326,8 @@ def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress 
         if stored is not None:
             return stored.copy(position, count)
         return write_nonzero(out, position, image.read(position, count))
+
+    from concurrent.futures import ThreadPoolExecutor  # (logging with it: ~5 ms to import)
 
     pending: deque[tuple[Future[int], int]] = deque()
     with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:

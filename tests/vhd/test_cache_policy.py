@@ -2,7 +2,6 @@
 measured switches between the page cache and direct writes."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,8 @@ from azlift.vhd.cache_policy import (
     reserved_bytes,
     unthrottled_bytes,
 )
+from azlift.vhd import cache_policy  # patched there: convert looks its names up at each call
 from azlift.vhd.convert import convert
-
-# the module, not the function the package exports under the same name
-convert_module = sys.modules["azlift.vhd.convert"]
 
 GIB = 1024 ** 3
 MEMINFO = """MemTotal:       24576000 kB
@@ -218,7 +215,7 @@ def test_this_machine_has_a_room_within_its_memory() -> None:
                                                 (1 << 40, "auto")])
 def test_auto_convert_follows_the_room(tmp_path: Path, dynamic_vhd: Path, monkeypatch,
                                        room: int | None, expected: str) -> None:
-    monkeypatch.setattr(convert_module, "machine_room", lambda: room)
+    monkeypatch.setattr(cache_policy, "machine_room", lambda: room)
     out = tmp_path / "auto.vhd"
     result = convert(str(dynamic_vhd), str(out))
     assert result.cache == expected and result.to_dict()["cache"] == expected
@@ -231,7 +228,7 @@ def test_auto_convert_follows_the_room(tmp_path: Path, dynamic_vhd: Path, monkey
 
 def test_auto_with_sync_goes_direct_without_asking(tmp_path: Path, dynamic_vhd: Path,
                                                    monkeypatch) -> None:
-    monkeypatch.setattr(convert_module, "machine_room", lambda: 1 << 40)
+    monkeypatch.setattr(cache_policy, "machine_room", lambda: 1 << 40)
     result = convert(str(dynamic_vhd), str(tmp_path / "auto.vhd"), durable=True)
     assert result.cache == "direct" and result.cache_phases == ()
 

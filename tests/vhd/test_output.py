@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from azlift.vhd import cache_policy  # patched there: convert looks its names up at each call
 from azlift.vhd.cache_policy import AdaptiveCache
 from azlift.vhd.convert import convert
 from azlift.vhd.detect import open_image
@@ -186,9 +187,9 @@ def test_auto_convert_switching_mid_copy_writes_every_byte(xfs: Path, monkeypatc
     # start 0; probe ends at 4 MiB (1 s: 4 MiB/s); settled at 8 MiB; the window to 16 MiB
     # takes 0.5 s (16 MiB/s, faster), the one to 24 MiB 98.4 s (slower): direct again
     seconds = iter([0.0, 1.0, 1.1, 1.6, 100.0])
-    monkeypatch.setattr(convert_module, "AdaptiveCache", lambda: AdaptiveCache(
+    monkeypatch.setattr(cache_policy, "AdaptiveCache", lambda: AdaptiveCache(
         lambda: next(seconds, 100.0), probe=4 * MIB, window=8 * MIB, settle=4 * MIB))
-    monkeypatch.setattr(convert_module, "machine_room", lambda: 1 << 40)
+    monkeypatch.setattr(cache_policy, "machine_room", lambda: 1 << 40)
     # one worker, two chunks in flight: which chunk begins after which switch is certain
     monkeypatch.setattr(convert_module, "COPY_WORKERS", 1)
     monkeypatch.setattr(convert_module, "COPY_WINDOW", 2)
