@@ -80,13 +80,14 @@ def test_vhd_check_of_a_fixed_vhd_loads_no_sdk_numpy_or_remote_clients(small_fix
 
 
 @pytest.mark.parametrize("command", ["check", "inspect", "convert"])
-def test_a_dynamic_or_differencing_vhd_is_read_without_numpy(command, tmp_path) -> None:
-    """The BAT and sector bitmaps go through the standard library (block_tables)."""
+def test_a_vhd_or_vhdx_is_read_without_numpy(command, tmp_path) -> None:
+    """The BATs and sector bitmaps go through the standard library (block_tables)."""
     dynamic = qemu_image(tmp_path, "vpc", "disk.vhd")
+    vhdx = qemu_image(tmp_path, "vhdx", "disk.vhdx")
     child = build_differencing_vhd(tmp_path / "child.vhd", dynamic, [(8 * 2**20, b"c" * 1024)])
     # convert of the child reads the parent's sectors and judges them for zeros with numpy
-    # (a kernel-side copy of stored runs, as for the dynamic disk, needs no judging)
-    for image in (dynamic,) if command == "convert" else (dynamic, child):
+    # (a kernel-side copy of stored runs, as for the others, needs no judging)
+    for image in (dynamic, vhdx) if command == "convert" else (dynamic, vhdx, child):
         args = [command, str(image)] + ([str(tmp_path / f"out-{image.name}")]
                                         if command == "convert" else [])
         result = imported("vhd", *args, "--json")
@@ -125,11 +126,11 @@ print(json.dumps({"code": code, "numpy": "numpy" in sys.modules,
 def test_a_command_that_loads_numpy_starts_no_blas_threads(tmp_path) -> None:
     """numpy's BLAS would start a thread per core at import; azlift's numpy work is
     element-wise, so the entry point asks for one (a user's own setting is kept)."""
-    dynamic = qemu_image(tmp_path, "vhdx", "disk.vhdx")
+    dynamic = qemu_image(tmp_path, "qcow2", "disk.qcow2")
     done = subprocess.run([sys.executable, "-c", THREADS_PROBE, "vhd", "check", str(dynamic)],
                           capture_output=True, text=True, timeout=120)
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["code"] in (0, 1) and report["numpy"], report  # a VHDX's BAT needs it
+    assert report["code"] in (0, 1) and report["numpy"], report  # a qcow2's L1/L2 need it
     assert report["setting"] == "1"
     assert report["threads"] == 1, report  # no BLAS pool beside the main thread
     done = subprocess.run([sys.executable, "-c", THREADS_PROBE, "--keep", "2", "vhd", "check",

@@ -396,7 +396,39 @@ def test_vhdx_by_hand(tmp_path: Path, logical_sector: int, zero_state: int) -> N
     with vhd.open_image(path) as image:
         assert_reads_like(image, expected_bytes(size, chunks))
         assert_extents_sane(image, chunks, slack=2 * MIB * len(chunks))
-        assert image.describe()["metadata"]["logical_sector_size"] == logical_sector
+        info = image.describe()
+        assert info["metadata"]["logical_sector_size"] == logical_sector
+        assert info["bat"]["states"] == bat_states(size, chunks, MIB, zero_state)
+
+
+def bat_states(size: int, chunks: list[Chunk], block_size: int, zero_state: int) -> dict:
+    """What describe() counts: the blocks build_vhdx stores, the others in ``zero_state``."""
+    stored = {block for offset, data in chunks
+              for block in range(offset // block_size, (offset + len(data) - 1) // block_size + 1)}
+    rest = -(-size // block_size) - len(stored)
+    names = {0: "not_present", 2: "zero", 3: "unmapped"}
+    return {"fully_present": len(stored), **({names[zero_state]: rest} if rest else {})}
+
+
+@pytest.mark.parametrize("zero_state", [0, 2])
+def test_vhdx_blocks_on_both_sides_of_a_sector_bitmap_entry(tmp_path: Path,
+                                                              zero_state: int) -> None:
+    """With 1 MiB blocks and 512-byte sectors a bitmap entry follows every 4096 payload
+    entries: blocks 4095 and 4096 sit either side of it in the BAT."""
+    size = 4 * 1024 * MIB + 3 * MIB
+    chunks = [(4095 * MIB + 4096, b"a" * 8192), (4096 * MIB, b"b" * MIB),
+              (4098 * MIB + 512, b"c" * 512), (5 * MIB, b"d" * 4096)]
+    path = build_vhdx(tmp_path / "wide.vhdx", size, chunks, zero_state=zero_state)
+    with vhd.open_image(path) as image:
+        assert image.describe()["bat"]["chunk_ratio"] == 4096
+        for offset, data in chunks:
+            assert image.read(offset, len(data)) == data
+        assert image.read(4094 * MIB, 4096) == bytes(4096)
+        assert_extents_sane(image, chunks, slack=2 * MIB * len(chunks))
+        assert image.describe()["bat"]["states"] == bat_states(size, chunks, MIB, zero_state)
+    out = tmp_path / "wide.vhd"
+    vhd.convert(str(path), str(out))
+    qemu_img("compare", "-f", "vhdx", "-F", "vpc", path, out)  # qemu reads the same disk
 
 
 def test_vhdx_uses_the_header_with_the_higher_sequence(tmp_path: Path) -> None:
