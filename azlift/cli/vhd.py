@@ -246,7 +246,8 @@ def convert(
     cache: Annotated[str, typer.Option(
         "--cache", help="How DEST is written: auto (the first 64 MiB direct, then "
                         "through the page cache while it keeps ahead of that pace, then "
-                        "direct to the end; direct throughout with --sync), direct "
+                        "a window direct again and the faster of the two to the end; "
+                        "direct throughout with --sync), direct "
                         "(whole blocks straight to the device with O_DIRECT where the "
                         "filesystem allows; the page cache is left "
                         "alone) or buffered (through the page cache).")] = "auto",

@@ -127,16 +127,34 @@ def test_adaptive_probes_direct_then_stays_buffered_while_it_is_faster() -> None
     assert policy.phases == [("direct", 0), ("buffered", 4)]
 
 
-def test_adaptive_goes_direct_for_good_once_the_page_cache_falls_behind() -> None:
-    # probe 4 bytes in 1 s (4/s); a window of 8 in 4 s (2/s) is slower: direct to the end
-    policy = AdaptiveCache(Clock(0, 1, 1, 5, 5.001), probe=4, window=8, settle=2)
+def test_adaptive_goes_direct_when_the_page_cache_falls_behind_and_stays_if_faster() -> None:
+    # probe 4 bytes in 1 s (4/s); a window of 8 in 4 s (2/s) is slower: direct again;
+    # 2 bytes settle, then 8 bytes direct in 2 s (4/s) beat that window: direct to the end
+    policy = AdaptiveCache(Clock(0, 1, 1, 5, 5.5, 7.5), probe=4, window=8, settle=2)
+    policy.start()
+    policy.record(4)
+    policy.record(6)
+    assert policy.record(14) == "direct" and policy.buffered_rate == 2
+    assert policy.record(16) is None  # settling
+    assert policy.record(23) is None  # the direct window is not full yet
+    assert policy.record(24) is None  # 8 bytes in 2 s: faster than the page cache went
+    assert policy.record(1000) is None  # never back, however fast it would now be
+    assert policy.mode == "direct"
+    assert policy.phases == [("direct", 0), ("buffered", 4), ("direct", 14)]
+
+
+def test_adaptive_goes_back_to_the_page_cache_for_good_when_direct_is_slower_still() -> None:
+    # the probe ran at 4/s (a device cache taking the first writes), the page cache fell
+    # to 2/s, direct again manages 8 bytes in 8 s (1/s): buffered to the end
+    policy = AdaptiveCache(Clock(0, 1, 1, 5, 5.5, 13.5, 14), probe=4, window=8, settle=2)
     policy.start()
     policy.record(4)
     policy.record(6)
     assert policy.record(14) == "direct"
-    assert policy.record(1000) is None  # never back, however fast it would now be
-    assert policy.mode == "direct"
-    assert policy.phases == [("direct", 0), ("buffered", 4), ("direct", 14)]
+    policy.record(16)
+    assert policy.record(24) == "buffered"
+    assert policy.record(1000) is None and policy.state == "final"
+    assert policy.phases == [("direct", 0), ("buffered", 4), ("direct", 14), ("buffered", 24)]
 
 
 def test_the_probe_clock_starts_with_the_copy() -> None:
