@@ -248,14 +248,22 @@ class SparseLayout:
 
     def _check_blocks_in_file(self) -> None:
         """Every allocated block (bitmap and data) must end inside the file's data; the one
-        ending furthest out is named."""
+        ending furthest out is named (the lowest, of several). Its entry is the largest
+        but for the last block, which may be shorter: judged apart."""
         image, last = self.image, self.block_count - 1
-        full = self.bitmap_size + self.block_size
-        tail = self.bitmap_size + image.virtual_size - last * self.block_size
-        if not self.allocated:
+        ends = []
+        entries = set(self.bat[:last])  # C-speed, even for a table of a million entries
+        entries.discard(UNALLOCATED)
+        if entries:
+            entry = max(entries)
+            ends.append((entry * SECTOR + self.bitmap_size + self.block_size,
+                         self.bat.index(entry)))
+        if self.bat[last] != UNALLOCATED:
+            ends.append((self.bat[last] * SECTOR + self.bitmap_size + image.virtual_size
+                         - last * self.block_size, last))
+        if not ends:
             return
-        end, block = max((self.bat[block] * SECTOR + (tail if block == last else full), block)
-                         for block in self.allocated)
+        end, block = max(ends, key=lambda pair: (pair[0], -pair[1]))
         if end > image.data_size:
             raise TruncatedImageError(
                 f"{image.path}: BAT entry {block} points to a block ending at offset "
@@ -296,7 +304,7 @@ class SparseLayout:
 
     def extents(self) -> Iterator[tuple[int, int]]:
         image = self.image
-        offsets = [self.bat[block] * SECTOR + self.bitmap_size for block in self.allocated]
+        offsets = (self.bat[block] * SECTOR + self.bitmap_size for block in self.allocated)
         own = stored_block_extents(image.fd, image.file_size, self.allocated, offsets,
                                    self.block_size, image.virtual_size)
         parent = self.image.parent

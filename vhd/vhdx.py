@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import struct
-from array import array
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._vhdx_structs import (
     BAT_OFFSET_SHIFT,
@@ -62,9 +60,11 @@ from ._vhdx_structs import (
     guid_str,
     structure_crc,
 )
-from .block_tables import le_u64_table, used_entries
 from .errors import ChecksumError, ImageFormatError, TruncatedImageError, UnsupportedImageError
 from .raw import FROM_ZERO, FileImage, Run, block_spans, coalesce_runs, stored_block_extents
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NULL_GUID = bytes(16)
 # Metadata items azlift needs, with the exact length MS-VHDX gives each.
@@ -285,6 +285,7 @@ class VhdxImage(FileImage):
                              "first (Hyper-V Merge-VHD, or `qemu-img convert -O vhdx`)")
 
     def _read_bat(self, region: Region) -> None:
+        import numpy as np
         ratio = chunk_ratio(self.logical_sector_size, self.block_size)
         self.chunk_ratio = ratio
         self.block_count = -(-self._virtual_size // self.block_size)
@@ -294,44 +295,32 @@ class VhdxImage(FileImage):
                              f"the BAT region holds {region.length // 8} entries, a disk of "
                              f"{self._virtual_size} bytes with {self.block_size}-byte blocks "
                              f"needs {needed}")
-        entries = le_u64_table(self.pread(region.offset, needed * 8))
-        # the payload entries: a sector bitmap entry follows every ``ratio`` of them
-        self.payload = array(entries.typecode)
-        for chunk in range(0, self.block_count, ratio):
-            first = bat_index(chunk, ratio)
-            self.payload.extend(entries[first:first + min(ratio, self.block_count - chunk)])
-        # entry 0 (not present, no offset) is what most of a dynamic disk's table holds
-        self.set_blocks = used_entries(self.payload, 0)
-        for block in self.set_blocks:
-            state = self.payload[block] & BAT_STATE_MASK
-            if state not in PAYLOAD_STATE_NAMES or state == PAYLOAD_PARTIALLY_PRESENT:
-                raise self._fail(ImageFormatError,
-                                 f"BAT entry of block {block} has state {state}, not a valid "
-                                 f"payload state for a disk without a parent")
-        self.present = [block for block in self.set_blocks
-                        if self.payload[block] & BAT_STATE_MASK == PAYLOAD_FULLY_PRESENT]
-        self._check_present_in_file()
-
-    def _offset(self, block: int) -> int:
-        return (self.payload[block] >> BAT_OFFSET_SHIFT) * MIB
-
-    def _check_present_in_file(self) -> None:
-        """Every present block must lie in the data area; the one ending furthest out is
-        named (else the one starting lowest)."""
-        if not self.present:
-            return
-        spans = [(self._offset(block),
-                  self._offset(block) + min(self.block_size,
-                                            self._virtual_size - block * self.block_size),
-                  block) for block in self.present]
-        start, end, block = max(spans, key=lambda span: span[1])
-        if end <= self.file_size:
-            start, end, block = min(spans)
-            if start >= HEADER_AREA_END:
-                return
-        raise self._fail(TruncatedImageError,
-                         f"block {block} is stored at {start}..{end}, outside the data "
-                         f"area of the file ({HEADER_AREA_END}..{self.file_size})")
+        entries = np.frombuffer(self.pread(region.offset, needed * 8), dtype="<u8")
+        blocks = np.arange(self.block_count, dtype=np.int64)
+        payload = entries[bat_index(blocks, ratio)]  # type: ignore[arg-type]  # vectorised
+        self.states = (payload & BAT_STATE_MASK).astype(np.uint8)
+        self.offsets = (payload >> BAT_OFFSET_SHIFT).astype(np.int64) * MIB
+        unknown = ~np.isin(self.states, list(PAYLOAD_STATE_NAMES))
+        partial = self.states == PAYLOAD_PARTIALLY_PRESENT
+        bad = np.flatnonzero(unknown | partial)
+        if bad.size:
+            block = int(bad[0])
+            raise self._fail(ImageFormatError,
+                             f"BAT entry of block {block} has state {int(self.states[block])}, "
+                             f"not a valid payload state for a disk without a parent")
+        present = np.flatnonzero(self.states == PAYLOAD_FULLY_PRESENT)
+        if present.size:
+            starts = self.offsets[present]
+            lengths = np.minimum(self.block_size,
+                                 self._virtual_size - present * self.block_size)
+            ends = starts + lengths
+            if int(starts.min()) < HEADER_AREA_END or int(ends.max()) > self.file_size:
+                worst = int(np.argmax(ends)) if int(ends.max()) > self.file_size \
+                    else int(np.argmin(starts))
+                raise self._fail(TruncatedImageError,
+                                 f"block {int(present[worst])} is stored at "
+                                 f"{int(starts[worst])}..{int(ends[worst])}, outside the data "
+                                 f"area of the file ({HEADER_AREA_END}..{self.file_size})")
 
     # -- the DiskImage protocol ---------------------------------------------------------
     @property
@@ -345,8 +334,8 @@ class VhdxImage(FileImage):
     def _block_runs(self, offset: int, end: int) -> Iterator[Run]:
         for block, block_start, start, stop in block_spans(offset, end, self.block_size):
             source = FROM_ZERO
-            if self.payload[block] & BAT_STATE_MASK == PAYLOAD_FULLY_PRESENT:
-                source = self._offset(block) + start - block_start
+            if self.states[block] == PAYLOAD_FULLY_PRESENT:
+                source = int(self.offsets[block]) + start - block_start
             yield Run(start, stop - start, source)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -355,14 +344,15 @@ class VhdxImage(FileImage):
         return self.read_runs(offset, length, self.runs(offset, length))
 
     def extents(self) -> Iterator[tuple[int, int]]:
-        return stored_block_extents(self.fd, self.file_size, self.present,
-                                    [self._offset(block) for block in self.present],
+        import numpy as np
+        blocks = np.flatnonzero(self.states == PAYLOAD_FULLY_PRESENT)
+        return stored_block_extents(self.fd, self.file_size, blocks, self.offsets[blocks],
                                     self.block_size, self._virtual_size)
 
     def describe(self) -> dict[str, Any]:
-        counts = Counter(self.payload[block] & BAT_STATE_MASK for block in self.set_blocks)
-        counts[0] += self.block_count - len(self.set_blocks)  # the all-zero entries
-        present = len(self.present)
+        import numpy as np
+        counts = np.bincount(self.states, minlength=8)
+        present = int(counts[PAYLOAD_FULLY_PRESENT])
         return {
             **self.describe_file(),
             "creator": self.creator,

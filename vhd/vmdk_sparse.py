@@ -241,8 +241,7 @@ class SparseExtent:
             return block_extents(allocated, self.grain, self.size)
         window = self.window
         starts = np.concatenate(offsets)[:blocks.size] + window.base
-        return stored_block_extents(window.file.fd, window.file.file_size, blocks.tolist(),
-                                    starts.tolist(),
+        return stored_block_extents(window.file.fd, window.file.file_size, blocks, starts,
                                     self.grain, self.size)
 
     def allocated_grains(self) -> int:

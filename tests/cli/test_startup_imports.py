@@ -80,14 +80,13 @@ def test_vhd_check_of_a_fixed_vhd_loads_no_sdk_numpy_or_remote_clients(small_fix
 
 
 @pytest.mark.parametrize("command", ["check", "inspect", "convert"])
-def test_a_vhd_or_vhdx_is_read_without_numpy(command, tmp_path) -> None:
-    """The BATs and sector bitmaps go through the standard library (block_tables)."""
+def test_a_dynamic_or_differencing_vhd_is_read_without_numpy(command, tmp_path) -> None:
+    """The BAT and sector bitmaps go through the standard library (block_tables)."""
     dynamic = qemu_image(tmp_path, "vpc", "disk.vhd")
-    vhdx = qemu_image(tmp_path, "vhdx", "disk.vhdx")
     child = build_differencing_vhd(tmp_path / "child.vhd", dynamic, [(8 * 2**20, b"c" * 1024)])
     # convert of the child reads the parent's sectors and judges them for zeros with numpy
-    # (a kernel-side copy of stored runs, as for the others, needs no judging)
-    for image in (dynamic, vhdx) if command == "convert" else (dynamic, vhdx, child):
+    # (a kernel-side copy of stored runs, as for the dynamic disk, needs no judging)
+    for image in (dynamic,) if command == "convert" else (dynamic, child):
         args = [command, str(image)] + ([str(tmp_path / f"out-{image.name}")]
                                         if command == "convert" else [])
         result = imported("vhd", *args, "--json")

@@ -11,7 +11,6 @@ from hypothesis import given, settings, strategies as st
 from azlift.vhd.block_tables import (
     STRETCH,
     be_u32_table,
-    le_u64_table,
     bit_runs,
     bit_string,
     index_extents,
@@ -53,14 +52,6 @@ def test_entries_and_used_indices_match_numpy(layout, seed) -> None:
     table = be_u32_table(raw.tobytes())
     assert table.tolist() == raw.tolist()
     assert used_entries(table, EMPTY) == np.flatnonzero(raw != EMPTY).tolist()
-
-
-@given(st.lists(st.integers(0, 2**64 - 1), max_size=300))
-def test_vhdx_entries_are_little_endian_64_bit(entries) -> None:
-    raw = np.array(entries, dtype="<u8")
-    table = le_u64_table(raw.tobytes())
-    assert table.tolist() == entries
-    assert used_entries(table, 0) == np.flatnonzero(raw).tolist()
 
 
 def test_used_entries_of_an_empty_a_full_and_a_one_entry_table() -> None:

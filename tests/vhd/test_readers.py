@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from azlift import vhd
-from tests.vhd.corpus import valid_images
+from tests.vhd.corpus import dynamic as corpus_dynamic, valid_images
 from tests.vhd.images import (
     MIB,
     Chunk,
@@ -355,6 +355,23 @@ def test_chain_depth_is_bounded(tmp_path: Path) -> None:
         vhd.open_image(current)
     with vhd.open_image(tmp_path / "d20.vhd") as image:
         assert len(image.describe()["parents"]) == 20
+
+
+@pytest.mark.parametrize(("past_end", "named"), [((1, 2), 1), ((2, 1), 1), ((3,), 3),
+                                                  ((0, 3), 0)])
+def test_a_bat_entry_past_the_data_names_the_lowest_block_ending_furthest(
+        tmp_path: Path, past_end: tuple[int, ...], named: int) -> None:
+    """Blocks 0-3 of 1 MiB (the last one too is whole): entries set to the same offset
+    past the file end the same, and the lowest of them is named."""
+    path = corpus_dynamic(tmp_path)
+    data = bytearray(path.read_bytes())
+    for block in past_end:
+        struct.pack_into(">I", data, 1536 + 4 * block, 0x7FFFFFF0)
+    path.write_bytes(data)
+    end = 0x7FFFFFF0 * 512 + 512 + MIB  # the entry's sector, its bitmap, its data
+    with pytest.raises(vhd.TruncatedImageError,
+                       match=f"BAT entry {named} points to a block ending at offset {end},"):
+        vhd.open_image(path)
 
 
 # --- VHDX -----------------------------------------------------------------------------
