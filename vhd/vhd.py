@@ -251,6 +251,8 @@ class SparseLayout:
         ending furthest out is named (the lowest, of several). Its entry is the largest
         but for the last block, which may be shorter: judged apart."""
         image, last = self.image, self.block_count - 1
+        if last < 0:  # a disk of size zero has no blocks
+            return
         ends = []
         entries = set(self.bat[:last])  # C-speed, even for a table of a million entries
         entries.discard(UNALLOCATED)

@@ -357,6 +357,14 @@ def test_chain_depth_is_bounded(tmp_path: Path) -> None:
         assert len(image.describe()["parents"]) == 20
 
 
+def test_a_dynamic_vhd_of_size_zero_has_no_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "zero.vhd"
+    qemu_img("create", "-f", "vpc", "-o", "subformat=dynamic", path, "0")
+    with vhd.open_image(path) as image:
+        assert image.virtual_size == 0 and list(image.extents()) == []
+        assert image.describe()["bat"] == {"allocated_blocks": 0, "total_blocks": 0}
+
+
 @pytest.mark.parametrize(("past_end", "named"), [((1, 2), 1), ((2, 1), 1), ((3,), 3),
                                                   ((0, 3), 0)])
 def test_a_bat_entry_past_the_data_names_the_lowest_block_ending_furthest(
