@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import select
 import socket
-import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl  # loaded by rest.py for https endpoints only
 
 MAX_LINE = 65536  # http.client's _MAXLINE
 MAX_HEADERS = 100  # http.client's _MAXHEADERS
@@ -106,7 +108,7 @@ class Connection:
         assert sock is not None
         if not body:
             sock.sendall(head)
-        elif isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
+        elif self._context is not None or not hasattr(sock, "sendmsg"):
             # no sendmsg over TLS, nor on Windows
             if len(body) <= JOIN_LIMIT:
                 sock.sendall(head + bytes(body))

@@ -15,13 +15,11 @@ import base64
 import hashlib
 import hmac
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from .errors import (
@@ -33,6 +31,9 @@ from .errors import (
 )
 from .http11 import Connection, ProtocolError, Response
 from .retry import RetrySettings
+
+if TYPE_CHECKING:
+    import ssl
 
 # The REST version every request names: one the SDK supports (a test checks), recent
 # enough for x-ms-content-crc64 on Put Page (2019-02-02 on).
@@ -60,6 +61,18 @@ class SentRequest:
         # a property, not a field pointing at itself: a cycle would keep every body (up
         # to 4 MiB) alive until the garbage collector ran
         return self
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float | None = None) -> str:
+    """RFC 7231's IMF-fixdate of ``seconds`` (now by default), as x-ms-date wants it:
+    email.utils.formatdate(usegmt=True) without loading the email package."""
+    t = time.gmtime(seconds)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
 
 
 class SigningError(Exception):
@@ -213,6 +226,8 @@ class BlobRest:
                     cafile = certifi.where()
                 except ImportError:
                     cafile = None
+            import ssl  # here: a plain-HTTP endpoint (the emulator) never needs it
+
             self._ssl = ssl.create_default_context(cafile=cafile)
         return self._ssl
 
@@ -268,7 +283,7 @@ class BlobRest:
             count += 1
             sent = dict(headers)
             sent["x-ms-version"] = API_VERSION
-            sent["x-ms-date"] = formatdate(usegmt=True)
+            sent["x-ms-date"] = http_date()
             sent["Content-Length"] = str(len(body) if body is not None else 0)
             try:
                 self._signer.sign(method, self.path, query, sent)
@@ -322,7 +337,7 @@ class BlobRest:
         if conn.sock is None:
             try:
                 conn.connect()
-            except (OSError, ssl.SSLError) as error:
+            except OSError as error:  # ssl.SSLError included
                 self._discard()
                 raise TransportError(_reason(error), connect=True) from error
         try:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,11 +20,13 @@ from azlift.upload.checksum import check_checksum
 from azlift.upload.errors import UploadInterrupted, UsageError
 from azlift.upload.target import BlobPageTarget, RetrySettings
 from azlift.upload.uploader import ProgressEvent, UploadSummary, upload_image
-from azlift.upload.verify import VerifyReport, verify_upload
 
 from ..redact import redact_text, redact_url
 from .common import (STATE, DefaultCommandGroup, DiskOption, JsonOption, QuietOption,
                      emit_json, open_source_image, progress_on_terminal, say, warn)
+
+if TYPE_CHECKING:
+    from azlift.upload.verify import VerifyReport
 
 app = typer.Typer(
     cls=DefaultCommandGroup,
@@ -354,6 +356,8 @@ def verify(
     target = _target(dest_url, auth, retries, timeout)
     try:
         with open_source_image(str(source), source_format, disk) as image:
+            from azlift.upload.verify import verify_upload  # only this command reads back
+
             report = verify_upload(image, target, threads=threads)
     finally:
         target.close()

@@ -106,6 +106,11 @@ def test_upload_into_an_existing_container_loads_no_azure_sdk(
     assert result["azure"] == []
     assert not set(result["top"]) & {"paramiko", "winrm", "dask", "distributed", "azlift.prep",
                                      "requests", "urllib3"}
+    # a plain-HTTP endpoint needs no TLS; the date header needs no email package; only
+    # `upload verify` reads a blob back
+    loaded = set(imported("upload", str(small_fixed_vhd), f"{azurite.new_container()}/t.vhd",
+                          "--emulator", "-q", env=env, probe_all=True))
+    assert not loaded & {"ssl", "email", "email.utils", "azlift.upload.verify"}
 
 
 THREADS_PROBE = """

@@ -4,8 +4,10 @@ under the same retry policy, tokens renewed before they expire, one-line signing
 from __future__ import annotations
 
 import base64
+from email.utils import formatdate
 
 import pytest
+from hypothesis import given, strategies as st
 from azure.core.pipeline import PipelineContext, PipelineRequest
 from azure.core.rest import HttpRequest
 from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
@@ -16,7 +18,7 @@ from tests.support.azurite import azurite  # noqa: F401  (fixture)
 from tests.support.fault_proxy import FaultProxy
 from tests.upload.helpers import WireCounter, make_source
 from azlift.upload.errors import AuthError, TransientServiceError
-from azlift.upload.rest import API_VERSION, BearerToken, SharedKey, _exhausted
+from azlift.upload.rest import API_VERSION, BearerToken, SharedKey, _exhausted, http_date
 from azlift.upload.target import BlobPageTarget, RetrySettings
 from azlift.upload.uploader import upload_image
 
@@ -144,3 +146,15 @@ def test_a_hooked_request_frees_its_body_without_the_garbage_collector() -> None
     finally:
         gc.enable()
     assert seen == [True]
+
+
+@given(st.floats(min_value=0, max_value=253402300799, allow_nan=False))  # to 9999-12-31
+def test_the_date_header_is_the_email_packages_imf_fixdate(seconds: float) -> None:
+    assert http_date(seconds) == formatdate(seconds, usegmt=True)
+
+
+def test_the_date_header_defaults_to_now() -> None:
+    import time
+    before = formatdate(time.time(), usegmt=True)
+    now = http_date()
+    assert now in (before, formatdate(time.time(), usegmt=True))
