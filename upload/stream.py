@@ -97,7 +97,6 @@ def nonzero_sector_flags(data: bytes | memoryview) -> np.ndarray:
     return np.bitwise_or.reduce(words, axis=1) != 0
 
 
-
 def nonzero_ranges(offset: int, data: bytes | memoryview) -> list[Range]:
     """The Put Page ranges of ``data`` (at ``offset``) that hold non-zero sectors.
 
@@ -130,6 +129,7 @@ def dense_checksum(data: bytes | memoryview, kind: str) -> PageChecksum | None:
         if data.find(ZERO_SECTOR, start, end) >= 0:  # blocks hold whole sectors
             return None
     return running.result()
+
 
 class SourceReader:
     """Thread-safe, sector-padded reads of a DiskImage.

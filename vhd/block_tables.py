@@ -6,7 +6,7 @@ VHDX, qcow2 and VMDK tables can hold many millions and stay with numpy.
 Tables are long runs of empty or of used entries: ``used_entries`` compares a thousand
 entries at a time against an empty stretch (a memcmp) or searches them for one empty
 entry, and looks at single entries only where a stretch holds both; the BAT of an empty
-2 TiB disk (a million entries) takes about 2 ms.
+2 TiB disk (a million entries) takes a few milliseconds.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import re
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
+from itertools import islice
 
 STRETCH = 1024  # entries judged at once
 _BIT_RUN = re.compile(r"0+|1+")
@@ -52,7 +53,7 @@ def index_extents(indices: Sequence[int], block_size: int,
     if not indices:
         return
     first = previous = indices[0]
-    for index in indices[1:]:
+    for index in islice(indices, 1, None):  # no copy of a million-entry list
         if index != previous + 1:
             yield _span(first, previous, block_size, limit)
             first = index
