@@ -55,6 +55,11 @@ class StoredCopy:
             return None
         return cls(image, source_fd, out)
 
+    def in_kernel(self) -> bool:
+        """Whether stored runs go kernel-side now (a buffered DEST, copy_file_range not
+        refused): such a copy gains nothing from more threads."""
+        return self.enabled and not self.out.direct
+
     def copy(self, offset: int, length: int) -> int:
         """Copy guest ``[offset, offset + length)``; the bytes written to DEST."""
         written = 0

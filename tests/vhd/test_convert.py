@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -104,11 +105,13 @@ class CopySpy:
         self.real = os.copy_file_range
         self.refuse = refuse
         self.bytes = 0
+        self.threads: set[threading.Thread] = set()
         monkeypatch.setattr(os, "copy_file_range", self)
 
     def __call__(self, *args: int) -> int:
         if self.refuse:
             raise OSError(errno.EXDEV, "Invalid cross-device link")
+        self.threads.add(threading.current_thread())
         count = self.real(*args)
         self.bytes += count
         return count
@@ -125,6 +128,8 @@ def test_stored_data_moves_kernel_side(tmp_path: Path, raw_disk: Path,
     convert(str(src), str(out), cache="buffered")
     assert_same_guest_bytes(src, kind, out)
     assert spy.bytes > 0  # the source marks zeros as holes: its data went kernel-side
+    # from the calling thread: writers to one file take its lock in turn
+    assert spy.threads == {threading.main_thread()}
     assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
 
 

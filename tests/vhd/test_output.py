@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,13 +179,8 @@ def test_set_direct_switches_the_writes_that_follow(xfs: Path) -> None:
     path.unlink()
 
 
-def test_auto_convert_switching_mid_copy_writes_every_byte(xfs: Path, monkeypatch) -> None:
-    """A probe, a fast page-cache window, a slow one, a slower direct one: the copy goes
-    direct, buffered, direct and buffered again with writes under way at each switch, and
-    the output is the source."""
-    rng = random.Random(5)
-    source = xfs / "dense.raw"
-    source.write_bytes(rng.randbytes(48 * MIB))  # twelve 4 MiB chunks, all data
+def script_four_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto's clock scripted: direct, buffered at 4 MiB, direct at 24, buffered at 36."""
     # start 0; probe ends at 4 MiB (1 s: 4 MiB/s); settled at 8 MiB; the window to 16 MiB
     # takes 0.5 s (16 MiB/s, faster), the one to 24 MiB 98.4 s (slower): direct again;
     # settled at 28 MiB; the direct window to 36 MiB takes 199.9 s (slower still): buffered
@@ -195,6 +191,16 @@ def test_auto_convert_switching_mid_copy_writes_every_byte(xfs: Path, monkeypatc
     # one worker, two chunks in flight: which chunk begins after which switch is certain
     monkeypatch.setattr(convert_module, "COPY_WORKERS", 1)
     monkeypatch.setattr(convert_module, "COPY_WINDOW", 2)
+
+
+def test_auto_convert_switching_mid_copy_writes_every_byte(xfs: Path, monkeypatch) -> None:
+    """A probe, a fast page-cache window, a slow one, a slower direct one: the copy goes
+    direct, buffered, direct and buffered again with writes under way at each switch, and
+    the output is the source."""
+    rng = random.Random(5)
+    source = xfs / "dense.raw"
+    source.write_bytes(rng.randbytes(48 * MIB))  # twelve 4 MiB chunks, all data
+    script_four_switches(monkeypatch)
     out = xfs / "dense.vhd"
     result = convert(str(source), str(out))
     assert result.cache_phases == (("direct", 0), ("buffered", 4 * MIB),
@@ -202,6 +208,37 @@ def test_auto_convert_switching_mid_copy_writes_every_byte(xfs: Path, monkeypatc
     qemu_img("compare", "-f", "raw", "-F", "vpc", source, out)
     # chunks 1 and 8-9 go direct, 3-6 and 11-12 buffered (2, 7 and 10 either way)
     assert 12 * MIB <= result.direct_bytes <= 24 * MIB
+    assert result.written_bytes == 48 * MIB
+    source.unlink()
+    out.unlink()
+
+
+def test_auto_convert_of_stored_runs_copies_buffered_chunks_in_the_calling_thread(
+        xfs: Path, monkeypatch) -> None:
+    """A source with holes, switching as above: the chunks that go through the page cache
+    are moved by copy_file_range from the calling thread, each one after the switch that
+    made it buffered; the rest go direct from the workers; the output is the source."""
+    rng = random.Random(6)
+    source = xfs / "holey.raw"
+    with open(source, "wb") as file:
+        file.truncate(52 * MIB)  # a hole at the end: runs are copied as stored...
+        file.write(rng.randbytes(48 * MIB))  # ...and twelve 4 MiB chunks of data
+    script_four_switches(monkeypatch)
+    real_copy, copied = os.copy_file_range, []
+
+    def spy(source_fd: int, dest_fd: int, count: int, *offsets: int) -> int:
+        copied.append((threading.current_thread(), count))
+        return real_copy(source_fd, dest_fd, count, *offsets)
+
+    monkeypatch.setattr(os, "copy_file_range", spy)
+    out = xfs / "holey.vhd"
+    result = convert(str(source), str(out))
+    assert result.cache_phases == (("direct", 0), ("buffered", 4 * MIB),
+                                   ("direct", 24 * MIB), ("buffered", 36 * MIB))
+    qemu_img("compare", "-f", "raw", "-F", "vpc", source, out)
+    # chunks 3-6 and 11-12: each begun after the switch to buffered, none in flight before
+    assert {thread for thread, _ in copied} == {threading.main_thread()}
+    assert sum(count for _, count in copied) == 24 * MIB
     assert result.written_bytes == 48 * MIB
     source.unlink()
     out.unlink()
