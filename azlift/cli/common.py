@@ -1,29 +1,16 @@
 """Pieces every sub-app shares: option aliases, output, confirmation, run state."""
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from ..redact import redact_text
-
-
-@dataclass
-class RunState:
-    """Process-wide flags the error boundary needs (set by option callbacks)."""
-
-    debug: bool = False
-    json: bool = False
-    quiet: bool = False
-
-
-STATE = RunState()
+# the sub-apps take these from here with the option aliases
+from .output import STATE, RunState, emit_json, progress_on_terminal, say, warn  # noqa: F401
 
 
 def _set_json(value: bool) -> bool:
@@ -65,35 +52,6 @@ DiskOption = Annotated[
 DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Run the checks and print the plan; change nothing."),
 ]
-
-
-def emit_json(document: Any) -> None:
-    """Print ``document`` as the one JSON document on stdout (secrets masked)."""
-    text = json.dumps(document, indent=2, sort_keys=False, default=str)
-    sys.stdout.write(redact_text(text) + "\n")
-    sys.stdout.flush()
-
-
-def say(message: str = "", *, err: bool = True) -> None:
-    """Human text: stderr when --json owns stdout, else stdout unless ``err``."""
-    stream = sys.stderr if (err or STATE.json) else sys.stdout
-    stream.write(redact_text(message) + "\n")
-    stream.flush()
-
-
-def warn(message: str) -> None:
-    """A warning line on stderr."""
-    say(f"azlift: warning: {message}", err=True)
-
-
-def progress_on_terminal(quiet: bool) -> bool:
-    """Progress bars only on a terminal's stderr, and not with --quiet."""
-    if quiet or STATE.quiet:
-        return False
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def open_source_image(path: str, format: str | None,  # noqa: A002

@@ -1,18 +1,9 @@
-"""The `azlift` app: wires the sub-apps and holds the one error boundary (loaded by
-``main.main`` once the command needs more than the version).
-
-Library errors become one line on stderr (and, with --json, an error document on
-stdout) plus the exit code their class declares; tracebacks only with --debug.
-"""
+"""The `azlift` app: wires the sub-apps and runs every command inside the error boundary
+(boundary.py). Loaded by ``main.main`` once a command needs typer's parsing."""
 from __future__ import annotations
 
 import importlib
-import signal
 import sys
-import threading
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -20,9 +11,9 @@ import typer.main
 from typer.core import TyperGroup
 
 from .. import __version__, exit_codes
-from ..redact import redact_text
 from . import fast_params
-from .common import STATE, emit_json
+from .boundary import failure_exit_code, terminate_as_interrupt
+from .output import STATE
 
 fast_params.install()  # plainly valid values skip typer's pydantic converter
 
@@ -39,26 +30,6 @@ SUB_APPS: dict[str, tuple[str, str]] = {
     "lift": ("azlift.cli.lift", "One VM all the way: generalize the guest, settle, check, "
                                 "upload, verify, register."),
 }
-
-# The library packages whose errors carry ``code`` and ``exit_code`` (checked by module,
-# so the boundary does not import every package up front).
-LIBRARY_PACKAGES = frozenset({"azlift.vhd", "azlift.upload", "azlift.prep", "azlift.bulk"})
-
-
-def _is_library_error(error: BaseException) -> bool:
-    package = ".".join(type(error).__module__.split(".")[:2])
-    return (package in LIBRARY_PACKAGES and isinstance(getattr(error, "exit_code", None), int)
-            and isinstance(getattr(error, "code", None), str))
-
-
-def _fail(code: str, message: str, exit_code: int) -> typer.Exit:
-    message = redact_text(message.strip().splitlines()[0] if message.strip() else code)
-    if STATE.json:
-        emit_json({"ok": False, "error": {"code": code, "message": message,
-                                          "exit_code": exit_code}})
-    sys.stderr.write(f"azlift: error: {message}\n")
-    sys.stderr.flush()
-    return typer.Exit(exit_code)
 
 
 class AzliftGroup(TyperGroup):
@@ -85,20 +56,8 @@ class AzliftGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
-        except KeyboardInterrupt:
-            sys.stderr.write("azlift: interrupted\n")
-            raise typer.Exit(exit_codes.INTERRUPTED) from None
-        except BrokenPipeError:
-            raise typer.Exit(exit_codes.OK) from None
-        except Exception as error:  # noqa: BLE001 - the boundary: one line, an exit code
-            if STATE.debug:
-                traceback.print_exc()
-            if _is_library_error(error):
-                raise _fail(error.code, str(error), error.exit_code) from None  # type: ignore[attr-defined]
-            raise _fail("internal_error",
-                        f"internal error: {type(error).__name__}: {error} "
-                        "(rerun with --debug for the traceback)",
-                        exit_codes.INTERNAL) from None
+        except (KeyboardInterrupt, Exception) as error:  # noqa: BLE001 - the boundary
+            raise typer.Exit(failure_exit_code(error)) from None
 
 
 app = typer.Typer(
@@ -136,27 +95,6 @@ def root(
 ) -> None:
     """Take an on-premises VM disk all the way to an Azure image."""
     STATE.debug = debug
-
-
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (kill, a CI job's time-out, a service manager stopping it) like
-    Ctrl-C in every command: the same clean-up runs (temporary output removed, upload
-    state kept, managed disk access revoked) and the exit code is 130."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: list[str], exit_process: bool) -> int:

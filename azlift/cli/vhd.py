@@ -1,19 +1,13 @@
 """`azlift vhd` commands: inspect, check, convert, fix. Parse, call the library, render."""
 from __future__ import annotations
 
-import re
-import sys
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from azlift import vhd
-from azlift.vhd.check import CheckReport
-from azlift.vhd.partitions import DiskLayout
-
-from .. import exit_codes
-from .common import DiskOption, ForceOption, JsonOption, QuietOption, STATE, emit_json, say, warn
+from .common import DiskOption, ForceOption, JsonOption, QuietOption
+from .vhd_run import IMAGE_FORMATS, run_check, run_convert, run_fix, run_inspect, size_bytes
 
 app = typer.Typer(
     help=(
@@ -28,16 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-
-class ImageFormat(str, Enum):
-    raw = "raw"
-    vhd = "vhd"
-    vhdx = "vhdx"
-    qcow2 = "qcow2"
-    vmdk = "vmdk"
-    ova = "ova"
-
-
+ImageFormat = Enum("ImageFormat", [(name, name) for name in IMAGE_FORMATS], type=str)
 FormatOption = Annotated[
     ImageFormat | None,
     typer.Option("--format", case_sensitive=False,
@@ -49,78 +34,23 @@ ImageArgument = Annotated[str, typer.Argument(metavar="IMAGE",
                                                    "VMDK or OVA).",
                                               show_default=False)]
 
-SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
-SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
-
 
 def parse_size(text: str) -> int:
     """"30G", "30GiB", "1024M", "32212254720" → bytes (binary units, as Azure sizes disks)."""
-    match = SIZE_PATTERN.match(text)
-    if not match or (match.group(2) == "" and text.strip().upper().endswith("IB")):
+    size = size_bytes(text)
+    if size is None:
         raise typer.BadParameter(
             f"expected a size such as 30G, 30GiB, 1024M or a number of bytes, found {text!r}")
-    return int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
+    return size
 
 
 def _format_name(value: ImageFormat | None) -> str | None:
     return value.value if value is not None else None
 
 
-def human_size(size: int) -> str:
-    """``size`` with its binary unit, for people (JSON keeps bytes)."""
-    for unit, factor in (("TiB", 1024 ** 4), ("GiB", 1024 ** 3), ("MiB", 1024 ** 2),
-                         ("KiB", 1024)):
-        if size >= factor:
-            return f"{size} ({size / factor:.2f} {unit})"
-    return f"{size} bytes"
-
-
-def _render_value(key: str, value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and key.endswith(
-            ("size", "bytes")):
-        return human_size(value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
-
-
-def render_mapping(info: dict[str, Any], indent: str = "  ") -> list[str]:
-    """Nested describe() fields as indented ``key: value`` lines."""
-    lines = []
-    for key, value in info.items():
-        label = key.replace("_", " ")
-        if isinstance(value, dict) and (
-                len(value) > 3 or any(isinstance(v, (dict, list)) for v in value.values())):
-            lines.append(f"{indent}{label}:")
-            lines += render_mapping(value, indent + "  ")
-        elif isinstance(value, list):
-            if not value:
-                lines.append(f"{indent}{label}: none")
-                continue
-            lines.append(f"{indent}{label}:")
-            lines += [f"{indent}  - {_render_value(key, item)}" for item in value]
-        else:
-            lines.append(f"{indent}{label}: {_render_value(key, value)}")
-    return lines
-
-
-def render_layout(layout: DiskLayout) -> list[str]:
-    lines = [f"partition table: {layout.scheme}"]
-    if layout.whole_disk_filesystem:
-        lines.append(f"  whole-disk filesystem: {layout.whole_disk_filesystem}")
-    for part in layout.partitions:
-        flag = " bootable" if part.bootable else ""
-        name = f" \"{part.name}\"" if part.name else ""
-        lines.append(f"  {part.index:>3}  start {part.start:>14}  size {human_size(part.size)}"
-                     f"  {part.type_name} ({part.type}){name}  fs {part.filesystem}{flag}")
-    lines.append(f"OS type hint: {layout.os_type_hint or 'unknown'}")
-    lines.append(f"generation hint: {layout.generation_hint or 'unknown'}")
-    lines += [f"  because {reason}" for reason in layout.reasons]
-    return lines
-
-
-def _print(lines: list[str]) -> None:
-    say("\n".join(lines), err=False)
+def _exit_with(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -136,39 +66,7 @@ def inspect(image: ImageArgument, json_out: JsonOption = False,
 
       azlift vhd inspect vm.ova --disk 2
     """
-    info, layout = vhd.inspect_path(image, _format_name(format), disk)
-    if layout is None:  # a package of several disks: list them
-        if json_out:
-            emit_json({"ok": True, **info, "layout": None})
-        else:
-            _print([image, *render_mapping(info)])
-        warn(f"{image} holds {len(info['disks'])} disks; pass --disk N to inspect one")
-        return
-    if json_out:
-        emit_json({"ok": True, **info, "layout": layout.to_dict()})
-    else:
-        _print([image, *render_mapping(info), *render_layout(layout)])
-    if "signature_ignored" in info:
-        found = info["signature_ignored"]
-        warn(f"read as {info['format']} because --format said so, but the content carries a "
-             f"{found['label']} signature ({found['evidence']})")
-    if "footer_problem" in info:
-        warn(f"the footer cannot be trusted ({info['footer_problem']}); run `azlift vhd fix` "
-             f"to rewrite it")
-    if layout.generation_hint is None:
-        warn("nothing in the partition table suggests a Hyper-V generation (expected an EFI "
-             "system partition on GPT for V2, or BIOS boot code on MBR for V1); a wrong "
-             "generation gives a VM that does not boot")
-
-
-def render_report(report: CheckReport) -> list[str]:
-    lines = [f"{report.path}: {report.format}, virtual size {human_size(report.virtual_size)}"
-             + (f", role {report.role} disk" if report.role else "")]
-    for finding in report.findings:
-        lines.append(f"  {finding.severity.upper():<7} {finding.code}: {finding.message}")
-    lines.append("ready for Azure" if report.ready else
-                 "NOT ready for Azure: fix the errors above")
-    return lines
+    _exit_with(run_inspect(image, json_out, _format_name(format), disk))
 
 
 @app.command()
@@ -193,41 +91,7 @@ def check(
     if os_disk and data_disk:
         raise typer.BadParameter("expected at most one of --os-disk and --data-disk, found both")
     role = "os" if os_disk else "data" if data_disk else None
-    report = vhd.check_path(image, role, _format_name(format), disk)
-    if json_out:
-        emit_json({"ok": True, **report.to_dict()})
-    else:
-        _print(render_report(report))
-    if not report.ready:
-        raise typer.Exit(exit_codes.NOT_READY)
-
-
-class _ProgressBar:
-    """A tqdm bar on stderr when it is a terminal (never in --json or --quiet runs)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.bar: Any = None
-        self.enabled = not (STATE.quiet or STATE.json) and sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                            desc=self.label, file=sys.stderr, leave=False)
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _warn_findings(findings: tuple[vhd.Finding, ...]) -> None:
-    for finding in findings:
-        warn(f"{finding.code}: {finding.message}")
+    _exit_with(run_check(image, json_out, role, _format_name(format), disk))
 
 
 @app.command()
@@ -265,26 +129,8 @@ def convert(
       azlift vhd convert disk.img disk.vhd --size 30G --force
     """
     wanted = parse_size(size) if size is not None else None
-    bar = _ProgressBar("converting")
-    try:
-        # no bar, no progress: the library then skips the pass over the extents that
-        # only a bar's total needs
-        result = vhd.convert(source, dest, size=wanted, force=force,
-                             progress=bar if bar.enabled else None,
-                             format=_format_name(format), durable=sync, disk=disk,
-                             cache=cache)
-    finally:
-        bar.close()
-    if json_out:
-        emit_json({"ok": True, **result.to_dict()})
-    else:
-        _print([f"wrote {result.dest}: fixed VHD, virtual size "
-                f"{human_size(result.virtual_size)}",
-                f"  from {result.source_format} {result.source}",
-                f"  read {human_size(result.data_bytes)} of data, wrote "
-                f"{human_size(result.written_bytes)}, {human_size(result.allocated_bytes)} "
-                f"allocated, in {result.seconds:.2f} s"])
-    _warn_findings(result.findings)
+    _exit_with(run_convert(source, dest, wanted, force, sync, cache, json_out,
+                           _format_name(format), disk))
 
 
 @app.command()
@@ -301,13 +147,4 @@ def fix(image: ImageArgument, json_out: JsonOption = False,
 
       azlift vhd fix disk.vhd --json
     """
-    result = vhd.fix(image, format=_format_name(format))
-    if json_out:
-        emit_json({"ok": True, **result.to_dict()})
-    elif result.changed:
-        _print([f"fixed {result.path} ({result.source_format}): {result.action}, virtual size "
-                f"{human_size(result.old_virtual_size)} -> {human_size(result.virtual_size)}",
-                *[f"  done: {step}" for step in result.steps]])
-    else:
-        _print([f"{result.path} is already an Azure-ready fixed VHD; nothing to do"])
-    _warn_findings(result.findings)
+    _exit_with(run_fix(image, json_out, _format_name(format)))
