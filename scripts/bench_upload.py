@@ -56,7 +56,7 @@ from azlift.upload.checksum import page_checksum  # noqa: E402
 from azlift.upload.stream import nonzero_sector_flags  # noqa: E402
 from azlift.upload.target import BlobPageTarget  # noqa: E402
 from azlift.upload.uploader import upload_image  # noqa: E402
-from azlift.vhd.convert import convert  # noqa: E402
+from azlift.vhd.conversion import convert  # noqa: E402
 from installed_bytecode import compile_project  # noqa: E402
 
 MIB = 1024 * 1024

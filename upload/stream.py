@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from azlift.vhd import DiskImage, azure_virtual_size, open_image
 from azlift.vhd._vhd_structs import FOOTER_SIZE
-from azlift.vhd.convert import footer_for
+from azlift.vhd.conversion import footer_for
 
 from .checksum import PageChecksum, RunningChecksum
 from .ranges import SECTOR, Range, align_up, nonzero_pieces, normalize, split, work_units

@@ -39,14 +39,12 @@ from .check import (
     check_path,
     inspect_path,
 )
-# convert and fix stay eager: their functions share their modules' names, and a lazy name
-# would be shadowed by the submodule as soon as anything imported it.
-from .convert import ConvertResult, convert, footer_for
-from .fix import FixPlan, FixResult, fix, plan_fix
-
 # The readers load on first use (PEP 562), or when detect opens an image of their format:
-# `vhd check` of a VHD does not import the qcow2, VMDK and OVA readers. Name -> submodule.
+# `vhd check` of a VHD does not import the qcow2, VMDK and OVA readers; nor does it load
+# the writers (conversion.py, in_place.py). Name -> submodule.
 _LAZY = {
+    **dict.fromkeys(("ConvertResult", "convert", "footer_for"), "conversion"),
+    **dict.fromkeys(("FixPlan", "FixResult", "fix", "plan_fix"), "in_place"),
     "OvaImage": "ova", "Qcow2Image": "qcow2", "RawImage": "raw", "VhdImage": "vhd",
     "VhdxImage": "vhdx", "VmdkImage": "vmdk",
     **dict.fromkeys(("VmdkStream", "open_ova_stream", "open_vmdk_stream"), "vmdk_stream"),

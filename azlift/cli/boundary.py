@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -48,6 +46,8 @@ def failure_exit_code(error: BaseException) -> int:
     if isinstance(error, BrokenPipeError):
         return exit_codes.OK
     if STATE.debug:
+        import traceback
+
         traceback.print_exc()
     if is_library_error(error):
         return report_failure(error.code, str(error), error.exit_code)  # type: ignore[attr-defined]
@@ -65,10 +65,11 @@ def terminate_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM (kill, a CI job's time-out, a service manager stopping it) like
     Ctrl-C in every command: the same clean-up runs (temporary output removed, upload
     state kept, managed disk access revoked) and the exit code is 130."""
-    if threading.current_thread() is not threading.main_thread():
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: signals are the main thread's
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
     finally:

@@ -1,5 +1,6 @@
-"""Console entry point. ``azlift --version`` is answered before typer and the app load
-(they are most of a command's start-up); everything else goes to ``root.run``."""
+"""Console entry point. ``azlift --version``, and the `vhd` command lines quick.py takes
+whole, are answered before typer and the app load (they are most of a quick command's
+start-up); everything else goes to ``root.run``."""
 from __future__ import annotations
 
 import os
@@ -22,9 +23,16 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:
             sys.exit(0)
         return 0
-    from .root import run
+    from .quick import run_quick
 
-    return run(args, exit_process=argv is None)
+    code = run_quick(args)
+    if code is None:
+        from .root import run
+
+        return run(args, exit_process=argv is None)
+    if argv is None:
+        sys.exit(code)
+    return code
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,6 @@
 answered before typer loads (quick.py) print exactly as the typer app does."""
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,8 @@ STATE = RunState()
 
 def emit_json(document: Any) -> None:
     """Print ``document`` as the one JSON document on stdout (secrets masked)."""
+    import json  # here: a command without --json never needs it
+
     text = json.dumps(document, indent=2, sort_keys=False, default=str)
     sys.stdout.write(redact_text(text) + "\n")
     sys.stdout.flush()

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
-from azlift.vhd.convert import convert
+from azlift.vhd.conversion import convert
 from tests.vhd.images import build_differencing_vhd
 
 # Runs the real entry point in a fresh interpreter, then reports which top-level modules
@@ -75,8 +75,21 @@ def test_vhd_check_of_a_fixed_vhd_loads_no_sdk_numpy_or_remote_clients(small_fix
                          "azlift.vhd.vmdk", "azlift.vhd.ova", "azlift.vhd.vmdk_stream",
                          "tarfile", "xml.etree.ElementTree"}
     # nor what only writing an image needs (convert loads it when it runs)
-    assert not loaded & {"azlift.vhd.cache_policy", "concurrent.futures", "tempfile", "logging"}
+    assert not loaded & {"azlift.vhd.cache_policy", "concurrent.futures", "tempfile", "logging",
+                         "azlift.vhd.conversion", "azlift.vhd.in_place"}
     assert "azlift.vhd.vhd" in loaded
+
+
+@pytest.mark.parametrize("command", [["check", "--os-disk"], ["inspect"], ["convert"]])
+def test_plain_vhd_command_lines_are_parsed_without_typer(command, small_fixed_vhd,
+                                                          tmp_path) -> None:
+    """quick.py takes them: typer's import alone is most of such a command's start-up."""
+    extra = [str(tmp_path / "out.vhd"), "--cache", "buffered"] if command == ["convert"] else []
+    result = imported("--debug", "vhd", command[0], str(small_fixed_vhd), *command[1:], *extra)
+    assert result["code"] in (0, 1), result
+    assert not set(result["top"]) & {"typer", "click", "pydantic"}
+    # one the quick parser leaves alone still gets typer's parsing
+    assert "typer" in imported("vhd", command[0], "--help")["top"]
 
 
 @pytest.mark.parametrize("command", ["check", "inspect", "convert"])

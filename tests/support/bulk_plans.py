@@ -8,7 +8,7 @@ from typing import Any
 from azlift.bulk.toml_writer import to_toml
 from tests.support import disk_layouts as layouts
 from tests.vhd.images import make_dynamic_vhd, make_vhdx, scattered_chunks, write_raw
-from azlift.vhd.convert import convert
+from azlift.vhd.conversion import convert
 
 MIB = 1024 * 1024
 KINDS = ("raw", "vhd-fixed", "vhd-dynamic", "vhdx")

@@ -16,7 +16,7 @@ from tests.vhd.images import (
     write_raw,
 )
 from azlift.upload.target import BlobPageTarget, RetrySettings
-from azlift.vhd.convert import convert
+from azlift.vhd.conversion import convert
 
 MIB = 1024 * 1024
 FAST_RETRY = RetrySettings(total=6, initial_backoff=0.05, increment_base=0.1, jitter=0.01,

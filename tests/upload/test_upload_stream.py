@@ -21,7 +21,7 @@ from azlift.upload.stream import (
     nonzero_ranges,
     nonzero_sector_flags,
 )
-from azlift.vhd.convert import footer_for
+from azlift.vhd.conversion import footer_for
 
 
 @settings(max_examples=60)

@@ -19,7 +19,7 @@ from azlift.vhd.cache_policy import (
     unthrottled_bytes,
 )
 from azlift.vhd import cache_policy  # patched there: convert looks its names up at each call
-from azlift.vhd.convert import convert
+from azlift.vhd.conversion import convert
 
 GIB = 1024 ** 3
 MEMINFO = """MemTotal:       24576000 kB

@@ -83,7 +83,7 @@ def test_convert_inflates_grains_in_two_threads_at_once(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # The first two grain inflations must be under way at the same time (they meet at a
     # barrier): convert's workers inflate in parallel, and the reader takes no lock.
-    convert_module = importlib.import_module("azlift.vhd.convert")  # the package re-exports the function
+    convert_module = importlib.import_module("azlift.vhd.conversion")
 
     size = 16 * MIB
     chunks = [(offset, bytes([offset // MIB + 1]) * 300_000) for offset in range(0, size, 4 * MIB)]

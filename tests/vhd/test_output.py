@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from azlift.vhd import cache_policy  # patched there: convert looks its names up at each call
 from azlift.vhd.cache_policy import AdaptiveCache
-from azlift.vhd.convert import convert
+from azlift.vhd.conversion import convert
 from azlift.vhd.detect import open_image
 from azlift.vhd.errors import InvalidOptionError, TruncatedImageError
 from azlift.vhd.output import BLOCK, BUFFER, Output
@@ -26,7 +26,7 @@ from tests.support.reflink_fs import reflink_filesystem, shared_bytes
 from tests.vhd.images import Chunk, make_dynamic_vhd, qemu_img
 
 MIB = 1024 * 1024
-convert_module = sys.modules["azlift.vhd.convert"]  # the module, not the function
+convert_module = sys.modules["azlift.vhd.conversion"]
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mmap.restype = ctypes.c_void_p
 _LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,

@@ -1,4 +1,4 @@
-"""Write an Azure-ready fixed VHD into a new file (``fix`` in fix.py works in place).
+"""Write an Azure-ready fixed VHD into a new file (``fix`` in in_place.py works in place).
 
 ``convert`` touches only the source's allocated extents and writes them at their own
 offset into a file truncated to full size, so zeros stay holes. Where the source file

@@ -22,7 +22,7 @@ from tests.vhd.images import (
     write_raw,
 )
 from azlift.vhd.check import check_path
-from azlift.vhd.fix import apply_fix, fix, plan_fix
+from azlift.vhd.in_place import apply_fix, fix, plan_fix
 from azlift.vhd.errors import FixUnsupportedError, FormatMismatchError
 
 

@@ -31,7 +31,7 @@ from tests.vhd.images import (
     write_raw,
 )
 from azlift.vhd.check import check_path
-from azlift.vhd.convert import ZERO_BLOCK, convert, footer_for, nonzero_runs, target_size
+from azlift.vhd.conversion import ZERO_BLOCK, convert, footer_for, nonzero_runs, target_size
 from azlift.vhd.errors import InvalidSizeError, OutputExistsError, SameFileError
 
 

@@ -17,7 +17,7 @@ from .check import (
     footer_rules,
     open_with_damaged_footer,
 )
-from .convert import Progress, footer_for, pwrite_all
+from .conversion import Progress, footer_for, pwrite_all
 from ._signatures import VHD_SET
 from .detect import FORMAT_ALIASES, Detection, container_error, detect_format
 from .errors import FixUnsupportedError, ImageIOError
