@@ -10,7 +10,8 @@
    the default, then direct and buffered; the library's call reports auto's switches) and
    with `qemu-img convert -O vpc -o
    subformat=fixed,force_size=on`, rotating who goes first, --runs times (the large input
-   --large-runs times); prints the median wall time of each, the ratios to qemu-img
+   --large-runs times, each after a sync so none waits on the writeback of the output
+   before it); prints the median wall time of each, the ratios to qemu-img
    (goals: <= 0.8 on the 8 GiB input, <= 0.7 on the 32 GiB one), the CPU
    seconds each spent per GiB of data, and each output's allocation against the data
    (goal: <= 1.05). The library call (no interpreter start-up) is timed as well.
@@ -129,6 +130,7 @@ def bench_convert(workdir: Path, source: Path, runs: int, data: int, fmt: str = 
             path.unlink(missing_ok=True)
         shift = run % len(names)  # rotate who goes first: each follows each in turn
         for name in names[shift:] + names[:shift]:
+            os.sync()  # each starts clean: none waits on the writeback of the one before
             wall, seconds = timed(commands[name][0])
             times[name].append(wall)
             cpu[name].append(seconds)

@@ -50,7 +50,7 @@ from .output import CACHE_MODES, Output, pwrite_all
 from .sparse_write import ZERO_BLOCK, StoredCopy, nonzero_runs, write_nonzero
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from .cache_policy import AdaptiveCache
 
@@ -330,28 +330,34 @@ def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress 
             return stored.copy(position, count)
         return write_nonzero(out, position, image.read(position, count))
 
-    from concurrent.futures import ThreadPoolExecutor  # (logging with it: ~5 ms to import)
-
     pending: deque[tuple[Future[int], int]] = deque()
-    with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:  # threads start on submit
-        try:
-            for job in jobs:
-                if stored is not None and stored.in_kernel():
-                    while pending:
-                        done, written = _collect(pending, done, written, advanced)
-                    written += copy(job)
-                    done += job[1]
-                    advanced(done, written)
-                    continue
-                pending.append((pool.submit(copy, job), job[1]))
-                while len(pending) >= COPY_WINDOW or (pending and pending[0][0].done()):
+    pool: ThreadPoolExecutor | None = None  # made for the first chunk that is not inline
+    try:
+        for job in jobs:
+            if stored is not None and stored.in_kernel():
+                while pending:
                     done, written = _collect(pending, done, written, advanced)
-            while pending:
+                written += copy(job)
+                done += job[1]
+                advanced(done, written)
+                continue
+            if pool is None:
+                # (with logging: about 15 ms to import, which a kernel-side copy never pays)
+                from concurrent.futures import ThreadPoolExecutor
+
+                pool = ThreadPoolExecutor(max_workers=COPY_WORKERS)
+            pending.append((pool.submit(copy, job), job[1]))
+            while len(pending) >= COPY_WINDOW or (pending and pending[0][0].done()):
                 done, written = _collect(pending, done, written, advanced)
-        except BaseException:
-            for future, _ in pending:
-                future.cancel()
-            raise
+        while pending:
+            done, written = _collect(pending, done, written, advanced)
+    except BaseException:
+        for future, _ in pending:
+            future.cancel()
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     return done, written
 
 
