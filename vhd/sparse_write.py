@@ -41,6 +41,7 @@ class StoredCopy:
         self.out = out
         self.enabled = True  # copy_file_range still taken
         self.clones = sys.platform.startswith("linux")  # FICLONERANGE not refused yet
+        self.own_data = getattr(image, "parent", None) is None  # all runs in this file
 
     @classmethod
     def for_image(cls, image: DiskImage, out: Output) -> "StoredCopy | None":
@@ -56,9 +57,10 @@ class StoredCopy:
         return cls(image, source_fd, out)
 
     def in_kernel(self) -> bool:
-        """Whether stored runs go kernel-side now (a buffered DEST, copy_file_range not
-        refused): such a copy gains nothing from more threads."""
-        return self.enabled and not self.out.direct
+        """Whether every chunk goes kernel-side now (a buffered DEST, copy_file_range not
+        refused, no parent whose sectors are read and scanned in user space): such a copy
+        gains nothing from more threads."""
+        return self.enabled and not self.out.direct and self.own_data
 
     def copy(self, offset: int, length: int) -> int:
         """Copy guest ``[offset, offset + length)``; the bytes written to DEST."""

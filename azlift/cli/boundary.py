@@ -66,11 +66,11 @@ def terminate_as_interrupt() -> Iterator[None]:
     Ctrl-C in every command: the same clean-up runs (temporary output removed, upload
     state kept, managed disk access revoked) and the exit code is 130."""
     try:
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        previous, installed = signal.signal(signal.SIGTERM, _interrupt), True
     except ValueError:  # not the main thread: signals are the main thread's
-        yield
-        return
+        previous, installed = None, False
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if installed:
+            signal.signal(signal.SIGTERM, previous)

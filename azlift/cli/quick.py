@@ -116,7 +116,10 @@ def parse(args: list[str]) -> Parsed | None:
             key, convert = command.values[name]
             if not equals:
                 value = next(rest, "-")
-            converted = None if value.startswith("-") else convert(value)
+            try:
+                converted = None if value.startswith("-") else convert(value)
+            except ValueError:  # e.g. more digits than int() takes: typer reports it
+                converted = None
             if converted is None:
                 return None
         else:

@@ -6,6 +6,7 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -391,9 +392,27 @@ def test_malformed_through_the_installed_command(run_azlift, malformed) -> None:
         assert not (malformed[name][0].parent / "x.vhd").exists()
 
 
+def test_off_the_main_thread_errors_pass_through_untouched() -> None:
+    """Signals are the main thread's: elsewhere the guard does nothing, and an error raised
+    inside it carries no trace of the refused handler."""
+    contexts: list[BaseException | None] = []
+
+    def work() -> None:
+        try:
+            with terminate_as_interrupt():
+                raise RuntimeError("inside")
+        except RuntimeError as error:
+            contexts.append(error.__context__)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert contexts == [None]
+
+
 def test_sigterm_while_converting_is_an_interruption() -> None:
     """kill (or a CI timeout) reaches the same clean-up as Ctrl-C: no temporary file left
-    (the library side of that is tests/vhd/test_convert.py's interruption tests)."""
+    (the library side of that is tests/vhd/test_conversion.py's interruption tests)."""
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         with terminate_as_interrupt():

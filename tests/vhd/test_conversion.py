@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
 import threading
 import tracemalloc
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.vhd.images import (
     scattered_chunks,
     write_raw,
 )
+from azlift.vhd import sparse_write
 from azlift.vhd.check import check_path
 from azlift.vhd.conversion import ZERO_BLOCK, convert, footer_for, nonzero_runs, target_size
 from azlift.vhd.errors import InvalidSizeError, OutputExistsError, SameFileError
@@ -201,6 +203,37 @@ def test_differencing_chain(tmp_path: Path) -> None:
         assert image.read(0, size) == bytes(expected)
     with pytest.raises(SameFileError):
         convert(str(child), str(parent), force=True)
+
+
+def test_a_sparse_differencing_vhd_judges_its_parents_sectors_in_the_workers(
+        tmp_path: Path, monkeypatch) -> None:
+    """Its own runs go kernel-side, but the parent's sectors are read and scanned for
+    zeros in user space: that work stays on the pool, where it overlaps."""
+    size = 16 * MIB
+    base_chunks = scattered_chunks(size, 10, seed=3, align=512)
+    child_chunks = scattered_chunks(size, 10, seed=4, align=512)
+    parent = build_dynamic_vhd(tmp_path / "parent.vhd", size, base_chunks)
+    dense = build_differencing_vhd(tmp_path / "dense.vhd", parent, child_chunks)
+    child = tmp_path / "child.vhd"  # the same bytes, its zero blocks left as holes
+    subprocess.run(["cp", "--sparse=always", str(dense), str(child)], check=True)
+    judged: list[threading.Thread] = []
+    real_write_nonzero = sparse_write.write_nonzero
+
+    def spy(out, position: int, data: bytes) -> int:
+        judged.append(threading.current_thread())
+        return real_write_nonzero(out, position, data)
+
+    monkeypatch.setattr(sparse_write, "write_nonzero", spy)
+    spy_copy = CopySpy(monkeypatch)
+    out = tmp_path / "out.vhd"
+    convert(str(child), str(out), cache="buffered")
+    expected = bytearray(expected_bytes(size, base_chunks))
+    for offset, data in child_chunks:
+        expected[offset:offset + len(data)] = data
+    with vhd.open_image(str(out)) as image:
+        assert image.read(0, size) == bytes(expected)
+    assert spy_copy.bytes > 0  # the child's own runs, kernel-side
+    assert judged and threading.main_thread() not in judged
 
 
 def test_size_option_grows_and_rounds(tmp_path: Path, raw_disk: Path) -> None:
