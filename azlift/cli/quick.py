@@ -18,7 +18,7 @@ from typing import Any
 
 from .boundary import failure_exit_code, terminate_as_interrupt
 from .output import STATE
-from .vhd_run import IMAGE_FORMATS, run_check, run_convert, run_inspect, size_bytes
+from .vhd_run import IMAGE_FORMATS, disk_role, run_check, run_convert, run_inspect, size_bytes
 
 Converter = Callable[[str], Any]  # the value, or None where typer should judge it
 POSITIVE = re.compile(r"[1-9][0-9]*\Z")
@@ -32,10 +32,6 @@ def _image_format(text: str) -> str | None:
 def _disk_number(text: str) -> int | None:
     """--disk: 1 or more."""
     return int(text) if POSITIVE.match(text) else None
-
-
-def _text(text: str) -> str:
-    return text
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ IMAGE_OPTIONS = {"--format": ("format", _image_format), "--disk": ("disk", _disk
 def _check(given: dict[str, Any]) -> Callable[[], int] | None:
     if given.get("os_disk") and given.get("data_disk"):
         return None  # typer's usage error
-    role = "os" if given.get("os_disk") else "data" if given.get("data_disk") else None
+    role = disk_role(given.get("os_disk", False), given.get("data_disk", False))
     return lambda: run_check(given["image"], given.get("json_out", False), role,
                              given.get("format"), given.get("disk"))
 
@@ -82,7 +78,7 @@ COMMANDS: dict[str, Command] = {
                        {"--json": "json_out", "--force": "force", "--sync": "sync",
                         "--quiet": "quiet", "-q": "quiet"},
                        {**IMAGE_OPTIONS, "--size": ("size", size_bytes),
-                        "--cache": ("cache", _text)}),
+                        "--cache": ("cache", str)}),
 }
 
 

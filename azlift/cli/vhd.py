@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from .common import DiskOption, ForceOption, JsonOption, QuietOption
-from .vhd_run import IMAGE_FORMATS, run_check, run_convert, run_fix, run_inspect, size_bytes
+from .vhd_run import (IMAGE_FORMATS, disk_role, run_check, run_convert, run_fix, run_inspect,
+                      size_bytes)
 
 app = typer.Typer(
     help=(
@@ -90,8 +91,8 @@ def check(
     """
     if os_disk and data_disk:
         raise typer.BadParameter("expected at most one of --os-disk and --data-disk, found both")
-    role = "os" if os_disk else "data" if data_disk else None
-    _exit_with(run_check(image, json_out, role, _format_name(format), disk))
+    _exit_with(run_check(image, json_out, disk_role(os_disk, data_disk), _format_name(format),
+                         disk))
 
 
 @app.command()

@@ -126,6 +126,11 @@ def render_report(report: CheckReport) -> list[str]:
     return lines
 
 
+def disk_role(os_disk: bool, data_disk: bool) -> str | None:
+    """The role `vhd check` judges the image for: --os-disk, --data-disk or neither."""
+    return "os" if os_disk else "data" if data_disk else None
+
+
 def run_check(image: str, json_out: bool, role: str | None, format: str | None,  # noqa: A002
               disk: int | None) -> int:
     """`azlift vhd check`; the exit code (NOT_READY when Azure would refuse the image)."""
