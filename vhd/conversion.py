@@ -17,6 +17,7 @@ not at all. ``footer_for`` is the footer both write, and the one ``upload`` synt
 from __future__ import annotations
 
 import os
+import stat
 import time
 import uuid
 from collections import deque
@@ -75,13 +76,13 @@ def footer_for(image: DiskImage, virtual_size: int) -> Footer:
     has one, else a uuid5 of the source file's real path, size and mtime; the timestamp is
     the source's mtime. So ``convert`` and ``upload`` agree byte for byte.
     """
-    stat = _stat(image.path)
+    info = _stat(image.path)
     unique_id = _source_unique_id(image)
     if unique_id is None:
-        identity = (f"{os.path.realpath(image.path)}:{stat.st_size}:{stat.st_mtime_ns}"
-                    if stat else f"{image.path}:{image.virtual_size}")
+        identity = (f"{os.path.realpath(image.path)}:{info.st_size}:{info.st_mtime_ns}"
+                    if info else f"{image.path}:{image.virtual_size}")
         unique_id = uuid.uuid5(FOOTER_ID_NAMESPACE, identity).bytes
-    timestamp = vhd_timestamp(stat.st_mtime) if stat else 0
+    timestamp = vhd_timestamp(info.st_mtime) if info else 0
     footer = fixed_footer(virtual_size, unique_id=unique_id, timestamp=timestamp)
     return replace(footer, cylinders=MAX_GEOMETRY[0], heads=MAX_GEOMETRY[1],
                    sectors_per_track=MAX_GEOMETRY[2]).with_checksum()
@@ -197,11 +198,14 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
     # loaded here, not with the package: `vhd check` and `inspect` never write an image
     import tempfile
 
-    from .cache_policy import AdaptiveCache, choose_cache, machine_room
+    from .cache_policy import AdaptiveCache, choose_cache, fits_easily, machine_room
 
+    adaptive = None
     if cache == "auto":
-        cache = choose_cache(None if durable else machine_room(), durable)
-    adaptive = AdaptiveCache() if cache == "auto" else None
+        room = None if durable else machine_room()
+        cache = choose_cache(room, durable)
+        if cache == "auto":
+            adaptive = AdaptiveCache(buffered_first=fits_easily(_stored_bytes(image), room))
     directory = os.path.dirname(os.path.abspath(dest))
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.azlift-tmp-",
@@ -215,6 +219,8 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
             out = Output(fd, temp, cache)
             if adaptive is not None and not out.direct:  # the filesystem refused O_DIRECT
                 cache, adaptive = "buffered", None
+            elif adaptive is not None:
+                out.set_direct(adaptive.mode == "direct")
             data_bytes, written = _copy_extents(image, out, image.virtual_size, progress,
                                                 adaptive)
             direct_bytes = out.direct_bytes
@@ -245,6 +251,18 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
         findings=(*source_findings(image), *check_output_rules(virtual_size)),
         direct_bytes=direct_bytes, cache=cache,
         cache_phases=tuple(adaptive.phases) if adaptive else ())
+
+
+def _stored_bytes(image: DiskImage) -> int:
+    """What the files of ``image`` and its parents occupy: at least what a copy writes.
+    A device (no allocation to read) counts as its whole virtual size."""
+    total, node, depth = 0, image, 0
+    while node is not None and depth < 64:
+        info = _stat(node.path)
+        regular = info is not None and stat.S_ISREG(info.st_mode)
+        total += info.st_blocks * 512 if regular else node.virtual_size
+        node, depth = getattr(node, "parent", None), depth + 1
+    return total
 
 
 def _exists(dest: str) -> OutputExistsError:

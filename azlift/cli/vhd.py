@@ -112,6 +112,8 @@ def convert(
         "--cache", help="How DEST is written: auto (the first 64 MiB direct, then "
                         "through the page cache while it keeps ahead of that pace, then "
                         "a window direct again and the faster of the two to the end; "
+                        "a source that fits easily in the kernel's dirty room tries the "
+                        "page cache first and stays there if it runs at memory speed; "
                         "direct throughout with --sync), direct "
                         "(whole blocks straight to the device with O_DIRECT where the "
                         "filesystem allows; the page cache is left "

@@ -12,6 +12,7 @@ from azlift.vhd.cache_policy import (
     DirtySettings,
     cgroup_room,
     choose_cache,
+    fits_easily,
     freerun_bytes,
     machine_room,
     parse_meminfo,
@@ -172,6 +173,43 @@ def test_a_copy_shorter_than_the_probe_is_all_direct() -> None:
     assert policy.phases == [("direct", 0)]
 
 
+def test_a_fast_page_cache_trial_keeps_the_copy_there_unmeasured() -> None:
+    # 4 bytes through the page cache in 0.5 s: 8/s is at least ``fast``: buffered to the end
+    policy = AdaptiveCache(Clock(0, 0.5, 99), probe=4, window=8, settle=2,
+                           buffered_first=True, fast=8)
+    policy.start()
+    assert policy.mode == "buffered"
+    assert policy.record(3) is None
+    assert policy.record(4) is None and policy.trial_rate == 8
+    assert policy.state == "final"
+    assert policy.record(1000) is None  # however slow the rest would be
+    assert policy.phases == [("buffered", 0)]
+
+
+def test_a_slow_page_cache_trial_settles_then_probes_direct() -> None:
+    # 4 bytes in 1 s (4/s, below fast=8): direct; 2 bytes settle (the clock read at 6 is
+    # 1.5); the probe's 4 bytes to 10 take 0.5 s (8/s); then the usual page-cache windows:
+    # settled at 12 (2.25), 8 bytes in 2 s fall behind the probe
+    policy = AdaptiveCache(Clock(0, 1, 1.5, 2, 2.25, 4.25), probe=4, window=8, settle=2,
+                           buffered_first=True, fast=8)
+    policy.start()
+    assert policy.record(4) == "direct" and policy.trial_rate == 4
+    assert policy.record(5) is None  # settling: the clock is not read
+    assert policy.record(6) is None and policy.state == "probe"
+    assert policy.record(9) is None
+    assert policy.record(10) == "buffered" and policy.direct_rate == 8
+    policy.record(12)  # settled at 2.25
+    assert policy.record(20) == "direct" and policy.buffered_rate == 4
+    assert policy.phases == [("buffered", 0), ("direct", 4), ("buffered", 10), ("direct", 20)]
+
+
+def test_fits_easily_wants_the_source_in_half_the_room() -> None:
+    assert fits_easily(GIB, 2 * GIB)
+    assert not fits_easily(GIB + 1, 2 * GIB)
+    assert not fits_easily(1, None)  # /proc cannot say: measure from a direct probe
+    assert not fits_easily(1, 0)
+
+
 def write_tree(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         path = root / name
@@ -229,16 +267,20 @@ def test_this_machine_has_a_room_within_its_memory() -> None:
     assert 0 <= room < total
 
 
-@pytest.mark.parametrize(("room", "expected"), [(0, "direct"), (None, "auto"),
-                                                (1 << 40, "auto")])
+@pytest.mark.parametrize(("room", "expected", "first"), [
+    (0, "direct", None), (None, "auto", "direct"), ("tight", "auto", "direct"),
+    (1 << 40, "auto", "buffered")])
 def test_auto_convert_follows_the_room(tmp_path: Path, dynamic_vhd: Path, monkeypatch,
-                                       room: int | None, expected: str) -> None:
+                                       room: int | str | None, expected: str,
+                                       first: str | None) -> None:
+    if room == "tight":  # the source's file would take more than half the room
+        room = 2 * dynamic_vhd.stat().st_blocks * 512 - 1
     monkeypatch.setattr(cache_policy, "machine_room", lambda: room)
     out = tmp_path / "auto.vhd"
     result = convert(str(dynamic_vhd), str(out))
     assert result.cache == expected and result.to_dict()["cache"] == expected
-    # a copy shorter than the probe is written direct from start to end
-    phases = [{"mode": "direct", "after_bytes_written": 0}] if expected == "auto" else []
+    # a copy shorter than the probe is written the first way from start to end
+    phases = [{"mode": first, "after_bytes_written": 0}] if first else []
     assert result.to_dict()["cache_phases"] == phases
     convert(str(dynamic_vhd), str(tmp_path / "ref.vhd"), cache="buffered")
     assert out.read_bytes() == (tmp_path / "ref.vhd").read_bytes()

@@ -185,7 +185,7 @@ def script_four_switches(monkeypatch: pytest.MonkeyPatch) -> None:
     # takes 0.5 s (16 MiB/s, faster), the one to 24 MiB 98.4 s (slower): direct again;
     # settled at 28 MiB; the direct window to 36 MiB takes 199.9 s (slower still): buffered
     seconds = iter([0.0, 1.0, 1.1, 1.6, 100.0, 100.1, 300.0])
-    monkeypatch.setattr(cache_policy, "AdaptiveCache", lambda: AdaptiveCache(
+    monkeypatch.setattr(cache_policy, "AdaptiveCache", lambda **_: AdaptiveCache(
         lambda: next(seconds, 300.0), probe=4 * MIB, window=8 * MIB, settle=4 * MIB))
     monkeypatch.setattr(cache_policy, "machine_room", lambda: 1 << 40)
     # one worker, two chunks in flight: which chunk begins after which switch is certain
@@ -240,6 +240,72 @@ def test_auto_convert_of_stored_runs_copies_buffered_chunks_in_the_calling_threa
     assert {thread for thread, _ in copied} == {threading.main_thread()}
     assert sum(count for _, count in copied) == 24 * MIB
     assert result.written_bytes == 48 * MIB
+    source.unlink()
+    out.unlink()
+
+
+def holey_source(folder: Path, seed: int) -> Path:
+    """A raw file of twelve 4 MiB chunks of data and a 4 MiB hole after them."""
+    source = folder / f"holey-{seed}.raw"
+    with open(source, "wb") as file:
+        file.truncate(52 * MIB)
+        file.write(random.Random(seed).randbytes(48 * MIB))
+    return source
+
+
+def convert_buffered_first(monkeypatch: pytest.MonkeyPatch, source: Path, out: Path,
+                           *seconds: float) -> tuple[object, list[tuple[object, int]]]:
+    """Convert with auto's clock scripted (``seconds``, the last repeating) and the room
+    wide enough for the page cache to go first; (the result, each copy_file_range's
+    thread and length)."""
+    clock = iter(seconds)
+    monkeypatch.setattr(cache_policy, "AdaptiveCache", lambda **options: AdaptiveCache(
+        lambda: next(clock, seconds[-1]), probe=4 * MIB, window=8 * MIB, settle=4 * MIB,
+        **options))
+    monkeypatch.setattr(cache_policy, "machine_room", lambda: 1 << 40)
+    monkeypatch.setattr(convert_module, "COPY_WORKERS", 1)
+    monkeypatch.setattr(convert_module, "COPY_WINDOW", 2)
+    real_copy, copied = os.copy_file_range, []
+
+    def spy(source_fd: int, dest_fd: int, count: int, *offsets: int) -> int:
+        copied.append((threading.current_thread(), count))
+        return real_copy(source_fd, dest_fd, count, *offsets)
+
+    monkeypatch.setattr(os, "copy_file_range", spy)
+    result = convert(str(source), str(out))
+    qemu_img("compare", "-f", "raw", "-F", "vpc", source, out)
+    return result, copied
+
+
+def test_auto_stays_in_a_fast_page_cache_when_the_source_fits_its_room(
+        xfs: Path, monkeypatch) -> None:
+    """The first 4 MiB went through the page cache at 4 GiB/s: no direct probe, every
+    chunk copied kernel-side from the calling thread."""
+    source = holey_source(xfs, 7)
+    out = xfs / "fast.vhd"
+    result, copied = convert_buffered_first(monkeypatch, source, out, 0.0, 1 / 1024)
+    assert result.cache == "auto" and result.cache_phases == (("buffered", 0),)
+    assert result.direct_bytes == 0 and result.written_bytes == 48 * MIB
+    assert {thread for thread, _ in copied} == {threading.main_thread()}
+    assert sum(count for _, count in copied) == 48 * MIB
+    source.unlink()
+    out.unlink()
+
+
+def test_auto_probes_direct_after_a_slow_page_cache_trial(xfs: Path, monkeypatch) -> None:
+    """The first 4 MiB through the page cache took 10 s: direct from there; 4 MiB settle,
+    a 4 MiB probe at 4 MiB/s, then the page cache again, whose window at 16 MiB/s keeps
+    it for the rest."""
+    source = holey_source(xfs, 8)
+    out = xfs / "slow.vhd"
+    result, copied = convert_buffered_first(monkeypatch, source, out,
+                                            0.0, 10.0, 10.1, 11.1, 11.2, 11.7)
+    assert result.cache_phases == (("buffered", 0), ("direct", 4 * MIB),
+                                   ("buffered", 12 * MIB))
+    # chunks 2 and 3 direct (cloned, on a filesystem that can), chunk 4 either way (begun
+    # before the switch back), the rest kernel-side from the calling thread
+    assert {thread for thread, _ in copied} == {threading.main_thread()}
+    assert 36 * MIB <= sum(count for _, count in copied) <= 40 * MIB
     source.unlink()
     out.unlink()
 
