@@ -376,6 +376,8 @@ def _copy_extents(image: DiskImage, out: Output, limit: int, progress: Progress 
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+        if stored is not None:
+            stored.close()
     return done, written
 
 

@@ -8,6 +8,7 @@ import struct
 import sys
 
 from .image import DiskImage
+from .mapped_source import MappedSource
 from .output import Output
 from .raw import FROM_ZERO, block_spans, has_holes
 
@@ -27,9 +28,12 @@ class StoredCopy:
     hold data and copying them as stored keeps DEST as sparse as the source. To a direct
     DEST, blocks on the filesystem's grid in both files are first cloned (FICLONERANGE: a
     reflink on XFS, btrfs and other copy-on-write filesystems, where no data moves), the
-    rest goes through the thread's aligned buffer (see output.py); to a buffered DEST,
-    ``os.copy_file_range`` moves them kernel-side (cloning where it can), and a filesystem
-    that refuses it turns the rest of the copy into pread/pwrite. Ranges that are not in
+    rest goes through the thread's aligned buffer (see output.py); to a buffered DEST
+    on a block-device filesystem, blocks are cloned where they can be and the rest written
+    from a mapping of the source (mapped_source.py); elsewhere, or where that is refused,
+    ``os.copy_file_range`` moves them kernel-side (cloning where it can, or asking a
+    network filesystem's server to copy), and a filesystem that refuses it turns the rest
+    of the copy into pread/pwrite. Ranges that are not in
     the file (the parent's sectors of a differencing disk) are read and written with zero
     detection.
     """
@@ -42,6 +46,7 @@ class StoredCopy:
         self.enabled = True  # copy_file_range still taken
         self.clones = sys.platform.startswith("linux")  # FICLONERANGE not refused yet
         self.own_data = getattr(image, "parent", None) is None  # all runs in this file
+        self.mapped = MappedSource.for_files(source_fd, out.fd)
 
     @classmethod
     def for_image(cls, image: DiskImage, out: Output) -> "StoredCopy | None":
@@ -61,6 +66,11 @@ class StoredCopy:
         refused, no parent whose sectors are read and scanned in user space): such a copy
         gains nothing from more threads."""
         return self.enabled and not self.out.direct and self.own_data
+
+    def close(self) -> None:
+        """Unmap the source (a copy ended, or failed)."""
+        if self.mapped is not None:
+            self.mapped.close()
 
     def copy(self, offset: int, length: int) -> int:
         """Copy guest ``[offset, offset + length)``; the bytes written to DEST."""
@@ -115,6 +125,9 @@ class StoredCopy:
         if self.out.direct:
             if not self._clone(source, dest, length):
                 self.out.copy_from(self.read_into, source, dest, length)
+            return length
+        if self.mapped is not None and (self._clone(source, dest, length)
+                                        or self.mapped.copy(self.out.fd, source, dest, length)):
             return length
         done = 0
         while done < length and self.enabled:

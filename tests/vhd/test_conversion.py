@@ -1,7 +1,6 @@
 """convert: every source kind → fixed VHD, checked against qemu-img as the reference peer."""
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azlift import vhd
+from tests.support.stored_ways import StoredWays, on_block_device
 from tests.vhd.images import (
     MIB,
     VHDX_BAT_AT,
@@ -32,6 +32,7 @@ from tests.vhd.images import (
     write_raw,
 )
 from azlift.vhd import sparse_write
+from azlift.vhd.mapped_source import MappedSource
 from azlift.vhd.check import check_path
 from azlift.vhd.conversion import ZERO_BLOCK, convert, footer_for, nonzero_runs, target_size
 from azlift.vhd.errors import InvalidSizeError, OutputExistsError, SameFileError
@@ -100,38 +101,25 @@ def test_qemu_dynamic_vhd(tmp_path: Path, raw_disk: Path, disk_chunks: list[Chun
     assert result.data_bytes <= touched_blocks(disk_chunks) + 4 * ZERO_BLOCK * len(disk_chunks)
 
 
-class CopySpy:
-    """Wraps os.copy_file_range: counts the bytes the kernel moved (or refuses them all)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, refuse: bool = False) -> None:
-        self.real = os.copy_file_range
-        self.refuse = refuse
-        self.bytes = 0
-        self.threads: set[threading.Thread] = set()
-        monkeypatch.setattr(os, "copy_file_range", self)
-
-    def __call__(self, *args: int) -> int:
-        if self.refuse:
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        self.threads.add(threading.current_thread())
-        count = self.real(*args)
-        self.bytes += count
-        return count
-
-
 @pytest.mark.parametrize("kind", ["raw", "vpc", "vhdx"])
-def test_stored_data_moves_kernel_side(tmp_path: Path, raw_disk: Path,
-                                       disk_chunks: list[Chunk], monkeypatch, kind) -> None:
+def test_stored_data_moves_without_python_buffers(tmp_path: Path, raw_disk: Path,
+                                                  disk_chunks: list[Chunk], monkeypatch,
+                                                  kind) -> None:
     src = {"raw": lambda: raw_disk,
            "vpc": lambda: make_dynamic_vhd(raw_disk, tmp_path / "src.vhd"),
            "vhdx": lambda: make_vhdx(raw_disk, tmp_path / "src.vhdx")}[kind]()
-    spy = CopySpy(monkeypatch)
+    ways = StoredWays(monkeypatch)
     out = tmp_path / "out.vhd"
     convert(str(src), str(out), cache="buffered")
     assert_same_guest_bytes(src, kind, out)
-    assert spy.bytes > 0  # the source marks zeros as holes: its data went kernel-side
+    assert ways.bytes() > 0  # the source marks zeros as holes: its data was moved as stored
+    # on a block-device filesystem from a mapping of the source, else kernel-side
+    if on_block_device(tmp_path):
+        assert ways.bytes("mapped", "clone") > 0 and ways.bytes("copy_file_range") == 0
+    else:
+        assert ways.bytes("copy_file_range", "clone") > 0 and ways.bytes("mapped") == 0
     # from the calling thread: writers to one file take its lock in turn
-    assert spy.threads == {threading.main_thread()}
+    assert ways.threads() == {threading.main_thread()}
     assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
 
 
@@ -139,10 +127,13 @@ def test_refused_kernel_copy_falls_back_to_user_space(tmp_path: Path, raw_disk: 
                                                       disk_chunks: list[Chunk],
                                                       monkeypatch) -> None:
     src = make_dynamic_vhd(raw_disk, tmp_path / "src.vhd")
-    CopySpy(monkeypatch, refuse=True)  # as on a filesystem pair without copy_file_range
+    # as on a network filesystem (no mapping) whose pair refuses copy_file_range
+    monkeypatch.setattr(MappedSource, "for_files", classmethod(lambda cls, *fds: None))
+    ways = StoredWays(monkeypatch, refuse_kernel_copy=True)
     out = tmp_path / "out.vhd"
     convert(str(src), str(out), cache="buffered")
     assert_same_guest_bytes(src, "vpc", out)
+    assert ways.bytes() == 0
     assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
 
 
@@ -151,11 +142,11 @@ def test_a_source_without_holes_is_scanned_for_zeros(tmp_path: Path, raw_disk: P
                                                      monkeypatch) -> None:
     dense = tmp_path / "dense.raw"
     dense.write_bytes(raw_disk.read_bytes())  # every zero written out: no hole to trust
-    spy = CopySpy(monkeypatch)
+    ways = StoredWays(monkeypatch)
     out = tmp_path / "out.vhd"
     convert(str(dense), str(out))
     assert_same_guest_bytes(dense, "raw", out)
-    assert spy.bytes == 0
+    assert ways.bytes() == 0
     assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
 
 
@@ -224,7 +215,7 @@ def test_a_sparse_differencing_vhd_judges_its_parents_sectors_in_the_workers(
         return real_write_nonzero(out, position, data)
 
     monkeypatch.setattr(sparse_write, "write_nonzero", spy)
-    spy_copy = CopySpy(monkeypatch)
+    ways = StoredWays(monkeypatch)
     out = tmp_path / "out.vhd"
     convert(str(child), str(out), cache="buffered")
     expected = bytearray(expected_bytes(size, base_chunks))
@@ -232,7 +223,7 @@ def test_a_sparse_differencing_vhd_judges_its_parents_sectors_in_the_workers(
         expected[offset:offset + len(data)] = data
     with vhd.open_image(str(out)) as image:
         assert image.read(0, size) == bytes(expected)
-    assert spy_copy.bytes > 0  # the child's own runs, kernel-side
+    assert ways.bytes() > 0  # the child's own runs, as stored
     assert judged and threading.main_thread() not in judged
 
 

@@ -23,6 +23,7 @@ from azlift.vhd.detect import open_image
 from azlift.vhd.errors import InvalidOptionError, TruncatedImageError
 from azlift.vhd.output import BLOCK, BUFFER, Output
 from tests.support.reflink_fs import reflink_filesystem, shared_bytes
+from tests.support.stored_ways import StoredWays
 from tests.vhd.images import Chunk, make_dynamic_vhd, qemu_img
 
 MIB = 1024 * 1024
@@ -193,6 +194,15 @@ def script_four_switches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(convert_module, "COPY_WINDOW", 2)
 
 
+def holey_source(folder: Path, seed: int) -> Path:
+    """A raw file of twelve 4 MiB chunks of data and a 4 MiB hole after them."""
+    source = folder / f"holey-{seed}.raw"
+    with open(source, "wb") as file:
+        file.truncate(52 * MIB)
+        file.write(random.Random(seed).randbytes(48 * MIB))
+    return source
+
+
 def test_auto_convert_switching_mid_copy_writes_every_byte(xfs: Path, monkeypatch) -> None:
     """A probe, a fast page-cache window, a slow one, a slower direct one: the copy goes
     direct, buffered, direct and buffered again with writes under way at each switch, and
@@ -216,48 +226,29 @@ def test_auto_convert_switching_mid_copy_writes_every_byte(xfs: Path, monkeypatc
 def test_auto_convert_of_stored_runs_copies_buffered_chunks_in_the_calling_thread(
         xfs: Path, monkeypatch) -> None:
     """A source with holes, switching as above: the chunks that go through the page cache
-    are moved by copy_file_range from the calling thread, each one after the switch that
-    made it buffered; the rest go direct from the workers; the output is the source."""
-    rng = random.Random(6)
-    source = xfs / "holey.raw"
-    with open(source, "wb") as file:
-        file.truncate(52 * MIB)  # a hole at the end: runs are copied as stored...
-        file.write(rng.randbytes(48 * MIB))  # ...and twelve 4 MiB chunks of data
+    are moved as stored (cloned, written from the source's mapping or by copy_file_range)
+    from the calling thread, each one after the switch that made it buffered; the rest go
+    direct from the workers; the output is the source."""
+    source = holey_source(xfs, 6)
     script_four_switches(monkeypatch)
-    real_copy, copied = os.copy_file_range, []
-
-    def spy(source_fd: int, dest_fd: int, count: int, *offsets: int) -> int:
-        copied.append((threading.current_thread(), count))
-        return real_copy(source_fd, dest_fd, count, *offsets)
-
-    monkeypatch.setattr(os, "copy_file_range", spy)
+    ways = StoredWays(monkeypatch)
     out = xfs / "holey.vhd"
     result = convert(str(source), str(out))
     assert result.cache_phases == (("direct", 0), ("buffered", 4 * MIB),
                                    ("direct", 24 * MIB), ("buffered", 36 * MIB))
     qemu_img("compare", "-f", "raw", "-F", "vpc", source, out)
     # chunks 3-6 and 11-12: each begun after the switch to buffered, none in flight before
-    assert {thread for thread, _ in copied} == {threading.main_thread()}
-    assert sum(count for _, count in copied) == 24 * MIB
+    assert ways.threads(direct=False) == {threading.main_thread()}
+    assert ways.bytes(direct=False) == 24 * MIB
     assert result.written_bytes == 48 * MIB
     source.unlink()
     out.unlink()
 
 
-def holey_source(folder: Path, seed: int) -> Path:
-    """A raw file of twelve 4 MiB chunks of data and a 4 MiB hole after them."""
-    source = folder / f"holey-{seed}.raw"
-    with open(source, "wb") as file:
-        file.truncate(52 * MIB)
-        file.write(random.Random(seed).randbytes(48 * MIB))
-    return source
-
-
 def convert_buffered_first(monkeypatch: pytest.MonkeyPatch, source: Path, out: Path,
-                           *seconds: float) -> tuple[object, list[tuple[object, int]]]:
+                           *seconds: float) -> tuple[object, StoredWays]:
     """Convert with auto's clock scripted (``seconds``, the last repeating) and the room
-    wide enough for the page cache to go first; (the result, each copy_file_range's
-    thread and length)."""
+    wide enough for the page cache to go first; (the result, how its stored bytes moved)."""
     clock = iter(seconds)
     monkeypatch.setattr(cache_policy, "AdaptiveCache", lambda **options: AdaptiveCache(
         lambda: next(clock, seconds[-1]), probe=4 * MIB, window=8 * MIB, settle=4 * MIB,
@@ -265,29 +256,23 @@ def convert_buffered_first(monkeypatch: pytest.MonkeyPatch, source: Path, out: P
     monkeypatch.setattr(cache_policy, "machine_room", lambda: 1 << 40)
     monkeypatch.setattr(convert_module, "COPY_WORKERS", 1)
     monkeypatch.setattr(convert_module, "COPY_WINDOW", 2)
-    real_copy, copied = os.copy_file_range, []
-
-    def spy(source_fd: int, dest_fd: int, count: int, *offsets: int) -> int:
-        copied.append((threading.current_thread(), count))
-        return real_copy(source_fd, dest_fd, count, *offsets)
-
-    monkeypatch.setattr(os, "copy_file_range", spy)
+    ways = StoredWays(monkeypatch)
     result = convert(str(source), str(out))
     qemu_img("compare", "-f", "raw", "-F", "vpc", source, out)
-    return result, copied
+    return result, ways
 
 
 def test_auto_stays_in_a_fast_page_cache_when_the_source_fits_its_room(
         xfs: Path, monkeypatch) -> None:
     """The first 4 MiB went through the page cache at 4 GiB/s: no direct probe, every
-    chunk copied kernel-side from the calling thread."""
+    chunk moved as stored from the calling thread."""
     source = holey_source(xfs, 7)
     out = xfs / "fast.vhd"
-    result, copied = convert_buffered_first(monkeypatch, source, out, 0.0, 1 / 1024)
+    result, ways = convert_buffered_first(monkeypatch, source, out, 0.0, 1 / 1024)
     assert result.cache == "auto" and result.cache_phases == (("buffered", 0),)
     assert result.direct_bytes == 0 and result.written_bytes == 48 * MIB
-    assert {thread for thread, _ in copied} == {threading.main_thread()}
-    assert sum(count for _, count in copied) == 48 * MIB
+    assert ways.threads() == {threading.main_thread()}
+    assert ways.bytes(direct=False) == 48 * MIB
     source.unlink()
     out.unlink()
 
@@ -298,14 +283,14 @@ def test_auto_probes_direct_after_a_slow_page_cache_trial(xfs: Path, monkeypatch
     it for the rest."""
     source = holey_source(xfs, 8)
     out = xfs / "slow.vhd"
-    result, copied = convert_buffered_first(monkeypatch, source, out,
-                                            0.0, 10.0, 10.1, 11.1, 11.2, 11.7)
+    result, ways = convert_buffered_first(monkeypatch, source, out,
+                                          0.0, 10.0, 10.1, 11.1, 11.2, 11.7)
     assert result.cache_phases == (("buffered", 0), ("direct", 4 * MIB),
                                    ("buffered", 12 * MIB))
-    # chunks 2 and 3 direct (cloned, on a filesystem that can), chunk 4 either way (begun
-    # before the switch back), the rest kernel-side from the calling thread
-    assert {thread for thread, _ in copied} == {threading.main_thread()}
-    assert 36 * MIB <= sum(count for _, count in copied) <= 40 * MIB
+    # chunks 2 and 3 direct, chunk 4 either way (begun before the switch back), the rest
+    # moved as stored from the calling thread
+    assert ways.threads(direct=False) == {threading.main_thread()}
+    assert 36 * MIB <= ways.bytes(direct=False) <= 40 * MIB
     source.unlink()
     out.unlink()
 
