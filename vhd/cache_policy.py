@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 KIB = 1024
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -294,6 +293,7 @@ def _read_int(path: str, default: int | None) -> int | None:
 
 def _read_text(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="ascii")
+        with open(path, encoding="ascii") as file:  # (not pathlib: 7 ms of start-up)
+            return file.read()
     except (OSError, UnicodeDecodeError, ValueError):
         return ""
