@@ -28,7 +28,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_upload import fresh_azurite, process_cpu_s, write_scattered  # noqa: E402
+from own_usage import run_with_usage  # noqa: E402
 
 from azlift.bulk.toml_writer import to_toml  # noqa: E402
 
@@ -60,17 +60,11 @@ def run(args: list[str], endpoint: str, state: Path) -> str:
 def peak_rss_of(args: list[str], endpoint: str, state: Path) -> tuple[float, int, str]:
     """Wall seconds, peak RSS in bytes and stdout of one azlift command."""
     env = {**os.environ, "AZLIFT_EMULATOR_ENDPOINT": endpoint, "AZLIFT_STATE_DIR": str(state)}
-    started = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen([str(AZLIFT), *args], stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"azlift {' '.join(args[:2])} failed: "
-                             f"{err.read().decode(errors='replace')[-2000:]}")
-        return wall, usage.ru_maxrss * 1024, out.read().decode()
+    done = run_with_usage([str(AZLIFT), *args], capture_output=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"azlift {' '.join(args[:2])} failed: "
+                         f"{done.stderr.decode(errors='replace')[-2000:]}")
+    return done.wall_s, done.peak_rss, done.stdout.decode()
 
 
 def bulk_manifest(path: Path, disks: list[Path], container: str, max_disks: int,

@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_convert import bench_convert  # noqa: E402
 from bench_upload import AZLIFT, bare_upload_s, fresh_azurite, process_cpu_s  # noqa: E402
+from own_usage import run_with_usage  # noqa: E402
 
 from azlift import vhd  # noqa: E402
 
@@ -107,17 +108,13 @@ def timed_upload(source: Path, endpoint: str, blob: str) -> tuple[float, int, di
     """Wall seconds, peak RSS bytes, the JSON summary and the CPU seconds (wait4) of one
     installed `azlift upload` to the "bench" container."""
     env = {**os.environ, "AZLIFT_STATE_DIR": tempfile.mkdtemp()}
-    started = time.perf_counter()
-    process = subprocess.Popen(
+    done = run_with_usage(
         [str(AZLIFT), "upload", str(source), f"bench/{blob}", "--emulator",
          "--emulator-endpoint", endpoint, "--json", "--overwrite"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    out, err = process.stdout.read(), process.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"azlift upload failed: {err.decode(errors='replace')}")
-    return wall, usage.ru_maxrss * 1024, json.loads(out), usage.ru_utime + usage.ru_stime
+        capture_output=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"azlift upload failed: {done.stderr.decode(errors='replace')}")
+    return done.wall_s, done.peak_rss, json.loads(done.stdout), done.cpu_s
 
 
 def via_qemu_img(source: Path, workdir: Path, endpoint: str) -> dict:

@@ -58,6 +58,7 @@ from azlift.upload.target import BlobPageTarget  # noqa: E402
 from azlift.upload.uploader import upload_image  # noqa: E402
 from azlift.vhd.conversion import convert  # noqa: E402
 from installed_bytecode import compile_project  # noqa: E402
+from own_usage import run_with_usage  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -207,20 +208,19 @@ def ceiling(endpoint: str, container: str, size: int, threads: int) -> dict:
 
 
 def peak_rss(endpoint: str, container: str, source: Path, threads: int) -> int:
-    """Peak RSS (bytes) of the installed `azlift upload` for ``source``."""
+    """Peak RSS (bytes) of the installed `azlift upload` for ``source``, its own
+    (own_usage.py)."""
     env = {**os.environ, "AZLIFT_STATE_DIR": tempfile.mkdtemp()}
-    process = subprocess.Popen(
+    done = run_with_usage(
         [str(AZLIFT), "upload", str(source), f"{container}/rss-{source.stem}.vhd", "--emulator",
          "--emulator-endpoint", endpoint, "--threads", str(threads), "--json", "--overwrite"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    out, err = process.stdout.read(), process.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"azlift upload failed: {err.decode(errors='replace')}")
-    json.loads(out)
+        capture_output=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"azlift upload failed: {done.stderr.decode(errors='replace')}")
+    json.loads(done.stdout)
     BlobClient.from_blob_url(f"{endpoint}/{container}/rss-{source.stem}.vhd",
                              credential=CREDENTIAL).delete_blob()
-    return usage.ru_maxrss * 1024
+    return done.peak_rss
 
 
 def first_request_s(source: Path, runs: int = 5) -> dict[str, float]:
