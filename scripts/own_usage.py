@@ -19,17 +19,22 @@ import os, sys, time
 started = time.perf_counter()
 pid = os.fork()
 if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)  # as a shell says a command could not be run
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as report:
     report.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime} "
-                 f"{time.perf_counter() - started}")
-sys.exit(os.waitstatus_to_exitcode(status))
+                 f"{time.perf_counter() - started} {os.waitstatus_to_exitcode(status)}")
 """
 
 
 @dataclass(frozen=True)
 class Usage:
+    """What the command printed and cost; ``returncode`` as subprocess gives it (-N for a
+    signal)."""
+
     returncode: int
     stdout: Any
     stderr: Any
@@ -45,7 +50,7 @@ def run_with_usage(command: list[str], **options: Any) -> Usage:
         done = subprocess.run([sys.executable, "-c", LAUNCHER, report.name, *command],
                               **options)
         fields = report.read().split()
-    if len(fields) != 3:
-        raise SystemExit(f"{command[0]} could not be started: {done.stderr!r}")
-    return Usage(done.returncode, done.stdout, done.stderr, int(fields[0]) * 1024,
+    if len(fields) != 4 or fields[3] == "127":
+        raise SystemExit(f"{command[0]} could not be run: {done.stderr!r}")
+    return Usage(int(fields[3]), done.stdout, done.stderr, int(fields[0]) * 1024,
                  float(fields[1]), float(fields[2]))

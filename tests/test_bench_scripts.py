@@ -41,9 +41,14 @@ def test_own_usage_reports_the_commands_peak_not_the_callers() -> None:
                             "x[::4096] = b'y' * len(x[::4096]); sys.exit(3)"],
                            capture_output=True)
     straight = subprocess.Popen([sys.executable, "-c", "pass"])
-    straight_peak = os.wait4(straight.pid, 0)[2].ru_maxrss * 1024
+    _, status, usage = os.wait4(straight.pid, 0)
+    straight.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    straight_peak = usage.ru_maxrss * 1024
     assert straight_peak >= 300 * 2**20  # what the benchmarks used to report
     assert small.returncode == 0 and small.peak_rss < 100 * 2**20
     assert large.returncode == 3 and 150 * 2**20 <= large.peak_rss < 250 * 2**20
     assert 0 < small.wall_s < 10 and 0 < large.cpu_s < 10
+    killed = run_with_usage([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"],
+                            capture_output=True)
+    assert killed.returncode == -9
     del ballast

@@ -10,15 +10,16 @@ allocation. And on some virtual machines a new page-cache page is itself slow to
 (the host backs it first: 0.1-0.2 GB/s measured where direct writes ran at 1.2 GB/s). So
 ``AdaptiveCache`` measures: the first PROBE_BYTES go direct (the device's pace), then the
 page cache, window by window, for as long as it keeps ahead of that pace; then one window
-direct again, and whichever of those two went faster to the end. An output with less
-than PROBE_BYTES of data is written direct throughout (at that size the way hardly
-matters). Where all the source holds fits in half the room the kernel leaves before it
-throttles writers, the first PROBE_BYTES go through the page cache instead, and if they
-went at memory speed (FAST_BUFFERED) the rest follows them there unmeasured: the direct
-probe would cost more than any device could win back on so little data (64 MiB direct
-took 0.08 s of a 0.33 s conversion of 512 MiB). ``machine_room`` (the kernel's own formula over /proc/meminfo, /proc/zoneinfo
-and the vm.dirty_* settings, scaled to what the process's memory cgroup has left) says
-when there is no room to try at all.
+direct again, and whichever of those two went faster to the end. Where all the source
+holds fits in half the room the kernel leaves before it throttles writers, the first
+PROBE_BYTES after the first chunk go through the page cache instead, and if they went at
+memory speed (FAST_BUFFERED) the rest follows them there unmeasured: the direct probe
+would cost more than any device could win back on so little data (64 MiB direct took
+0.08 s of a 0.33 s conversion of 512 MiB). An output with less data than that first
+measure is written the way it began throughout (at that size the way hardly matters).
+``machine_room`` (the kernel's own formula over /proc/meminfo, /proc/zoneinfo and the
+vm.dirty_* settings, scaled to what the process's memory cgroup has left) says when
+there is no room to try at all.
 """
 from __future__ import annotations
 
@@ -132,9 +133,11 @@ class AdaptiveCache:
     where direct took 12.8 s.) The SETTLE_BYTES after each switch are not measured:
     chunks begun before it were still being written the other way.
 
-    ``buffered_first`` (the whole copy fits well below the freerun ceiling) starts with
-    PROBE_BYTES through the page cache: at ``fast`` bytes per second or more the copy stays
-    there to the end; slower, it settles and goes on as above from a direct probe."""
+    ``buffered_first`` (the whole copy fits well below the freerun ceiling) starts in the
+    page cache and, once the first bytes are written (the first chunk pays one-off costs:
+    imports, threads starting), times the next PROBE_BYTES: at ``fast`` bytes per second
+    or more the copy stays there to the end; slower, it settles and goes on as above from
+    a direct probe."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
                  probe: int = PROBE_BYTES, window: int = WINDOW_BYTES,
@@ -142,9 +145,9 @@ class AdaptiveCache:
                  fast: float = FAST_BUFFERED) -> None:
         self.clock, self.probe, self.window, self.settle = clock, probe, window, settle
         self.fast = fast
-        # ["trial", "presettle"], "probe", "settle", "buffered", then "resettle",
-        # "recheck" and "final"
-        self.state = "trial" if buffered_first else "probe"
+        # ["warmup", "trial", "presettle"], "probe", "settle", "buffered", then
+        # "resettle", "recheck" and "final"
+        self.state = "warmup" if buffered_first else "probe"
         self.direct_rate = 0.0  # bytes per second of the probe
         self.buffered_rate = 0.0  # of the page-cache window that fell behind it
         self.trial_rate = 0.0  # of the first page-cache window, when it went first
@@ -165,7 +168,8 @@ class AdaptiveCache:
         """``written`` bytes so far; the new mode when it changes, else None."""
         start, since = self._mark
         span = written - start
-        if self.state == "final" or span < {"trial": self.probe, "presettle": self.settle,
+        if self.state == "final" or span < {"warmup": 1, "trial": self.probe,
+                                             "presettle": self.settle,
                                              "probe": self.probe, "settle": self.settle,
                                              "buffered": self.window,
                                              "resettle": self.settle,
@@ -173,8 +177,8 @@ class AdaptiveCache:
             return None
         now = self.clock()
         self._mark = (written, now)
-        if self.state in ("presettle", "settle", "resettle"):
-            self.state = {"presettle": "probe", "settle": "buffered",
+        if self.state in ("warmup", "presettle", "settle", "resettle"):
+            self.state = {"warmup": "trial", "presettle": "probe", "settle": "buffered",
                           "resettle": "recheck"}[self.state]
             return None
         rate = span / max(now - since, 1e-9)

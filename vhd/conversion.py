@@ -49,7 +49,13 @@ from .errors import (
 )
 from .image import DiskImage
 from .output import CACHE_MODES, Output, pwrite_all
-from .sparse_write import ZERO_BLOCK, StoredCopy, nonzero_runs, write_nonzero
+from .sparse_write import (
+    KERNEL_COPY_FORMATS,
+    ZERO_BLOCK,
+    StoredCopy,
+    nonzero_runs,
+    write_nonzero,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -252,13 +258,16 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
 
 
 def _stored_bytes(image: DiskImage) -> int:
-    """What the files of ``image`` and its parents occupy: at least what a copy writes.
-    A device (no allocation to read) counts as its whole virtual size."""
+    """At least what a copy of ``image`` writes: what the files of the image and its
+    parents occupy, for formats stored verbatim in that one file (KERNEL_COPY_FORMATS).
+    Any other (a device, data in other files as a VMDK's extents, compressed data) counts
+    as its whole virtual size."""
     total, node, depth = 0, image, 0
     while node is not None and depth < 64:
         info = _stat(node.path)
-        regular = info is not None and stat.S_ISREG(info.st_mode)
-        total += info.st_blocks * 512 if regular else node.virtual_size
+        verbatim = (info is not None and stat.S_ISREG(info.st_mode)
+                    and getattr(node, "format", None) in KERNEL_COPY_FORMATS)
+        total += info.st_blocks * 512 if verbatim else node.virtual_size
         node, depth = getattr(node, "parent", None), depth + 1
     return total
 

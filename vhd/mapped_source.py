@@ -6,21 +6,29 @@ on ext4 it beat ``copy_file_range`` (which splices page by page through a pipe) 
 populated first (MADV_POPULATE_READ, Linux 5.14) so its pages are mapped in one call
 instead of a fault per 64 KiB. Python never touches the mapping itself: the kernel reads
 it inside ``pwrite``, so a source cut short meanwhile fails the write (EFAULT) instead of
-killing the process with SIGBUS, and the caller copies the rest another way.
+killing the process with SIGBUS; the size is checked again after each write (a cut inside
+the range's last page reads as zeros, no fault), and on either the caller copies the range
+another way, which reports where the source ends. The mapping is remade every
+REMAP_BYTES, so the pages it maps (which count in the process's RSS) stay few.
 
-Only where both files live on block-device filesystems: on NFS or SMB ``copy_file_range``
-asks the server to copy, and no data crosses the network (the device number of such a
-filesystem, like FUSE's and tmpfs', has major 0).
+Only where both files live on filesystems with a block device (ext4, XFS...): on NFS or
+SMB ``copy_file_range`` asks the server to copy, and no data crosses the network. The
+device number of such a filesystem has major 0, as have FUSE's, tmpfs', overlayfs',
+btrfs' and ZFS's: those keep ``copy_file_range`` too.
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import sys
 import threading
 
 PAGE = mmap.PAGESIZE
-POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
-REMAP_BYTES = 1 << 30  # mapped again after this much: page tables of 1 GiB at most
+# <linux/mman.h> (Python 3.11's mmap does not name it); elsewhere no populating at all
+POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ",
+                        22 if sys.platform.startswith("linux") else None)
+REMAP_BYTES = 64 * 1024 * 1024  # mapped again after this much: at most this much mapped
 
 
 class MappedSource:
@@ -31,7 +39,7 @@ class MappedSource:
         self.owner = threading.get_ident()
         self.usable = True  # mapping, and writing from it, not refused yet
         self._mapping: mmap.mmap | None = None
-        self._populate = True  # MADV_POPULATE_READ not refused yet
+        self._populate = POPULATE_READ is not None  # and not refused (EINVAL) yet
         self._since_map = 0
 
     @classmethod
@@ -60,13 +68,18 @@ class MappedSource:
                 start = source - source % PAGE
                 try:
                     mapping.madvise(POPULATE_READ, start, source + length - start)
-                except OSError:
-                    self._populate = False
+                except OSError as error:  # EINVAL: an older kernel; else the write says
+                    self._populate = error.errno != errno.EINVAL
             with memoryview(mapping) as view:
                 done = 0
                 while done < length:
-                    done += os.pwrite(dest_fd, view[source + done:source + length],
+                    count = os.pwrite(dest_fd, view[source + done:source + length],
                                       dest + done)
+                    if count <= 0:
+                        raise OSError(errno.EIO, "no progress writing from the mapping")
+                    done += count
+            if os.fstat(self.fd).st_size < source + length:
+                raise OSError(errno.EFAULT, "the source was cut short while mapped")
         except (OSError, ValueError, BufferError):
             self.close()
             self.usable = False
@@ -77,6 +90,7 @@ class MappedSource:
         return length
 
     def close(self) -> None:
+        """Unmap the source (it is mapped again when next needed)."""
         mapping, self._mapping, self._since_map = self._mapping, None, 0
         if mapping is not None:
             mapping.close()
@@ -89,5 +103,5 @@ class MappedSource:
         self.close()
         if end > os.fstat(self.fd).st_size:
             return None
-        self._mapping = mmap.mmap(self.fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        self._mapping = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
         return self._mapping

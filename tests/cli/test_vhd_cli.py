@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from azlift.cli.main import app, terminate_as_interrupt
 from azlift.cli.vhd import parse_size
+from azlift.vhd import cache_policy  # patched there: convert looks it up at each call
 from azlift.vhd.cache_policy import choose_cache, fits_easily, machine_room
 from tests.cli.conftest import installed_azlift
 from tests.support import disk_layouts as layouts
@@ -154,7 +155,8 @@ def test_convert_with_sync(run_main, tmp_path: Path, windows_disk: Path) -> None
     qemu_img("compare", "-f", "raw", "-F", "vpc", windows_disk, out)
 
 
-def test_convert_cache_option(run_main, tmp_path: Path, windows_disk: Path) -> None:
+def test_convert_cache_option(run_main, tmp_path: Path, windows_disk: Path,
+                              monkeypatch) -> None:
     for cache in ("direct", "buffered"):
         run = run_main("vhd", "convert", "--json", "--cache", cache, windows_disk,
                        tmp_path / f"{cache}.vhd")
@@ -162,18 +164,20 @@ def test_convert_cache_option(run_main, tmp_path: Path, windows_disk: Path) -> N
         document = json.loads(run.out)
         assert (document["direct_bytes"] > 0) == (cache == "direct"), document
         assert document["cache"] == cache
-    # the default (auto) measures its way, and says which ways it went from which byte
-    room = machine_room()
-    run = run_main("vhd", "convert", "--json", windows_disk, tmp_path / "auto.vhd")
-    assert run.code == 0, run.err
-    document = json.loads(run.out)
-    assert document["cache"] == choose_cache(room), room
-    if document["cache"] == "auto":  # a disk shorter than the probe: one way throughout,
-        # the page cache where the disk fits easily in the kernel's room
-        first = "buffered" if fits_easily(windows_disk.stat().st_blocks * 512, room) \
-            else "direct"
+    # the default (auto) measures its way, and says which ways it went from which byte: a
+    # disk shorter than the first measure goes one way throughout, the page cache where it
+    # fits easily in the kernel's room, else direct
+    assert machine_room() is not None  # this machine's /proc says
+    for room, first in ((1 << 40, "buffered"), (windows_disk.stat().st_blocks * 512, "direct")):
+        assert fits_easily(windows_disk.stat().st_blocks * 512, room) == (first == "buffered")
+        monkeypatch.setattr(cache_policy, "machine_room", lambda room=room: room)
+        out = tmp_path / f"auto-{first}.vhd"
+        run = run_main("vhd", "convert", "--json", windows_disk, out)
+        assert run.code == 0, run.err
+        document = json.loads(run.out)
+        assert document["cache"] == choose_cache(room) == "auto"
         assert document["cache_phases"] == [{"mode": first, "after_bytes_written": 0}]
-    assert (tmp_path / "auto.vhd").read_bytes() == (tmp_path / "direct.vhd").read_bytes()
+        assert out.read_bytes() == (tmp_path / "direct.vhd").read_bytes()
     assert (tmp_path / "direct.vhd").read_bytes() == (tmp_path / "buffered.vhd").read_bytes()
     refused = run_main("vhd", "convert", "--cache", "fast", windows_disk, tmp_path / "x.vhd")
     assert refused.code == 2

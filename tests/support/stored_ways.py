@@ -21,7 +21,8 @@ class Move:
 
 
 class StoredWays:
-    """Wraps the three ways; ``refuse`` makes copy_file_range fail as across devices."""
+    """Wraps the three ways; ``refuse_kernel_copy`` makes copy_file_range fail as across
+    devices."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, refuse_kernel_copy: bool = False) -> None:
         self.moves: list[Move] = []

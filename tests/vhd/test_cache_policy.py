@@ -174,33 +174,37 @@ def test_a_copy_shorter_than_the_probe_is_all_direct() -> None:
 
 
 def test_a_fast_page_cache_trial_keeps_the_copy_there_unmeasured() -> None:
-    # 4 bytes through the page cache in 0.5 s: 8/s is at least ``fast``: buffered to the end
-    policy = AdaptiveCache(Clock(0, 0.5, 99), probe=4, window=8, settle=2,
+    # the first bytes (2, at 5 s: one-off costs) are not timed; the next 4 take 0.5 s:
+    # 8/s is at least ``fast``: buffered to the end
+    policy = AdaptiveCache(Clock(0, 5, 5.5, 99), probe=4, window=8, settle=2,
                            buffered_first=True, fast=8)
     policy.start()
     assert policy.mode == "buffered"
-    assert policy.record(3) is None
-    assert policy.record(4) is None and policy.trial_rate == 8
+    assert policy.record(0) is None and policy.state == "warmup"  # nothing written yet
+    assert policy.record(2) is None and policy.state == "trial"
+    assert policy.record(5) is None
+    assert policy.record(6) is None and policy.trial_rate == 8
     assert policy.state == "final"
     assert policy.record(1000) is None  # however slow the rest would be
     assert policy.phases == [("buffered", 0)]
 
 
 def test_a_slow_page_cache_trial_settles_then_probes_direct() -> None:
-    # 4 bytes in 1 s (4/s, below fast=8): direct; 2 bytes settle (the clock read at 6 is
-    # 1.5); the probe's 4 bytes to 10 take 0.5 s (8/s); then the usual page-cache windows:
-    # settled at 12 (2.25), 8 bytes in 2 s fall behind the probe
-    policy = AdaptiveCache(Clock(0, 1, 1.5, 2, 2.25, 4.25), probe=4, window=8, settle=2,
-                           buffered_first=True, fast=8)
+    # warmed up at 1 (0.5 s); 4 bytes to 5 in 1 s (4/s, below fast=8): direct; 2 bytes
+    # settle (the clock read at 7 is 2); the probe's 4 bytes to 11 take 0.5 s (8/s); then
+    # the usual page-cache windows: settled at 13 (2.75), 8 bytes in 2 s fall behind
+    policy = AdaptiveCache(Clock(0, 0.5, 1.5, 2, 2.5, 2.75, 4.75), probe=4, window=8,
+                           settle=2, buffered_first=True, fast=8)
     policy.start()
-    assert policy.record(4) == "direct" and policy.trial_rate == 4
-    assert policy.record(5) is None  # settling: the clock is not read
-    assert policy.record(6) is None and policy.state == "probe"
-    assert policy.record(9) is None
-    assert policy.record(10) == "buffered" and policy.direct_rate == 8
-    policy.record(12)  # settled at 2.25
-    assert policy.record(20) == "direct" and policy.buffered_rate == 4
-    assert policy.phases == [("buffered", 0), ("direct", 4), ("buffered", 10), ("direct", 20)]
+    assert policy.record(1) is None and policy.state == "trial"
+    assert policy.record(5) == "direct" and policy.trial_rate == 4
+    assert policy.record(6) is None  # settling: the clock is not read
+    assert policy.record(7) is None and policy.state == "probe"
+    assert policy.record(10) is None
+    assert policy.record(11) == "buffered" and policy.direct_rate == 8
+    policy.record(13)  # settled at 2.75
+    assert policy.record(21) == "direct" and policy.buffered_rate == 4
+    assert policy.phases == [("buffered", 0), ("direct", 5), ("buffered", 11), ("direct", 21)]
 
 
 def test_fits_easily_wants_the_source_in_half_the_room() -> None:

@@ -35,7 +35,12 @@ from azlift.vhd import sparse_write
 from azlift.vhd.mapped_source import MappedSource
 from azlift.vhd.check import check_path
 from azlift.vhd.conversion import ZERO_BLOCK, convert, footer_for, nonzero_runs, target_size
-from azlift.vhd.errors import InvalidSizeError, OutputExistsError, SameFileError
+from azlift.vhd.errors import (
+    InvalidSizeError,
+    OutputExistsError,
+    SameFileError,
+    TruncatedImageError,
+)
 
 
 def assert_same_guest_bytes(source: Path | str, source_format: str, out: Path | str) -> None:
@@ -135,6 +140,33 @@ def test_refused_kernel_copy_falls_back_to_user_space(tmp_path: Path, raw_disk: 
     assert_same_guest_bytes(src, "vpc", out)
     assert ways.bytes() == 0
     assert out.stat().st_blocks * 512 <= touched_blocks(disk_chunks) + 2 * ZERO_BLOCK
+
+
+def test_a_source_cut_short_while_mapped_is_reported_not_copied_as_zeros(
+        tmp_path: Path, monkeypatch) -> None:
+    """The source loses its tail once the copy has begun: the mapped write gives up, the
+    kernel-side copy finds the end, and convert says where the source ends; no DEST."""
+    src = tmp_path / "holey.raw"
+    with open(src, "wb") as file:
+        file.truncate(12 * MIB)  # a hole at the end: runs are copied as stored
+        file.write(bytes(range(256)) * (8 * MIB // 256))
+    real_copy = MappedSource.copy
+
+    def cut_first(self: MappedSource, dest_fd: int, source: int, dest: int,
+                  length: int) -> int:
+        os.truncate(src, MIB + 100)  # mid-page: the mapping alone would read zeros
+        return real_copy(self, dest_fd, source, dest, length)
+
+    monkeypatch.setattr(MappedSource, "copy", cut_first)
+    monkeypatch.setattr(MappedSource, "for_files", classmethod(lambda cls, fd, _: cls(fd)))
+    out = tmp_path / "out.vhd"
+    with pytest.raises(TruncatedImageError) as caught:
+        convert(str(src), str(out), cache="buffered")
+    message = str(caught.value)
+    assert message.startswith(f"{src}: expected ") and f"at offset {MIB + 100}," in message
+    assert "the file ends after 0 of them" in message
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.vhd.azlift-tmp-*"))
 
 
 def test_a_source_without_holes_is_scanned_for_zeros(tmp_path: Path, raw_disk: Path,

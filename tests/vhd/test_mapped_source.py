@@ -71,6 +71,17 @@ def test_a_source_cut_short_fails_the_copy_not_the_process(files) -> None:
     assert MappedSource(source_fd).copy(dest_fd, MIB - 10, 0, 11) == 0
 
 
+def test_a_cut_inside_the_last_page_is_caught_too(files) -> None:
+    """Bytes past the end in the page that holds it read as zeros without a fault: the
+    size is checked after the write."""
+    source_fd, dest_fd, _ = files
+    mapped = MappedSource(source_fd)
+    assert mapped.copy(dest_fd, 0, 0, 4096) == 4096
+    os.ftruncate(source_fd, 3 * MIB - 100)
+    assert mapped.copy(dest_fd, 3 * MIB - 4096, 0, 4096) == 0
+    assert not mapped.usable
+
+
 def test_page_tables_are_let_go_every_remap_bytes(files, monkeypatch) -> None:
     source_fd, dest_fd, data = files
     monkeypatch.setattr(mapped_source, "REMAP_BYTES", 2 * MIB)
