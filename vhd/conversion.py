@@ -16,7 +16,6 @@ not at all. ``footer_for`` is the footer both write, and the one ``upload`` synt
 """
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import time
@@ -48,6 +47,14 @@ from .errors import (
     SameFileError,
 )
 from .image import DiskImage
+from .new_file import (
+    create_temporary,
+    exists_error,
+    fsync_directory,
+    publish,
+    umask,
+    unlink_quietly,
+)
 from .output import CACHE_MODES, Output, pwrite_all
 from .sparse_write import (
     KERNEL_COPY_FORMATS,
@@ -197,7 +204,7 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
                                  f"not {cache!r}")
     _refuse_source_as_dest(image, dest)
     if os.path.lexists(dest) and not force:
-        raise _exists(dest)
+        raise exists_error(dest)
     if os.path.isdir(dest):
         raise OutputExistsError(f"{dest} is a directory, expected a file name for the VHD")
     virtual_size = target_size(image.virtual_size, size)
@@ -213,7 +220,7 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
             adaptive = AdaptiveCache(buffered_first=fits_easily(_stored_bytes(image), room))
     directory = os.path.dirname(os.path.abspath(dest))
     try:
-        fd, temp = _create_temporary(directory, f".{os.path.basename(dest)}.azlift-tmp-")
+        fd, temp = create_temporary(directory, f".{os.path.basename(dest)}.azlift-tmp-")
     except OSError as error:
         raise ImageIOError(f"cannot create a file in {directory}: {error.strerror}") from error
     out: Output | None = None
@@ -229,7 +236,7 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
                                                 adaptive)
             direct_bytes = out.direct_bytes
             pwrite_all(fd, footer.pack(), virtual_size)
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, 0o666 & ~umask())
             if durable:
                 os.fsync(fd)
             allocated = os.fstat(fd).st_blocks * 512
@@ -239,14 +246,14 @@ def _convert_image(image: DiskImage, dest: str, size: int | None, force: bool,
                     out.close()
             finally:
                 os.close(fd)
-        _publish(temp, dest, force)
+        publish(temp, dest, force)
     except BaseException as error:
-        _unlink_quietly(temp)
+        unlink_quietly(temp)
         if isinstance(error, OSError):
             raise ImageIOError(f"cannot write {dest}: {error.strerror or error}") from error
         raise
     if durable:
-        _fsync_directory(directory)
+        fsync_directory(directory)
     return ConvertResult(
         source=image.path, dest=dest, source_format=image.format,
         source_virtual_size=image.virtual_size, virtual_size=virtual_size,
@@ -270,42 +277,6 @@ def _stored_bytes(image: DiskImage) -> int:
         total += info.st_blocks * 512 if verbatim else node.virtual_size
         node, depth = getattr(node, "parent", None), depth + 1
     return total
-
-
-def _create_temporary(directory: str, prefix: str) -> tuple[int, str]:
-    """A new file, readable by its owner only, under a random name beginning with
-    ``prefix`` in ``directory``: (descriptor, path). tempfile.mkstemp does the same, but
-    importing it (with shutil and random) is 3 ms of a conversion's start-up."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        path = os.path.join(directory, prefix + os.urandom(6).hex())
-        try:
-            return os.open(path, flags, 0o600), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
-
-
-def _exists(dest: str) -> OutputExistsError:
-    return OutputExistsError(f"{dest} already exists; pass --force to overwrite it")
-
-
-def _publish(temp: str, dest: str, force: bool) -> None:
-    """Rename ``temp`` to ``dest``; without ``force`` never replace a file that appeared
-    meanwhile (a hard link fails on an existing name, where a rename would not)."""
-    if force:
-        os.replace(temp, dest)
-        return
-    try:
-        os.link(temp, dest)
-    except FileExistsError as error:
-        raise _exists(dest) from error
-    except OSError:  # no hard links on this filesystem: check, then rename
-        if os.path.lexists(dest):
-            raise _exists(dest) from None
-        os.replace(temp, dest)
-        return
-    os.unlink(temp)
 
 
 def _refuse_source_as_dest(image: DiskImage, dest: str) -> None:
@@ -418,37 +389,3 @@ def _chunks(offset: int, length: int) -> Iterator[tuple[int, int]]:
         count = min(CHUNK - offset % CHUNK, end - offset)
         yield offset, count
         offset += count
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (other threads may be creating files)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

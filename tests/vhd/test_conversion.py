@@ -489,17 +489,3 @@ def test_job_list_does_not_grow_with_the_disk(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert peak < 100 * MIB, peak
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.vhdx"]
-
-
-def test_the_temporary_output_takes_a_free_hidden_name(tmp_path: Path, monkeypatch) -> None:
-    from azlift.vhd import conversion
-
-    taken = tmp_path / ".out.vhd.azlift-tmp-000000000000"
-    taken.write_bytes(b"someone else's")
-    draws = iter([bytes(6), b"\x01" * 6])
-    monkeypatch.setattr(os, "urandom", lambda count: next(draws))
-    fd, path = conversion._create_temporary(str(tmp_path), ".out.vhd.azlift-tmp-")
-    os.close(fd)
-    assert path == str(tmp_path / ".out.vhd.azlift-tmp-010101010101")
-    assert os.stat(path).st_mode & 0o777 == 0o600
-    assert taken.read_bytes() == b"someone else's"
