@@ -46,7 +46,8 @@ class StoredCopy:
         self.enabled = True  # copy_file_range still taken
         self.clones = sys.platform.startswith("linux")  # FICLONERANGE not refused yet
         self.own_data = getattr(image, "parent", None) is None  # all runs in this file
-        self.mapped = MappedSource.for_files(source_fd, out.fd)
+        # copies of a parent's image run on the workers, which may not use the mapping
+        self.mapped = MappedSource.for_files(source_fd, out.fd) if self.own_data else None
 
     @classmethod
     def for_image(cls, image: DiskImage, out: Output) -> "StoredCopy | None":
