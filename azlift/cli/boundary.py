@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from .. import exit_codes
 from ..redact import redact_text
-from .output import STATE, emit_json
+from .output import STATE, UnwritableOutput, emit_json
 
 # The library packages whose errors carry ``code`` and ``exit_code`` (checked by module,
 # so the boundary does not import every package up front).
@@ -45,6 +45,13 @@ def failure_exit_code(error: BaseException) -> int:
         return exit_codes.INTERRUPTED
     if isinstance(error, BrokenPipeError):
         return exit_codes.OK
+    if isinstance(error, UnwritableOutput):  # stderr alone: stdout may be what refused
+        try:
+            sys.stderr.write(f"azlift: error: {error}\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
+        return error.exit_code
     if STATE.debug:
         import traceback
 

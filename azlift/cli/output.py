@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from .. import exit_codes
 from ..redact import redact_text
 
 
@@ -26,15 +27,33 @@ def emit_json(document: Any) -> None:
     import json  # here: a command without --json never needs it
 
     text = json.dumps(document, indent=2, sort_keys=False, default=str)
-    sys.stdout.write(redact_text(text) + "\n")
-    sys.stdout.flush()
+    write_out(sys.stdout, redact_text(text) + "\n")
 
 
 def say(message: str = "", *, err: bool = True) -> None:
     """Human text: stderr when --json owns stdout, else stdout unless ``err``."""
     stream = sys.stderr if (err or STATE.json) else sys.stdout
-    stream.write(redact_text(message) + "\n")
-    stream.flush()
+    write_out(stream, redact_text(message) + "\n")
+
+
+class UnwritableOutput(Exception):
+    """stdout or stderr refused a write: a full disk it was redirected to, a terminal
+    that went away. Not a bug of azlift's, and not the image's fault."""
+
+    code = "output_failed"
+    exit_code = exit_codes.BAD_INPUT
+
+
+def write_out(stream: Any, text: str) -> None:
+    """Write and flush ``text``; a stream that refuses it raises UnwritableOutput (a reader
+    that went away stays a BrokenPipeError, which the boundary takes as no failure)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise UnwritableOutput(f"could not write the output: {error.strerror}") from None
 
 
 def warn(message: str) -> None:

@@ -188,3 +188,91 @@ def test_sigterm_during_a_quick_command_is_an_interrupt(images: Path, capfd,
     taken, typer_way = both_ways(["vhd", "check", "ready.vhd"], images, capfd)
     assert taken == typer_way
     assert taken[0] == 130 and taken[2] == "azlift: interrupted\n"
+
+
+# --- the end of the process: output flushed, then no interpreter teardown -------------
+def run_installed(args: list[str], images: Path, **streams: object) -> "subprocess.CompletedProcess[bytes]":
+    import subprocess
+
+    from tests.cli.conftest import installed_azlift
+
+    return subprocess.run([installed_azlift(), *args], cwd=images, timeout=120, **streams)
+
+
+def test_a_quick_command_flushes_everything_it_printed(images: Path) -> None:
+    """Its exit skips the interpreter's teardown; the JSON document still arrives whole,
+    through a pipe (block-buffered), with the exit code the command chose."""
+    import json
+    import subprocess
+
+    done = run_installed(["vhd", "check", "unaligned.raw", "--json"], images,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    report = json.loads(done.stdout)
+    assert done.returncode == 1 and report["ready"] is False
+    assert done.stderr == b""
+    converted = run_installed(["vhd", "convert", "unaligned.raw", "piped.vhd", "--force"],
+                              images, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert converted.returncode == 0, converted.stderr
+    assert b"wrote piped.vhd" in converted.stdout
+
+
+def test_a_reader_that_went_away_is_no_failure(images: Path) -> None:
+    """`azlift vhd inspect x | head -0`: the output is unwanted, the command still did
+    its work; no 'Exception ignored' noise from a flush at exit."""
+    import subprocess
+
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = run_installed(["vhd", "inspect", "ready.vhd", "--json"], images,
+                             stdout=writer, stderr=subprocess.PIPE)
+    finally:
+        os.close(writer)
+    assert done.returncode == 0
+    assert done.stderr == b""
+
+
+def test_output_that_cannot_be_written_is_one_line_and_bad_input(images: Path) -> None:
+    import subprocess
+
+    with open("/dev/full", "wb") as full:
+        done = run_installed(["vhd", "inspect", "ready.vhd"], images, stdout=full,
+                             stderr=subprocess.PIPE)
+    assert done.returncode == 3
+    assert done.stderr == b"azlift: error: could not write the output: No space left on device\n"
+
+
+EXIT_NOW = """
+import sys
+from azlift.cli.main import exit_now
+sys.stdout.write("left in the buffer\\n")  # no flush: exit_now's own must send it
+exit_now(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("stdout", ["pipe", "closed pipe", "full disk"])
+@pytest.mark.parametrize("code", [0, 1])
+def test_exit_now_sends_what_is_buffered_or_says_why_not(stdout: str, code: int) -> None:
+    import subprocess
+    import sys
+
+    reader, writer = os.pipe()
+    if stdout == "closed pipe":
+        os.close(reader)
+    target = open("/dev/full", "wb") if stdout == "full disk" else writer
+    try:
+        buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        done = subprocess.run([sys.executable, "-c", EXIT_NOW, str(code)], stdout=target,
+                              stderr=subprocess.PIPE, timeout=60, env=buffered)
+    finally:
+        os.close(writer)
+        if stdout == "full disk":
+            target.close()
+    if stdout == "pipe":
+        with os.fdopen(reader, "rb") as received:
+            assert received.read() == b"left in the buffer\n"
+    if stdout == "full disk" and code == 0:  # success that could not be reported
+        assert done.returncode == 3
+        assert done.stderr == b"azlift: error: could not write the output: No space left on device\n"
+    else:  # a failure already said why; a reader that went away is no failure
+        assert (done.returncode, done.stderr) == (code, b"")
