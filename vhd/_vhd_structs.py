@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import struct
 import time
-import uuid
 from dataclasses import dataclass, replace
+
+from . import guids
 
 SECTOR = 512
 MIB = 1024 * 1024
@@ -140,7 +141,7 @@ class Footer:
 
     @property
     def unique_id_str(self) -> str:
-        return str(uuid.UUID(bytes=self.unique_id))
+        return guids.text(self.unique_id)
 
 
 def fixed_footer(virtual_size: int, *, unique_id: bytes | None = None,
@@ -163,7 +164,7 @@ def fixed_footer(virtual_size: int, *, unique_id: bytes | None = None,
         sectors_per_track=spt,
         disk_type=DISK_TYPE_FIXED,
         checksum=0,
-        unique_id=uuid.uuid4().bytes if unique_id is None else unique_id,
+        unique_id=guids.random_guid() if unique_id is None else unique_id,
         saved_state=0,
     ).with_checksum()
 

@@ -6,7 +6,8 @@ All integers little-endian; GUIDs in Microsoft's mixed-endian byte order (``byte
 from __future__ import annotations
 
 import struct
-import uuid
+
+from . import guids
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -45,11 +46,11 @@ LOG_VERSION = 0
 
 def guid(text: str) -> bytes:
     """A GUID as stored in a VHDX file (mixed-endian)."""
-    return uuid.UUID(text).bytes_le
+    return guids.parse_le(text)
 
 
 def guid_str(raw: bytes) -> str:
-    return str(uuid.UUID(bytes_le=bytes(raw)))
+    return guids.text_le(raw)
 
 
 REGION_BAT = guid("2DC27766-F623-4200-9D64-115E9BFD4A08")

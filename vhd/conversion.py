@@ -19,12 +19,12 @@ from __future__ import annotations
 import os
 import stat
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from . import guids
 from ._vhd_structs import (
     FOOTER_SIZE,
     MIB,
@@ -79,7 +79,7 @@ COPY_WINDOW = 2 * COPY_WORKERS  # chunks in flight: bounded memory (window x 4 M
 # The largest CHS geometry tells readers that follow Virtual PC's rule (size = C*H*S, as
 # qemu does for unknown creators) to trust the current size instead; Azure ignores it.
 MAX_GEOMETRY = (65535, 16, 255)
-FOOTER_ID_NAMESPACE = uuid.UUID("7a1f3c52-5d0e-4b8e-9c1a-a21f7d0e6b35")
+FOOTER_ID_NAMESPACE = guids.parse("7a1f3c52-5d0e-4b8e-9c1a-a21f7d0e6b35")
 
 
 # --- the footer azlift writes (shared with upload, which synthesizes the same one) -------
@@ -95,7 +95,7 @@ def footer_for(image: DiskImage, virtual_size: int) -> Footer:
     if unique_id is None:
         identity = (f"{os.path.realpath(image.path)}:{info.st_size}:{info.st_mtime_ns}"
                     if info else f"{image.path}:{image.virtual_size}")
-        unique_id = uuid.uuid5(FOOTER_ID_NAMESPACE, identity).bytes
+        unique_id = guids.name_guid(FOOTER_ID_NAMESPACE, identity)
     timestamp = vhd_timestamp(info.st_mtime) if info else 0
     footer = fixed_footer(virtual_size, unique_id=unique_id, timestamp=timestamp)
     return replace(footer, cylinders=MAX_GEOMETRY[0], heads=MAX_GEOMETRY[1],
@@ -113,11 +113,10 @@ def _source_unique_id(image: DiskImage) -> bytes | None:
     candidates = [getattr(getattr(image, "footer", None), "unique_id", None),
                   getattr(image, "virtual_disk_id", None), getattr(image, "unique_id", None)]
     for value in candidates:
-        if isinstance(value, uuid.UUID):
-            value = value.bytes
-        elif isinstance(value, str):
+        value = getattr(value, "bytes", value)  # a uuid.UUID, from a caller's own reader
+        if isinstance(value, str):
             try:
-                value = uuid.UUID(value).bytes
+                value = guids.parse(value)
             except ValueError:
                 continue
         if isinstance(value, bytes) and len(value) == 16 and any(value):

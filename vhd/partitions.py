@@ -11,11 +11,11 @@ as libblkid probes them.
 from __future__ import annotations
 
 import struct
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import guids
 from ._vhd_structs import SECTOR
 from .image import DiskImage
 
@@ -240,7 +240,7 @@ def _gpt_entries(reader: _Reader, header: bytes, sector_size: int,
             table, slot * entry_size)
         if type_raw == bytes(16) or last < first:
             continue
-        type_guid = str(uuid.UUID(bytes_le=type_raw))
+        type_guid = guids.text_le(type_raw)
         start = first * sector_size
         partitions.append(Partition(
             index=slot + 1, start=start, size=(last - first + 1) * sector_size,

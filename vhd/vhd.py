@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import heapq
 import os
-import uuid
 from array import array
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from . import guids
 from ._vhd_structs import (
     DISK_TYPE_DIFFERENCING,
     DISK_TYPE_FIXED,
@@ -332,7 +332,7 @@ class SparseLayout:
         if parent is not None:
             info["parent"] = {
                 "name": header.parent_name,
-                "unique_id": str(uuid.UUID(bytes=header.parent_unique_id)),
+                "unique_id": guids.text(header.parent_unique_id),
                 "timestamp": vhd_time_iso(header.parent_timestamp),
                 "locators": [{"platform_code": loc.platform_code.decode("latin-1"),
                               "path": path}
@@ -409,8 +409,8 @@ def open_parent(image: VhdImage, header: DynamicHeader, depth: int,
             parent.close()
             raise ParentMismatchError(
                 f"{image.path}: parent {candidate} has unique id "
-                f"{uuid.UUID(bytes=parent.footer.unique_id)}, the child expects "
-                f"{uuid.UUID(bytes=header.parent_unique_id)} (the parent was replaced "
+                f"{guids.text(parent.footer.unique_id)}, the child expects "
+                f"{guids.text(header.parent_unique_id)} (the parent was replaced "
                 f"or modified)")
         return parent
     tried = ", ".join(candidates) if candidates else "no usable parent locator or name"
