@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 SECRET_ENV_VARS = ("AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING",
                    "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET", "AZLIFT_ARM_TOKEN")
@@ -19,6 +18,8 @@ _PATTERNS = [
 
 def redact_url(url: str) -> str:
     """The URL without its query string (where SAS tokens live)."""
+    from urllib.parse import urlsplit, urlunsplit  # here: only commands with URLs need it
+
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from azlift.vhd import DiskImage
@@ -67,7 +67,7 @@ def footer_differences(found: bytes, expected: bytes) -> list[Difference]:
     if found == expected:
         return []
     have, want = Footer.unpack(found), Footer.unpack(expected)
-    names = [f.name for f in fields(Footer) if getattr(have, f.name) != getattr(want, f.name)]
+    names = [name for name in Footer._fields if getattr(have, name) != getattr(want, name)]
     if not names:
         return [Difference("footer", "footer bytes differ in reserved space")]
     return [Difference("footer", f"footer {name} is {_shown(getattr(have, name))}, expected "

@@ -11,7 +11,7 @@ import io
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Enough to reach ISO 9660's third possible volume descriptor (0x9001 + 5).
 HEAD_SIZE = 0x9006
@@ -24,8 +24,7 @@ SNAPSHOT = "a snapshot delta holds only the blocks changed since the snapshot"
 QEMU_TO_RAW = "`qemu-img convert -f {qemu} -O raw {{path}} disk.raw` it first"
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(NamedTuple):
     """One recognisable container: what it is called and how to get a disk out of it."""
 
     format: str          # key: the reader that will open it, e.g. "qcow2", "vmdk"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 import time
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from . import guids
 
@@ -89,8 +89,7 @@ def vhd_timestamp(now: float | None = None) -> int:
     return min(max(seconds, 0), 0xFFFFFFFF)
 
 
-@dataclass(frozen=True)
-class Footer:
+class Footer(NamedTuple):
     """A parsed VHD hard disk footer (also the copy at offset 0 of dynamic disks)."""
 
     cookie: bytes
@@ -129,7 +128,7 @@ class Footer:
 
     def with_checksum(self) -> "Footer":
         """A copy whose checksum field is the correct one."""
-        return replace(self, checksum=vhd_checksum(replace(self, checksum=0).pack()))
+        return self._replace(checksum=vhd_checksum(self._replace(checksum=0).pack()))
 
     @property
     def checksum_ok(self) -> bool:
@@ -249,8 +248,7 @@ LOCATOR_ABSOLUTE = (b"W2ku", b"Wi2k", b"MacX")
 MAX_LOCATOR_LENGTH = 64 * 1024
 
 
-@dataclass(frozen=True)
-class ParentLocator:
+class ParentLocator(NamedTuple):
     """One parent locator entry: where (in the child file) a path to the parent is kept."""
 
     platform_code: bytes
@@ -274,8 +272,7 @@ class ParentLocator:
         return text or None
 
 
-@dataclass(frozen=True)
-class DynamicHeader:
+class DynamicHeader(NamedTuple):
     """The dynamic disk header (dynamic and differencing disks)."""
 
     cookie: bytes

@@ -26,15 +26,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 KIB = 1024
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded LONG_MAX
 
 
-@dataclass(frozen=True)
-class DirtySettings:
+class DirtySettings(NamedTuple):
     """The vm.dirty_* sysctls: a byte value, where set (non-zero), overrides its ratio."""
 
     ratio: int = 20
@@ -212,7 +211,7 @@ def machine_room(proc: str = "/proc", cgroups: str = "/sys/fs/cgroup") -> int | 
         return None
     settings = DirtySettings(**{
         name: _read_int(os.path.join(proc, "sys", "vm", f"dirty_{name}"), default)
-        for name, default in vars(DirtySettings()).items()})
+        for name, default in DirtySettings()._asdict().items()})
     return unthrottled_bytes(meminfo, settings,
                              reserved_bytes(_read_text(os.path.join(proc, "zoneinfo"))),
                              cgroup_room(proc, cgroups))

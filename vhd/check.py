@@ -9,8 +9,7 @@ README.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ._vhd_structs import (
     DISK_TYPE_DIFFERENCING,
@@ -45,8 +44,7 @@ ERROR, WARNING, INFO = "error", "warning", "info"
 SPARSE_DISK_TYPES = (DISK_TYPE_DYNAMIC, DISK_TYPE_DIFFERENCING)
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """One rule's verdict: what was expected, what was found, how to fix it."""
 
     code: str
@@ -57,8 +55,7 @@ class Finding:
         return {"code": self.code, "severity": self.severity, "message": self.message}
 
 
-@dataclass(frozen=True)
-class CheckReport:
+class CheckReport(NamedTuple):
     """Every finding for one image; ``ready`` when none of them is an error."""
 
     path: str
@@ -68,7 +65,7 @@ class CheckReport:
     azure_virtual_size: int
     file_size: int | None
     findings: tuple[Finding, ...]
-    layout: DiskLayout | None = field(default=None)
+    layout: DiskLayout | None = None
 
     @property
     def ready(self) -> bool:

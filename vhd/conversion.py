@@ -21,8 +21,7 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import guids
 from ._vhd_structs import (
@@ -98,8 +97,8 @@ def footer_for(image: DiskImage, virtual_size: int) -> Footer:
         unique_id = guids.name_guid(FOOTER_ID_NAMESPACE, identity)
     timestamp = vhd_timestamp(info.st_mtime) if info else 0
     footer = fixed_footer(virtual_size, unique_id=unique_id, timestamp=timestamp)
-    return replace(footer, cylinders=MAX_GEOMETRY[0], heads=MAX_GEOMETRY[1],
-                   sectors_per_track=MAX_GEOMETRY[2]).with_checksum()
+    return footer._replace(cylinders=MAX_GEOMETRY[0], heads=MAX_GEOMETRY[1],
+                           sectors_per_track=MAX_GEOMETRY[2]).with_checksum()
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -125,8 +124,7 @@ def _source_unique_id(image: DiskImage) -> bytes | None:
 
 
 # --- convert --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ConvertResult:
+class ConvertResult(NamedTuple):
     """What ``convert`` wrote."""
 
     source: str
@@ -139,7 +137,7 @@ class ConvertResult:
     allocated_bytes: int  # what DEST occupies on disk
     unique_id: str
     seconds: float
-    findings: tuple[Finding, ...] = field(default_factory=tuple)
+    findings: tuple[Finding, ...] = ()
     direct_bytes: int = 0  # of written_bytes, those that went straight to the device
     cache: str = "direct"  # "direct", "buffered" or "auto" (switching as phases say)
     cache_phases: tuple[tuple[str, int], ...] = ()  # auto: (mode, after bytes written)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._signatures import (
     EXPECTED_SIGNATURES,
@@ -59,8 +59,7 @@ def reader(name: str) -> type:
     return getattr(importlib.import_module(f".{module}", __package__), cls)
 
 
-@dataclass(frozen=True)
-class Detection:
+class Detection(NamedTuple):
     """What the content of a file says it is."""
 
     format: str                      # "raw", "vhd", "vhdx" or a Signature's format

@@ -6,7 +6,7 @@ recognises and that a second ``fix`` completes (README.md "fix and interruptions
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._vhd_structs import DISK_TYPE_FIXED, FOOTER_SIZE, Footer, azure_virtual_size
@@ -181,7 +181,7 @@ def _keep_identity(old: Footer, new: Footer) -> Footer:
     """``new`` with ``old``'s unique id, timestamp and creator (the same disk, resized)."""
     if old.disk_type != DISK_TYPE_FIXED:
         return new
-    return replace(new, timestamp=old.timestamp, unique_id=old.unique_id).with_checksum()
+    return new._replace(timestamp=old.timestamp, unique_id=old.unique_id).with_checksum()
 
 
 def apply_fix(plan: FixPlan, *, stop_after: int | None = None,

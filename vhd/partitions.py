@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import guids
 from ._vhd_structs import SECTOR
@@ -74,8 +73,7 @@ EXT4_INCOMPAT_FEATURES = 0x0040 | 0x0080 | 0x0200 | 0x0100 | 0x0400  # extents 6
 EXT4_RO_COMPAT_FEATURES = 0x0008 | 0x0010 | 0x0020 | 0x0040 | 0x0400  # huge_file gdt_csum ...
 
 
-@dataclass(frozen=True)
-class Partition:
+class Partition(NamedTuple):
     """One partition: where it is, what its table says it is, what its first bytes say."""
 
     index: int
@@ -93,15 +91,14 @@ class Partition:
                 "filesystem": self.filesystem, "name": self.name}
 
 
-@dataclass(frozen=True)
-class DiskLayout:
+class DiskLayout(NamedTuple):
     """What the first sectors of a disk say about the guest inside it."""
 
     scheme: str  # "mbr", "gpt" or "none"
     partitions: tuple[Partition, ...] = ()
     os_type_hint: str | None = None  # "windows" | "linux" | None
     generation_hint: str | None = None  # "V1" | "V2" | None
-    reasons: tuple[str, ...] = field(default_factory=tuple)
+    reasons: tuple[str, ...] = ()
     whole_disk_filesystem: str | None = None  # a filesystem written without a table
 
     def to_dict(self) -> dict[str, Any]:

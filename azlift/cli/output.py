@@ -3,20 +3,21 @@ answered before typer loads (quick.py) print exactly as the typer app does."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from .. import exit_codes
 from ..redact import redact_text
 
 
-@dataclass
 class RunState:
     """Process-wide flags the error boundary needs (set by option callbacks)."""
 
-    debug: bool = False
-    json: bool = False
-    quiet: bool = False
+    __slots__ = ("debug", "json", "quiet")
+
+    def __init__(self) -> None:
+        self.debug = False
+        self.json = False
+        self.quiet = False
 
 
 STATE = RunState()

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .boundary import failure_exit_code, terminate_as_interrupt
 from .output import STATE
@@ -34,16 +33,15 @@ def _disk_number(text: str) -> int | None:
     return int(text) if POSITIVE.match(text) else None
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """One command's grammar: its arguments in order, its flags and valued options (each
     option -> parameter name), and what runs it (None where typer must judge the
     combination)."""
 
     arguments: tuple[str, ...]
     run: Callable[[dict[str, Any]], Callable[[], int] | None]
-    flags: dict[str, str] = field(default_factory=dict)
-    values: dict[str, tuple[str, Converter]] = field(default_factory=dict)
+    flags: dict[str, str] = {}
+    values: dict[str, tuple[str, Converter]] = {}
 
 
 IMAGE_OPTIONS = {"--format": ("format", _image_format), "--disk": ("disk", _disk_number)}
@@ -82,8 +80,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):
     """A command line taken whole: the root's --debug, the parameters, what runs it."""
 
     debug: bool

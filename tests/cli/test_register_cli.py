@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -540,9 +539,9 @@ def _blob_ending_in(azurite, footer: bytes, size: int = 24 * layouts.MIB) -> str
 
 
 @pytest.mark.parametrize("make_footer, expected", [
-    (lambda f: replace(f, checksum=f.checksum ^ 1).pack(), "footer checksum does not match"),
-    (lambda f: replace(f, disk_type=3).with_checksum().pack(), "disk type is dynamic, expected fixed"),
-    (lambda f: replace(f, current_size=f.current_size - layouts.MIB).with_checksum().pack(),
+    (lambda f: f._replace(checksum=f.checksum ^ 1).pack(), "footer checksum does not match"),
+    (lambda f: f._replace(disk_type=3).with_checksum().pack(), "disk type is dynamic, expected fixed"),
+    (lambda f: f._replace(current_size=f.current_size - layouts.MIB).with_checksum().pack(),
      "footer says 24117248 bytes, the blob holds 25165824"),
     (lambda f: bytes(512), "no VHD footer in the last 512 bytes"),
 ])

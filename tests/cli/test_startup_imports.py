@@ -79,6 +79,8 @@ def test_vhd_check_of_a_fixed_vhd_loads_no_sdk_numpy_or_remote_clients(small_fix
                          "azlift.vhd.conversion", "azlift.vhd.in_place"}
     assert "azlift.vhd.vhd" in loaded
     assert not loaded & {"uuid", "platform"}  # GUIDs go through guids.py: 5 ms less
+    # records are NamedTuples: dataclasses loads inspect (with ast, dis, tokenize), 15 ms
+    assert not loaded & {"dataclasses", "inspect"}
 
 
 @pytest.mark.parametrize("command", [["check", "--os-disk"], ["inspect"], ["convert"]])
@@ -102,6 +104,7 @@ def test_convert_makes_its_temporary_file_without_tempfile(small_fixed_vhd, tmp_
     assert "azlift.vhd.conversion" in loaded and (tmp_path / "out.vhd").exists()
     assert not loaded & {"tempfile", "shutil", "random"}
     assert not loaded & {"uuid", "platform"}  # the footer's unique id comes from guids.py
+    assert not loaded & {"dataclasses", "inspect"}
 
 
 @pytest.mark.parametrize("command", ["check", "inspect", "convert"])
@@ -136,6 +139,21 @@ def test_upload_into_an_existing_container_loads_no_azure_sdk(
     loaded = set(imported("upload", str(small_fixed_vhd), f"{azurite.new_container()}/t.vhd",
                           "--emulator", "-q", env=env, probe_all=True))
     assert not loaded & {"ssl", "email", "email.utils", "azlift.upload.verify"}
+
+
+def test_masking_secrets_loads_no_url_parser() -> None:
+    """urllib.parse (with ipaddress) is 4 ms; only redact_url needs it. Checked without
+    site, whose editable-install hook loads it through pathlib."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import azlift.redact as r; "
+             "before = 'urllib.parse' in sys.modules; "
+             "r.redact_url('https://a.example/c/b.vhd?sig=x'); "
+             "print(before, 'urllib.parse' in sys.modules)")
+    done = subprocess.run([sys.executable, "-S", "-c", probe, str(root)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.split() == ["False", "True"], done.stderr
 
 
 THREADS_PROBE = """

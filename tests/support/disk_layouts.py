@@ -187,17 +187,15 @@ def append_footer(path: str | os.PathLike[str], **changes: object) -> str:
 
     The checksum is computed after the changes unless ``checksum`` is among them.
     """
-    from dataclasses import replace
-
     from azlift.vhd import fixed_footer
 
     size = os.path.getsize(path)
     footer = fixed_footer(size, unique_id=uuid.uuid4().bytes, timestamp=0)
     if changes:
-        footer = replace(footer, **{k: v for k, v in changes.items() if k != "checksum"})
+        footer = footer._replace(**{k: v for k, v in changes.items() if k != "checksum"})
         footer = footer.with_checksum()
         if "checksum" in changes:
-            footer = replace(footer, checksum=changes["checksum"])
+            footer = footer._replace(checksum=changes["checksum"])
     with open(path, "ab") as handle:
         handle.write(footer.pack())
     return os.fspath(path)

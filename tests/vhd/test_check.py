@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,14 +85,14 @@ def test_good_footer_has_no_findings() -> None:
     ("disk_type", 3, "footer_disk_type"),
 ])
 def test_each_footer_field_has_its_code(field: str, value: object, code: str) -> None:
-    footer = replace(GOOD_FOOTER, **{field: value}).with_checksum()
+    footer = GOOD_FOOTER._replace(**{field: value}).with_checksum()
     (finding,) = footer_rules(footer)
     assert (finding.code, finding.severity) == (code, "error")
     assert "expected" in finding.message
 
 
 def test_bad_checksum_names_both_values() -> None:
-    footer = replace(GOOD_FOOTER, checksum=GOOD_FOOTER.checksum ^ 1)
+    footer = GOOD_FOOTER._replace(checksum=GOOD_FOOTER.checksum ^ 1)
     (finding,) = footer_rules(footer)
     assert finding.code == "footer_checksum"
     assert f"{GOOD_FOOTER.checksum:#010x}" in finding.message

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -156,9 +155,9 @@ def damage_footer(path: Path, *, checksum: bool = False, disk_type: int | None =
     data = bytearray(path.read_bytes())
     footer = vhd.Footer.unpack(bytes(data[-512:]))
     if disk_type is not None:
-        footer = replace(footer, disk_type=disk_type).with_checksum()
+        footer = footer._replace(disk_type=disk_type).with_checksum()
     if checksum:
-        footer = replace(footer, checksum=footer.checksum ^ 0x5A5A)
+        footer = footer._replace(checksum=footer.checksum ^ 0x5A5A)
     data[-512:] = footer.pack()
     path.write_bytes(bytes(data))
 

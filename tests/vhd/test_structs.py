@@ -55,9 +55,8 @@ def test_footer_problems_name_the_field() -> None:
     assert S.footer_problem(footer) is None
     assert "checksum" in S.footer_problem(S.Footer.unpack(footer.pack()[:64] + b"\0\0\0\0"
                                                           + footer.pack()[68:]))
-    from dataclasses import replace
-    assert "disk type" in S.footer_problem(replace(footer, disk_type=9).with_checksum())
-    assert "version" in S.footer_problem(replace(footer, format_version=0x20000).with_checksum())
+    assert "disk type" in S.footer_problem(footer._replace(disk_type=9).with_checksum())
+    assert "version" in S.footer_problem(footer._replace(format_version=0x20000).with_checksum())
 
 
 def test_short_footer_is_padded() -> None:
