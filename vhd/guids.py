@@ -63,7 +63,7 @@ def _swap_groups(raw: bytes) -> bytes:
 
 
 def _sixteen(raw: bytes) -> bytes:
-    raw = bytes(raw)
+    raw = bytes(memoryview(raw))  # memoryview: a number is a TypeError, not zero bytes
     if len(raw) != 16:
         raise ValueError(f"expected the 16 bytes of a GUID, found {len(raw)}")
     return raw

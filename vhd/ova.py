@@ -16,11 +16,11 @@ import hashlib
 import os
 import tarfile
 import tempfile
-import uuid
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from . import guids
 from ._ovf_structs import (
     MAX_MANIFEST_BYTES,
     MAX_OVF_BYTES,
@@ -47,7 +47,7 @@ from .vmdk_files import ChunkedWindow
 ZIP_MAGIC = b"PK\x03\x04"
 HASH_CHUNK = 4 << 20
 INFLATE_CHUNK = 1 << 20
-OVA_ID_NAMESPACE = uuid.UUID("0d8f5a4e-3c7b-4f0e-9a61-5b2f3e7c9d14")
+OVA_ID_NAMESPACE = guids.parse("0d8f5a4e-3c7b-4f0e-9a61-5b2f3e7c9d14")
 
 
 def chunk_index(member: str, href: str) -> int | None:
@@ -348,8 +348,8 @@ class OvaImage:
 
     def _identity(self) -> bytes:
         stat = os.stat(self.path)
-        return uuid.uuid5(OVA_ID_NAMESPACE, f"{os.path.realpath(self.path)}:{stat.st_size}:"
-                          f"{stat.st_mtime_ns}:{self.disk.number}").bytes
+        return guids.name_guid(OVA_ID_NAMESPACE, f"{os.path.realpath(self.path)}:{stat.st_size}:"
+                                                 f"{stat.st_mtime_ns}:{self.disk.number}")
 
     @property
     def virtual_size(self) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -326,4 +325,4 @@ def ddb_uuid(value: str) -> bytes | None:
         return None
     if len(raw) != 16 or not any(raw):
         return None
-    return uuid.UUID(bytes=raw).bytes
+    return raw

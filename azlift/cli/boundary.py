@@ -31,26 +31,33 @@ def report_failure(code: str, message: str, exit_code: int) -> int:
     """Print the failure's one line (and its JSON document with --json); its exit code."""
     message = redact_text(message.strip().splitlines()[0] if message.strip() else code)
     if STATE.json:
-        emit_json({"ok": False, "error": {"code": code, "message": message,
-                                          "exit_code": exit_code}})
-    sys.stderr.write(f"azlift: error: {message}\n")
-    sys.stderr.flush()
+        try:
+            emit_json({"ok": False, "error": {"code": code, "message": message,
+                                              "exit_code": exit_code}})
+        except (BrokenPipeError, UnwritableOutput):  # stdout is gone; stderr still says it
+            pass
+    _to_stderr(f"azlift: error: {message}\n")
     return exit_code
+
+
+def _to_stderr(line: str) -> None:
+    """Write ``line`` to stderr, if stderr still takes writes (nothing else could say it)."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except OSError:
+        pass
 
 
 def failure_exit_code(error: BaseException) -> int:
     """Report what a command raised, as the boundary does; the exit code it ends with."""
     if isinstance(error, KeyboardInterrupt):
-        sys.stderr.write("azlift: interrupted\n")
+        _to_stderr("azlift: interrupted\n")
         return exit_codes.INTERRUPTED
     if isinstance(error, BrokenPipeError):
         return exit_codes.OK
     if isinstance(error, UnwritableOutput):  # stderr alone: stdout may be what refused
-        try:
-            sys.stderr.write(f"azlift: error: {error}\n")
-            sys.stderr.flush()
-        except OSError:
-            pass
+        _to_stderr(f"azlift: error: {error}\n")
         return error.exit_code
     if STATE.debug:
         import traceback

@@ -39,7 +39,8 @@ def exit_now(code: int) -> NoReturn:
     """End the process once stdout and stderr are flushed, without the interpreter's
     teardown (freeing every module and object: about a tenth of a small conversion's
     wall). A quick command leaves nothing for it: its files are closed or renamed, its
-    threads joined, and nothing it loads registers an exit handler."""
+    thread pool shut down and waited for, and it sets up no logging handlers, so the exit
+    handlers that concurrent.futures and logging register have nothing left to do."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away (`| head`): as the boundary treats it
@@ -47,7 +48,10 @@ def exit_now(code: int) -> NoReturn:
     except OSError as error:  # e.g. stdout redirected to a full disk
         if code == exit_codes.OK:  # else the command failed already, and said why
             code = exit_codes.BAD_INPUT
-            sys.stderr.write(f"azlift: error: could not write the output: {error.strerror}\n")
+            try:
+                sys.stderr.write(f"azlift: error: could not write the output: {error.strerror}\n")
+            except OSError:
+                pass
     try:
         sys.stderr.flush()
     except OSError:

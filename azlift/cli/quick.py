@@ -40,8 +40,8 @@ class Command(NamedTuple):
 
     arguments: tuple[str, ...]
     run: Callable[[dict[str, Any]], Callable[[], int] | None]
-    flags: dict[str, str] = {}
-    values: dict[str, tuple[str, Converter]] = {}
+    flags: dict[str, str]
+    values: dict[str, tuple[str, Converter]]
 
 
 IMAGE_OPTIONS = {"--format": ("format", _image_format), "--disk": ("disk", _disk_number)}

@@ -276,3 +276,25 @@ def test_exit_now_sends_what_is_buffered_or_says_why_not(stdout: str, code: int)
         assert done.stderr == b"azlift: error: could not write the output: No space left on device\n"
     else:  # a failure already said why; a reader that went away is no failure
         assert (done.returncode, done.stderr) == (code, b"")
+
+
+@pytest.mark.parametrize("stdout", ["closed pipe", "full disk"])
+def test_a_failure_whose_json_cannot_be_written_still_says_why(images: Path,
+                                                                stdout: str) -> None:
+    """The failure's own exit code and its stderr line, with no traceback, when --json's
+    stdout is the thing that refuses."""
+    import subprocess
+
+    reader, writer = os.pipe()
+    os.close(reader)
+    target = open("/dev/full", "wb") if stdout == "full disk" else writer
+    try:
+        done = run_installed(["vhd", "check", "missing.vhd", "--json"], images, stdout=target,
+                             stderr=subprocess.PIPE)
+    finally:
+        os.close(writer)
+        if stdout == "full disk":
+            target.close()
+    assert done.returncode == 3
+    assert done.stderr.decode().startswith("azlift: error: ")
+    assert done.stderr.count(b"\n") == 1 and b"missing.vhd" in done.stderr

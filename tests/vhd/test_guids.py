@@ -57,3 +57,8 @@ def test_random_guids_are_version_4_and_differ() -> None:
 def test_a_wrong_length_is_refused(size: int) -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         guids.text(bytes(size))
+
+
+def test_a_number_is_not_taken_for_sixteen_zero_bytes() -> None:
+    with pytest.raises(TypeError):
+        guids.text(16)  # type: ignore[arg-type]
