@@ -44,13 +44,9 @@ VHDX_VERSION = 1
 LOG_VERSION = 0
 
 
-def guid(text: str) -> bytes:
-    """A GUID as stored in a VHDX file (mixed-endian)."""
-    return guids.parse_le(text)
-
-
-def guid_str(raw: bytes) -> str:
-    return guids.text_le(raw)
+# GUIDs as a VHDX file stores them (mixed-endian): from their text, and back to it.
+guid = guids.parse_le
+guid_str = guids.text_le
 
 
 REGION_BAT = guid("2DC27766-F623-4200-9D64-115E9BFD4A08")

@@ -41,17 +41,14 @@ def exit_now(code: int) -> NoReturn:
     wall). A quick command leaves nothing for it: its files are closed or renamed, its
     thread pool shut down and waited for, and it sets up no logging handlers, so the exit
     handlers that concurrent.futures and logging register have nothing left to do."""
+    from .boundary import failure_exit_code  # loaded already by the quick command
+    from .output import UnwritableOutput, write_out
+
     try:
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (`| head`): as the boundary treats it
-        pass
-    except OSError as error:  # e.g. stdout redirected to a full disk
+        write_out(sys.stdout, "")  # what is still buffered
+    except (BrokenPipeError, UnwritableOutput) as error:
         if code == exit_codes.OK:  # else the command failed already, and said why
-            code = exit_codes.BAD_INPUT
-            try:
-                sys.stderr.write(f"azlift: error: could not write the output: {error.strerror}\n")
-            except OSError:
-                pass
+            code = failure_exit_code(error)
     try:
         sys.stderr.flush()
     except OSError:
