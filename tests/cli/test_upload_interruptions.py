@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,16 +159,28 @@ def test_sigterm_mid_upload_is_an_interruption_and_resume_finishes(
     """kill (a CI time-out, a service manager) is Ctrl-C: exit 130, progress kept."""
     running: dict[str, subprocess.Popen] = {}
     pages_answered = []
+    container = azurite.new_container()
+    state_dir = tmp_path / "state"
+
+    def terminate_once_two_pages_are_journaled() -> None:
+        """The answer is passed on after the hook returns: the kill waits until the client
+        has journaled it (the next Put Page is held 0.3 s, so the upload is still on)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            journals = list((state_dir / "uploads").glob("*.journal"))
+            if journals and len(journals[0].read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.01)
+        os.kill(running["process"].pid, signal.SIGTERM)
 
     def terminate_after_two_pages(moment: str, index: int, method: str, target: str) -> bool:
         if moment == "answered" and "comp=page" in target:
             pages_answered.append(index)
             if len(pages_answered) == 2:
-                os.kill(running["process"].pid, signal.SIGTERM)
+                threading.Thread(target=terminate_once_two_pages_are_journaled,
+                                 daemon=True).start()
         return True
 
-    container = azurite.new_container()
-    state_dir = tmp_path / "state"
     with FaultProxy((azurite.host, azurite.port), on_request=terminate_after_two_pages,
                     put_page_delay_s=0.3) as proxy:
         done = upload_through(proxy, azurite, disk, container, state_dir,
