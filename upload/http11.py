@@ -11,8 +11,11 @@ cannot make it hold unbounded memory.
 """
 from __future__ import annotations
 
+import errno
 import select
 import socket
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +28,43 @@ JOIN_LIMIT = 64 * 1024  # a TLS body up to this size travels in the headers' wri
 # The longest answer accepted: a Blob answer is an error document or a ranged read of at
 # most 4 MiB; a length past this is refused before anything is allocated for it.
 MAX_BODY = 64 * 1024 * 1024
+# A guarded body goes through TLS in pieces of this size, each copied under the guard into
+# a private buffer that stays in the cache while it is encrypted: a guard lasts one copy,
+# however slow the link (see GuardedBody).
+GUARDED_PIECE = 256 * 1024
 
 
 class ProtocolError(Exception):
     """The server's answer is not HTTP/1.x this client can read."""
+
+
+class BodyWithdrawn(Exception):
+    """A guarded body's memory may no longer be read: the request was abandoned part way
+    (its connection is unusable) and the body has to come from somewhere else."""
+
+
+class GuardedBody:
+    """A request body in memory that may be withdrawn (a mapped file), readable in user
+    space only inside ``guard()``, which raises BodyWithdrawn once it is not.
+
+    A plain socket sends it with sendmsg: the kernel reads the memory, and memory gone
+    meanwhile fails that call (EFAULT) instead of the process. TLS encrypts in user space:
+    each piece is copied out under a guard first. ``bytes()`` of it is a guarded copy too.
+    """
+
+    __slots__ = ("view", "guard")
+
+    def __init__(self, view: memoryview,
+                 guard: Callable[[], AbstractContextManager[Any]]) -> None:
+        self.view = view
+        self.guard = guard
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __bytes__(self) -> bytes:
+        with self.guard():
+            return bytes(self.view)
 
 
 @dataclass
@@ -91,7 +127,8 @@ class Connection:
         return bool(readable)
 
     def exchange(self, method: str, target: str, headers: list[tuple[str, str]],
-                 body: bytes | memoryview | None, timeout: float | None) -> Response:
+                 body: bytes | memoryview | GuardedBody | None,
+                 timeout: float | None) -> Response:
         """Send one request and read its answer; the caller discards the connection on
         any exception (its state is then unknown)."""
         if self.sock is None:
@@ -103,10 +140,13 @@ class Connection:
         self._send(head.encode("latin-1"), body)
         return self._answer(method)
 
-    def _send(self, head: bytes, body: bytes | memoryview | None) -> None:
+    def _send(self, head: bytes, body: bytes | memoryview | GuardedBody | None) -> None:
         sock = self.sock
         assert sock is not None
-        if not body:
+        if isinstance(body, GuardedBody):
+            _send_guarded(sock, head, body, gather=self._context is None
+                          and hasattr(sock, "sendmsg"))
+        elif not body:
             sock.sendall(head)
         elif self._context is not None or not hasattr(sock, "sendmsg"):
             # no sendmsg over TLS, nor on Windows
@@ -226,6 +266,30 @@ def _length(text: str) -> int:
 def _is_number(text: str) -> bool:
     """ASCII digits only: str.isdigit also takes "²", which int() refuses."""
     return text.isascii() and text.isdigit()
+
+
+def _send_guarded(sock: socket.socket, head: bytes, body: GuardedBody, *,
+                  gather: bool) -> None:
+    """Send ``head`` and a guarded body: read by the kernel where it can (gather), else
+    piece by piece, each copied under the body's guard. Memory withdrawn on the way is
+    BodyWithdrawn."""
+    if gather:
+        try:
+            _send_gathered(sock, [memoryview(head), body.view])
+        except OSError as error:
+            if error.errno == errno.EFAULT:
+                raise BodyWithdrawn("the body's memory went away while it was sent") \
+                    from error
+            raise
+        return
+    sock.sendall(head)
+    view = body.view
+    piece = bytearray(min(GUARDED_PIECE, len(view)))
+    for start in range(0, len(view), GUARDED_PIECE):
+        end = min(start + GUARDED_PIECE, len(view))
+        with body.guard():
+            piece[:end - start] = view[start:end]
+        sock.sendall(memoryview(piece)[:end - start])
 
 
 def _send_gathered(sock: socket.socket, buffers: list[memoryview]) -> None:

@@ -29,7 +29,7 @@ from .errors import (
     UnreachableError,
     UploadError,
 )
-from .http11 import Connection, ProtocolError, Response
+from .http11 import BodyWithdrawn, Connection, ProtocolError, Response
 from .retry import RetrySettings
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ SIGNED_STANDARD_HEADERS = ("content-encoding", "content-language", "content-leng
 @dataclass(frozen=True)
 class SentRequest:
     """What one attempt put on the wire, for a request hook (the SDK's raw_request_hook
-    shape: ``hook(request)`` reads ``request.http_request.method/url/headers/body``)."""
+    shape: ``hook(request)`` reads ``request.http_request.method/url/headers/body``). A
+    body read from a mapped source is an http11.GuardedBody: ``bytes(body)`` copies it."""
 
     method: str
     url: str
@@ -343,6 +344,9 @@ class BlobRest:
         try:
             answer = conn.exchange(method, target, [("Host", self._netloc), *headers.items()],
                                    body, read_s)
+        except BodyWithdrawn:
+            self._discard()  # abandoned part way: the caller sends it again, from elsewhere
+            raise
         except (OSError, ProtocolError) as error:
             self._discard()
             raise TransportError(_reason(error), connect=False) from error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import queue
 import threading
@@ -25,11 +26,15 @@ from .ranges import SECTOR, Range, align_up, nonzero_pieces, normalize, split, w
 if TYPE_CHECKING:
     import numpy as np
 
+    from .leased_source import LeasedSource
+
 ZERO_BLOCK = bytes(4 * 1024 * 1024)
 
 # DiskImage.format -> the family name vhd.open_image(format=...) accepts.
 FORMAT_FAMILY = {"raw": "raw", "vhd-fixed": "vhd", "vhd-dynamic": "vhd",
                  "vhd-differencing": "vhd", "vhdx": "vhdx", "qcow2": "qcow2"}
+# Formats whose runs name offsets of the image's own file where the bytes lie as stored.
+MAPPABLE_FORMATS = frozenset(("raw", "vhd-fixed", "vhd-dynamic", "vhd-differencing", "vhdx"))
 
 
 def footer_bytes(image: DiskImage, virtual_size: int) -> bytes:
@@ -119,7 +124,7 @@ def dense_checksum(data: bytes | memoryview, kind: str) -> PageChecksum | None:
     One pass in 256 KiB blocks, the checksum first and the zero search after it while the
     block is in the cache: searched first, a 4 MiB buffer fresh from a read makes each of
     the search's sparse probes wait on memory (about 0.1 s of CPU per GiB more here)."""
-    if not isinstance(data, (bytes, bytearray)) or len(data) % SECTOR:
+    if not isinstance(data, (bytes, bytearray, mmap.mmap)) or len(data) % SECTOR:
         return None
     running = RunningChecksum(kind)
     view = memoryview(data)
@@ -147,6 +152,7 @@ class SourceReader:
         self._local = threading.local()
         self._opened: list[DiskImage] = []
         self._lock = threading.Lock()
+        self._mappable = getattr(image, "format", "") in MAPPABLE_FORMATS
 
     def _handle(self) -> tuple[DiskImage, bool]:
         if getattr(self._image, "thread_safe", False):  # one handle serves every thread
@@ -179,6 +185,28 @@ class SourceReader:
         if len(data) < length:
             data = data + bytes(length - len(data))
         return data
+
+    def stored_at(self, offset: int, length: int) -> int | None:
+        """Where ``[offset, offset + length)`` lies in one piece in the image's own file,
+        as it is stored (raw, VHD, VHDX); None where it does not."""
+        if not self._mappable or offset + length > self._size:
+            return None
+        handle, shared = self._handle()
+        if shared:
+            with self._lock:
+                runs = list(handle.runs(offset, length))
+        else:
+            runs = list(handle.runs(offset, length))
+        return runs[0].source if len(runs) == 1 and runs[0].source >= 0 else None
+
+    def lease(self) -> LeasedSource | None:
+        """A read lease on the image's file, for reading units through mappings; None
+        where the format or the system does not allow it (see leased_source.py)."""
+        path, fd = getattr(self._image, "path", None), getattr(self._image, "fd", None)
+        if not self._mappable or not path or fd is None:
+            return None
+        from .leased_source import LeasedSource
+        return LeasedSource.take(path, fd)
 
     def close(self) -> None:
         with self._lock:

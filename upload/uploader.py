@@ -11,12 +11,14 @@ journal, the counters and the progress callback.
 """
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from azlift.vhd import DiskImage, VhdError
 from azlift.vhd.check import check_output_rules
@@ -29,10 +31,13 @@ from .errors import (
     TargetExistsError,
     TargetSizeError,
     TransientServiceError,
+    UploadError,
     UploadInterrupted,
     UsageError,
 )
+from .http11 import BodyWithdrawn, GuardedBody
 from .journal import Fingerprint, Journal, fingerprint
+from .leased_source import LeasedSource, close_mapping
 from .ranges import (
     GAP_BUDGET,
     MAX_PUT_PAGE,
@@ -100,8 +105,7 @@ class UploadSummary:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class UnitResult:
+class UnitResult(NamedTuple):
     """One work unit, done: what travelled, what was skipped, and its bytes if kept."""
 
     offset: int
@@ -123,7 +127,7 @@ def check_rules(virtual_size: int, role: str | None) -> None:
         raise NotReadyError(f"{first.code}: {first.message}")
 
 
-def _put_with_reput(target: PageTarget, offset: int, data: bytes | memoryview,
+def _put_with_reput(target: PageTarget, offset: int, data: bytes | memoryview | GuardedBody,
                     checksum: PageChecksum) -> tuple[int, int]:
     """Put one range, re-putting it on transient failures; return (requests, retries)."""
     # crc64 is passed only when set, so a PageTarget written before it still works with md5.
@@ -143,45 +147,79 @@ def _put_with_reput(target: PageTarget, offset: int, data: bytes | memoryview,
 
 def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: FixedVhdLayout,
                send: bool, keep: bool, written: list[Range] | None,
-               cancel: threading.Event, checksum: str = DEFAULT_CHECKSUM) -> UnitResult:
-    """Read one unit, drop zero sectors, put the rest. Runs in a worker thread."""
+               cancel: threading.Event, checksum: str = DEFAULT_CHECKSUM,
+               leased: LeasedSource | None = None) -> UnitResult:
+    """Read one unit, drop zero sectors, put the rest. Runs in a worker thread.
+
+    With a leased source, a unit stored in one piece of the file is read through a
+    mapping (see leased_source.py); one whose lease went before it was answered is read
+    again into a buffer and put again, which also reports a source cut short."""
     offset, length = unit
-    if offset == layout.footer_offset:
-        data = layout.footer
-    else:
-        data = reader.read(offset, length)
-    sent = zeros = requests = retries = already = 0
+    if leased is not None and send and not keep and offset != layout.footer_offset:
+        stored = reader.stored_at(offset, length)
+        mapping = leased.map(stored, length) if stored is not None else None
+        if mapping is not None:
+            try:
+                result = _put_unit(target, unit, mapping, written, cancel, checksum, leased)
+            except BodyWithdrawn:
+                result = None
+            except UploadError:
+                if not leased.withdrawn:
+                    raise
+                result = None  # a body changed under a broken lease fails its checksum
+            finally:
+                close_mapping(mapping)
+            if result is not None and not leased.withdrawn:
+                return result  # the lease held throughout: what went is what the file holds
+    data = layout.footer if offset == layout.footer_offset else reader.read(offset, length)
     if send and not cancel.is_set():
+        result = _put_unit(target, unit, data, written, cancel, checksum)
+        return result._replace(data=data) if keep else result
+    if send:
+        raise UploadInterrupted("upload interrupted")
+    return UnitResult(offset, length, 0, 0, 0, 0, data if keep else None)
+
+
+def _put_unit(target: PageTarget, unit: Range, data: bytes | bytearray | mmap.mmap,
+              written: list[Range] | None, cancel: threading.Event, checksum: str,
+              leased: LeasedSource | None = None) -> UnitResult:
+    """Scan ``data`` (the unit's bytes) for zero sectors and put the rest; a mapping is
+    read in user space only under the lease's guard and goes out as a GuardedBody."""
+    offset, length = unit
+    guard = leased.guard if leased is not None else nullcontext
+    with guard():
         # a unit without zero sectors (most are) is one request, checksummed in the scan;
         # one with zeros goes to the sector scan (its whole-buffer search would only repeat)
         whole = dense_checksum(data, checksum) if length <= MAX_PUT_PAGE else None
         pieces = [(offset, length)] if whole is not None else \
             nonzero_pieces(offset, nonzero_sector_flags(data))
-        if written:
-            wanted = total_length(pieces)
-            pieces = subtract(pieces, written)
-            already = wanted - total_length(pieces)
-        else:  # a few small zero gaps travel when that saves requests (≤ 1 % more bytes)
-            budget = int(total_length(pieces) * GAP_BUDGET) // SECTOR * SECTOR
-            pieces = merge_small_gaps(pieces, budget)
-        zeros = length - total_length(pieces) - already
-        view = memoryview(data)  # slices share the buffer: no piece is copied to be sent
+    already = 0
+    if written:
+        wanted = total_length(pieces)
+        pieces = subtract(pieces, written)
+        already = wanted - total_length(pieces)
+    else:  # a few small zero gaps travel when that saves requests (≤ 1 % more bytes)
+        budget = int(total_length(pieces) * GAP_BUDGET) // SECTOR * SECTOR
+        pieces = merge_small_gaps(pieces, budget)
+    zeros = length - total_length(pieces) - already
+    sent = requests = retries = 0
+    with memoryview(data) as view:  # slices share the buffer: no piece is copied to be sent
         for piece_offset, piece_length in pieces:
             if cancel.is_set():
                 raise UploadInterrupted("upload interrupted")
             start = piece_offset - offset
             chunk = view[start:start + piece_length]
-            made, retried = _put_with_reput(
-                target, piece_offset, chunk,
-                whole if whole is not None and piece_length == length
-                else page_checksum(checksum, chunk))
+            if whole is not None and piece_length == length:
+                sum_of_chunk = whole
+            else:
+                with guard():
+                    sum_of_chunk = page_checksum(checksum, chunk)
+            body = GuardedBody(chunk, leased.guard) if leased is not None else chunk
+            made, retried = _put_with_reput(target, piece_offset, body, sum_of_chunk)
             requests += made
             retries += retried
             sent += piece_length
-    elif send:
-        raise UploadInterrupted("upload interrupted")
-    return UnitResult(offset, length, sent, zeros, requests, retries, data if keep else None,
-                      already)
+    return UnitResult(offset, length, sent, zeros, requests, retries, None, already)
 
 
 class _Run:
@@ -327,9 +365,14 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
            if content_md5 else None)
     run = _Run(layout, progress, journal, md5)
     reader = SourceReader(image)
+    # the MD5 keeps each unit's bytes until their turn: those are read into buffers
+    leased = (reader.lease() if not content_md5 and getattr(target, "lean", False)
+              else None)
     try:
         _run_window(run, reader, target, acknowledged, written, threads, content_md5, cancel,
-                    checksum)
+                    checksum, leased)
+        if leased is not None:
+            leased.close()  # a writer waiting for the file need not wait for the metadata
         digest = md5.finish() if md5 is not None else None
         if digest is not None:
             target.set_content_md5(digest)
@@ -347,6 +390,8 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
             journal.remove()
         raise
     finally:
+        if leased is not None:
+            leased.close()
         reader.close()
     if journal is not None:
         journal.remove()
@@ -391,10 +436,12 @@ def abandon_partial(target: PageTarget, error: BaseException, fresh: bool) -> bo
 def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
                 acknowledged: set[int], written: list[Range] | None, threads: int,
                 keep_data: bool, cancel: threading.Event,
-                checksum: str = DEFAULT_CHECKSUM) -> None:
+                checksum: str = DEFAULT_CHECKSUM, leased: LeasedSource | None = None) -> None:
     """The bounded window: ≤ ``threads`` units in flight (plus those the MD5 holds).
 
     Units already acknowledged are skipped, or only read and hashed with ``keep_data``.
+    A leased source is polled after each unit and twice a second, so a writer waiting for
+    its lease is let through within that.
     """
     def todo() -> Iterator[tuple[Range, bool]]:
         for unit in run.layout.units():
@@ -407,7 +454,7 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
     def job(item: tuple[Range, bool]) -> UnitResult:
         unit, send = item
         return _send_unit(reader, target, unit, run.layout, send, keep_data, written,
-                          cancel, checksum)
+                          cancel, checksum, leased)
 
     pending = todo()
     next_unit = next(pending, None)
@@ -423,6 +470,8 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
             if cancel.is_set() and not workers.in_flight:
                 raise UploadInterrupted("upload interrupted; continue with --resume")
             outcome = workers.next_done(timeout=0.5)
+            if leased is not None:
+                leased.poll()
             if outcome is not None:
                 if outcome.error is not None:
                     raise outcome.error

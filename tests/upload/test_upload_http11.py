@@ -2,6 +2,8 @@
 it sends, how it reads each kind of answer, and a clear ProtocolError for broken ones."""
 from __future__ import annotations
 
+import mmap
+import os
 import socket
 import ssl
 import threading
@@ -11,7 +13,14 @@ from contextlib import contextmanager
 
 import pytest
 
-from azlift.upload.http11 import MAX_HEADERS, Connection, ProtocolError
+from azlift.upload.http11 import (
+    GUARDED_PIECE,
+    MAX_HEADERS,
+    BodyWithdrawn,
+    Connection,
+    GuardedBody,
+    ProtocolError,
+)
 from azlift.upload.rest import BlobRest
 from azlift.upload.retry import RetrySettings
 from azlift.upload.errors import TransientServiceError
@@ -60,7 +69,10 @@ class ScriptedServer:
                 return
             if self._delay:
                 time.sleep(self._delay)
-            body = _read_exactly(sock, start, _content_length(head) - len(start))
+            length = _content_length(head)
+            body = _read_exactly(sock, start, length - len(start))
+            if len(body) < length:  # the client gave up part way: no request, no answer
+                return
             self.requests.append((head, body))
             answer = self.answers.pop(0)
             sock.sendall(answer)
@@ -290,3 +302,66 @@ def test_a_connection_on_a_descriptor_past_1023_is_kept_alive() -> None:
         assert server.connections == 1
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class CountingGuard:
+    """A GuardedBody guard that counts its entries and withdraws the body at ``refuse_at``."""
+
+    def __init__(self, refuse_at: int | None = None) -> None:
+        self.entries = 0
+        self._refuse_at = refuse_at
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.entries += 1
+        if self.entries == self._refuse_at:
+            raise BodyWithdrawn("withdrawn by the test")
+        yield
+
+
+def test_a_guarded_body_goes_by_the_kernel_or_through_tls_piece_by_piece(tmp_path) -> None:
+    body = bytes(range(256)) * (7 * GUARDED_PIECE // 2 // 256)  # three and a half pieces
+    guard = CountingGuard()
+    with serving(OK) as server:
+        answer = _put(Connection("127.0.0.1", server.port), GuardedBody(memoryview(body), guard))
+    assert answer.status == 201 and server.requests[0][1] == body
+    assert guard.entries == 0  # sendmsg: the kernel reads the memory, nothing to guard
+    wrap, ca_file = _tls_wrapper(tmp_path)
+    with serving(OK, wrap=wrap) as server:
+        conn = Connection("127.0.0.1", server.port,
+                          context=ssl.create_default_context(cafile=ca_file))
+        answer = _put(conn, GuardedBody(memoryview(body), guard))
+        conn.close()
+    assert answer.status == 201 and server.requests[0][1] == body
+    assert guard.entries == 4  # each piece encrypted under its own guard
+
+
+def test_a_body_withdrawn_mid_tls_is_not_retried_and_drops_the_connection(tmp_path) -> None:
+    wrap, ca_file = _tls_wrapper(tmp_path)
+    body = GuardedBody(memoryview(bytes(3 * GUARDED_PIECE)), CountingGuard(refuse_at=2))
+    retry = RetrySettings(total=3, initial_backoff=0, increment_base=0, jitter=0)
+    with serving(OK, OK, wrap=wrap) as server:
+        rest = BlobRest(f"https://127.0.0.1:{server.port}/acct/c/b.vhd", None, retry=retry,
+                        ca_bundle=ca_file)
+        with pytest.raises(BodyWithdrawn):
+            rest.request("PUT", {"comp": "page"}, {}, body, ok=(201,))
+        assert rest._local.conn is None  # half a body went out: the connection is done
+        rest.close()
+    assert body.guard.entries == 2 and server.requests == []
+
+
+def test_a_mapped_body_cut_short_is_withdrawn_not_a_crash(tmp_path) -> None:
+    path = tmp_path / "source"
+    path.write_bytes(os.urandom(8 * 1024 * 1024))
+    with open(path, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    os.truncate(path, 1024 * 1024)  # what reading the rest would make SIGBUS in Python
+    retry = RetrySettings(total=3, initial_backoff=0, increment_base=0, jitter=0)
+    with serving(OK, OK) as server, memoryview(mapping) as view:
+        rest = BlobRest(f"http://127.0.0.1:{server.port}/acct/c/b.vhd", None, retry=retry)
+        with pytest.raises(BodyWithdrawn, match="went away"):
+            rest.request("PUT", {"comp": "page"}, {}, GuardedBody(view, CountingGuard()),
+                         ok=(201,))
+        rest.close()
+    mapping.close()
+    assert server.requests == []

@@ -1,0 +1,284 @@
+"""Units read through a mapping under a read lease: the lease is real (the kernel lists
+it and holds writers back), it goes back within moments of a writer asking, and a source
+opened for writing or cut short mid-upload ends in a right blob or a clean error, never in
+a killed process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from azlift import vhd
+from azlift.upload.leased_source import LeasedSource, SourceWithdrawn, close_mapping
+from azlift.upload.stream import SourceReader, fixed_vhd_layout
+from azlift.upload.uploader import _send_unit, upload_image
+from azlift.vhd.errors import VhdError
+from tests.support.azurite import azurite  # noqa: F401  (fixture)
+from tests.upload.helpers import WireCounter, blob_target, make_source
+
+MIB = 1024 * 1024
+
+
+def leases_on(path: Path) -> list[str]:
+    """/proc/locks lines of the leases held on ``path`` (by any process)."""
+    stat = os.stat(path)
+    where = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    return [line for line in Path("/proc/locks").read_text().splitlines()
+            if " LEASE " in f" {line} " and line.split()[5] == where]
+
+
+def wait_for_break(path: Path) -> None:
+    """Until the kernel shows a writer asking for ``path``'s lease."""
+    deadline = time.monotonic() + 10
+    while not any(" BREAKING " in line for line in leases_on(path)):
+        assert time.monotonic() < deadline, "the writer never asked for the lease"
+        time.sleep(0.02)
+
+
+def writer(path: Path, action: str) -> subprocess.Popen:
+    """Another process that opens ``path`` for writing ("open"), truncates it to 1 MiB
+    ("truncate") or writes 4 MiB of 0x5a at its start ("write"), then prints how long the
+    kernel made it wait."""
+    step = {"open": "os.close(os.open(p, os.O_WRONLY))",
+            "truncate": f"os.truncate(p, {MIB})",
+            "write": f"f = os.open(p, os.O_WRONLY); os.pwrite(f, b'Z' * {4 * MIB}, 0); "
+                     "os.close(f)"}[action]
+    code = (f"import os, time; p = {str(path)!r}; t = time.monotonic(); {step}; "
+            "print(time.monotonic() - t)")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def file_of(tmp_path: Path, size: int = 8 * MIB) -> Path:
+    path = tmp_path / "source.raw"
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def take(path: Path) -> LeasedSource:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        leased = LeasedSource.take(str(path), fd)
+    finally:
+        os.close(fd)
+    assert leased is not None, "this system grants no read lease on the test's files"
+    return leased
+
+
+@pytest.fixture
+def leased_file(tmp_path: Path):  # noqa: ANN201 - (path, LeasedSource), closed after
+    path = file_of(tmp_path)
+    leased = take(path)
+    try:
+        yield path, leased
+    finally:
+        leased.close()
+
+
+def test_the_lease_is_held_and_given_back(leased_file) -> None:
+    path, leased = leased_file
+    held = leases_on(path)
+    assert len(held) == 1 and " READ " in held[0] and f" {os.getpid()} " in held[0]
+    leased.close()
+    assert leases_on(path) == []
+
+
+def test_no_lease_while_the_file_is_open_for_writing_or_for_another_file(tmp_path) -> None:
+    path = file_of(tmp_path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert LeasedSource.take(str(path), fd) is None
+    finally:
+        os.close(fd)
+    (tmp_path / "other").mkdir()
+    other = file_of(tmp_path / "other")
+    fd = os.open(other, os.O_RDONLY)
+    try:
+        assert LeasedSource.take(str(path), fd) is None
+        assert leases_on(path) == []
+    finally:
+        os.close(fd)
+
+
+def test_no_lease_on_a_filesystem_without_a_block_device() -> None:
+    """tmpfs here; NFS, SMB, FUSE and overlays alike: their files can change elsewhere."""
+    shm = Path("/dev/shm")
+    assert shm.is_dir() and os.major(shm.stat().st_dev) == 0
+    path = shm / f"azlift-test-{os.getpid()}"
+    path.write_bytes(bytes(MIB))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert LeasedSource.take(str(path), fd) is None
+        finally:
+            os.close(fd)
+    finally:
+        path.unlink()
+
+
+def test_map_gives_the_files_bytes_and_refuses_what_it_cannot_map(tmp_path) -> None:
+    path = file_of(tmp_path, 3 * MIB)
+    leased = take(path)
+    try:
+        mapping = leased.map(MIB, MIB)
+        assert mapping is not None and mapping[:] == path.read_bytes()[MIB:2 * MIB]
+        close_mapping(mapping)
+        assert leased.map(512, MIB) is None  # not on a page boundary
+        assert leased.map(2 * MIB, 2 * MIB) is None  # runs past the end: populate refuses
+    finally:
+        leased.close()
+
+
+def test_a_writer_waits_for_an_open_guard_and_no_longer(leased_file) -> None:
+    path, leased = leased_file
+    with leased.guard():
+        child = writer(path, "truncate")
+        wait_for_break(path)
+        time.sleep(0.3)
+        assert child.poll() is None  # held back while the mapping may be read
+        assert os.path.getsize(path) == 8 * MIB
+    closed = time.monotonic()
+    child.communicate(timeout=10)
+    assert time.monotonic() - closed < 5  # let through when the guard closed, not at 45 s
+    assert os.path.getsize(path) == MIB
+    with pytest.raises(SourceWithdrawn), leased.guard():
+        pytest.fail("a guard ran after the lease was broken")
+    assert leased.withdrawn and leased.map(0, MIB) is None
+    assert leases_on(path) == []
+
+
+def test_a_guard_asked_for_once_a_writer_waits_refuses_and_lets_it_through(leased_file) -> None:
+    path, leased = leased_file
+    child = writer(path, "open")
+    wait_for_break(path)
+    assert not leased.withdrawn  # nothing polled: the guard itself finds out
+    with pytest.raises(SourceWithdrawn), leased.guard():
+        pytest.fail("a guard ran while a writer waited")
+    assert float(child.communicate(timeout=10)[0]) < 5
+    assert leased.map(0, MIB) is None
+
+
+def test_poll_lets_a_writer_through_promptly(leased_file) -> None:
+    path, leased = leased_file
+    child = writer(path, "open")
+    deadline = time.monotonic() + 10
+    while child.poll() is None and time.monotonic() < deadline:
+        leased.poll()
+        time.sleep(0.05)
+    waited = float(child.communicate(timeout=10)[0])
+    assert waited < 5 and leased.withdrawn
+
+
+class HookAt:
+    """A request hook that runs ``action`` once, at the ``nth`` Put Page."""
+
+    def __init__(self, nth: int, action) -> None:  # noqa: ANN001
+        self.nth, self.action, self.seen = nth, action, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request) -> None:  # noqa: ANN001
+        http = request.http_request
+        if http.method != "PUT" or "comp=page" not in http.url:
+            return
+        with self._lock:
+            self.seen += 1
+            run = self.seen == self.nth
+        if run:
+            self.action()
+
+
+def test_a_writer_mid_upload_waits_moments_and_the_blob_is_right(azurite, tmp_path) -> None:  # noqa: F811
+    source = make_source("raw", tmp_path, size=40 * MIB, count=80, seed=5)
+    state: dict = {}
+
+    def open_for_writing() -> None:
+        state["leases"] = leases_on(source.path)  # the upload's own, while it maps
+        state["child"] = writer(source.path, "open")
+
+    target = blob_target(azurite, request_hook=HookAt(2, open_for_writing))
+    with vhd.open_image(str(source.path)) as image:
+        summary = upload_image(image, target, threads=3, journal_dir=tmp_path / "state")
+    waited = float(state["child"].communicate(timeout=10)[0])
+    assert len(state["leases"]) == 1 and f" {os.getpid()} " in state["leases"][0]
+    assert waited < 5
+    blob = target.client.download_blob().readall()
+    assert len(blob) == summary.blob_length and blob[:source.size] == source.guest_bytes()
+    assert leases_on(source.path) == []
+
+
+def test_a_source_cut_short_mid_upload_is_a_clean_error(azurite, tmp_path) -> None:  # noqa: F811
+    source = make_source("vhd-fixed", tmp_path, size=40 * MIB, count=80, seed=6)
+    state: dict = {}
+
+    def cut_short() -> None:  # waits for the cut: the units after it meet a short file
+        state["waited"] = float(writer(source.path, "truncate").communicate(timeout=20)[0])
+
+    target = blob_target(azurite, request_hook=HookAt(2, cut_short))
+    with vhd.open_image(str(source.path)) as image, pytest.raises(VhdError) as raised:
+        upload_image(image, target, threads=3, journal_dir=tmp_path / "state")
+    assert "ends after" in str(raised.value) and str(source.path) in str(raised.value)
+    assert "was deleted" in str(raised.value) and not target.exists()
+    assert state["waited"] < 5
+    assert os.path.getsize(source.path) == MIB
+
+
+def test_a_unit_whose_mapping_is_withdrawn_is_read_again_into_a_buffer(azurite, tmp_path) -> None:  # noqa: F811
+    path = file_of(tmp_path, 8 * MIB)
+    target = blob_target(azurite)
+    with vhd.open_image(str(path)) as image:
+        layout = fixed_vhd_layout(image)
+        target.create(layout.blob_length, False)
+        reader = SourceReader(image)
+        leased = reader.lease()
+        assert leased is not None
+        try:
+            child = writer(path, "open")
+            wait_for_break(path)
+            # mapped (nothing withdrawn yet), refused at the scan's guard, read again
+            result = _send_unit(reader, target, (0, 4 * MIB), layout, True, False, None,
+                                threading.Event(), leased=leased)
+            assert float(child.communicate(timeout=10)[0]) < 5
+        finally:
+            leased.close()
+            reader.close()
+    assert (result.sent_bytes, result.requests) == (4 * MIB, 1)
+    blob = target.client.download_blob(offset=0, length=4 * MIB).readall()
+    assert blob == path.read_bytes()[:4 * MIB]
+
+
+def test_a_unit_whose_lease_went_during_its_request_is_put_again_from_a_buffer(
+        azurite, tmp_path) -> None:  # noqa: F811
+    """What left through the mapping after a writer had the file may not be what the file
+    holds: the unit goes again, read into a buffer."""
+    path = file_of(tmp_path, 8 * MIB)
+    counter = WireCounter()
+    state: dict = {}
+
+    def writer_first(request) -> None:  # noqa: ANN001 - in the unit's request, before it leaves
+        counter(request)
+        if counter.put_pages == 1:
+            child = writer(path, "write")
+            wait_for_break(path)
+            state["leased"].poll()  # as the upload's main loop does
+            state["waited"] = float(child.communicate(timeout=10)[0])
+
+    target = blob_target(azurite, request_hook=writer_first)
+    with vhd.open_image(str(path)) as image:
+        layout = fixed_vhd_layout(image)
+        target.create(layout.blob_length, False)
+        reader = SourceReader(image)
+        state["leased"] = leased = reader.lease()
+        assert leased is not None
+        try:
+            result = _send_unit(reader, target, (0, 4 * MIB), layout, True, False, None,
+                                threading.Event(), leased=leased)
+        finally:
+            leased.close()
+            reader.close()
+    assert state["waited"] < 5 and counter.put_pages == 2
+    assert (result.sent_bytes, result.requests) == (4 * MIB, 1)
+    assert target.client.download_blob(offset=0, length=4 * MIB).readall() == b"Z" * 4 * MIB
