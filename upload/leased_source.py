@@ -43,6 +43,9 @@ from azlift.vhd.mapped_source import POPULATE_READ
 
 from .http11 import BodyWithdrawn
 
+# Smaller ranges are read into buffers: mapping, populating and unmapping cost about as
+# much as copying 256-512 KiB here (and unmapping interrupts the other cores' threads).
+MIN_MAPPED = 1024 * 1024
 LEASE_BREAK_TIME = Path("/proc/sys/fs/lease-break-time")
 MIN_BREAK_S = 5  # a guard (a 4 MiB checksum, or one TLS piece) must end well within it
 
@@ -91,8 +94,9 @@ class LeasedSource:
 
     def map(self, offset: int, length: int) -> mmap.mmap | None:
         """The file's bytes ``[offset, offset + length)`` mapped and populated, or None
-        (withdrawn, not page-aligned, or past the file's end: read them another way)."""
-        if self._withdrawn or offset % mmap.ALLOCATIONGRANULARITY or length <= 0:
+        (withdrawn, under MIN_MAPPED, not page-aligned, or past the file's end: read them
+        another way)."""
+        if self._withdrawn or offset % mmap.ALLOCATIONGRANULARITY or length < MIN_MAPPED:
             return None
         try:
             mapping = mmap.mmap(self.fd, length, offset=offset, access=mmap.ACCESS_READ)

@@ -37,7 +37,7 @@ from .errors import (
 )
 from .http11 import BodyWithdrawn, GuardedBody
 from .journal import Fingerprint, Journal, fingerprint
-from .leased_source import LeasedSource, close_mapping
+from .leased_source import MIN_MAPPED, LeasedSource, close_mapping
 from .ranges import (
     GAP_BUDGET,
     MAX_PUT_PAGE,
@@ -155,7 +155,8 @@ def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fi
     mapping (see leased_source.py); one whose lease went before it was answered is read
     again into a buffer and put again, which also reports a source cut short."""
     offset, length = unit
-    if leased is not None and send and not keep and offset != layout.footer_offset:
+    if (leased is not None and send and not keep and offset != layout.footer_offset
+            and length >= MIN_MAPPED):
         stored = reader.stored_at(offset, length)
         mapping = leased.map(stored, length) if stored is not None else None
         if mapping is not None:

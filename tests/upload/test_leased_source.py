@@ -17,9 +17,10 @@ from azlift import vhd
 from azlift.upload.leased_source import LeasedSource, SourceWithdrawn, close_mapping
 from azlift.upload.stream import SourceReader, fixed_vhd_layout
 from azlift.upload.uploader import _send_unit, upload_image
+from azlift.vhd.conversion import convert
 from azlift.vhd.errors import VhdError
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
-from tests.upload.helpers import WireCounter, blob_target, make_source
+from tests.upload.helpers import WireCounter, blob_target
 
 MIB = 1024 * 1024
 
@@ -128,6 +129,7 @@ def test_map_gives_the_files_bytes_and_refuses_what_it_cannot_map(tmp_path) -> N
         assert mapping is not None and mapping[:] == path.read_bytes()[MIB:2 * MIB]
         close_mapping(mapping)
         assert leased.map(512, MIB) is None  # not on a page boundary
+        assert leased.map(0, MIB - 4096) is None  # too small to gain from a mapping
         assert leased.map(2 * MIB, 2 * MIB) is None  # runs past the end: populate refuses
     finally:
         leased.close()
@@ -191,39 +193,48 @@ class HookAt:
             self.action()
 
 
+def mapped_now(path: Path) -> bool:
+    """True while this process maps ``path`` (the kernel's /proc/self/maps)."""
+    return any(line.endswith(f" {path}") for line in
+               Path("/proc/self/maps").read_text().splitlines())
+
+
 def test_a_writer_mid_upload_waits_moments_and_the_blob_is_right(azurite, tmp_path) -> None:  # noqa: F811
-    source = make_source("raw", tmp_path, size=40 * MIB, count=80, seed=5)
+    path = file_of(tmp_path, 40 * MIB)
     state: dict = {}
 
-    def open_for_writing() -> None:
-        state["leases"] = leases_on(source.path)  # the upload's own, while it maps
-        state["child"] = writer(source.path, "open")
+    def open_for_writing() -> None:  # in the request of a cell sent from its mapping
+        state["leases"], state["mapped"] = leases_on(path), mapped_now(path)
+        state["child"] = writer(path, "open")
 
     target = blob_target(azurite, request_hook=HookAt(2, open_for_writing))
-    with vhd.open_image(str(source.path)) as image:
+    with vhd.open_image(str(path)) as image:
         summary = upload_image(image, target, threads=3, journal_dir=tmp_path / "state")
     waited = float(state["child"].communicate(timeout=10)[0])
-    assert len(state["leases"]) == 1 and f" {os.getpid()} " in state["leases"][0]
+    assert state["mapped"] and len(state["leases"]) == 1
+    assert f" {os.getpid()} " in state["leases"][0]
     assert waited < 5
     blob = target.client.download_blob().readall()
-    assert len(blob) == summary.blob_length and blob[:source.size] == source.guest_bytes()
-    assert leases_on(source.path) == []
+    assert len(blob) == summary.blob_length and blob[:40 * MIB] == path.read_bytes()
+    assert leases_on(path) == [] and not mapped_now(path)
 
 
 def test_a_source_cut_short_mid_upload_is_a_clean_error(azurite, tmp_path) -> None:  # noqa: F811
-    source = make_source("vhd-fixed", tmp_path, size=40 * MIB, count=80, seed=6)
+    path = tmp_path / "fixed.vhd"
+    convert(str(file_of(tmp_path, 40 * MIB)), str(path))
     state: dict = {}
 
-    def cut_short() -> None:  # waits for the cut: the units after it meet a short file
-        state["waited"] = float(writer(source.path, "truncate").communicate(timeout=20)[0])
+    def cut_short() -> None:  # waits for the cut: the cells after it meet a short file
+        state["mapped"] = mapped_now(path)
+        state["waited"] = float(writer(path, "truncate").communicate(timeout=20)[0])
 
     target = blob_target(azurite, request_hook=HookAt(2, cut_short))
-    with vhd.open_image(str(source.path)) as image, pytest.raises(VhdError) as raised:
+    with vhd.open_image(str(path)) as image, pytest.raises(VhdError) as raised:
         upload_image(image, target, threads=3, journal_dir=tmp_path / "state")
-    assert "ends after" in str(raised.value) and str(source.path) in str(raised.value)
+    assert "ends after" in str(raised.value) and str(path) in str(raised.value)
     assert "was deleted" in str(raised.value) and not target.exists()
-    assert state["waited"] < 5
-    assert os.path.getsize(source.path) == MIB
+    assert state["mapped"] and state["waited"] < 5
+    assert os.path.getsize(path) == MIB
 
 
 def test_a_unit_whose_mapping_is_withdrawn_is_read_again_into_a_buffer(azurite, tmp_path) -> None:  # noqa: F811
