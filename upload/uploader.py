@@ -64,6 +64,7 @@ META_FINGERPRINT = "azlift_fingerprint"
 META_STATE = "azlift_state"
 REPUT_ATTEMPTS = 3
 REPUT_BACKOFF_S = 0.5
+LEASE_POLL_S = 0.05  # a lease poll is a system call: not after every one of 1000 small cells
 
 
 @dataclass(frozen=True)
@@ -367,7 +368,8 @@ def upload_image(image: DiskImage, target: PageTarget, *, threads: int = 8,
     run = _Run(layout, progress, journal, md5)
     reader = SourceReader(image)
     # the MD5 keeps each unit's bytes until their turn: those are read into buffers
-    leased = (reader.lease() if not content_md5 and getattr(target, "lean", False)
+    mappable = any(length >= MIN_MAPPED for _, length in layout.data_extents)
+    leased = (reader.lease() if mappable and not content_md5 and getattr(target, "lean", False)
               else None)
     try:
         _run_window(run, reader, target, acknowledged, written, threads, content_md5, cancel,
@@ -441,8 +443,8 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
     """The bounded window: ≤ ``threads`` units in flight (plus those the MD5 holds).
 
     Units already acknowledged are skipped, or only read and hashed with ``keep_data``.
-    A leased source is polled after each unit and twice a second, so a writer waiting for
-    its lease is let through within that.
+    A leased source is polled at most every LEASE_POLL_S and at least twice a second, so a
+    writer waiting for its lease is let through within that.
     """
     def todo() -> Iterator[tuple[Range, bool]]:
         for unit in run.layout.units():
@@ -459,6 +461,7 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
 
     pending = todo()
     next_unit = next(pending, None)
+    next_poll = 0.0
     run.report()
     workers = Workers(job, threads, "azlift-put")
     try:
@@ -471,8 +474,9 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
             if cancel.is_set() and not workers.in_flight:
                 raise UploadInterrupted("upload interrupted; continue with --resume")
             outcome = workers.next_done(timeout=0.5)
-            if leased is not None:
+            if leased is not None and time.monotonic() >= next_poll:
                 leased.poll()
+                next_poll = time.monotonic() + LEASE_POLL_S
             if outcome is not None:
                 if outcome.error is not None:
                     raise outcome.error

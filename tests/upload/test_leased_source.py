@@ -293,3 +293,20 @@ def test_a_unit_whose_lease_went_during_its_request_is_put_again_from_a_buffer(
     assert state["waited"] < 5 and counter.put_pages == 2
     assert (result.sent_bytes, result.requests) == (4 * MIB, 1)
     assert target.client.download_blob(offset=0, length=4 * MIB).readall() == b"Z" * 4 * MIB
+
+
+def test_no_lease_for_a_source_whose_data_lies_in_small_pieces(azurite, tmp_path) -> None:  # noqa: F811
+    """Cells under MIN_MAPPED are read into buffers: such a source is not leased at all."""
+    path = tmp_path / "sparse.raw"
+    with open(path, "wb") as handle:
+        handle.truncate(24 * MIB)
+        for slot in range(0, 24, 2):
+            handle.seek(slot * MIB)
+            handle.write(os.urandom(256 * 1024))
+    state: dict = {}
+    target = blob_target(azurite, request_hook=HookAt(
+        2, lambda: state.update(leases=leases_on(path), mapped=mapped_now(path))))
+    with vhd.open_image(str(path)) as image:
+        upload_image(image, target, threads=3, journal_dir=tmp_path / "state")
+    assert state == {"leases": [], "mapped": False}
+    assert target.client.download_blob().readall()[:24 * MIB] == path.read_bytes()
