@@ -21,6 +21,7 @@ from azlift.vhd.vmdk_stream import Grain, VmdkStream
 
 from .checksum import DEFAULT_CHECKSUM, check_checksum, page_checksum
 from .errors import TargetExistsError
+from .cells import put_with_reput
 from .ranges import MAX_PUT_PAGE, total_length
 from .stream import footer_bytes, nonzero_ranges
 from .target import PageTarget
@@ -28,7 +29,6 @@ from .uploader import (
     META_STATE,
     ProgressEvent,
     UploadSummary,
-    _put_with_reput,
     abandon_partial,
     check_rules,
 )
@@ -62,7 +62,7 @@ def _send_batch(target: PageTarget, batch: Batch,
     for piece_offset, piece_length in pieces:
         start = piece_offset - offset
         chunk = view[start:start + piece_length]
-        made, retried = _put_with_reput(target, piece_offset, chunk,
+        made, retried = put_with_reput(target, piece_offset, chunk,
                                         page_checksum(checksum, chunk))
         requests += made
         retries += retried
@@ -119,7 +119,7 @@ def upload_stream(source: VmdkStream, target: PageTarget, *, threads: int = 8,
             wait(in_flight)
             abandon_partial(target, error, fresh=not overwrite)
             raise
-    made, retried = _put_with_reput(target, virtual_size, footer,
+    made, retried = put_with_reput(target, virtual_size, footer,
                                     page_checksum(checksum, footer))
     target.set_metadata({META_STATE: "complete"})
     duration = time.monotonic() - started

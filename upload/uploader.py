@@ -4,66 +4,43 @@ resumable.
 Shape (a bounded window, like the storage SDK's uploader without its flaws): the main
 thread submits at most ``threads`` work units (≤ 4 MiB cells of the image's extents) to
 the worker threads (workers.py), takes the first to finish, records it and submits the
-next. A worker reads its unit with its own handle, drops zero sectors (vectorised scan),
-and puts each remaining run with its transactional checksum (CRC64 by default, see
-checksum.py); it returns an immutable ``UnitResult``. Only the main thread touches the
+next. A worker sends its unit (cells.py): reads it with its own handle, drops zero
+sectors, puts each remaining run with its transactional checksum (CRC64 by default, see
+checksum.py), and returns an immutable ``UnitResult``. Only the main thread touches the
 journal, the counters and the progress callback.
 """
 from __future__ import annotations
 
-import mmap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from azlift.vhd import DiskImage, VhdError
 from azlift.vhd.check import check_output_rules
 
-from .checksum import DEFAULT_CHECKSUM, PageChecksum, check_checksum, page_checksum
+from .cells import UnitResult, send_unit
+from .checksum import DEFAULT_CHECKSUM, check_checksum
 from .errors import (
     NotReadyError,
     ResumeMismatchError,
     ServiceError,
     TargetExistsError,
     TargetSizeError,
-    TransientServiceError,
-    UploadError,
     UploadInterrupted,
     UsageError,
 )
-from .http11 import BodyWithdrawn, GuardedBody
 from .journal import Fingerprint, Journal, fingerprint
-from .leased_source import MIN_MAPPED, LeasedSource, close_mapping
-from .ranges import (
-    GAP_BUDGET,
-    MAX_PUT_PAGE,
-    SECTOR,
-    Range,
-    crosses_grid,
-    merge_small_gaps,
-    nonzero_pieces,
-    subtract,
-    total_length,
-)
-from .stream import (
-    FixedVhdLayout,
-    OrderedMd5,
-    SourceReader,
-    dense_checksum,
-    fixed_vhd_layout,
-    nonzero_sector_flags,
-)
+from .leased_source import MIN_MAPPED, LeasedSource
+from .ranges import Range, crosses_grid
+from .stream import FixedVhdLayout, OrderedMd5, SourceReader, fixed_vhd_layout
 from .target import PageTarget
 from .workers import Outcome, Workers
 
 META_FINGERPRINT = "azlift_fingerprint"
 META_STATE = "azlift_state"
-REPUT_ATTEMPTS = 3
-REPUT_BACKOFF_S = 0.5
 LEASE_POLL_S = 0.05  # a lease poll is a system call: not after every one of 1000 small cells
 
 
@@ -106,19 +83,6 @@ class UploadSummary:
         return asdict(self)
 
 
-class UnitResult(NamedTuple):
-    """One work unit, done: what travelled, what was skipped, and its bytes if kept."""
-
-    offset: int
-    length: int
-    sent_bytes: int
-    zero_bytes: int
-    requests: int
-    retries: int
-    data: bytes | None
-    already_bytes: int = 0  # non-zero bytes the service held from an earlier run
-
-
 def check_rules(virtual_size: int, role: str | None) -> None:
     """Refuse before sending when the fixed VHD breaks an Azure rule for ``role``."""
     findings = check_output_rules(virtual_size, role)
@@ -126,102 +90,6 @@ def check_rules(virtual_size: int, role: str | None) -> None:
     if errors:
         first = errors[0]
         raise NotReadyError(f"{first.code}: {first.message}")
-
-
-def _put_with_reput(target: PageTarget, offset: int, data: bytes | memoryview | GuardedBody,
-                    checksum: PageChecksum) -> tuple[int, int]:
-    """Put one range, re-putting it on transient failures; return (requests, retries)."""
-    # crc64 is passed only when set, so a PageTarget written before it still works with md5.
-    extra = {"crc64": checksum.crc64} if checksum.crc64 is not None else {}
-    retries = 0
-    for attempt in range(1, REPUT_ATTEMPTS + 1):
-        try:
-            attempts = target.put_pages(offset, data, checksum.md5, **extra)
-            return 1, retries + attempts - 1
-        except TransientServiceError as error:
-            if attempt == REPUT_ATTEMPTS:
-                raise
-            retries += getattr(error, "attempts", 1)  # every attempt of the failed put
-            time.sleep(REPUT_BACKOFF_S * attempt)
-    raise AssertionError("unreachable")
-
-
-def _send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: FixedVhdLayout,
-               send: bool, keep: bool, written: list[Range] | None,
-               cancel: threading.Event, checksum: str = DEFAULT_CHECKSUM,
-               leased: LeasedSource | None = None) -> UnitResult:
-    """Read one unit, drop zero sectors, put the rest. Runs in a worker thread.
-
-    With a leased source, a unit stored in one piece of the file is read through a
-    mapping (see leased_source.py); one whose lease went before it was answered is read
-    again into a buffer and put again, which also reports a source cut short."""
-    offset, length = unit
-    if (leased is not None and send and not keep and offset != layout.footer_offset
-            and length >= MIN_MAPPED):
-        stored = reader.stored_at(offset, length)
-        mapping = leased.map(stored, length) if stored is not None else None
-        if mapping is not None:
-            try:
-                result = _put_unit(target, unit, mapping, written, cancel, checksum, leased)
-            except BodyWithdrawn:
-                result = None
-            except UploadError:
-                if not leased.withdrawn:
-                    raise
-                result = None  # a body changed under a broken lease fails its checksum
-            finally:
-                close_mapping(mapping)
-            if result is not None and not leased.withdrawn:
-                return result  # the lease held throughout: what went is what the file holds
-    data = layout.footer if offset == layout.footer_offset else reader.read(offset, length)
-    if send and not cancel.is_set():
-        result = _put_unit(target, unit, data, written, cancel, checksum)
-        return result._replace(data=data) if keep else result
-    if send:
-        raise UploadInterrupted("upload interrupted")
-    return UnitResult(offset, length, 0, 0, 0, 0, data if keep else None)
-
-
-def _put_unit(target: PageTarget, unit: Range, data: bytes | bytearray | mmap.mmap,
-              written: list[Range] | None, cancel: threading.Event, checksum: str,
-              leased: LeasedSource | None = None) -> UnitResult:
-    """Scan ``data`` (the unit's bytes) for zero sectors and put the rest; a mapping is
-    read in user space only under the lease's guard and goes out as a GuardedBody."""
-    offset, length = unit
-    guard = leased.guard if leased is not None else nullcontext
-    with guard():
-        # a unit without zero sectors (most are) is one request, checksummed in the scan;
-        # one with zeros goes to the sector scan (its whole-buffer search would only repeat)
-        whole = dense_checksum(data, checksum) if length <= MAX_PUT_PAGE else None
-        pieces = [(offset, length)] if whole is not None else \
-            nonzero_pieces(offset, nonzero_sector_flags(data))
-    already = 0
-    if written:
-        wanted = total_length(pieces)
-        pieces = subtract(pieces, written)
-        already = wanted - total_length(pieces)
-    else:  # a few small zero gaps travel when that saves requests (≤ 1 % more bytes)
-        budget = int(total_length(pieces) * GAP_BUDGET) // SECTOR * SECTOR
-        pieces = merge_small_gaps(pieces, budget)
-    zeros = length - total_length(pieces) - already
-    sent = requests = retries = 0
-    with memoryview(data) as view:  # slices share the buffer: no piece is copied to be sent
-        for piece_offset, piece_length in pieces:
-            if cancel.is_set():
-                raise UploadInterrupted("upload interrupted")
-            start = piece_offset - offset
-            chunk = view[start:start + piece_length]
-            if whole is not None and piece_length == length:
-                sum_of_chunk = whole
-            else:
-                with guard():
-                    sum_of_chunk = page_checksum(checksum, chunk)
-            body = GuardedBody(chunk, leased.guard) if leased is not None else chunk
-            made, retried = _put_with_reput(target, piece_offset, body, sum_of_chunk)
-            requests += made
-            retries += retried
-            sent += piece_length
-    return UnitResult(offset, length, sent, zeros, requests, retries, None, already)
 
 
 class _Run:
@@ -456,8 +324,8 @@ def _run_window(run: _Run, reader: SourceReader, target: PageTarget,
 
     def job(item: tuple[Range, bool]) -> UnitResult:
         unit, send = item
-        return _send_unit(reader, target, unit, run.layout, send, keep_data, written,
-                          cancel, checksum, leased)
+        return send_unit(reader, target, unit, run.layout, send, keep_data, written,
+                         cancel, checksum, leased)
 
     pending = todo()
     next_unit = next(pending, None)

@@ -16,7 +16,8 @@ import pytest
 from azlift import vhd
 from azlift.upload.leased_source import LeasedSource, SourceWithdrawn, close_mapping
 from azlift.upload.stream import SourceReader, fixed_vhd_layout
-from azlift.upload.uploader import _send_unit, upload_image
+from azlift.upload.cells import send_unit
+from azlift.upload.uploader import upload_image
 from azlift.vhd.conversion import convert
 from azlift.vhd.errors import VhdError
 from tests.support.azurite import azurite  # noqa: F401  (fixture)
@@ -250,7 +251,7 @@ def test_a_unit_whose_mapping_is_withdrawn_is_read_again_into_a_buffer(azurite, 
             child = writer(path, "open")
             wait_for_break(path)
             # mapped (nothing withdrawn yet), refused at the scan's guard, read again
-            result = _send_unit(reader, target, (0, 4 * MIB), layout, True, False, None,
+            result = send_unit(reader, target, (0, 4 * MIB), layout, True, False, None,
                                 threading.Event(), leased=leased)
             assert float(child.communicate(timeout=10)[0]) < 5
         finally:
@@ -285,7 +286,7 @@ def test_a_unit_whose_lease_went_during_its_request_is_put_again_from_a_buffer(
         state["leased"] = leased = reader.lease()
         assert leased is not None
         try:
-            result = _send_unit(reader, target, (0, 4 * MIB), layout, True, False, None,
+            result = send_unit(reader, target, (0, 4 * MIB), layout, True, False, None,
                                 threading.Event(), leased=leased)
         finally:
             leased.close()
