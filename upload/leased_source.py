@@ -38,6 +38,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 from azlift.vhd.mapped_source import POPULATE_READ
 
@@ -57,8 +58,9 @@ class SourceWithdrawn(BodyWithdrawn):
 class LeasedSource:
     """A read lease on the source file and the mappings made under it."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, fcntl: ModuleType) -> None:
         self.fd = fd
+        self._fcntl = fcntl  # checked by take(): it has leases
         self._lock = threading.Lock()
         self._active = 0  # guards open
         self._withdrawn = False
@@ -86,7 +88,7 @@ class LeasedSource:
         except OSError:  # EAGAIN: open for writing elsewhere; EINVAL: no leases there
             os.close(fd)
             return None
-        return cls(fd)
+        return cls(fd, fcntl)
 
     @property
     def withdrawn(self) -> bool:
@@ -153,9 +155,9 @@ class LeasedSource:
             self._release()
 
     def _breaking(self) -> bool:
-        fcntl = _fcntl()
+        fcntl = self._fcntl
         try:
-            return fcntl is None or fcntl.fcntl(self.fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK
+            return fcntl.fcntl(self.fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK
         except OSError:
             return True
 
@@ -169,10 +171,9 @@ class LeasedSource:
         if self._released or self.fd < 0:
             return
         self._released = True
-        fcntl = _fcntl()
+        fcntl = self._fcntl
         try:
-            if fcntl is not None:
-                fcntl.fcntl(self.fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+            fcntl.fcntl(self.fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         except OSError:
             pass  # the kernel took it back already (the break time ran out)
 
@@ -185,7 +186,8 @@ def close_mapping(mapping: mmap.mmap) -> None:
         pass
 
 
-def _fcntl():  # noqa: ANN202 - the fcntl module where it has leases, else None
+def _fcntl() -> ModuleType | None:
+    """The fcntl module where it has leases, else None."""
     try:
         import fcntl
     except ImportError:

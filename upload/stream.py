@@ -14,7 +14,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from azlift.vhd import DiskImage, azure_virtual_size, open_image
 from azlift.vhd._vhd_structs import FOOTER_SIZE
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .leased_source import LeasedSource
 
 ZERO_BLOCK = bytes(4 * 1024 * 1024)
+T = TypeVar("T")
 
 # DiskImage.format -> the family name vhd.open_image(format=...) accepts.
 FORMAT_FAMILY = {"raw": "raw", "vhd-fixed": "vhd", "vhd-dynamic": "vhd",
@@ -171,17 +172,19 @@ class SourceReader:
             self._local.image = handle
         return handle, handle is self._image
 
+    def _on_handle(self, work: Callable[[DiskImage], T]) -> T:
+        """``work`` on this thread's handle (under the lock when it is the shared one)."""
+        handle, shared = self._handle()
+        if not shared:
+            return work(handle)
+        with self._lock:
+            return work(handle)
+
     def read(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset``; bytes past the source's end read as zero."""
         available = max(0, min(length, self._size - offset))
-        data = b""
-        if available:
-            handle, shared = self._handle()
-            if shared:
-                with self._lock:
-                    data = handle.read(offset, available)
-            else:
-                data = handle.read(offset, available)
+        data = self._on_handle(lambda image: image.read(offset, available)) if available \
+            else b""
         if len(data) < length:
             data = data + bytes(length - len(data))
         return data
@@ -191,12 +194,7 @@ class SourceReader:
         as it is stored (raw, VHD, VHDX); None where it does not."""
         if not self._mappable or offset + length > self._size:
             return None
-        handle, shared = self._handle()
-        if shared:
-            with self._lock:
-                runs = list(handle.runs(offset, length))
-        else:
-            runs = list(handle.runs(offset, length))
+        runs = self._on_handle(lambda image: list(image.runs(offset, length)))
         return runs[0].source if len(runs) == 1 and runs[0].source >= 0 else None
 
     def lease(self) -> LeasedSource | None:

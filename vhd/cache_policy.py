@@ -211,7 +211,7 @@ def machine_room(proc: str = "/proc", cgroups: str = "/sys/fs/cgroup") -> int | 
         return None
     settings = DirtySettings(**{
         name: _read_int(os.path.join(proc, "sys", "vm", f"dirty_{name}"), default)
-        for name, default in DirtySettings()._asdict().items()})
+        for name, default in DirtySettings._field_defaults.items()})
     return unthrottled_bytes(meminfo, settings,
                              reserved_bytes(_read_text(os.path.join(proc, "zoneinfo"))),
                              cgroup_room(proc, cgroups))

@@ -56,9 +56,8 @@ def failure_exit_code(error: BaseException) -> int:
         return exit_codes.INTERRUPTED
     if isinstance(error, BrokenPipeError):
         return exit_codes.OK
-    if isinstance(error, UnwritableOutput):  # stderr alone: stdout may be what refused
-        _to_stderr(f"azlift: error: {error}\n")
-        return error.exit_code
+    if isinstance(error, UnwritableOutput):  # report_failure gets past a refusing stdout
+        return report_failure(error.code, str(error), error.exit_code)
     if STATE.debug:
         import traceback
 

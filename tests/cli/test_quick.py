@@ -200,8 +200,10 @@ def run_installed(args: list[str], images: Path, **streams: object) -> "subproce
 
 
 def test_a_quick_command_flushes_everything_it_printed(images: Path) -> None:
-    """Its exit skips the interpreter's teardown; the JSON document still arrives whole,
-    through a pipe (block-buffered), with the exit code the command chose."""
+    """Through pipes, from the installed command that ends with exit_now: the JSON
+    document arrives whole, with the exit code the command chose, and nothing on stderr.
+    (Each write is flushed as it is made; that exit_now sends what is still buffered is
+    test_exit_now_sends_what_is_buffered_or_says_why_not's to show.)"""
     import json
     import subprocess
 
