@@ -156,7 +156,7 @@ class SecureAzurite(Azurite):
 @pytest.fixture(scope="session")
 def azurite_oauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureAzurite]:
     """Azurite with ``--oauth basic`` over HTTPS, its certificate made for the session."""
-    from .fake_arm import _self_signed as make_certificate
+    from .tls_ca import self_signed as make_certificate
 
     cert, key = make_certificate(tmp_path_factory.mktemp("azurite-tls"))
     with _running_azurite("--cert", str(cert), "--key", str(key), "--oauth", "basic") as (

@@ -53,7 +53,7 @@ from tests.support import wsman_ntlm as ntlm
 from tests.support.wsman_ntlm import NtlmConnection
 
 # One self-signed certificate maker for the suite's HTTPS fakes (CA flag, SAN 127.0.0.1).
-from tests.support.fake_arm import _self_signed as make_certificate  # noqa: F401
+from tests.support.tls_ca import self_signed as make_certificate  # noqa: F401
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",

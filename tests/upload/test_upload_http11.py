@@ -218,9 +218,9 @@ def test_a_server_that_keeps_answering_garbage_ends_in_one_line() -> None:
 
 
 def _tls_wrapper(tmp_path) -> tuple[Callable[[socket.socket], socket.socket], str]:
-    from tests.support.fake_arm import _self_signed
+    from tests.support.tls_ca import self_signed
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     return (lambda sock: server_context.wrap_socket(sock, server_side=True)), str(cert)
