@@ -22,6 +22,7 @@ from ._vhd_structs import (
     FORMAT_VERSION,
     GIB,
     MIB,
+    SECTOR,
     Footer,
     azure_virtual_size,
     footer_fields,
@@ -368,8 +369,11 @@ def damaged_fixed_footer(path: str, format: str | None = None) -> Footer | None:
             head = parse_footer(image.pread(0, FOOTER_SIZE))
     except VhdError:
         return None
+    # a size that is no whole number of sectors is not a footer fix can move: the new one
+    # would lie within 512 bytes of the old (its zeroing would wipe it out), and an
+    # interrupted fix could not be recognised; the reader's own refusal stands
     if footer is None or footer.disk_type in SPARSE_DISK_TYPES \
-            or footer.current_size > size - FOOTER_SIZE:
+            or footer.current_size > size - FOOTER_SIZE or footer.current_size % SECTOR:
         return None
     if head is not None and head.disk_type in SPARSE_DISK_TYPES:
         return None

@@ -277,11 +277,15 @@ def _stored_bytes(image: DiskImage) -> int:
 
 
 def _refuse_source_as_dest(image: DiskImage, dest: str) -> None:
-    """DEST may be neither the source nor any parent in its differencing chain."""
+    """DEST may be neither the source, nor a file it reads (a VMDK's extent files, the OVA
+    that holds it), nor any parent in its differencing chain."""
     chain: list[str] = []
     node: Any = image
-    while node is not None and len(chain) < 64:
+    for _ in range(64):
+        if node is None:
+            break
         chain.append(node.path)
+        chain.extend(getattr(node, "source_files", tuple)())
         node = getattr(node, "parent", None)
     for path in chain:
         same = os.path.realpath(path) == os.path.realpath(dest)
@@ -290,9 +294,12 @@ def _refuse_source_as_dest(image: DiskImage, dest: str) -> None:
                 same = os.path.samefile(path, dest)
             except OSError:
                 same = False
-        if same:
+        if same and path == image.path:
             raise SameFileError(f"{dest} is the source image ({path}); expected a different "
                                 f"destination (`azlift vhd fix` works in place)")
+        if same:
+            raise SameFileError(f"{dest} is a file the source image {image.path} reads; "
+                                f"expected a destination outside the source")
 
 
 def _clipped_extents(image: DiskImage, limit: int) -> Iterator[tuple[int, int]]:

@@ -356,12 +356,13 @@ class RawImage(FileImage):
         return round_up(self.file_size, SECTOR)
 
     def read(self, offset: int, length: int) -> bytes:
-        """Guest bytes ``[offset, offset + length)``; the padded tail reads as zeros."""
+        """Guest bytes ``[offset, offset + length)``; the padded tail past the size the
+        file had when opened reads as zeros, a file cut short since is TruncatedImageError
+        (its lost bytes must not pass for zeros)."""
         self.check_range(offset, length)
-        data = self.pread_upto(offset, length)
-        if len(data) < length:
-            data += bytes(length - len(data))
-        return data
+        stored = max(0, min(length, self.file_size - offset))
+        data = self.pread(offset, stored) if stored else b""
+        return data + bytes(length - stored) if stored < length else data
 
     def runs(self, offset: int, length: int) -> Iterator[Run]:
         """Guest byte N is file byte N; the padded tail past the file's end is zeros."""

@@ -210,6 +210,12 @@ class VmdkImage:
     def allocated_bytes(self) -> int:
         return sum(length for _, length in self.extents())
 
+    def source_files(self) -> tuple[str, ...]:
+        """Every file the extents are read from (extent files, or the OVA holding them):
+        what a conversion must not write over."""
+        return tuple(dict.fromkeys(extent.window.file.path for extent in self.extent_list
+                                   if hasattr(extent, "window")))
+
     def describe(self) -> dict[str, Any]:
         keys = self.descriptor.keys
         files = {getattr(e, "window").path for e in self.extent_list if hasattr(e, "window")}

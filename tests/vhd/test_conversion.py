@@ -169,6 +169,42 @@ def test_a_source_cut_short_while_mapped_is_reported_not_copied_as_zeros(
     assert not list(tmp_path.glob(".out.vhd.azlift-tmp-*"))
 
 
+@pytest.mark.parametrize("cache", ["buffered", "direct"])
+def test_a_dense_raw_source_cut_short_mid_read_is_reported_not_padded_with_zeros(
+        tmp_path: Path, monkeypatch, cache: str) -> None:
+    """A raw file without holes is read and scanned for zeros: bytes lost to a truncation
+    after it was opened must not pass for the zeros past its end."""
+    from azlift.vhd.raw import RawImage
+
+    src = tmp_path / "dense.raw"
+    src.write_bytes(bytes(range(1, 256)) * (12 * MIB // 255))
+    real_read = RawImage.read
+
+    def cut_first(self: RawImage, offset: int, length: int) -> bytes:
+        if os.path.getsize(src) > MIB + 100:
+            os.truncate(src, MIB + 100)
+        return real_read(self, offset, length)
+
+    monkeypatch.setattr(RawImage, "read", cut_first)
+    out = tmp_path / "out.vhd"
+    with pytest.raises(TruncatedImageError) as caught:
+        convert(str(src), str(out), cache=cache)
+    message = str(caught.value)
+    assert message.startswith(f"{src}: expected ") and "the file ends after" in message
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.vhd.azlift-tmp-*"))
+
+
+def test_the_tail_past_a_raw_files_end_still_reads_as_zeros(tmp_path: Path) -> None:
+    """The padding to a whole sector is the only zeros a raw read makes up."""
+    src = tmp_path / "odd.raw"
+    src.write_bytes(b"\x07" * (MIB + 100))
+    with vhd.open_image(str(src), "raw") as image:
+        assert image.virtual_size == MIB + 512
+        tail = image.read(MIB, 512)
+    assert tail == b"\x07" * 100 + bytes(412)
+
+
 def test_a_source_without_holes_is_scanned_for_zeros(tmp_path: Path, raw_disk: Path,
                                                      disk_chunks: list[Chunk],
                                                      monkeypatch) -> None:
@@ -321,6 +357,37 @@ def test_dest_equal_to_source_is_refused_even_with_force(tmp_path: Path,
         with pytest.raises(SameFileError):
             convert(str(raw_disk), str(dest), force=True)
     assert raw_disk.read_bytes() == before
+
+
+@pytest.mark.parametrize("subformat", ["twoGbMaxExtentSparse", "monolithicFlat"])
+def test_a_file_the_source_reads_is_refused_as_dest_even_with_force(
+        tmp_path: Path, raw_disk: Path, subformat: str) -> None:
+    """A VMDK's extent files are the source's data as much as its descriptor is."""
+    from tests.vhd.vmdk_images import make_vmdk
+
+    descriptor = make_vmdk(raw_disk, tmp_path / "disk.vmdk", subformat)
+    extents = sorted(path for path in tmp_path.glob("disk-*.vmdk"))
+    assert extents, list(tmp_path.iterdir())
+    before = {path: path.read_bytes() for path in [descriptor, *extents]}
+    for dest in extents:
+        with pytest.raises(SameFileError) as caught:
+            convert(str(descriptor), str(dest), force=True)
+        assert str(caught.value) == (f"{dest} is a file the source image {descriptor} "
+                                     f"reads; expected a destination outside the source")
+    assert {path: path.read_bytes() for path in before} == before
+    qemu_img("compare", "-f", "vmdk", "-F", "raw", descriptor, raw_disk)
+
+
+def test_the_ova_holding_the_source_is_refused_as_dest_even_with_force(
+        tmp_path: Path, raw_disk: Path) -> None:
+    from tests.vhd.vmdk_images import make_ova, make_vmdk
+
+    stream = make_vmdk(raw_disk, tmp_path / "disk.vmdk", "streamOptimized")
+    package = make_ova(tmp_path / "vm.ova", [(stream, raw_disk.stat().st_size)])
+    before = package.read_bytes()
+    with pytest.raises(SameFileError):
+        convert(str(package), str(package), force=True)
+    assert package.read_bytes() == before
 
 
 def test_source_is_never_modified(tmp_path: Path, raw_disk: Path) -> None:

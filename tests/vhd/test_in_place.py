@@ -209,6 +209,21 @@ def test_damaged_footer_with_more_data_than_it_claims_is_refused(tmp_path: Path)
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("current", [MIB - 100, 2 * MIB + 1000])
+def test_a_footer_whose_size_is_no_whole_number_of_sectors_is_refused(
+        tmp_path: Path, current: int) -> None:
+    """Rounding such a size up puts the new footer within 512 bytes of the old one, whose
+    zeroing would wipe it out: check and fix refuse the file as the reader does, and
+    leave it as it was."""
+    path = build_fixed_vhd(tmp_path / "odd.vhd", current, [(0, b"\x11" * current)])
+    before = path.read_bytes()
+    for attempt in (check_path, fix, plan_fix):
+        with pytest.raises(vhd.VhdError, match=f"current size {current} is not a multiple "
+                                                f"of 512"):
+            attempt(str(path))
+    assert path.read_bytes() == before
+
+
 @settings(max_examples=60, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.integers(8, 511), st.binary(min_size=1, max_size=8)),
