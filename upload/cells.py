@@ -84,13 +84,16 @@ def send_unit(reader: SourceReader, target: PageTarget, unit: Range, layout: Fix
             except BodyWithdrawn:
                 result = None
             except UploadError:
+                leased.poll()  # the kernel may have ended the lease unasked (break time)
                 if not leased.withdrawn:
                     raise
                 result = None  # a body changed under a broken lease fails its checksum
             finally:
                 close_mapping(mapping)
-            if result is not None and not leased.withdrawn:
-                return result  # the lease held throughout: what went is what the file holds
+            if result is not None:
+                leased.poll()  # asked afresh: a lease the kernel ended leaves no guard a trace
+                if not leased.withdrawn:
+                    return result  # the lease held throughout: what went is what the file holds
     data = layout.footer if offset == layout.footer_offset else reader.read(offset, length)
     if send and not cancel.is_set():
         result = put_unit(target, unit, data, written, cancel, checksum)

@@ -214,11 +214,36 @@ class SourceReader:
 
 
 def _default_reopen(image: DiskImage) -> Callable[[], DiskImage] | None:
+    """Opens the image's path again for a worker thread, as long as the path still names
+    the file the caller opened: a file renamed over it since is another disk, whose block
+    offsets must not be read from the first one (the worker then shares the caller's
+    handle)."""
     path = getattr(image, "path", None)
     family = FORMAT_FAMILY.get(getattr(image, "format", ""))
     if not path or family is None or not os.path.exists(path):
         return None
-    return lambda: open_image(path, format=family)
+    fd = getattr(image, "fd", None)
+    try:
+        opened = _identity(fd) if fd is not None else None
+    except OSError:
+        return None
+
+    def reopen() -> DiskImage:
+        handle = open_image(path, format=family)
+        try:
+            same = opened is None or _identity(handle.fd) == opened
+        except (OSError, AttributeError):
+            same = False
+        if not same:
+            handle.close()
+            raise FileNotFoundError(f"{path} names another file than the one opened")
+        return handle
+    return reopen
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
 
 
 class OrderedMd5:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -238,9 +239,10 @@ def test_a_source_cut_short_mid_upload_is_a_clean_error(azurite, tmp_path) -> No
     assert os.path.getsize(path) == MIB
 
 
-def test_a_unit_whose_mapping_is_withdrawn_is_read_again_into_a_buffer(azurite, tmp_path) -> None:  # noqa: F811
-    path = file_of(tmp_path, 8 * MIB)
-    target = blob_target(azurite)
+@contextmanager
+def first_unit_of(path: Path, target):  # noqa: ANN001, ANN201 - (send, LeasedSource)
+    """The blob created and the source leased; ``send()`` sends the first 4 MiB unit
+    through send_unit. The lease and the reader are closed after."""
     with vhd.open_image(str(path)) as image:
         layout = fixed_vhd_layout(image)
         target.create(layout.blob_length, False)
@@ -248,15 +250,21 @@ def test_a_unit_whose_mapping_is_withdrawn_is_read_again_into_a_buffer(azurite, 
         leased = reader.lease()
         assert leased is not None
         try:
-            child = writer(path, "open")
-            wait_for_break(path)
-            # mapped (nothing withdrawn yet), refused at the scan's guard, read again
-            result = send_unit(reader, target, (0, 4 * MIB), layout, True, False, None,
-                                threading.Event(), leased=leased)
-            assert float(child.communicate(timeout=10)[0]) < 5
+            yield (lambda: send_unit(reader, target, (0, 4 * MIB), layout, True, False, None,
+                                     threading.Event(), leased=leased)), leased
         finally:
             leased.close()
             reader.close()
+
+
+def test_a_unit_whose_mapping_is_withdrawn_is_read_again_into_a_buffer(azurite, tmp_path) -> None:  # noqa: F811
+    path = file_of(tmp_path, 8 * MIB)
+    target = blob_target(azurite)
+    with first_unit_of(path, target) as (send, _):
+        child = writer(path, "open")
+        wait_for_break(path)
+        result = send()  # mapped (nothing withdrawn yet), refused at the scan's guard, read again
+        assert float(child.communicate(timeout=10)[0]) < 5
     assert (result.sent_bytes, result.requests) == (4 * MIB, 1)
     blob = target.client.download_blob(offset=0, length=4 * MIB).readall()
     assert blob == path.read_bytes()[:4 * MIB]
@@ -279,21 +287,55 @@ def test_a_unit_whose_lease_went_during_its_request_is_put_again_from_a_buffer(
             state["waited"] = float(child.communicate(timeout=10)[0])
 
     target = blob_target(azurite, request_hook=writer_first)
-    with vhd.open_image(str(path)) as image:
-        layout = fixed_vhd_layout(image)
-        target.create(layout.blob_length, False)
-        reader = SourceReader(image)
-        state["leased"] = leased = reader.lease()
-        assert leased is not None
-        try:
-            result = send_unit(reader, target, (0, 4 * MIB), layout, True, False, None,
-                                threading.Event(), leased=leased)
-        finally:
-            leased.close()
-            reader.close()
+    with first_unit_of(path, target) as (send, state["leased"]):
+        result = send()
     assert state["waited"] < 5 and counter.put_pages == 2
     assert (result.sent_bytes, result.requests) == (4 * MIB, 1)
     assert target.client.download_blob(offset=0, length=4 * MIB).readall() == b"Z" * 4 * MIB
+
+
+def test_a_unit_asks_the_kernel_afresh_whether_its_lease_held(azurite, tmp_path) -> None:  # noqa: F811
+    """No poll, no guard after the body left: the unit itself asks whether a writer came
+    (the kernel ends a lease unasked once the break time runs out), gives the lease back
+    and goes again from a buffer."""
+    path = file_of(tmp_path, 8 * MIB)
+    counter = WireCounter()
+    state: dict = {}
+
+    def writer_waits(request) -> None:  # noqa: ANN001 - the body has not left yet
+        counter(request)
+        if counter.put_pages == 1:
+            state["child"] = writer(path, "write")
+            wait_for_break(path)
+
+    target = blob_target(azurite, request_hook=writer_waits)
+    with first_unit_of(path, target) as (send, leased):
+        started = time.monotonic()
+        result = send()
+        assert leased.withdrawn and leases_on(path) == []
+        assert time.monotonic() - started < 5
+    assert float(state["child"].communicate(timeout=10)[0]) < 5
+    assert counter.put_pages == 2 and (result.sent_bytes, result.requests) == (4 * MIB, 1)
+
+
+def test_a_worker_never_reads_a_file_renamed_over_the_source(tmp_path) -> None:
+    """Workers reopen the source by its path: once another file took that name, they
+    share the caller's handle instead of reading the other file."""
+    path = file_of(tmp_path, 2 * MIB)
+    original = path.read_bytes()
+    other = tmp_path / "other.raw"
+    other.write_bytes(b"\x5a" * 2 * MIB)
+    with vhd.open_image(str(path), "raw") as image:
+        reader = SourceReader(image)
+        try:
+            os.replace(other, path)
+            got: list[bytes] = []
+            worker = threading.Thread(target=lambda: got.append(reader.read(0, 2 * MIB)))
+            worker.start()
+            worker.join(timeout=30)
+        finally:
+            reader.close()
+    assert got == [original]
 
 
 def test_no_lease_for_a_source_whose_data_lies_in_small_pieces(azurite, tmp_path) -> None:  # noqa: F811
