@@ -227,12 +227,12 @@ def _vms(value: Any, defaults: Settings, source_names: set[str], base_dir: Path 
         ids.add(vm.id)
         for number, disk in enumerate(vm.disks):
             where = f"vm[{index}].disk[{number}]"
-            target = vm.target_url(disk)
+            target = vm.target_key(disk)
             if target in blobs:
                 key, what = (("disk_name", "managed disk") if vm.settings.managed_disk
                              else ("blob", "blob"))
-                problems.add(f"{where}.{key}", f"{what} {target!r} is also the target of "
-                             f"{blobs[target]}")
+                problems.add(f"{where}.{key}", f"{what} {vm.target_url(disk)!r} is also the "
+                             f"target of {blobs[target]}")
             blobs.setdefault(target, where)
             if disk.path in paths:
                 problems.add(f"{where}.path", f"{disk.path!r} is also listed at {paths[disk.path]}")

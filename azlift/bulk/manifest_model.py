@@ -95,6 +95,21 @@ class VmSpec:
         destination = (self.settings.destination or "").rstrip("/")
         return f"{destination}/{disk.blob}"
 
+    def target_key(self, disk: DiskSpec) -> str:
+        """``target_url`` as Azure tells targets apart: a resource group or managed disk
+        name, a scheme, host or container name whatever its case (only blob names are
+        case-sensitive), and no slash at either end of a destination."""
+        target = self.target_url(disk)
+        if self.settings.managed_disk:
+            return target.lower()
+        scheme, separator, rest = target.partition("://")
+        if not separator:
+            scheme, rest = "", target
+        parts = rest.strip("/").split("/")
+        named = 2 if scheme else 1  # host and container, or the emulator's container
+        parts[:named] = [part.lower() for part in parts[:named]]
+        return f"{scheme.lower()}://" * bool(scheme) + "/".join(parts)
+
     def disk_name(self, disk: DiskSpec) -> str:
         """The managed disk's name: ``disk_name``, else ``<vm id>-<os|lunN>``."""
         return disk.disk_name or f"{self.id}-{disk.label}"

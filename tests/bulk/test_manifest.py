@@ -125,3 +125,49 @@ def test_managed_disks_are_named_per_vm_and_disk_unless_named() -> None:
     assert [web.disk_name(d) for d in web.disks] == ["web01-os", "web01_data"]
     assert web.target_url(web.disks[0]) == "disk:rg-migration/web01-os"
     assert db.target_url(db.disks[0]) == "disk:rg-migration/db01-lun3"
+
+
+@pytest.mark.parametrize("first, second", [
+    (('destination = "managed-disk"', 'disk_name = "Web01-os"'),
+     ('destination = "managed-disk"', 'disk_name = "web01-OS"')),
+    (('destination = "managed-disk"', 'disk_name = "d1"'),
+     ('destination = "managed-disk"\nresource_group = "RG-Migration"', 'disk_name = "D1"')),
+    (('destination = "https://acct.blob.core.windows.net/vhds/"', 'blob = "same.vhd"'),
+     ('destination = "https://ACCT.Blob.Core.Windows.Net/vhds"', 'blob = "same.vhd"')),
+])
+def test_two_disks_with_one_target_in_any_spelling_are_refused(first, second) -> None:  # noqa: ANN001
+    """Azure does not tell resource groups, disk names, hosts or containers apart by case:
+    two VMs writing into one disk would each see the other's data."""
+    document = tomllib.loads(two_vms(first, second))
+    with pytest.raises(ManifestError) as raised:
+        parse_manifest(document, "plan.toml")
+    assert any("is also the target of vm[0].disk[0]" in p for p in raised.value.problems), \
+        raised.value.problems
+
+
+def test_blob_names_differing_only_in_case_are_two_targets() -> None:
+    where = 'destination = "https://acct.blob.core.windows.net/vhds"'
+    document = tomllib.loads(two_vms((where, 'blob = "Disk.vhd"'), (where, 'blob = "disk.vhd"')))
+    assert len(parse_manifest(document, "plan.toml").vms) == 2
+
+
+def two_vms(first: tuple[str, str], second: tuple[str, str]) -> str:
+    """A manifest of two VMs of one disk each: (VM settings, disk keys) for each."""
+    vms = "".join(f"""
+[[vm]]
+id = "{name}"
+{settings}
+[[vm.disk]]
+path = "/mnt/{name}.vhd"
+role = "os"
+{disk}
+""" for name, (settings, disk) in zip("ab", (first, second)))
+    return f"""
+schema = "azlift.bulk/1"
+[defaults]
+resource_group = "rg-migration"
+location = "westeurope"
+register = "none"
+[[source]]
+name = "hv01"
+{vms}"""
