@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -117,6 +118,48 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def only_run(self) -> Iterator[None]:
+        """Hold the state file for one `bulk run`: a second run on it would send every
+        disk again and write over the first's records. StateError while another holds it."""
+        lock = self._lock(exclusive=True)
+        if lock is None:
+            raise StateError(f"another `azlift bulk run` is using the state file {self.path}; "
+                             f"expected one run at a time (wait for it to end, or give "
+                             f"this one its own --state)")
+        try:
+            yield
+        finally:
+            os.close(lock)
+
+    def run_in_progress(self) -> bool:
+        """True while a `bulk run` holds the state file: status and report then only read
+        it (their sync would rewrite rows the run is writing)."""
+        lock = self._lock(exclusive=False)
+        if lock is None:
+            return True
+        os.close(lock)
+        return False
+
+    def _lock(self, exclusive: bool) -> int | None:
+        """A descriptor holding an flock on the lock file beside the state; None when
+        another process holds it (no locking where the system has no flock)."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: one run per state file is up to the user
+            return os.open(os.devnull, os.O_RDONLY)
+        path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise StateError(f"cannot open {path}: {error.strerror}") from None
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

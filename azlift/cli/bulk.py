@@ -155,17 +155,18 @@ def run(
             _print_plan(plan, store, guests, lambda: _engine(
                 plan, "dry-run", scheduler, (tls_ca_file, tls_cert, tls_key), None))
             return
-        run_id = new_run_id()
-        progress = Progress(progress_on_terminal(quiet), lines=not quiet)
-        engine = _engine(plan, run_id, scheduler, (tls_ca_file, tls_cert, tls_key), progress,
-                         processes)
-        try:
-            Coordinator(plan, store, engine, run_id, notify=progress,
-                        wait_for_workers=wait_for_workers).run(retry_failed=retry_failed)
-        finally:
-            progress.close()
-            engine.close()
-        report = build_report(store, str(manifest))
+        with store.only_run():
+            run_id = new_run_id()
+            progress = Progress(progress_on_terminal(quiet), lines=not quiet)
+            engine = _engine(plan, run_id, scheduler, (tls_ca_file, tls_cert, tls_key),
+                             progress, processes)
+            try:
+                Coordinator(plan, store, engine, run_id, notify=progress,
+                            wait_for_workers=wait_for_workers).run(retry_failed=retry_failed)
+            finally:
+                progress.close()
+                engine.close()
+            report = build_report(store, str(manifest))
     finally:
         store.close()
     if STATE.json:
@@ -232,7 +233,8 @@ def status(manifest: ManifestArg, state: StateOption = None,
     plan = _load(manifest)
     store = _store(manifest, state)
     try:
-        store.sync(plan)
+        if not store.run_in_progress():
+            store.sync(plan)
         report = build_report(store, str(manifest))
     finally:
         store.close()
@@ -259,7 +261,8 @@ def report(
     plan = _load(manifest)
     store = _store(manifest, state)
     try:
-        store.sync(plan)
+        if not store.run_in_progress():
+            store.sync(plan)
         document = build_report(store, str(manifest))
     finally:
         store.close()

@@ -170,3 +170,39 @@ def test_run_uploads_registers_isolates_failures_resumes_and_retries(
     assert len(rows) == 4 * 2 + 2 + 2 + 1
     assert {row["status"] for row in rows} == {"done"}
     assert all(row["target"].endswith(".vhd") for row in rows)
+
+
+def test_one_run_per_state_file_and_status_only_reads_it_meanwhile(
+        run_main, tmp_path, proxy) -> None:
+    """A second run would send every disk again and write over the first's records; a
+    status or report during a run must not rewrite the rows it is writing."""
+    import fcntl
+    import os
+
+    disks = tmp_path / "disks"
+    first = vm("a", "hv01", (make_disk(disks, "a-os", "raw", os_disk=True), None))
+    plan = manifest(tmp_path / "plan.toml", [first], sources={"hv01": 1},
+                    destination="vhds", emulator=True)
+    state = tmp_path / "plan.sqlite"
+    assert run_main("bulk", "status", plan, "--state", state, "--json").code == 0
+    grown = manifest(tmp_path / "plan.toml", [
+        first, vm("b", "hv01", (make_disk(disks, "b-os", "raw", os_disk=True), None))],
+        sources={"hv01": 1}, destination="vhds", emulator=True)
+    holder = os.open(f"{state}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `bulk run` does
+        result = run_main("bulk", "run", grown, "--state", state, "--yes")
+        assert result.code == 3, result.err
+        assert result.err.strip().splitlines() == [
+            f"azlift: error: another `azlift bulk run` is using the state file {state}; "
+            f"expected one run at a time (wait for it to end, or give this one its own "
+            f"--state)"]
+        assert proxy.stats.requests == 0
+        during = run_main("bulk", "status", grown, "--state", state, "--json")
+        assert [v["id"] for v in json.loads(during.out)["vms"]] == ["a"]
+    finally:
+        os.close(holder)
+    after = run_main("bulk", "status", grown, "--state", state, "--json")
+    assert [v["id"] for v in json.loads(after.out)["vms"]] == ["a", "b"]
+    result = run_main("bulk", "run", grown, "--state", state, "--yes")
+    assert result.code == 0, result.err
