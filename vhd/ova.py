@@ -53,7 +53,7 @@ OVA_ID_NAMESPACE = guids.parse("0d8f5a4e-3c7b-4f0e-9a61-5b2f3e7c9d14")
 def chunk_index(member: str, href: str) -> int | None:
     """The number of ``member`` as a chunk of ``href`` (``href.000000001`` -> 1), else None."""
     stem, _, suffix = member.rpartition(".")
-    return int(suffix) if suffix.isdigit() and stem == href else None
+    return int(suffix) if suffix.isascii() and suffix.isdigit() and stem == href else None
 
 
 class OvaPackage:

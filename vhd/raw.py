@@ -312,8 +312,9 @@ class FileImage:
 
 def open_readable(path: str) -> int:
     """A read-only descriptor for a regular file or block device, or one-line ImageIOError."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:  # non-blocking: opening a FIFO with no writer would wait for ever
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError as error:
         raise ImageIOError(f"{path}: no such file") from error
     except IsADirectoryError as error:
@@ -327,6 +328,8 @@ def open_readable(path: str) -> int:
         os.close(fd)
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise ImageIOError(f"{path}: is {kind}, expected a disk image file")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
     return fd
 
 

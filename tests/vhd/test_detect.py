@@ -186,3 +186,26 @@ def test_a_large_sparse_container_is_identified_from_head_and_tail(containers: d
     big.write_bytes(path.read_bytes())
     os.truncate(big, 8 * 1024 * MIB)
     assert detect_format(big).format == "qcow2"
+
+
+@pytest.mark.parametrize("named", ["image", "extent"])
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path: Path, named: str) -> None:
+    """Opening a FIFO with no writer blocks for ever: an image, or a VMDK extent, that is
+    one is refused as not a regular file (in a child process, so a hang fails the test)."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "pipe.bin"
+    os.mkfifo(fifo)
+    image = fifo
+    if named == "extent":
+        image = tmp_path / "disk.vmdk"
+        image.write_text('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                         'createType="monolithicFlat"\nRW 2048 FLAT "pipe.bin" 0\n')
+    probe = ("import sys; from azlift import vhd\n"
+             "try:\n    vhd.open_image(sys.argv[1])\n"
+             "except vhd.VhdError as error:\n    print(type(error).__name__, error)\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(image)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.strip() == f"ImageIOError {fifo}: is not a regular file, expected a " \
+                                  f"disk image file", done.stderr

@@ -117,6 +117,24 @@ def test_a_missing_chunk_is_refused(tmp_path: Path, source, drop, words: str) ->
         OvaImage(ova)
 
 
+def test_a_chunk_numbered_in_other_digits_is_no_chunk(tmp_path: Path) -> None:
+    """'\u00b2' counts as a digit to str.isdigit, not to int: such a member is just not a
+    chunk, and the disk is refused for the chunks it lacks (a typed error, not a crash)."""
+    import tarfile
+
+    ovf = ovf_text([("disk.vmdk", MIB, STREAM_FORMAT)]).replace(
+        'ovf:href="disk.vmdk"', 'ovf:href="disk.vmdk" ovf:chunkSize="1048576"').encode()
+    ova = tmp_path / "chunk.ova"
+    with tarfile.open(ova, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("vm.ovf", ovf), ("disk.vmdk.\u00b2", b"x" * 512)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ImageFormatError, match="expected members disk.vmdk.000000000, "
+                                               "disk.vmdk.000000001...; found none"):
+        OvaImage(ova)
+
+
 def test_a_chunk_of_the_wrong_size_is_refused(tmp_path: Path, source) -> None:
     ova = chunked_ova(tmp_path, source[0], ovf_chunk=CHUNK + 512)
     with pytest.raises(ImageFormatError, match=f"holds {CHUNK} bytes, expected {CHUNK + 512}"):
