@@ -26,8 +26,16 @@ def engine_name() -> str:
 
 
 def inflate_zlib(data: bytes | memoryview, size: int) -> bytes:
-    """A whole zlib stream (RFC 1950 header and checksum), ``size`` the expected output."""
-    return ENGINE.decompress(data, bufsize=max(size, 1))
+    """A whole zlib stream (RFC 1950 header and checksum) of at most ``size`` bytes. No
+    more than ``size`` + 1 bytes are ever made: a stream that would inflate further (a
+    grain of a few KiB can hold GiBs of zeros) is an error, as a cut-off one is."""
+    inflater = ENGINE.decompressobj()
+    out = inflater.decompress(data, size + 1)
+    if len(out) > size:
+        raise zlib.error(f"the stream inflates to more than {size} bytes")
+    if not inflater.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return out
 
 
 def inflate_zlib_prefix(data: bytes | memoryview, size: int) -> bytes:

@@ -252,19 +252,28 @@ def load_zstd(path: str) -> Any:
 
 def zstd_inflate(context: Any, data: memoryview | bytes, size: int) -> bytes:
     """``size`` bytes out of one or more zstd frames; what follows them is ignored (the
-    last sector of a compressed cluster can hold the start of the next one)."""
-    out: list[bytes] = []
+    last sector of a compressed cluster can hold the start of the next one). Each frame
+    is read through a bounded reader, which one read does not carry past the frame's end:
+    a frame that goes on past ``size`` (zstd's RLE blocks reach ~32000:1, a crafted
+    cluster GiBs) gives ``size`` + 1 bytes at most, which the caller refuses, as qemu
+    refuses such a cluster."""
+    pieces: list[bytes] = []
     got = 0
     rest: Any = data
     while got < size and len(rest):
+        wanted = size - got
+        frame = context.stream_reader(rest, read_across_frames=False).read(wanted + 1)
+        pieces.append(frame)
+        got += len(frame)
+        if len(frame) >= wanted:
+            break
+        # the frame ended short of the cluster (so it is small): where does the next start?
         inflater = context.decompressobj()
-        chunk = inflater.decompress(rest)
-        out.append(chunk)
-        got += len(chunk)
+        inflater.decompress(rest)
         if not inflater.eof:
             break
         rest = inflater.unused_data
-    return b"".join(out)[:size]
+    return b"".join(pieces)
 
 
 def compressed_batches(clusters: Iterable[tuple[int, int, int]],

@@ -98,13 +98,11 @@ def test_convert_inflates_grains_in_two_threads_at_once(tmp_path: Path,
         error = real.error
 
         @staticmethod
-        def decompress(data: bytes, bufsize: int) -> bytes:
+        def decompressobj(*args: int) -> object:  # each grain's inflation starts here
             if next(calls) < 2:
                 threads.add(threading.get_ident())
                 meeting.wait()
-            return real.decompress(data, bufsize=bufsize)
-
-        decompressobj = staticmethod(real.decompressobj)
+            return real.decompressobj(*args)
 
     monkeypatch.setattr(_inflate, "ENGINE", Meeting)
     monkeypatch.setattr(convert_module, "COPY_WORKERS", 2)
@@ -113,3 +111,49 @@ def test_convert_inflates_grains_in_two_threads_at_once(tmp_path: Path,
     assert len(threads) == 2 and result.data_bytes >= 4 * 300_000
     with vhd.open_image(str(tmp_path / "out.vhd")) as image:  # what the two threads wrote
         assert bytes(image.read(0, size)) == expected_bytes(size, chunks)
+
+
+def test_a_grain_that_would_inflate_past_its_size_is_refused_without_inflating_it(
+        engine: str) -> None:
+    """A few KiB of zlib can hold GiBs of zeros: no more than the grain's size and one byte
+    is ever made; a stream that is cut off is refused too."""
+    import tracemalloc
+
+    grain = 64 * 1024
+    bomb = zlib.compress(bytes(256 * MIB), 9)
+    assert len(bomb) < 512 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(_inflate.InflateError, match=f"more than {grain} bytes"):
+            _inflate.inflate_zlib(bomb, grain)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MIB
+    whole = zlib.compress(b"\x07" * grain)
+    assert _inflate.inflate_zlib(whole, grain) == b"\x07" * grain
+    with pytest.raises(_inflate.InflateError, match="truncated"):
+        _inflate.inflate_zlib(whole[:-6], grain)
+
+
+def test_a_zstd_cluster_that_would_inflate_past_its_size_stops_soon_after() -> None:
+    """zstd's RLE blocks inflate ~32000:1: the frame goes in by small steps and the
+    inflation stops a little past the cluster, so the reader refuses it by its length."""
+    import tracemalloc
+
+    zstandard = pytest.importorskip("zstandard")
+    from azlift.vhd.qcow2 import zstd_inflate
+
+    cluster = 64 * 1024
+    bomb = zstandard.ZstdCompressor(level=19).compress(bytes(512 * MIB))
+    assert len(bomb) < 64 * 1024
+    context = zstandard.ZstdDecompressor()
+    tracemalloc.start()
+    try:
+        out = zstd_inflate(context, bomb, cluster)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert cluster < len(out) < 64 * MIB and peak < 160 * MIB
+    two_frames = zstandard.ZstdCompressor().compress(b"\x01" * (cluster // 2)) * 2
+    assert zstd_inflate(context, two_frames + b"next cluster", cluster) == b"\x01" * cluster
