@@ -90,6 +90,16 @@ class SparseExtent:
         table_bytes = 4 * self.per_table
         tables: dict[int, np.ndarray] = {}
         used = np.flatnonzero(directory)
+        # Each table is its own: entries sharing one, or more tables than the file holds,
+        # would make a few KiB stand for GiBs of tables (none of the writers does either).
+        if np.unique(directory[used]).size != used.size:
+            raise ImageFormatError(
+                f"{path}: grain directory entries point to the same grain table (expected "
+                f"a table of its own for each)")
+        if used.size * table_bytes > window.size:
+            raise ImageFormatError(
+                f"{path}: the grain directory uses {used.size} tables of {table_bytes} bytes, "
+                f"more than the file's {window.size} bytes hold")
         if used.size:
             ends = directory[used].astype(np.int64) * SECTOR + table_bytes
             worst = int(np.argmax(ends))

@@ -54,6 +54,20 @@ def tables_past_eof(folder: Path) -> Path:
     return path
 
 
+def tables_shared(folder: Path) -> Path:
+    """A 65 MiB disk (three grain tables of 32 MiB): the second entry of both grain
+    directories points at the first's table, as a crafted file would, to stand for GiBs
+    of tables with a few KiB."""
+    path = make_vmdk(write_raw(folder / "big.img", 65 * MIB, [(0, b"\xeb\x63\x90")]),
+                     folder / "shared.vmdk", "monolithicSparse")
+    data = path.read_bytes()
+    for field in (48, 56):
+        directory = struct.unpack_from("<Q", data, field)[0] * SECTOR
+        first = struct.unpack_from("<I", data, directory)[0]
+        patch(path, directory + 4, struct.pack("<I", first))
+    return path
+
+
 def truncated_grain(folder: Path) -> Path:
     path = sparse(folder, "streamOptimized")
     return truncate(path, grain_sector(path, last=True) * SECTOR + 14)
@@ -113,6 +127,8 @@ CASES: dict[str, Case] = {
         lambda f: patch(patch(sparse(f), 48, struct.pack("<Q", 1 << 30)), 56,
                         struct.pack("<Q", 1 << 30)), TruncatedImageError, "grain directory"),
     "grain-tables-past-eof": Case(tables_past_eof, TruncatedImageError, "grain table"),
+    "grain-tables-shared": Case(tables_shared, ImageFormatError,
+                                "grain directory entries point to the same grain table"),
     "truncated-grain": Case(truncated_grain, TruncatedImageError, "expected"),
     "corrupt-grain": Case(corrupt_grain, ImageFormatError, "does not inflate"),
     "grain-marker-elsewhere": Case(misplaced_grain, ImageFormatError, "grain marker"),
