@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 import re
 
+# What a secret option names: an environment variable. Anything else may be the secret
+# itself, typed in its place: refused without being repeated.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 SECRET_ENV_VARS = ("AZURE_STORAGE_KEY", "AZURE_STORAGE_CONNECTION_STRING",
                    "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET", "AZLIFT_ARM_TOKEN")
 

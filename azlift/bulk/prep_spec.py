@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..redact import ENV_NAME
+
 OS_NAMES = ("linux", "windows")
 WINRM_TRANSPORTS = ("ntlm", "kerberos", "credssp", "basic")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|PuTTY-User-Key-File")
 DEFAULT_SETTLE_SECONDS = 30.0
 DEFAULT_SETTLE_TIMEOUT = 600.0

@@ -71,10 +71,15 @@ def secret_from_env(variable: str | None, option: str) -> str | None:
     """The secret held in the environment variable the user named (never from argv)."""
     if variable is None:
         return None
+    from azlift.prep.errors import PrepUsageError
+    from azlift.redact import ENV_NAME
+
+    if not ENV_NAME.fullmatch(variable):  # the password itself, given by mistake: not echoed
+        raise PrepUsageError(f"{option}: expected the NAME of an environment variable that "
+                             "holds the password (letters, digits, '_'), found something else "
+                             "(the password itself?)")
     value = os.environ.get(variable)
     if not value:
-        from azlift.prep.errors import PrepUsageError
-
         raise PrepUsageError(f"{option} {variable}: expected the password in that environment "
                              "variable, found it unset or empty")
     return value

@@ -401,3 +401,17 @@ def test_a_ready_guest_reports_every_section_so_nothing_is_unchecked(wsman, cert
     unchecked = [f["message"] for f in findings if "could not check" in f["message"]]
     assert unchecked == []
     assert not [f for f in findings if f["severity"] in ("blocker", "warning")], findings
+
+
+@pytest.mark.parametrize("command", ["windows", "linux"])
+def test_a_password_typed_for_its_variables_name_is_refused_unrepeated(
+        command: str, capsys) -> None:
+    """`--password-env "$PW"` is an easy slip: the value must reach neither the message
+    nor the --json document (a CI log keeps both)."""
+    secret = "Sup3rS3cret!pw"
+    extra = ["--user", "azureuser"] if command == "linux" else []
+    assert main(["prep", command, "127.0.0.1", *extra, "--password-env", secret,
+                 "--check-only", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert secret not in out + err
+    assert "expected the NAME of an environment variable" in out + err
