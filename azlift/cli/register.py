@@ -8,7 +8,6 @@ import functools
 import inspect
 import itertools
 import json
-import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,8 +139,6 @@ class ArmSession:
 
     @classmethod
     def open(cls, arm: ArmOptions) -> "ArmSession":
-        # azure-identity logs each failed credential as a warning; the error says it once.
-        logging.getLogger("azure.identity").addHandler(logging.NullHandler())
         target = ArmTarget.resolve(arm.subscription, arm.cloud, arm.arm_endpoint)
         recorder = RecordingTransport() if arm.dry_run else None
         client = compute_client(target, recorder=recorder)

@@ -95,6 +95,18 @@ def root(
 ) -> None:
     """Take an on-premises VM disk all the way to an Azure image."""
     STATE.debug = debug
+    if not debug:
+        quiet_library_logs()
+
+
+def quiet_library_logs() -> None:
+    """Libraries that log a failure as it happens say nothing without --debug: the error
+    reaches the user once, as one line. paramiko's transport thread logs a traceback for
+    a port that does not speak SSH; azure-identity a warning per credential it tried."""
+    import logging
+
+    for name in ("paramiko", "azure.identity"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
 
 
 def run(args: list[str], exit_process: bool) -> int:

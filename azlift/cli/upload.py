@@ -6,7 +6,6 @@ with --json. URLs are printed without their query string (where SAS tokens live)
 """
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -88,17 +87,8 @@ def _auth_options(connection_string: str | None, account_key: str | None,
                        emulator_endpoint=emulator_endpoint)
 
 
-def _quiet_identity_logs() -> None:
-    """azure-identity logs every credential it tried as WARNING lines on stderr; a failed
-    login is already one error line, so those lines show only with --debug."""
-    if not STATE.debug:
-        logging.getLogger("azure.identity").addHandler(logging.NullHandler())
-
-
 def _target(dest_url: str, auth: AuthOptions, retries: int, timeout: float,
             threads: int = 8) -> BlobPageTarget:
-    if auth.login:
-        _quiet_identity_logs()
     resolved = resolve_blob(dest_url, auth)
     retry = RetrySettings(total=retries, connection_timeout=timeout, read_timeout=timeout)
     return BlobPageTarget(resolved.url, resolved.credential, retry=retry,

@@ -152,3 +152,41 @@ def test_login_password_prompted_on_a_terminal_when_keys_are_refused(
     monkeypatch.setattr(common, "stdin_is_terminal", lambda: False)
     result = CliRunner().invoke(app, args, input=LOGIN_PASSWORD + "\n")
     assert result.exit_code == 4 and "password for" not in result.output
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_port_that_does_not_speak_ssh_is_one_line_without_debug(tmp_path, debug) -> None:
+    """paramiko's transport thread logs a traceback when the banner never comes; without
+    --debug the user sees the one error line and nothing else."""
+    import socket
+    import threading
+
+    from tests.cli.conftest import installed_azlift
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def hang_up() -> None:
+        for _ in range(3):
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        done = subprocess.run(
+            [installed_azlift(), *(["--debug"] if debug else []), "prep", "linux",
+             "127.0.0.1", "--port", str(port), "--user", "azureuser",
+             "--known-hosts", str(tmp_path / "known_hosts"), "--check-only"],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "HOME": str(tmp_path)})
+    finally:
+        server.close()
+    assert done.returncode == 4, done.stderr
+    if debug:
+        assert "Traceback" in done.stderr
+    else:
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("azlift: error: ")
