@@ -66,6 +66,9 @@ class ArmTarget:
             raise UsageError(f"unknown cloud {cloud!r}: expected one of {', '.join(CLOUDS)}")
         if arm_endpoint and not arm_endpoint.startswith("https://"):
             raise UsageError(f"--arm-endpoint must be an https:// URL, found {arm_endpoint!r}")
+        if arm_endpoint:
+            from .auth import split_url
+            split_url(arm_endpoint)  # a bracket left open, a port that is no number
         return cls(subscription=subscription, cloud=cloud,
                    arm_endpoint=arm_endpoint.rstrip("/") if arm_endpoint else None)
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .errors import AuthError, UsageError
 
@@ -87,14 +87,14 @@ def emulator_endpoint(explicit: str | None = None,
     env = os.environ if env is None else env
     endpoint = explicit or env.get(EMULATOR_ENDPOINT_ENV) or EMULATOR_DEFAULT_ENDPOINT
     endpoint = endpoint.rstrip("/")
-    if urlsplit(endpoint).path in ("", "/"):
+    if split_url(endpoint).path in ("", "/"):
         endpoint += f"/{EMULATOR_ACCOUNT}"
     return endpoint
 
 
 def account_from_url(url: str) -> str:
     """The storage account a blob URL names (host-style or emulator path-style)."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     host = parts.hostname or ""
     if ".blob." in host:
         return host.split(".", 1)[0]
@@ -104,16 +104,29 @@ def account_from_url(url: str) -> str:
     raise UsageError(f"cannot tell the storage account from {url_without_query(url)!r}")
 
 
+def split_url(url: str) -> SplitResult:
+    """``urlsplit``, or one-line UsageError for text that is no URL (a bracket left open,
+    a port that is no number), shown without its query (a SAS lives there)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError as error:
+        shown = url.split("?", 1)[0]
+        raise UsageError(f"{shown!r} is not a URL ({error}); expected "
+                         "https://HOST/CONTAINER/BLOB") from None
+    return parts
+
+
 def url_without_query(url: str) -> str:
     """``url`` without its query string (a SAS lives there)."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def blob_path(url: str) -> list[str] | None:
     """The path segments of a blob URL from the container on, or None when ``url`` is not
     an http(s) URL naming a container and a blob."""
-    parts = urlsplit(url)
+    parts = split_url(url)
     host = parts.hostname or ""
     segments = [segment for segment in parts.path.split("/") if segment]
     if ".blob." not in host:
@@ -144,7 +157,7 @@ def signed_in_credential(url: str, advice: str) -> Any:
     from azure.identity import DefaultAzureCredential
 
     shown = url_without_query(url)
-    if urlsplit(url).scheme != "https":
+    if split_url(url).scheme != "https":
         raise UsageError(f"{shown}: no storage credential for an http:// URL (signing in "
                          f"with an Azure account needs https): {advice}")
     credential = DefaultAzureCredential()
@@ -158,7 +171,7 @@ def signed_in_credential(url: str, advice: str) -> Any:
 
 
 def _with_sas(url: str, token: str) -> str:
-    parts = urlsplit(url)
+    parts = split_url(url)
     token = token.lstrip("?")
     return urlunsplit((parts.scheme, parts.netloc, parts.path, token, ""))
 
@@ -194,7 +207,7 @@ def resolve_blob(dest: str, options: AuthOptions,
     if options.login:
         return ResolvedBlob(dest, signed_in_credential(
             dest, "or pass --account-key, --sas-token or --connection-string instead"), "login")
-    if urlsplit(dest).query:
+    if split_url(dest).query:
         return ResolvedBlob(dest, None, "sas")
     if env.get("AZURE_STORAGE_CONNECTION_STRING"):
         _, credential = parse_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"])

@@ -577,3 +577,11 @@ def test_os_disk_above_4095_gib_is_refused_but_a_data_disk_is_not(capsys, fake_a
                        "--blob", url, "--storage-account-id", SA, "--os-type", "windows",
                        "--dry-run")
     assert code == 1 and "os_disk_too_large" in err
+
+
+def test_an_arm_endpoint_that_is_no_url_is_a_usage_error(capsys, fake_arm, disks):  # noqa: F811
+    code = main(["register", "image", "web", "-g", "rg", "-l", "westeurope", "--os-blob",
+                 disks["linux_gpt"], "--arm-endpoint", "https://[arm.example", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "'https://[arm.example' is not a URL" in err

@@ -110,6 +110,21 @@ def test_contradicting_options_are_usage_errors(env, tmp_path, capsys, args, mes
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", [
+    ["https://[acct/vhds/d.vhd?sv=2024-01-01&sig=SECRETSIG"],
+    ["https://acct.blob.core.windows.net:abc/vhds/d.vhd?sig=SECRETSIG"],
+    ["vhds/d.vhd", "--connection-string",
+     "BlobEndpoint=https://[bad;AccountName=a;AccountKey=U0VDUkVUU0lH"],
+])
+def test_text_that_is_no_url_is_a_usage_error_that_shows_no_secret(
+        env, tmp_path, capsys, where) -> None:
+    source = make_source("raw", tmp_path, count=1)
+    assert main(["upload", str(source.path), *where]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a URL" in err, err
+    assert "SECRETSIG" not in err and "U0VDUkVUU0lH" not in err
+
+
 def test_unknown_checksum_is_a_usage_error(env, tmp_path, capsys) -> None:
     source = make_source("raw", tmp_path, count=1)
     assert main(["upload", str(source.path), "vhds/d.vhd", "--emulator", "--checksum",
