@@ -28,6 +28,7 @@ from winrm.exceptions import (
     InvalidCredentialsError,
     WinRMError,
     WinRMOperationTimeoutError,
+    WinRMTransportError,
 )
 from winrm.protocol import Protocol
 
@@ -270,6 +271,11 @@ class _translated_errors:
                                  f"1-65535, found {endpoint} ({_reason(error)})") from error
         if isinstance(error, requests.exceptions.RequestException):
             raise ConnectError(f"cannot reach WinRM at {endpoint}: {_reason(error)}") from error
+        if isinstance(error, WinRMTransportError):  # an HTTP error without a SOAP fault:
+            # what HTTP.sys answers once the WinRM service has stopped (a shutdown under way)
+            raise ConnectError(f"WinRM at {endpoint} answered HTTP "
+                               f"{getattr(error, 'code', '?')} without a WS-Management "
+                               f"answer") from error
         if isinstance(error, WinRMError):
             raise RemoteCommandError(f"WinRM request to {endpoint} failed: {error}") from error
         if isinstance(error, AssertionError):  # pywinrm checks RelatesTo with assert

@@ -274,7 +274,8 @@ class WindowsMachine:
     # success | stuck | appx_failure | late_start | already_generalized | never_starts |
     # exits_at_once
     sysprep_scenario: str = "success"
-    # drop: the connection dies | fault: WinRM answers a SOAP fault | in_progress:
+    # drop: the connection dies | fault: WinRM answers a SOAP fault | http_503: HTTP.sys
+    # answers 503 with no SOAP body (the WinRM service has stopped) | in_progress:
     # shutdown.exe says a shutdown is already under way (exit 1115)
     shutdown_answer: str = "drop"
     setuperr_log: str | None = None
@@ -605,6 +606,8 @@ class FakeWSMan:
                         return 500, _fault(message_id, "The WS-Management service cannot "
                                            "process the request because the service is "
                                            "shutting down.")
+                    if self.machine.shutdown_answer == "http_503":
+                        return 503, b"Service Unavailable"
                     return 0, None  # the connection drops: no reply at all
             else:
                 command.result = self._run_script(command.script or "")

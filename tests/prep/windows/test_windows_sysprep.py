@@ -180,6 +180,17 @@ def test_a_fault_from_the_stopping_winrm_service_counts_as_the_expected_drop(
     assert wait_until_unreachable("127.0.0.1", wsman.port, timeout=5, interval=0.05) < 5
 
 
+def test_an_http_error_from_the_stopped_winrm_service_counts_as_the_expected_drop(
+        remote: WinRMRemote, wsman: FakeWSMan) -> None:
+    """Once the WinRM service has stopped, HTTP.sys answers 503 with no SOAP body: the
+    shutdown under way, not an internal error after a Sysprep that succeeded."""
+    wsman.machine.shutdown_answer = "http_503"
+    outcome = shut_down(remote)
+    assert outcome.startswith("connection dropped")
+    assert wsman.machine.powered_off
+    assert wait_until_unreachable("127.0.0.1", wsman.port, timeout=5, interval=0.05) < 5
+
+
 def test_a_refused_shutdown_is_still_an_error(remote: WinRMRemote, wsman: FakeWSMan,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from azlift.prep.errors import RemoteCommandError
