@@ -57,13 +57,16 @@ def fingerprint(key: paramiko.PKey) -> str:
 class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     """Refuse unknown keys, or record a first-seen key when the user allowed it."""
 
-    def __init__(self, target: SshTarget, known_hosts: Path) -> None:
+    def __init__(self, target: SshTarget, known_hosts: Path,
+                 revoked: frozenset[str] = frozenset()) -> None:
         self.target = target
         self.known_hosts = known_hosts
+        self.revoked = revoked
         self.recorded: str | None = None
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
+        refuse_revoked(key, self.revoked, hostname, self.known_hosts)
         if not self.target.accept_new_host_key:
             raise HostKeyError(
                 f"host key of {hostname} is unknown ({key.get_name()} {fingerprint(key)}); "
@@ -73,6 +76,44 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         record_host_key(self.known_hosts, hostname, key)
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.recorded = f"{key.get_name()} {fingerprint(key)}"
+
+
+def load_known_hosts(client: paramiko.SSHClient, known_hosts: Path) -> frozenset[str]:
+    """Put the trusted keys of ``known_hosts`` into ``client``; return those marked
+    @revoked (base64), to refuse. As OpenSSH reads the file: a line it cannot parse is
+    skipped, and @cert-authority lines (SSH certificates, which paramiko does not check)
+    trust no key (paramiko's own loader stopped at either with an internal error)."""
+    try:
+        text = known_hosts.read_text(errors="replace")
+    except OSError as error:
+        raise HostKeyError(f"cannot read known hosts file {known_hosts}: "
+                           f"{error.strerror or error}") from error
+    trusted, revoked = client.get_host_keys(), set()
+    for number, line in enumerate(text.splitlines(), 1):
+        marker, line = None, line.strip()
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+        if not line or line.startswith("#"):
+            continue
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line.strip(), number)
+        except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError):
+            continue
+        if entry is None or entry.key is None:
+            continue
+        if marker == "@revoked":
+            revoked.add(entry.key.get_base64())
+        elif marker is None:
+            for name in entry.hostnames:
+                trusted.add(name, entry.key.get_name(), entry.key)
+    return frozenset(revoked)
+
+
+def refuse_revoked(key: paramiko.PKey, revoked: frozenset[str], hostname: str,
+                   known_hosts: Path) -> None:
+    if key.get_base64() in revoked:
+        raise HostKeyError(f"host key of {hostname} ({key.get_name()} {fingerprint(key)}) is "
+                           f"marked @revoked in {known_hosts}; expected a key not revoked")
 
 
 def load_identity(path: Path) -> paramiko.PKey:
@@ -124,12 +165,8 @@ class SshRemote:
         """Open a verified, authenticated session or raise a :class:`ConnectError`."""
         known_hosts = target.known_hosts.expanduser()
         client = paramiko.SSHClient()
-        if known_hosts.exists():
-            try:
-                client.load_host_keys(str(known_hosts))
-            except (OSError, paramiko.SSHException) as error:
-                raise HostKeyError(f"cannot read known hosts file {known_hosts}: {error}") from error
-        policy = _HostKeyPolicy(target, known_hosts)
+        revoked = load_known_hosts(client, known_hosts) if known_hosts.exists() else frozenset()
+        policy = _HostKeyPolicy(target, known_hosts, revoked)
         client.set_missing_host_key_policy(policy)
         where = f"{target.host}:{target.port}"
         use_defaults = target.identity is None and target.password is None
@@ -180,6 +217,13 @@ class SshRemote:
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
             raise ConnectError(f"cannot reach {where}: {reason}") from None
         transport = client.get_transport()
+        if transport is not None:  # a known key may be revoked too
+            try:
+                refuse_revoked(transport.get_remote_server_key(), revoked,
+                               target.known_hosts_name, known_hosts)
+            except HostKeyError:
+                client.close()
+                raise
         if transport is not None and isinstance(transport.sock, socket.socket):
             # Many small request/reply exchanges: without this, Nagle + delayed ACK add
             # ~40 ms to every command.

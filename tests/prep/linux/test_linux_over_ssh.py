@@ -225,6 +225,30 @@ def test_changed_host_key_is_refused_even_with_accept_new(root_tree, start_sshd,
     assert known_hosts.read_text() == f"[127.0.0.1]:{server.port} {other}\n"
 
 
+def test_known_hosts_read_as_openssh_reads_it(root_tree, start_sshd, keys, known_hosts,
+                                             capsys) -> None:
+    """@cert-authority lines and lines it cannot parse are skipped (paramiko's own loader
+    stopped at them with an internal error); a key marked @revoked is refused, even with
+    --accept-new-host-key."""
+    server = start_sshd(root_tree("debian"))
+    ca_line = f"@cert-authority *.example.com {keys.host_public.split()[0]} AAAAC3Nz\n"
+    known_hosts.write_text(ca_line + "garbled line that is no key\n" + server.known_hosts_line)
+    code = cli(server, keys, known_hosts, "--check-only")
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    revoked = f"@revoked * {' '.join(keys.host_public.split()[:2])}\n"
+    for extra in ((), ("--accept-new-host-key",)):
+        known_hosts.write_text(revoked + server.known_hosts_line)
+        code = cli(server, keys, known_hosts, "--check-only", *extra)
+        err = capsys.readouterr().err
+        assert code == 4, err
+        assert err.count("\n") == 1 and "is marked @revoked in" in err
+    known_hosts.write_text(revoked)
+    assert cli(server, keys, known_hosts, "--check-only", "--accept-new-host-key") == 4
+    assert "is marked @revoked" in capsys.readouterr().err
+    assert known_hosts.read_text() == revoked
+
+
 def test_unreachable_host_exits_4_quickly(capsys, tmp_path) -> None:
     import time
 
