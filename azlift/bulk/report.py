@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Collection
 from typing import Any
 
 from .state import DONE, FAILED, StateStore, VmRow
@@ -59,14 +60,19 @@ def prep_entry(record: dict[str, Any] | None) -> dict[str, Any] | None:
                                                 "error")}}
 
 
-def build_report(store: StateStore, manifest_path: str) -> dict[str, Any]:
-    """Every VM with its disks, resources and last error, and the run's totals."""
+def build_report(store: StateStore, manifest_path: str,
+                 vm_ids: Collection[str] | None = None) -> dict[str, Any]:
+    """Every VM with its disks, resources and last error, and the run's totals; only the
+    VMs of ``vm_ids`` (the manifest's), when given: one taken out of the manifest no
+    longer counts (its failure would fail every later run)."""
     arm_throttled: dict[str, int] = {}
     for event in store.events(kinds=ARM_EVENTS):
         count = (event["detail"] or {}).get("arm_throttled") or 0
         arm_throttled[event["vm"]] = arm_throttled.get(event["vm"], 0) + count
     vms = []
     for row in store.vms():
+        if vm_ids is not None and row.id not in vm_ids:
+            continue
         entry = vm_entry(row)
         entry["arm_throttled"] = arm_throttled.get(row.id, 0)
         record = store.prep(row.id)

@@ -166,7 +166,7 @@ def run(
             finally:
                 progress.close()
                 engine.close()
-            report = build_report(store, str(manifest))
+            report = build_report(store, str(manifest), {vm.id for vm in plan.vms})
     finally:
         store.close()
     if STATE.json:
@@ -235,7 +235,7 @@ def status(manifest: ManifestArg, state: StateOption = None,
     try:
         if not store.run_in_progress():
             store.sync(plan)
-        report = build_report(store, str(manifest))
+        report = build_report(store, str(manifest), {vm.id for vm in plan.vms})
     finally:
         store.close()
     if STATE.json:
@@ -263,7 +263,7 @@ def report(
     try:
         if not store.run_in_progress():
             store.sync(plan)
-        document = build_report(store, str(manifest))
+        document = build_report(store, str(manifest), {vm.id for vm in plan.vms})
     finally:
         store.close()
     if csv_output:

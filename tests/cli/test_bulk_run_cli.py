@@ -206,3 +206,23 @@ def test_one_run_per_state_file_and_status_only_reads_it_meanwhile(
     assert [v["id"] for v in json.loads(after.out)["vms"]] == ["a", "b"]
     result = run_main("bulk", "run", grown, "--state", state, "--yes")
     assert result.code == 0, result.err
+
+
+def test_a_vm_taken_out_of_the_manifest_no_longer_counts(run_main, tmp_path, proxy) -> None:
+    """Its failure would otherwise fail every later run, and status would list it."""
+    disks = tmp_path / "disks"
+    good = vm("a", "hv01", (make_disk(disks, "a-os", "raw", os_disk=True), None))
+    broken = vm("c", "hv01", (disks / "missing.vhdx", None))
+    state = tmp_path / "plan.sqlite"
+    both = manifest(tmp_path / "plan.toml", [good, broken], sources={"hv01": 1},
+                    destination="vhds", emulator=True)
+    assert run_main("bulk", "run", both, "--state", state, "--yes").code == 1
+    one = manifest(tmp_path / "plan.toml", [good], sources={"hv01": 1},
+                   destination="vhds", emulator=True)
+    result = run_main("bulk", "run", one, "--state", state, "--yes", "--json")
+    assert result.code == 0, result.err
+    document = json.loads(result.out)
+    assert [v["id"] for v in document["vms"]] == ["a"]
+    assert (document["totals"]["vms"], document["totals"]["failed"]) == (1, 0)
+    status = json.loads(run_main("bulk", "status", one, "--state", state, "--json").out)
+    assert [v["id"] for v in status["vms"]] == ["a"]
