@@ -173,21 +173,22 @@ def test_run_uploads_registers_isolates_failures_resumes_and_retries(
 
 
 def test_one_run_per_state_file_and_status_only_reads_it_meanwhile(
-        run_main, tmp_path, proxy) -> None:
+        run_main, tmp_path, proxy, azurite) -> None:  # noqa: F811
     """A second run would send every disk again and write over the first's records; a
     status or report during a run must not rewrite the rows it is writing."""
     import fcntl
     import os
 
     disks = tmp_path / "disks"
+    container = azurite.new_container_name()
     first = vm("a", "hv01", (make_disk(disks, "a-os", "raw", os_disk=True), None))
     plan = manifest(tmp_path / "plan.toml", [first], sources={"hv01": 1},
-                    destination="vhds", emulator=True)
+                    destination=container, emulator=True)
     state = tmp_path / "plan.sqlite"
     assert run_main("bulk", "status", plan, "--state", state, "--json").code == 0
     grown = manifest(tmp_path / "plan.toml", [
         first, vm("b", "hv01", (make_disk(disks, "b-os", "raw", os_disk=True), None))],
-        sources={"hv01": 1}, destination="vhds", emulator=True)
+        sources={"hv01": 1}, destination=container, emulator=True)
     holder = os.open(f"{state}.lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `bulk run` does
@@ -208,17 +209,19 @@ def test_one_run_per_state_file_and_status_only_reads_it_meanwhile(
     assert result.code == 0, result.err
 
 
-def test_a_vm_taken_out_of_the_manifest_no_longer_counts(run_main, tmp_path, proxy) -> None:
+def test_a_vm_taken_out_of_the_manifest_no_longer_counts(run_main, tmp_path, proxy,
+                                                         azurite) -> None:  # noqa: F811
     """Its failure would otherwise fail every later run, and status would list it."""
     disks = tmp_path / "disks"
+    container = azurite.new_container_name()
     good = vm("a", "hv01", (make_disk(disks, "a-os", "raw", os_disk=True), None))
     broken = vm("c", "hv01", (disks / "missing.vhdx", None))
     state = tmp_path / "plan.sqlite"
     both = manifest(tmp_path / "plan.toml", [good, broken], sources={"hv01": 1},
-                    destination="vhds", emulator=True)
+                    destination=container, emulator=True)
     assert run_main("bulk", "run", both, "--state", state, "--yes").code == 1
     one = manifest(tmp_path / "plan.toml", [good], sources={"hv01": 1},
-                   destination="vhds", emulator=True)
+                   destination=container, emulator=True)
     result = run_main("bulk", "run", one, "--state", state, "--yes", "--json")
     assert result.code == 0, result.err
     document = json.loads(result.out)
