@@ -24,6 +24,7 @@ from azlift.vhd._vhd_structs import DISK_TYPE_FIXED, FIXED_DATA_OFFSET, FOOTER_C
 
 from .auth import AuthOptions, blob_path, resolve_blob, signed_in_credential, url_without_query
 from .errors import AuthError, BlobCheckError, ServiceError, UnreachableError, UsageError
+from .retry import RetrySettings
 
 READ_BLOCK = 64 * 1024  # partition probing reads a few sectors at a time: fetch 64 KiB
 
@@ -55,7 +56,10 @@ def open_blob(url: str, credential: Any = None, option: str = "blob URL") -> Any
             url, credential = resolved.url, resolved.credential
         else:
             credential = _signed_in_credential(url)
-    return BlobClient.from_blob_url(url, credential=credential)
+    # azlift's retry policy (backoff from 1 s), as on the upload's SDK path: the SDK's
+    # default waits 15 s before its first retry
+    return BlobClient.from_blob_url(url, credential=credential,
+                                    retry_policy=RetrySettings().policy())
 
 
 def _signed_in_credential(url: str) -> Any:
@@ -160,8 +164,8 @@ def inspect_blob(url: str, *, client: Any = None, option: str = "blob URL") -> B
 
     client = client or open_blob(url, option=option)
     shown = url.split("?", 1)[0]
-    try:
-        properties = client.get_blob_properties()
+    try:  # the first request: an endpoint that is down fails in seconds, not minutes
+        properties = client.get_blob_properties(**RetrySettings().first_contact())
         length = properties.size
         if properties.blob_type != "PageBlob":
             raise BlobCheckError(f"{shown}: expected a page blob, found a "

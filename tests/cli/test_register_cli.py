@@ -585,3 +585,19 @@ def test_an_arm_endpoint_that_is_no_url_is_a_usage_error(capsys, fake_arm, disks
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and "'https://[arm.example' is not a URL" in err
+
+
+def test_an_os_blob_on_a_storage_endpoint_that_is_down_fails_fast(capsys, fake_arm):  # noqa: F811
+    """The blob checks' first request gets the first-contact retries: seconds, not the
+    SDK's minute and a half of default retries."""
+    from tests.support.tools import free_port
+
+    blob = f"http://127.0.0.1:{free_port()}/devstoreaccount1/vhds/os.vhd?sv=2024-01-01&sig=x"
+    started = time.monotonic()
+    code = main(["register", "image", "web", "-g", "rg", "-l", "westeurope", "--os-blob", blob,
+                 "--arm-endpoint", fake_arm.base_url, "-q"])
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "storage could not be reached" in err and "sig=" not in err
+    assert took < 20
