@@ -71,7 +71,19 @@ def _destination(value: Any, path: str, problems: _Problems) -> str | None:
             problems.add(path, f"expected a container URL like https://ACCOUNT.blob.core."
                                f"windows.net/CONTAINER/, found {text!r}")
             return None
+        # an emulator's URL carries the account first: its container is not told apart here
+        container = segments[0] if ".blob." in parts.hostname else None
+    else:
+        container = text.strip("/").split("/", 1)[0]
+    if container is not None and not CONTAINER_NAME.fullmatch(container):
+        problems.add(path, f"expected a container name of 3-63 lowercase letters, digits and "
+                           f"single hyphens (as Azure allows), found {container!r}")
+        return None
     return text
+
+
+# Azure's rule for container names (and its special $root container)
+CONTAINER_NAME = re.compile(r"\$root|(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 
 SETTING_CHECKS: dict[str, Callable[[Any, str, _Problems], Any]] = {

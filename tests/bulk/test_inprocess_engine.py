@@ -76,7 +76,7 @@ def test_a_changed_vm_starts_over_and_an_unchanged_one_keeps_its_row(tmp_path: P
     first = manifest(tmp_path / "plan.toml", [
         {"id": "a", "source": "s", "disk": [{"path": "/d/a.raw", "lun": 0}]},
         {"id": "b", "source": "s", "disk": [{"path": "/d/b.raw", "lun": 0}]}],
-        sources={"s": 1}, destination="c1", emulator=True)
+        sources={"s": 1}, destination="c01", emulator=True)
     store = StateStore(tmp_path / "state.sqlite")
     store.sync(load_manifest(first))
     store.set_vm("a", status="done", phase="done")
@@ -84,7 +84,7 @@ def test_a_changed_vm_starts_over_and_an_unchanged_one_keeps_its_row(tmp_path: P
     second = manifest(tmp_path / "plan.toml", [
         {"id": "a", "source": "s", "disk": [{"path": "/d/a.raw", "lun": 0}]},
         {"id": "b", "source": "s", "disk": [{"path": "/d/b2.raw", "lun": 0}]}],
-        sources={"s": 1}, destination="c1", emulator=True)
+        sources={"s": 1}, destination="c01", emulator=True)
     assert store.sync(load_manifest(second)) == ["b"]
     assert {row.id: row.status for row in store.vms()} == {"a": "done", "b": "pending"}
     store.close()

@@ -171,3 +171,28 @@ register = "none"
 [[source]]
 name = "hv01"
 {vms}"""
+
+
+@pytest.mark.parametrize("destination", [
+    'destination = "ab"\nemulator = true', 'destination = "VHDS"\nemulator = true',
+    'destination = "my vhds"\nemulator = true', 'destination = "a--b/"\nemulator = true',
+    'destination = "https://acct.blob.core.windows.net/My_Vhds/"'])
+def test_a_container_name_azure_refuses_is_refused_before_any_run(destination: str) -> None:
+    """Each VM would otherwise fail at run time with a usage error or HTTP 400, after
+    `bulk check` said ready."""
+    document = tomllib.loads(two_vms((destination, 'blob = "a.vhd"'),
+                                     (destination, 'blob = "b.vhd"')))
+    with pytest.raises(ManifestError) as raised:
+        parse_manifest(document, "plan.toml")
+    assert any("expected a container name of 3-63 lowercase letters" in p
+               for p in raised.value.problems), raised.value.problems
+
+
+def test_emulator_urls_and_valid_names_pass() -> None:
+    for destination in ('destination = "vhds-01"\nemulator = true',
+                        'destination = "/vhds/"\nemulator = true',
+                        'destination = "http://127.0.0.1:10000/devstoreaccount1/vhds"',
+                        'destination = "https://acct.blob.core.windows.net/$root"'):
+        document = tomllib.loads(two_vms((destination, 'blob = "a.vhd"'),
+                                         (destination, 'blob = "b.vhd"')))
+        assert len(parse_manifest(document, "plan.toml").vms) == 2, destination

@@ -177,7 +177,7 @@ def test_import_names_the_row_that_contradicts_its_vm(run_main, tmp_path) -> Non
     table = tmp_path / "disks.csv"
     table.write_text(CSV.replace(",,0,,", ",,0,windows,"))
     output = tmp_path / "plan.toml"
-    result = run_main("bulk", "import", table, "-o", output, "--emulator", "--destination", "v1")
+    result = run_main("bulk", "import", table, "-o", output, "--emulator", "--destination", "v01")
     assert result.code == 2
     assert f"{table}: row 3: os_type: 'windows' differs from row 2's value for vm web01" in \
         result.err
@@ -188,7 +188,7 @@ def test_import_validates_the_result_like_a_manifest(run_main, tmp_path) -> None
     table = tmp_path / "disks.csv"
     table.write_text(CSV.replace(",,0,,", ",,64,,"))
     output = tmp_path / "plan.toml"
-    result = run_main("bulk", "import", table, "-o", output, "--emulator", "--destination", "v1")
+    result = run_main("bulk", "import", table, "-o", output, "--emulator", "--destination", "v01")
     assert result.code == 2 and "vm[0].disk[1].lun: expected an integer 0..63, found 64" in \
         result.err
     assert not output.exists()
