@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_upload import fresh_azurite, process_cpu_s, write_scattered  # noqa: E402
+from azurite_harness import fresh_azurite, process_cpu_s, write_scattered  # noqa: E402
 from own_usage import run_with_usage  # noqa: E402
 
 from azlift.bulk.toml_writer import to_toml  # noqa: E402

@@ -57,7 +57,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_convert import bench_convert  # noqa: E402
-from bench_upload import AZLIFT, bare_upload_s, fresh_azurite, process_cpu_s  # noqa: E402
+from azurite_harness import bare_upload_s, fresh_azurite, process_cpu_s  # noqa: E402
+from bench_upload import AZLIFT  # noqa: E402
 from own_usage import run_with_usage  # noqa: E402
 
 from azlift import vhd  # noqa: E402

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -43,32 +42,29 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from azure.storage.blob import BlobClient, BlobServiceClient  # noqa: E402
+from azure.storage.blob import BlobClient  # noqa: E402
 
 from azlift import vhd  # noqa: E402
-from azlift.upload.auth import EMULATOR_ACCOUNT, EMULATOR_KEY  # noqa: E402
+from azlift.upload.auth import EMULATOR_ACCOUNT  # noqa: E402
 from azlift.upload.checksum import page_checksum  # noqa: E402
 from azlift.upload.stream import nonzero_sector_flags  # noqa: E402
 from azlift.upload.target import BlobPageTarget  # noqa: E402
 from azlift.upload.uploader import upload_image  # noqa: E402
 from azlift.vhd.conversion import convert  # noqa: E402
+from azurite_harness import (CREDENTIAL, bare_upload_s, client_cpu_s, fresh_azurite,  # noqa: E402
+                           process_cpu_s, write_scattered)
 from installed_bytecode import compile_project  # noqa: E402
 from own_usage import run_with_usage  # noqa: E402
 from tests.support.tls_ca import self_signed  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-AZURITE = ROOT / ".tools" / "node_modules" / ".bin" / "azurite-blob"
 AZLIFT = Path(sys.executable).parent / "azlift"
-CREDENTIAL = {"account_name": EMULATOR_ACCOUNT, "account_key": EMULATOR_KEY}
 
 
 class PutPageCounter:
@@ -85,41 +81,6 @@ class PutPageCounter:
             with self._lock:
                 self.requests += 1
                 self.bytes += int(http.headers.get("Content-Length", 0))
-
-
-def start_azurite(workdir: Path, cert: Path | None = None) -> tuple[subprocess.Popen, str]:
-    """Azurite in memory on a free port; over HTTPS with ``cert`` (and its key beside it)."""
-    import socket
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
-         *(["--cert", str(cert), "--key", str(cert.with_suffix(".key"))] if cert else [])],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                scheme = "https" if cert else "http"
-                return process, f"{scheme}://127.0.0.1:{port}/{EMULATOR_ACCOUNT}"
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("azurite did not start")
-
-
-def write_scattered(path: Path, virtual: int, data: int, piece: int, seed: int = 42) -> Path:
-    """A sparse raw disk of ``virtual`` bytes with ``data`` bytes of random pieces."""
-    rng = random.Random(seed)
-    slots = rng.sample(range(min(virtual, 4 * GIB) // piece), data // piece)
-    with open(path, "wb") as handle:
-        handle.truncate(virtual)
-        for slot in sorted(slots):
-            handle.seek(slot * piece)
-            handle.write(rng.randbytes(piece))
-    return path
 
 
 def fixed_vhd(raw: Path) -> Path:
@@ -188,30 +149,6 @@ def sdk_upload(endpoint: str, container: str, source: Path, threads: int,
             "cpu_end": cpu_end}
 
 
-def bare_upload_s(endpoint: str, container: str, name: str, size: int,
-                  requests: list[tuple[int, int]], threads: int) -> float:
-    """Wall seconds of bare `upload_page` calls, ``threads`` at once, sending ``requests``
-    ((offset, length), at most 4 MiB each) from one in-memory buffer with no checksum to a
-    new page blob of ``size`` bytes: what this Azurite takes from a client that does
-    nothing else."""
-    client = BlobClient.from_blob_url(f"{endpoint}/{container}/{name}", credential=CREDENTIAL)
-    client.create_page_blob(size=size)
-    buffer = os.urandom(4 * MIB)
-
-    def put(request: tuple[int, int]) -> None:
-        offset, length = request
-        page = buffer if length == len(buffer) else buffer[:length]
-        client.upload_page(page, offset=offset, length=length)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(put, requests))
-    wall = time.perf_counter() - started
-    client.delete_blob()
-    client.close()
-    return wall
-
-
 def ceiling(endpoint: str, container: str, size: int, threads: int) -> dict:
     """Bare 4 MiB upload_page calls from one in-memory buffer: what this Azurite can take."""
     requests = [(offset, 4 * MIB) for offset in range(0, size, 4 * MIB)]
@@ -273,33 +210,6 @@ def first_request_s(source: Path, runs: int = 5) -> dict[str, float]:
     return {"azlift_upload_first_request_s": median(upload, 0),
             "azlift_upload_first_request_cpu_s": median(upload, 1),
             "python_pass_s": median(bare, 0), "python_pass_cpu_s": median(bare, 1)}
-
-
-def client_cpu_s() -> float:
-    """CPU seconds of this process so far (every thread, user + system)."""
-    import resource
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def process_cpu_s(process: subprocess.Popen) -> float:
-    """CPU seconds of a child still running (Linux /proc), for Azurite's share."""
-    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def fresh_azurite(workdir: Path,
-                  cert: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A new in-memory Azurite with a "bench" container: every measurement starts equal."""
-    process, endpoint = start_azurite(workdir, cert)
-    trust = {"connection_verify": str(cert)} if cert else {}
-    try:
-        BlobServiceClient(endpoint, credential=CREDENTIAL, **trust).create_container("bench")
-        yield endpoint, process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def main() -> None:
