@@ -79,7 +79,7 @@ class LeasedSource:
             return None
         try:
             ours, theirs = os.fstat(fd), os.fstat(same_as)
-            if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
+            if not os.path.samestat(ours, theirs):
                 raise OSError("not the same file")
             if os.major(ours.st_dev) == 0:  # see the module's docstring
                 raise OSError("not on a block device's filesystem")

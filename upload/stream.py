@@ -224,14 +224,14 @@ def _default_reopen(image: DiskImage) -> Callable[[], DiskImage] | None:
         return None
     fd = getattr(image, "fd", None)
     try:
-        opened = _identity(fd) if fd is not None else None
+        opened = os.fstat(fd) if fd is not None else None
     except OSError:
         return None
 
     def reopen() -> DiskImage:
         handle = open_image(path, format=family)
         try:
-            same = opened is None or _identity(handle.fd) == opened
+            same = opened is None or os.path.samestat(os.fstat(handle.fd), opened)
         except (OSError, AttributeError):
             same = False
         if not same:
@@ -239,11 +239,6 @@ def _default_reopen(image: DiskImage) -> Callable[[], DiskImage] | None:
             raise FileNotFoundError(f"{path} names another file than the one opened")
         return handle
     return reopen
-
-
-def _identity(fd: int) -> tuple[int, int]:
-    status = os.fstat(fd)
-    return status.st_dev, status.st_ino
 
 
 class OrderedMd5:
